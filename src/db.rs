@@ -1,0 +1,486 @@
+//! `Database` and `Options`: opening (with recovery), the shared state behind handles and
+//! transactions, stats, bulk load, compaction, clean close.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use zerocopy::little_endian::{U32, U64};
+
+use crate::bulk::{SeqWriter, TreeBuilder};
+use crate::check::{self, CheckReport};
+use crate::error::{Error, Result};
+use crate::freelist::Pending;
+use crate::meta::{FORMAT_VERSION, MAGIC, META_BYTES, Meta};
+use crate::page::{ChildRef, Geometry, META_SLOT_BYTES, TxnId};
+use crate::storage::{Backend, FileBackend, Storage, lock_file};
+use crate::tree::TreeRecord;
+use crate::txn::{
+    Durability, ReadTxn, Readers, Snapshot, WriteTxn, Writer, find_tree, write_meta_slot,
+};
+
+/// How to open a database. `Options::new()` gives the defaults.
+#[derive(Clone, Debug)]
+pub struct Options {
+    page_size: usize,
+    mmap_size: u64,
+    durability: Durability,
+    read_only: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            page_size: 4096,
+            mmap_size: u64::MAX,
+            durability: Durability::Immediate,
+            read_only: false,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: 4 KiB pages, the whole file mapped, `Durability::Immediate`,
+    /// read-write.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Page size in bytes: a power of two from 4096 to 65536. Fixed when the file is
+    /// created; reopening with another value is ignored (the file's value wins).
+    pub fn page_size(mut self, bytes: usize) -> Options {
+        self.page_size = bytes;
+        self
+    }
+
+    /// At most this many bytes at the start of the file are read through the memory map;
+    /// pages beyond are read with pread into buffers owned by the transaction. 0 means no
+    /// map at all. Default `u64::MAX`: the whole file, however large it grows.
+    pub fn mmap_size(mut self, bytes: u64) -> Options {
+        self.mmap_size = bytes;
+        self
+    }
+
+    /// The durability of write transactions unless they set their own.
+    pub fn durability(mut self, durability: Durability) -> Options {
+        self.durability = durability;
+        self
+    }
+
+    /// Opens without write access: `begin_write` and `bulk_load` give `Error::ReadOnly`.
+    /// Several read-only handles may share a file; a read-write one excludes them.
+    pub fn read_only(mut self, yes: bool) -> Options {
+        self.read_only = yes;
+        self
+    }
+
+    /// Opens the database at `path`, creating it if it is missing (unless read-only).
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Database> {
+        Database::open_with(path.as_ref(), self)
+    }
+}
+
+/// State shared by a `Database` and its transactions.
+pub(crate) struct Shared {
+    pub storage: Arc<Storage>,
+    /// The newest commit; readers take a snapshot of it.
+    pub current: RwLock<Arc<Snapshot>>,
+    pub readers: Readers,
+    pub writer: Arc<Mutex<Writer>>,
+    pub read_only: bool,
+    pub durability: Durability,
+}
+
+/// An open database file. `Send + Sync`: share it between threads (e.g. in an `Arc`).
+/// One write transaction at a time, any number of readers; readers never block the
+/// writer and the writer never blocks readers.
+pub struct Database {
+    shared: Arc<Shared>,
+    path: PathBuf,
+}
+
+/// What `Database::bulk_load` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkStats {
+    /// Entries loaded.
+    pub entries: u64,
+    /// Pages written (leaves, branches, overflow pages).
+    pub pages: u64,
+    /// Bytes written to the file.
+    pub bytes_written: u64,
+    /// Whether the pages were written with O_DIRECT (false: buffered writes + fdatasync).
+    pub direct_io: bool,
+    /// Wall time of the whole load, commit included.
+    pub elapsed: Duration,
+}
+
+/// Space and shape figures of a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes per page.
+    pub page_size: usize,
+    /// Length of the file in bytes (it grows in steps, so it can exceed the pages used).
+    pub file_size_bytes: u64,
+    /// Pages in the file's logical extent, meta pages included.
+    pub page_count: u64,
+    /// Pages reachable from the newest commit (trees, catalog, free list, meta pages).
+    pub pages_in_use: u64,
+    /// Pages free for reuse, or waiting until older snapshots end.
+    pub pages_free: u64,
+    /// Every tree, in name order.
+    pub trees: Vec<TreeStats>,
+    /// Id of the newest commit.
+    pub txn_id: u64,
+    /// Commits made since the snapshot of the oldest live reader (0 if none): a large
+    /// value means a long-lived reader is keeping old pages from being reused.
+    pub oldest_reader_lag: u64,
+}
+
+/// Figures for one tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeStats {
+    /// The tree's name.
+    pub name: String,
+    /// Entries in the tree.
+    pub entries: u64,
+    /// Levels from root to leaves (0 for an empty tree).
+    pub depth: u32,
+}
+
+impl Database {
+    /// Opens the database at `path` with default `Options`, creating it if missing.
+    pub fn open(path: impl AsRef<Path>) -> Result<Database> {
+        Options::new().open(path)
+    }
+
+    fn open_with(path: &Path, options: Options) -> Result<Database> {
+        let requested = Geometry::new(options.page_size)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!options.read_only)
+            .create(!options.read_only)
+            .truncate(false)
+            .open(path)?;
+        lock_file(&file, !options.read_only)?;
+        let backend: Box<dyn Backend> = Box::new(FileBackend { file });
+        let (storage, meta, slot) = recover(backend, requested, &options, path)?;
+        let free = check::read_free_list(&storage.reader(meta.page_count()), &meta)?;
+        let writer = Writer {
+            free,
+            pending: Pending::default(),
+            durable: meta.txn(),
+            durable_slot: slot,
+        };
+        Ok(Database {
+            shared: Arc::new(Shared {
+                storage,
+                current: RwLock::new(Arc::new(Snapshot { meta })),
+                readers: Readers::new(),
+                writer: Arc::new(Mutex::new(writer)),
+                read_only: options.read_only,
+                durability: options.durability,
+            }),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Begins a read transaction: a consistent snapshot of the newest commit. Cheap: no
+    /// I/O and no waiting.
+    pub fn begin_read(&self) -> Result<ReadTxn> {
+        Ok(ReadTxn::begin(&self.shared))
+    }
+
+    /// Begins the write transaction, waiting while another one is alive (so a thread
+    /// that holds one must not ask for a second).
+    pub fn begin_write(&self) -> Result<WriteTxn> {
+        WriteTxn::begin(&self.shared)
+    }
+
+    /// Loads `entries`, whose keys must be strictly ascending, into the tree `tree`,
+    /// which must be absent or empty. The tree is built bottom-up with full pages written
+    /// sequentially past the end of the file, then committed atomically and durably.
+    /// On `Error::Unsorted` or `Error::TreeNotEmpty` the database is unchanged. To merge
+    /// sorted data into a tree that has entries, insert it in a write transaction.
+    pub fn bulk_load<I, K, V>(&self, tree: &str, entries: I) -> Result<BulkStats>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let started = Instant::now();
+        let mut txn = self.begin_write()?;
+        if txn.open_tree(tree)?.len()? > 0 {
+            return Err(Error::TreeNotEmpty(tree.to_string()));
+        }
+        let geometry = self.shared.storage.geometry;
+        let (mut out, txn_id) = {
+            let pages = txn.pages_mut();
+            (
+                SeqWriter::new(Arc::clone(&self.shared.storage), pages.end()),
+                pages.txn,
+            )
+        };
+        let mut builder = TreeBuilder::new(geometry, txn_id);
+        let mut previous: Option<Vec<u8>> = None;
+        for (index, (key, value)) in entries.into_iter().enumerate() {
+            let (key, value) = (key.as_ref(), value.as_ref());
+            if previous.as_deref().is_some_and(|p| p >= key) {
+                return Err(Error::Unsorted {
+                    index: index as u64,
+                });
+            }
+            crate::tree::check_sizes(&geometry, key, value.len() as u64)?;
+            builder.add(&mut out, key, value)?;
+            match &mut previous {
+                Some(p) => {
+                    p.clear();
+                    p.extend_from_slice(key);
+                }
+                None => previous = Some(key.to_vec()),
+            }
+        }
+        let entries = builder.entries();
+        let record = builder.finish(&mut out)?;
+        out.flush()?;
+        let first = txn.pages_mut().end();
+        txn.pages_mut().set_end(out.next);
+        txn.set_tree_record(tree, record);
+        txn.set_durability(Durability::Immediate);
+        txn.commit()?;
+        Ok(BulkStats {
+            entries,
+            pages: out.next.0 - first.0,
+            bytes_written: out.bytes_written,
+            direct_io: false,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Verifies everything the newest commit reaches: checksums against the parents'
+    /// copies, key order, fences, B-tree shape, entry counts, and that every page is
+    /// exactly once either reachable or free. Runs on a snapshot, beside writers.
+    pub fn check(&self) -> Result<CheckReport> {
+        let rtx = self.begin_read()?;
+        check::check_snapshot(rtx.pages(), rtx.meta())
+    }
+
+    /// Space and shape figures of the newest commit.
+    pub fn stats(&self) -> Result<Stats> {
+        let rtx = self.begin_read()?;
+        let meta = *rtx.meta();
+        let free = check::read_free_list(rtx.pages(), &meta)?.page_count();
+        let mut trees = Vec::new();
+        for name in rtx.tree_names()? {
+            let t = find_tree(rtx.pages(), &meta.catalog, &name)?.expect("listed tree");
+            trees.push(TreeStats {
+                name,
+                entries: t.entries.get(),
+                depth: t.depth.get(),
+            });
+        }
+        let lag = self
+            .shared
+            .readers
+            .oldest()
+            .map_or(0, |oldest| meta.txn().0.saturating_sub(oldest.0));
+        Ok(Stats {
+            page_size: self.shared.storage.geometry.page_size,
+            file_size_bytes: self.shared.storage.file_len(),
+            page_count: meta.page_count().0,
+            pages_in_use: meta.page_count().0 - free,
+            pages_free: free,
+            trees,
+            txn_id: meta.txn().0,
+            oldest_reader_lag: lag,
+        })
+    }
+
+    /// Writes a compacted copy of the newest commit to `path` (which must not exist):
+    /// every tree rebuilt with full pages, no free pages. Runs on a snapshot, so writers
+    /// may continue meanwhile.
+    pub fn compact_to(&self, path: impl AsRef<Path>) -> Result<()> {
+        let rtx = self.begin_read()?;
+        let geometry = self.shared.storage.geometry;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path.as_ref())?;
+        lock_file(&file, true)?;
+        let storage = Arc::new(Storage::new(Box::new(FileBackend { file }), geometry, 0)?);
+        let txn = TxnId(1);
+        let mut out = SeqWriter::new(Arc::clone(&storage), geometry.first_data_page());
+        let mut records = Vec::new();
+        for name in rtx.tree_names()? {
+            let tree = rtx.open_tree(&name)?;
+            let mut builder = TreeBuilder::new(geometry, txn);
+            for entry in tree.iter()? {
+                let (k, v) = entry?;
+                builder.add(&mut out, k, v)?;
+            }
+            records.push((name, builder.finish(&mut out)?));
+        }
+        let mut catalog = TreeBuilder::new(geometry, txn);
+        for (name, record) in &records {
+            catalog.add(
+                &mut out,
+                name.as_bytes(),
+                zerocopy::IntoBytes::as_bytes(record),
+            )?;
+        }
+        let catalog = catalog.finish(&mut out)?;
+        out.flush()?;
+        let meta = Meta {
+            txn: U64::new(txn.0),
+            durable_before: U64::new(0),
+            page_count: U64::new(out.next.0),
+            catalog,
+            ..new_meta(geometry)
+        };
+        storage.ensure_len(geometry.offset(out.next))?;
+        seal_file(&storage, &meta, 0)?;
+        sync_dir(path.as_ref())
+    }
+
+    /// The path this database was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Shared {
+    /// A clean close: if commits since the last durable meta exist (`Durability::None`),
+    /// or the last commit's pages would need verifying at the next open, sync and write
+    /// a meta that needs no verification.
+    fn drop(&mut self) {
+        if self.read_only || self.storage.is_poisoned() {
+            return;
+        }
+        let writer = self.writer.lock();
+        let meta = self.current.read().meta;
+        if writer.durable == meta.txn() && meta.durable_before == meta.txn {
+            return; // Nothing committed since the file was opened sealed.
+        }
+        let slot = 1 - writer.durable_slot;
+        // Errors cannot be reported from drop; the previous durable meta stays valid.
+        let _ = seal_file(&self.storage, &meta, slot);
+    }
+}
+
+/// Syncs everything, then writes `meta` into `slot` marked as needing no verification
+/// (every page it reaches is already durable), then syncs again.
+fn seal_file(storage: &Storage, meta: &Meta, slot: u64) -> Result<()> {
+    storage.sync()?;
+    let sealed = Meta {
+        durable_before: meta.txn,
+        ..*meta
+    };
+    write_meta_slot(storage, slot, &sealed)?;
+    storage.sync()
+}
+
+/// A meta for an empty database.
+fn new_meta(geometry: Geometry) -> Meta {
+    Meta {
+        magic: MAGIC,
+        version: U32::new(FORMAT_VERSION),
+        page_size: U32::new(geometry.page_size as u32),
+        txn: U64::new(1),
+        durable_before: U64::new(1),
+        page_count: U64::new(geometry.first_data_page().0),
+        catalog: TreeRecord::EMPTY,
+        free_list: ChildRef::NULL,
+        checksum: U32::ZERO,
+    }
+}
+
+/// Makes the file's directory entry durable (after creating a file).
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Picks the newest meta whose commit verifies, falling back to the other slot if the
+/// newest commit was torn. Creates the file if it is new. Returns the storage, the meta
+/// and the slot it came from.
+fn recover(
+    backend: Box<dyn Backend>,
+    requested: Geometry,
+    options: &Options,
+    path: &Path,
+) -> Result<(Arc<Storage>, Meta, u64)> {
+    let len = backend.len()?;
+    let mut slots = vec![0u8; 2 * META_SLOT_BYTES as usize];
+    let readable = (len as usize).min(slots.len());
+    backend.read_exact_at(&mut slots[..readable], 0)?;
+    let decoded: Vec<Result<Meta>> = (0..2)
+        .map(|s| {
+            let at = s * META_SLOT_BYTES as usize;
+            Meta::decode(&slots[at..at + META_BYTES], s as u64)
+        })
+        .collect();
+    // A file whose first meta never became valid and whose second slot was never written
+    // is a creation that did not finish: nothing was ever committed in it.
+    let never_committed = decoded[0].is_err()
+        && slots[META_SLOT_BYTES as usize..].iter().all(|&b| b == 0)
+        && len <= 65536;
+    if never_committed {
+        if options.read_only {
+            return Err(Error::corrupted(
+                0,
+                "the file is empty or not a mapkv database",
+            ));
+        }
+        let meta = new_meta(requested);
+        let storage = Arc::new(Storage::new(backend, requested, options.mmap_size)?);
+        storage.ensure_len(requested.offset(meta.page_count()))?;
+        write_meta_slot(&storage, 0, &meta)?;
+        storage.sync()?;
+        sync_dir(path)?;
+        return Ok((storage, meta, 0));
+    }
+    let mut candidates: Vec<(Meta, u64)> = Vec::new();
+    let mut errors = Vec::new();
+    for (slot, d) in decoded.into_iter().enumerate() {
+        match d {
+            Ok(m) => candidates.push((m, slot as u64)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    candidates.sort_by_key(|(m, _)| std::cmp::Reverse((m.txn.get(), m.durable_before.get())));
+    let mut backend = Some(backend);
+    for (meta, slot) in candidates {
+        let geometry = Geometry::new(meta.page_size.get() as usize)?;
+        let storage = Arc::new(Storage::new(
+            backend.take().expect("backend kept for the next candidate"),
+            geometry,
+            options.mmap_size,
+        )?);
+        let needed = geometry.offset(meta.page_count());
+        let verified = if needed > len {
+            Err(Error::corrupted(
+                0,
+                format!("meta slot {slot} needs {needed} bytes, the file has {len}"),
+            ))
+        } else {
+            check::verify_commit(&storage.reader(meta.page_count()), &meta)
+        };
+        match verified {
+            Ok(()) => return Ok((storage, meta, slot)),
+            Err(e) => {
+                errors.push(e.to_string());
+                backend = Some(Arc::into_inner(storage).expect("only ref").into_backend());
+            }
+        }
+    }
+    Err(Error::corrupted(
+        0,
+        format!("no usable meta page: {}", errors.join("; ")),
+    ))
+}

@@ -1,0 +1,719 @@
+//! Branch and leaf pages: read views that bounds-check every offset taken from the page,
+//! in-place edits of dirty pages, and the split/merge policy shared by inserts, removes,
+//! the bulk loader and compaction. See FORMAT.md#node-pages.
+
+use std::cmp::Ordering;
+use std::mem::size_of;
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::error::{Error, Result};
+use crate::page::{ChildRef, PageHeader, PageId, PageKind, TxnId, header, header_mut};
+
+/// Header of branch and leaf pages. See FORMAT.md#node-pages.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct NodeHeader {
+    pub page: PageHeader,
+    /// Offset of the lowest cell byte; cells fill the page from the end downwards.
+    pub cells_start: U32,
+    /// Bytes between `cells_start` and the page end that belong to no cell (holes left
+    /// by removed cells), so the used size is known without walking the cells.
+    pub frag_bytes: U32,
+}
+const _: () = assert!(size_of::<NodeHeader>() == 24);
+
+/// One slot of the slot array; slots are sorted by key. See FORMAT.md#node-pages.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct Slot {
+    /// The key's first four bytes, zero-padded: most binary-search probes compare these
+    /// as a big-endian integer and never leave the slot array.
+    pub prefix: [u8; 4],
+    pub offset: U16,
+    pub key_len: U16,
+}
+const SLOT_BYTES: usize = size_of::<Slot>();
+const _: () = assert!(SLOT_BYTES == 8);
+
+/// Header of the first page of a blob run (a large value, or the free list).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct BlobHeader {
+    pub page: PageHeader,
+    /// Payload length in bytes; the payload follows this header.
+    pub len: U64,
+}
+pub(crate) const BLOB_HEADER_BYTES: usize = size_of::<BlobHeader>();
+const _: () = assert!(BLOB_HEADER_BYTES == 24);
+
+/// A leaf value stored outside the leaf, in a blob run. See FORMAT.md#overflow-values.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct OverflowRef {
+    pub blob: ChildRef,
+    pub len: U64,
+}
+const OVERFLOW_REF_BYTES: usize = size_of::<OverflowRef>();
+const _: () = assert!(OVERFLOW_REF_BYTES == 28);
+
+const NODE_HEADER_BYTES: usize = size_of::<NodeHeader>();
+const LEAF_CELL_HEADER_BYTES: usize = 4;
+const BRANCH_CELL_HEADER_BYTES: usize = size_of::<ChildRef>();
+/// Set in a leaf cell's value length when the value lives in an overflow blob.
+const OVERFLOW_FLAG: u32 = 1 << 31;
+
+/// Where the slot array starts: branches keep their leftmost child before it.
+pub(crate) fn slots_start(kind: PageKind) -> usize {
+    match kind {
+        PageKind::Branch => NODE_HEADER_BYTES + size_of::<ChildRef>(),
+        _ => NODE_HEADER_BYTES,
+    }
+}
+
+fn cell_header_bytes(kind: PageKind) -> usize {
+    match kind {
+        PageKind::Branch => BRANCH_CELL_HEADER_BYTES,
+        _ => LEAF_CELL_HEADER_BYTES,
+    }
+}
+
+/// The largest slot + cell that a node of `kind` accepts: two always fit in one page.
+pub(crate) fn cell_bytes_max(kind: PageKind, page_size: usize) -> usize {
+    (page_size - slots_start(kind)) / 2
+}
+
+/// A value as stored in a leaf.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LeafValue<'a> {
+    Inline(&'a [u8]),
+    Overflow(OverflowRef),
+}
+
+/// Whether a value of this size is stored inline next to its key.
+pub(crate) fn value_fits_inline(key_len: usize, value_len: u64, page_size: usize) -> bool {
+    (SLOT_BYTES + LEAF_CELL_HEADER_BYTES + key_len) as u64 + value_len
+        <= cell_bytes_max(PageKind::Leaf, page_size) as u64
+}
+
+fn prefix_bytes(key: &[u8]) -> [u8; 4] {
+    let mut p = [0; 4];
+    let n = key.len().min(4);
+    p[..n].copy_from_slice(&key[..n]);
+    p
+}
+
+/// Compares a key with a slot's key: first the four-byte prefix, then the whole key.
+/// Equal prefixes do not mean equal keys ("a" and "a\0" pad alike).
+fn compare_prefix(slot_prefix: [u8; 4], key_prefix: u32) -> Ordering {
+    u32::from_be_bytes(slot_prefix).cmp(&key_prefix)
+}
+
+/// A read-only view of a branch or leaf page. `parse` checks the header; every accessor
+/// checks the offsets it follows, so a corrupt page gives `Error::Corrupted`.
+#[derive(Clone, Copy)]
+pub(crate) struct Node<'a> {
+    bytes: &'a [u8],
+    id: PageId,
+    kind: PageKind,
+    count: usize,
+    cells_start: usize,
+}
+
+impl<'a> Node<'a> {
+    pub(crate) fn parse(bytes: &'a [u8], id: PageId) -> Result<Node<'a>> {
+        let h = NodeHeader::ref_from_prefix(bytes)
+            .map_err(|_| Error::corrupted(id.0, "page shorter than a node header"))?
+            .0;
+        let kind = match PageKind::from_byte(h.page.kind) {
+            Some(k @ (PageKind::Branch | PageKind::Leaf)) => k,
+            _ => {
+                return Err(Error::corrupted(
+                    id.0,
+                    format!("expected a branch or leaf page, found kind {}", h.page.kind),
+                ));
+            }
+        };
+        let count = h.page.count.get() as usize;
+        let cells_start = h.cells_start.get() as usize;
+        let slots_end = slots_start(kind) + count * SLOT_BYTES;
+        if slots_end > cells_start || cells_start > bytes.len() {
+            return Err(Error::corrupted(
+                id.0,
+                format!("{count} slots end at {slots_end}, past the cells at {cells_start}"),
+            ));
+        }
+        if h.frag_bytes.get() as usize > bytes.len() - cells_start {
+            return Err(Error::corrupted(id.0, "fragmented byte count too large"));
+        }
+        Ok(Node {
+            bytes,
+            id,
+            kind,
+            count,
+            cells_start,
+        })
+    }
+
+    pub(crate) fn id(&self) -> PageId {
+        self.id
+    }
+
+    pub(crate) fn kind(&self) -> PageKind {
+        self.kind
+    }
+
+    pub(crate) fn is_leaf(&self) -> bool {
+        self.kind == PageKind::Leaf
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(crate) fn txn(&self) -> TxnId {
+        TxnId(header(self.bytes).txn.get())
+    }
+
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Header, slots and live cells: what a rebuilt copy of this page would occupy.
+    pub(crate) fn used_bytes(&self) -> usize {
+        let h = NodeHeader::ref_from_prefix(self.bytes).expect("parsed").0;
+        slots_start(self.kind) + self.count * SLOT_BYTES + self.bytes.len()
+            - self.cells_start
+            - h.frag_bytes.get() as usize
+    }
+
+    fn slot(&self, i: usize) -> Slot {
+        assert!(i < self.count, "slot {i} of {}", self.count);
+        let at = slots_start(self.kind) + i * SLOT_BYTES;
+        // In bounds: parse checked slots_start + count × SLOT_BYTES <= cells_start <= len.
+        Slot::read_from_bytes(&self.bytes[at..at + SLOT_BYTES]).expect("slot size")
+    }
+
+    /// The whole cell of slot `i` (cell header, key, inline value or overflow reference).
+    pub(crate) fn cell(&self, i: usize) -> Result<Cell<'a>> {
+        let s = self.slot(i);
+        let start = s.offset.get() as usize;
+        let key_len = s.key_len.get() as usize;
+        let key_start = start + cell_header_bytes(self.kind);
+        let key_end = key_start + key_len;
+        if start < self.cells_start || key_end > self.bytes.len() {
+            return Err(self.bad(format!("cell {i} at {start}+{key_len} out of bounds")));
+        }
+        let end = match self.kind {
+            PageKind::Leaf => {
+                let raw = u32::from_le_bytes(self.bytes[start..start + 4].try_into().unwrap());
+                if raw & OVERFLOW_FLAG != 0 {
+                    key_end + OVERFLOW_REF_BYTES
+                } else {
+                    key_end + raw as usize
+                }
+            }
+            _ => key_end,
+        };
+        if end > self.bytes.len() {
+            return Err(self.bad(format!("cell {i} runs past the page end")));
+        }
+        Ok(Cell {
+            key: &self.bytes[key_start..key_end],
+            bytes: &self.bytes[start..end],
+        })
+    }
+
+    pub(crate) fn key(&self, i: usize) -> Result<&'a [u8]> {
+        Ok(self.cell(i)?.key)
+    }
+
+    /// Binary search: `Ok(i)` if slot `i` holds `key`, else `Err(i)` where it would go.
+    pub(crate) fn search(&self, key: &[u8]) -> Result<std::result::Result<usize, usize>> {
+        let target = u32::from_be_bytes(prefix_bytes(key));
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let ord = match compare_prefix(self.slot(mid).prefix, target) {
+                Ordering::Equal => self.key(mid)?.cmp(key),
+                o => o,
+            };
+            match ord {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Ok(Ok(mid)),
+            }
+        }
+        Ok(Err(lo))
+    }
+
+    /// Leaf only: the value of slot `i`.
+    pub(crate) fn value(&self, i: usize) -> Result<LeafValue<'a>> {
+        debug_assert!(self.is_leaf());
+        self.cell(i)?.leaf_value(self.id)
+    }
+
+    /// Branch only: child `i` of `len() + 1`; child 0 is the leftmost.
+    pub(crate) fn child(&self, i: usize) -> Result<ChildRef> {
+        debug_assert!(!self.is_leaf());
+        if i == 0 {
+            let at = NODE_HEADER_BYTES;
+            return Ok(ChildRef::read_from_bytes(&self.bytes[at..at + 20]).expect("ref size"));
+        }
+        Ok(self.cell(i - 1)?.child())
+    }
+
+    /// Branch only: which child covers `key`.
+    pub(crate) fn child_index(&self, key: &[u8]) -> Result<usize> {
+        Ok(match self.search(key)? {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        })
+    }
+
+    /// Checks the slot prefixes against the keys (check() uses it; searches rely on it).
+    pub(crate) fn verify_prefixes(&self) -> Result<()> {
+        for i in 0..self.count {
+            if self.slot(i).prefix != prefix_bytes(self.key(i)?) {
+                return Err(self.bad(format!("slot {i} prefix does not match its key")));
+            }
+        }
+        Ok(())
+    }
+
+    fn bad(&self, reason: String) -> Error {
+        Error::corrupted(self.id.0, reason)
+    }
+}
+
+/// A cell's bytes, ready to be copied into another page, and its key.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cell<'a> {
+    pub key: &'a [u8],
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Cell<'a> {
+    fn footprint(&self) -> usize {
+        SLOT_BYTES + self.bytes.len()
+    }
+
+    pub(crate) fn leaf_value(&self, page: PageId) -> Result<LeafValue<'a>> {
+        let raw = u32::from_le_bytes(self.bytes[..4].try_into().unwrap());
+        let rest = &self.bytes[LEAF_CELL_HEADER_BYTES + self.key.len()..];
+        if raw & OVERFLOW_FLAG == 0 {
+            return Ok(LeafValue::Inline(rest));
+        }
+        let r = OverflowRef::read_from_bytes(rest)
+            .map_err(|_| Error::corrupted(page.0, "bad overflow reference"))?;
+        Ok(LeafValue::Overflow(r))
+    }
+
+    /// Branch cells: the child to the right of this key.
+    pub(crate) fn child(&self) -> ChildRef {
+        ChildRef::read_from_bytes(&self.bytes[..BRANCH_CELL_HEADER_BYTES]).expect("ref size")
+    }
+}
+
+/// Encodes a leaf cell into `out` (cleared first).
+pub(crate) fn encode_leaf_cell(out: &mut Vec<u8>, key: &[u8], value: &LeafValue) {
+    out.clear();
+    match value {
+        LeafValue::Inline(v) => {
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(v);
+        }
+        LeafValue::Overflow(r) => {
+            out.extend_from_slice(&OVERFLOW_FLAG.to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(r.as_bytes());
+        }
+    }
+}
+
+/// Encodes a branch cell (child to the right of `key`) into `out` (cleared first).
+pub(crate) fn encode_branch_cell(out: &mut Vec<u8>, key: &[u8], child: &ChildRef) {
+    out.clear();
+    out.extend_from_slice(child.as_bytes());
+    out.extend_from_slice(key);
+}
+
+// ---- building and editing dirty pages ------------------------------------------------
+
+/// Makes `page` an empty node of `kind` written by `txn`.
+pub(crate) fn init(page: &mut [u8], kind: PageKind, txn: TxnId) {
+    let len = page.len();
+    page[..slots_start(kind)].fill(0);
+    let h = NodeHeader::mut_from_prefix(page).expect("page size").0;
+    h.page.kind = kind as u8;
+    h.page.txn = U64::new(txn.0);
+    h.cells_start = U32::new(len as u32);
+}
+
+fn node_header_mut(page: &mut [u8]) -> &mut NodeHeader {
+    NodeHeader::mut_from_prefix(page).expect("page size").0
+}
+
+pub(crate) fn set_leftmost(page: &mut [u8], child: &ChildRef) {
+    page[NODE_HEADER_BYTES..NODE_HEADER_BYTES + 20].copy_from_slice(child.as_bytes());
+}
+
+/// Branch: replaces child `i` (0 = leftmost).
+pub(crate) fn set_child(page: &mut [u8], i: usize, child: &ChildRef) -> Result<()> {
+    if i == 0 {
+        set_leftmost(page, child);
+        return Ok(());
+    }
+    let at = {
+        let node = Node::parse(page, PageId(0))?;
+        let slot = node.slot(i - 1);
+        slot.offset.get() as usize
+    };
+    page[at..at + 20].copy_from_slice(child.as_bytes());
+    Ok(())
+}
+
+/// Appends a cell after the existing slots (cells must arrive in key order). Returns
+/// false, changing nothing, if it does not fit contiguously.
+pub(crate) fn push_cell(page: &mut [u8], kind: PageKind, cell: Cell) -> bool {
+    let count = header(page).count.get() as usize;
+    insert_cell(page, kind, count, cell)
+}
+
+/// Inserts `cell` at slot `i`, compacting the page first if holes make that necessary.
+/// Returns false, changing nothing, if the page is too full.
+pub(crate) fn insert_cell(page: &mut [u8], kind: PageKind, i: usize, cell: Cell) -> bool {
+    let (count, cells_start, frag) = {
+        let h = node_header_mut(page);
+        (
+            h.page.count.get() as usize,
+            h.cells_start.get() as usize,
+            h.frag_bytes.get() as usize,
+        )
+    };
+    let slots_end = slots_start(kind) + count * SLOT_BYTES;
+    let need = cell.footprint();
+    if cells_start - slots_end < need {
+        if cells_start - slots_end + frag < need {
+            return false;
+        }
+        compact(page, kind);
+        return insert_cell(page, kind, i, cell);
+    }
+    let at = cells_start - cell.bytes.len();
+    page[at..cells_start].copy_from_slice(cell.bytes);
+    let slot_at = slots_start(kind) + i * SLOT_BYTES;
+    page.copy_within(slot_at..slots_end, slot_at + SLOT_BYTES);
+    let slot = Slot {
+        prefix: prefix_bytes(cell.key),
+        offset: U16::new(at as u16),
+        key_len: U16::new(cell.key.len() as u16),
+    };
+    page[slot_at..slot_at + SLOT_BYTES].copy_from_slice(slot.as_bytes());
+    let h = node_header_mut(page);
+    h.page.count = U16::new(count as u16 + 1);
+    h.cells_start = U32::new(at as u32);
+    true
+}
+
+/// Removes slot `i`; its cell becomes a hole (counted in `frag_bytes`).
+pub(crate) fn remove_cell(page: &mut [u8], kind: PageKind, i: usize) -> Result<()> {
+    let cell_len = Node::parse(page, PageId(0))?.cell(i)?.bytes.len();
+    let h = node_header_mut(page);
+    let count = h.page.count.get() as usize;
+    h.page.count = U16::new(count as u16 - 1);
+    h.frag_bytes = U32::new(h.frag_bytes.get() + cell_len as u32);
+    let slot_at = slots_start(kind) + i * SLOT_BYTES;
+    let slots_end = slots_start(kind) + count * SLOT_BYTES;
+    page.copy_within(slot_at + SLOT_BYTES..slots_end, slot_at);
+    Ok(())
+}
+
+/// Rewrites the page with its cells packed against the end and no holes.
+fn compact(page: &mut [u8], kind: PageKind) {
+    let old = page.to_vec();
+    let node = Node::parse(&old, PageId(0)).expect("dirty pages are well formed");
+    let txn = node.txn();
+    let leftmost = (kind == PageKind::Branch).then(|| node.child(0).expect("leftmost"));
+    init(page, kind, txn);
+    if let Some(l) = leftmost {
+        set_leftmost(page, &l);
+    }
+    for i in 0..node.len() {
+        let pushed = push_cell(
+            page,
+            kind,
+            node.cell(i).expect("dirty pages are well formed"),
+        );
+        assert!(pushed, "cells that fit before compaction fit after it");
+    }
+}
+
+/// How a list of cells that overflows one page is cut into two.
+pub(crate) struct TwoWay {
+    /// Leaves: the first cell of the right page. Branches: the cell whose key moves up
+    /// to the parent and whose child becomes the right page's leftmost child.
+    pub at: usize,
+}
+
+/// Whether `cells` fit in one page of `kind` (for branches: besides the leftmost child).
+pub(crate) fn fits_one(kind: PageKind, page_size: usize, cells: &[Cell]) -> bool {
+    slots_start(kind) + cells.iter().map(Cell::footprint).sum::<usize>() <= page_size
+}
+
+/// Chooses the most even cut of `cells` into two pages that both fit. Leaves keep every
+/// cell; branches move the cut cell up. With cells at most `cell_bytes_max`, a cut
+/// always exists; failing to find one is a bug.
+pub(crate) fn split_point(kind: PageKind, page_size: usize, cells: &[Cell]) -> TwoWay {
+    let room = page_size - slots_start(kind);
+    let total: usize = cells.iter().map(Cell::footprint).sum();
+    let mut best: Option<(usize, usize)> = None;
+    let mut left = 0;
+    for (at, cell) in cells.iter().enumerate() {
+        let right = match kind {
+            PageKind::Leaf => total - left,
+            _ => total - left - cell.footprint(),
+        };
+        let valid_cut = at > 0 && (kind == PageKind::Leaf || at + 1 < cells.len());
+        if valid_cut && left <= room && right <= room {
+            let skew = left.abs_diff(right);
+            if best.is_none_or(|(_, s)| skew < s) {
+                best = Some((at, skew));
+            }
+        }
+        left += cell.footprint();
+    }
+    let (at, _) = best.unwrap_or_else(|| {
+        panic!(
+            "no two-way split of {} cells ({total} bytes) in {kind:?} pages of {page_size}",
+            cells.len()
+        )
+    });
+    TwoWay { at }
+}
+
+/// The shortest key `s` with `left < s <= right`, given `left < right`: branch pages
+/// keep only as many bytes as separate two children.
+pub(crate) fn separator<'k>(left: &[u8], right: &'k [u8]) -> &'k [u8] {
+    let common = left.iter().zip(right).take_while(|(a, b)| a == b).count();
+    &right[..(common + 1).min(right.len())]
+}
+
+/// Writes a fresh node holding `cells` in order (they must fit).
+pub(crate) fn build(
+    page: &mut [u8],
+    kind: PageKind,
+    txn: TxnId,
+    leftmost: Option<&ChildRef>,
+    cells: &[Cell],
+) {
+    init(page, kind, txn);
+    if let Some(l) = leftmost {
+        set_leftmost(page, l);
+    }
+    for c in cells {
+        assert!(push_cell(page, kind, *c), "build: cells do not fit");
+    }
+}
+
+/// Cuts `cells` (too many for one page) into two new pages; returns them with the key
+/// that separates them. Branches move the cut cell's key up and its child becomes the
+/// right page's leftmost.
+pub(crate) fn build_two(
+    page_size: usize,
+    kind: PageKind,
+    txn: TxnId,
+    leftmost: Option<&ChildRef>,
+    cells: &[Cell],
+) -> (Box<[u8]>, Vec<u8>, Box<[u8]>) {
+    let cut = split_point(kind, page_size, cells).at;
+    let mut left = vec![0; page_size].into_boxed_slice();
+    let mut right = vec![0; page_size].into_boxed_slice();
+    let (sep, right_leftmost, right_cells) = match kind {
+        PageKind::Leaf => (
+            separator(cells[cut - 1].key, cells[cut].key).to_vec(),
+            None,
+            &cells[cut..],
+        ),
+        _ => (
+            cells[cut].key.to_vec(),
+            Some(cells[cut].child()),
+            &cells[cut + 1..],
+        ),
+    };
+    build(&mut left, kind, txn, leftmost, &cells[..cut]);
+    build(&mut right, kind, txn, right_leftmost.as_ref(), right_cells);
+    (left, sep, right)
+}
+
+/// Two adjacent siblings rebuilt: one page if their cells fit, else two even pages.
+pub(crate) enum Rebuilt {
+    One(Box<[u8]>),
+    Two(Box<[u8]>, Vec<u8>, Box<[u8]>),
+}
+
+/// Rebuilds siblings `left` and `right`, separated in their parent by `separator`
+/// (which moves down into a branch).
+pub(crate) fn rebuild_siblings(
+    page_size: usize,
+    txn: TxnId,
+    left: &Node,
+    separator: &[u8],
+    right: &Node,
+) -> Result<Rebuilt> {
+    let kind = left.kind();
+    if right.kind() != kind {
+        return Err(Error::corrupted(
+            right.id().0,
+            "siblings of different kinds",
+        ));
+    }
+    let mut cells = (0..left.len())
+        .map(|i| left.cell(i))
+        .collect::<Result<Vec<_>>>()?;
+    let mut pulled_down = Vec::new();
+    let leftmost = if kind == PageKind::Branch {
+        encode_branch_cell(&mut pulled_down, separator, &right.child(0)?);
+        cells.push(Cell {
+            key: separator,
+            bytes: &pulled_down,
+        });
+        Some(left.child(0)?)
+    } else {
+        None
+    };
+    for i in 0..right.len() {
+        cells.push(right.cell(i)?);
+    }
+    if fits_one(kind, page_size, &cells) {
+        let mut one = vec![0; page_size].into_boxed_slice();
+        build(&mut one, kind, txn, leftmost.as_ref(), &cells);
+        return Ok(Rebuilt::One(one));
+    }
+    let (a, sep, b) = build_two(page_size, kind, txn, leftmost.as_ref(), &cells);
+    Ok(Rebuilt::Two(a, sep, b))
+}
+
+/// A node is underfull below a quarter page; removes rebalance such nodes.
+pub(crate) fn is_underfull(used_bytes: usize, page_size: usize) -> bool {
+    used_bytes < page_size / 4
+}
+
+/// The blob payload in `run` (all pages of a blob), checked against its header.
+pub(crate) fn blob_payload(run: &[u8], id: PageId) -> Result<&[u8]> {
+    let h = BlobHeader::ref_from_prefix(run)
+        .map_err(|_| Error::corrupted(id.0, "blob shorter than its header"))?
+        .0;
+    if h.page.kind != PageKind::Blob as u8 {
+        return Err(Error::corrupted(
+            id.0,
+            format!("expected a blob page, found kind {}", h.page.kind),
+        ));
+    }
+    let len = h.len.get();
+    if len > (run.len() - BLOB_HEADER_BYTES) as u64 {
+        return Err(Error::corrupted(
+            id.0,
+            format!("blob length {len} exceeds its {} bytes", run.len()),
+        ));
+    }
+    Ok(&run[BLOB_HEADER_BYTES..BLOB_HEADER_BYTES + len as usize])
+}
+
+/// Writes a blob header for `len` payload bytes at the start of `first_page`.
+pub(crate) fn init_blob(first_page: &mut [u8], txn: TxnId, len: u64) {
+    let h = BlobHeader::mut_from_prefix(first_page)
+        .expect("page size")
+        .0;
+    h.page = PageHeader {
+        kind: PageKind::Blob as u8,
+        flags: 0,
+        count: U16::ZERO,
+        checksum: U32::ZERO,
+        txn: U64::new(txn.0),
+    };
+    h.len = U64::new(len);
+}
+
+pub(crate) fn set_txn(page: &mut [u8], txn: TxnId) {
+    header_mut(page).txn = U64::new(txn.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf_with(keys: &[&[u8]]) -> Vec<u8> {
+        let mut page = vec![0; 4096];
+        init(&mut page, PageKind::Leaf, TxnId(1));
+        let mut buf = Vec::new();
+        for k in keys {
+            let n = Node::parse(&page, PageId(5)).unwrap();
+            let i = n.search(k).unwrap().unwrap_err();
+            encode_leaf_cell(&mut buf, k, &LeafValue::Inline(b"v"));
+            assert!(insert_cell(
+                &mut page,
+                PageKind::Leaf,
+                i,
+                Cell {
+                    key: k,
+                    bytes: &buf
+                }
+            ));
+        }
+        page
+    }
+
+    #[test]
+    fn search_orders_keys_that_share_a_padded_prefix() {
+        let page = leaf_with(&[b"a\0", b"a", b"ab", b"", b"abcdz", b"abcda"]);
+        let n = Node::parse(&page, PageId(5)).unwrap();
+        let keys: Vec<&[u8]> = (0..n.len()).map(|i| n.key(i).unwrap()).collect();
+        assert_eq!(keys, [&b""[..], b"a", b"a\0", b"ab", b"abcda", b"abcdz"]);
+        assert_eq!(n.search(b"a\0").unwrap(), Ok(2));
+        assert_eq!(n.search(b"abc").unwrap(), Err(4));
+        n.verify_prefixes().unwrap();
+    }
+
+    #[test]
+    fn removed_cells_are_reclaimed_by_compaction() {
+        let mut page = leaf_with(&[b"k1", b"k2"]);
+        let before = Node::parse(&page, PageId(5)).unwrap().used_bytes();
+        remove_cell(&mut page, PageKind::Leaf, 0).unwrap();
+        let big = vec![7u8; 2000];
+        let mut buf = Vec::new();
+        for i in 0..2u8 {
+            encode_leaf_cell(&mut buf, &[b'z', i], &LeafValue::Inline(&big[..1950]));
+            let cell = Cell {
+                key: &[b'z', i],
+                bytes: &buf,
+            };
+            assert!(
+                push_cell(&mut page, PageKind::Leaf, cell),
+                "cell {i} fits after compaction"
+            );
+        }
+        let n = Node::parse(&page, PageId(5)).unwrap();
+        assert_eq!(n.len(), 3);
+        assert!(n.used_bytes() > before);
+    }
+
+    #[test]
+    fn separator_is_shortest_between() {
+        assert_eq!(separator(b"abc", b"abd"), b"abd");
+        assert_eq!(separator(b"ab", b"abzz"), b"abz");
+        assert_eq!(separator(b"a", b"b123"), b"b");
+    }
+
+    #[test]
+    fn corrupt_offsets_are_errors() {
+        let mut page = leaf_with(&[b"key"]);
+        page[NODE_HEADER_BYTES + 4..NODE_HEADER_BYTES + 6].copy_from_slice(&4095u16.to_le_bytes());
+        let n = Node::parse(&page, PageId(9)).unwrap();
+        assert!(matches!(n.key(0), Err(Error::Corrupted { page: 9, .. })));
+        page[2] = 200; // slot count past the cells
+        assert!(Node::parse(&page, PageId(9)).is_err());
+    }
+}

@@ -1,0 +1,341 @@
+//! The one place that touches the file: the read-only map and its window (`mmap_size`),
+//! reads with pread into transaction-owned buffers, writes with pwritev, fdatasync, growth
+//! and the lock. See FORMAT.md#storage.
+
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use memmap2::{Mmap, MmapOptions};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::page::{Geometry, PageId};
+
+/// The file operations the engine needs. The real file implements it; tests can put a
+/// recording or failing layer in front of it.
+pub(crate) trait Backend: Send + Sync + 'static {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes the buffers back to back starting at `offset`.
+    fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()>;
+    fn sync_data(&self) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file to map, if this backend has one.
+    fn file(&self) -> Option<&File>;
+}
+
+pub(crate) struct FileBackend {
+    pub file: File,
+}
+
+impl Backend for FileBackend {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_all_at(&self, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> {
+        // pwritev takes at most IOV_MAX (1024 on Linux) buffers per call.
+        for group in bufs.chunks(1024) {
+            let mut slices: Vec<IoSlice> = group.iter().map(|b| IoSlice::new(b)).collect();
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                let n = match rustix::io::pwritev(&self.file, rest, offset) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => n,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                offset += n as u64;
+                IoSlice::advance_slices(&mut rest, n);
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+}
+
+/// Address space reserved for the map beyond the file, so that it rarely has to move.
+const MAP_RESERVE_BYTES: u64 = if cfg!(target_pointer_width = "64") {
+    1 << 36
+} else {
+    1 << 28
+};
+
+/// The file, with the map that covers its first `mmap_size` bytes.
+pub(crate) struct Storage {
+    backend: Box<dyn Backend>,
+    pub geometry: Geometry,
+    mmap_size: u64,
+    /// The newest map and the file length, which only grows while the file is open.
+    state: Mutex<MapState>,
+    /// Set by the first failed write or sync. The kernel may have dropped the failed
+    /// pages from its cache and marked them clean, so nothing written since the last
+    /// good sync can be trusted to reach the disk: refuse all further writes.
+    poisoned: AtomicBool,
+}
+
+struct MapState {
+    map: Option<Arc<Mmap>>,
+    file_len: u64,
+}
+
+impl Storage {
+    pub(crate) fn new(
+        backend: Box<dyn Backend>,
+        geometry: Geometry,
+        mmap_size: u64,
+    ) -> Result<Storage> {
+        let file_len = backend.len()?;
+        let storage = Storage {
+            backend,
+            geometry,
+            mmap_size,
+            state: Mutex::new(MapState {
+                map: None,
+                file_len,
+            }),
+            poisoned: AtomicBool::new(false),
+        };
+        storage.remap_if_needed(&mut storage.state.lock())?;
+        Ok(storage)
+    }
+
+    pub(crate) fn into_backend(self) -> Box<dyn Backend> {
+        self.backend
+    }
+
+    pub(crate) fn file_len(&self) -> u64 {
+        self.state.lock().file_len
+    }
+
+    /// The map readers should use now (None when `mmap_size` is 0 or nothing is mapped).
+    pub(crate) fn current_map(&self) -> Option<Arc<Mmap>> {
+        self.state.lock().map.clone()
+    }
+
+    /// Grows the file to at least `len_bytes` (in steps, to keep growth rare), and the
+    /// map with it. New bytes read as zero and belong to no page until a commit.
+    pub(crate) fn ensure_len(&self, len_bytes: u64) -> Result<()> {
+        let mut state = self.state.lock();
+        if state.file_len >= len_bytes {
+            return Ok(());
+        }
+        let step = (state.file_len / 8).clamp(1 << 20, 1 << 30);
+        let page = self.geometry.page_bytes();
+        let target = (len_bytes.max(state.file_len + step)).div_ceil(page) * page;
+        self.check_not_poisoned()?;
+        self.backend.set_len(target).map_err(|e| self.poison(e))?;
+        state.file_len = target;
+        self.remap_if_needed(&mut state)
+    }
+
+    fn remap_if_needed(&self, state: &mut MapState) -> Result<()> {
+        let Some(file) = self.backend.file() else {
+            return Ok(());
+        };
+        let want = state.file_len.min(self.mmap_size);
+        if want == 0 || state.map.as_ref().is_some_and(|m| m.len() as u64 >= want) {
+            return Ok(());
+        }
+        let reserve = (want * 2).max(MAP_RESERVE_BYTES).min(self.mmap_size);
+        let len = usize::try_from(reserve).unwrap_or(usize::MAX / 2);
+        // SAFETY: the map is read-only and shared. Mapping past the end of the file is
+        // allowed; only touching such bytes would fault, and `PageReader` touches only
+        // pages below its `limit`, which never exceeds the file length at the time the
+        // reader was made (the file only grows while open: `ensure_len`). The exclusive
+        // flock keeps cooperating processes from truncating the file (see FORMAT.md#storage
+        // for the residual risk). Old maps stay alive in the Arcs of the transactions
+        // that use them, so no slice handed out ever dangles.
+        let map = unsafe { MmapOptions::new().len(len).map(file) }?;
+        state.map = Some(Arc::new(map));
+        Ok(())
+    }
+
+    pub(crate) fn write_pages(&self, first: PageId, bufs: &[&[u8]]) -> Result<()> {
+        self.write_at(self.geometry.offset(first), bufs)
+    }
+
+    pub(crate) fn write_at(&self, offset: u64, bufs: &[&[u8]]) -> Result<()> {
+        self.check_not_poisoned()?;
+        self.backend
+            .write_all_at(bufs, offset)
+            .map_err(|e| self.poison(e))
+    }
+
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.check_not_poisoned()?;
+        self.backend.sync_data().map_err(|e| self.poison(e))
+    }
+
+    fn poison(&self, e: io::Error) -> Error {
+        self.poisoned.store(true, Ordering::SeqCst);
+        Error::Io(e)
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn check_not_poisoned(&self) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(Error::Io(io::Error::other(
+                "an earlier write or sync failed; reopen the database to continue",
+            )));
+        }
+        Ok(())
+    }
+
+    /// A reader of pages below `limit` as of now.
+    pub(crate) fn reader(self: &Arc<Self>, limit: PageId) -> PageReader {
+        let state = self.state.lock();
+        let limit_bytes = self.geometry.offset(limit).min(state.file_len);
+        let window = state
+            .map
+            .as_ref()
+            .map_or(0, |m| m.len() as u64)
+            .min(self.mmap_size);
+        PageReader {
+            storage: Arc::clone(self),
+            map: state.map.clone(),
+            window_end: window.min(limit_bytes),
+            limit_bytes,
+            buffers: RefCell::new(HashMap::new()),
+            retired: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+/// A run of pages: (first page id, page count).
+type RunKey = (u64, u64);
+
+/// Reads pages for one transaction: through the map below `window_end`, otherwise with
+/// pread into buffers the reader owns until it is dropped, so every slice it returns
+/// lives as long as the reader.
+pub(crate) struct PageReader {
+    storage: Arc<Storage>,
+    map: Option<Arc<Mmap>>,
+    window_end: u64,
+    limit_bytes: u64,
+    /// Runs read with pread, by (first page, page count). Boxes are never dropped or
+    /// mutated while the reader lives: `forget` moves them to `retired`.
+    buffers: RefCell<HashMap<RunKey, Box<[u8]>>>,
+    retired: RefCell<Vec<Box<[u8]>>>,
+}
+
+impl PageReader {
+    pub(crate) fn geometry(&self) -> &Geometry {
+        &self.storage.geometry
+    }
+
+    /// One page.
+    pub(crate) fn page(&self, id: PageId) -> Result<&[u8]> {
+        self.run(id, 1)
+    }
+
+    /// `pages` contiguous pages starting at `id`.
+    pub(crate) fn run(&self, id: PageId, pages: u64) -> Result<&[u8]> {
+        let g = self.storage.geometry;
+        let start = id.0.checked_mul(g.page_bytes());
+        let end = pages
+            .checked_mul(g.page_bytes())
+            .and_then(|len| start?.checked_add(len));
+        let (Some(start), Some(end)) = (start, end) else {
+            return Err(Error::corrupted(id.0, "page reference overflows"));
+        };
+        if id < g.first_data_page() || end > self.limit_bytes || pages == 0 {
+            return Err(Error::corrupted(
+                id.0,
+                format!("reference to {pages} pages at {id:?} outside the data pages"),
+            ));
+        }
+        if end <= self.window_end {
+            let map = self.map.as_ref().expect("a window implies a map");
+            return Ok(&map[start as usize..end as usize]);
+        }
+        self.read_owned(id, pages, start, end)
+    }
+
+    fn read_owned(&self, id: PageId, pages: u64, start: u64, end: u64) -> Result<&[u8]> {
+        let key = (id.0, pages);
+        let mut buffers = self.buffers.borrow_mut();
+        let ptr = match buffers.get(&key) {
+            Some(b) => &b[..] as *const [u8],
+            None => {
+                let mut buf = vec![0; (end - start) as usize].into_boxed_slice();
+                self.storage
+                    .backend
+                    .read_exact_at(&mut buf, start)
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::UnexpectedEof => {
+                            Error::corrupted(id.0, "page lies past the end of the file")
+                        }
+                        _ => Error::Io(e),
+                    })?;
+                let ptr = &buf[..] as *const [u8];
+                buffers.insert(key, buf);
+                ptr
+            }
+        };
+        // SAFETY: `ptr` points into a boxed slice owned by `self.buffers`. Boxed contents
+        // never move when the map rehashes, and a box is never dropped or written while
+        // `self` lives (`forget` moves it to `retired`, `Drop` frees both), so the slice
+        // is valid for the lifetime of `&self`.
+        Ok(unsafe { &*ptr })
+    }
+
+    /// Stops serving cached copies of the run at `id`: a write transaction calls this when
+    /// it frees pages it wrote itself, since it may write them again.
+    pub(crate) fn forget(&self, id: PageId, pages: u64) {
+        if let Some(b) = self.buffers.borrow_mut().remove(&(id.0, pages)) {
+            self.retired.borrow_mut().push(b);
+        }
+    }
+
+    /// Lets a write transaction read pages it wrote past the committed end.
+    pub(crate) fn extend_limit(&mut self, limit: PageId) {
+        let file_len = self.storage.file_len();
+        self.limit_bytes = self.storage.geometry.offset(limit).min(file_len);
+        let map = self.storage.current_map();
+        let map_len = map.as_ref().map_or(0, |m| m.len() as u64);
+        self.window_end = map_len.min(self.storage.mmap_size).min(self.limit_bytes);
+        self.map = map;
+    }
+}
+
+/// Takes the lock that keeps other handles out: exclusive for read-write, shared for
+/// read-only. Fails at once with `Error::Locked`.
+pub(crate) fn lock_file(file: &File, exclusive: bool) -> Result<()> {
+    use rustix::fs::FlockOperation;
+    let op = if exclusive {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
+    match rustix::fs::flock(file, op) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked),
+        Err(e) => Err(Error::Io(e.into())),
+    }
+}

@@ -1,0 +1,524 @@
+//! B-tree operations on one tree: lookups, copy-on-write inserts and removes with splits
+//! and merges, freeing a whole tree, and sealing the checksums of a commit's new pages
+//! bottom-up. See FORMAT.md#b-tree.
+
+use std::mem::size_of;
+
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::error::{Error, Result};
+use crate::node::{
+    self, Cell, LeafValue, Node, OverflowRef, encode_branch_cell, encode_leaf_cell, is_underfull,
+};
+use crate::page::{ChildRef, Geometry, PageId, PageKind, VALUE_LEN_MAX, seal};
+use crate::txn::TxnPages;
+
+/// No tree is deeper than this; a descent that goes further has met a cycle in a corrupt
+/// file. Branch fan-out is at least 3, so 3^40 leaves is far beyond any file.
+pub(crate) const DEPTH_MAX: u32 = 40;
+
+/// Where a tree lives: the catalog's value for each tree name, and the catalog itself in
+/// the meta page. See FORMAT.md#tree-record.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct TreeRecord {
+    /// The root page, or null for an empty tree.
+    pub root: ChildRef,
+    pub entries: U64,
+    /// Levels from the root to the leaves (1 = the root is a leaf; 0 = empty).
+    pub depth: U32,
+    pub reserved: U32,
+}
+pub(crate) const TREE_RECORD_BYTES: usize = size_of::<TreeRecord>();
+const _: () = assert!(TREE_RECORD_BYTES == 36);
+
+impl TreeRecord {
+    pub(crate) const EMPTY: TreeRecord = TreeRecord {
+        root: ChildRef::NULL,
+        entries: U64::ZERO,
+        depth: U32::ZERO,
+        reserved: U32::ZERO,
+    };
+
+    pub(crate) fn decode(bytes: &[u8], page: PageId) -> Result<TreeRecord> {
+        let r = TreeRecord::read_from_bytes(bytes)
+            .map_err(|_| Error::corrupted(page.0, "tree record has the wrong size"))?;
+        let consistent =
+            (r.depth.get() == 0) == r.root.is_null() && (r.entries.get() == 0 || !r.root.is_null());
+        if r.depth.get() > DEPTH_MAX || !consistent {
+            return Err(Error::corrupted(
+                page.0,
+                format!("inconsistent tree record {r:?}"),
+            ));
+        }
+        Ok(r)
+    }
+
+    pub(crate) fn same_as(&self, other: &TreeRecord) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+/// Read access to pages, for lookups and cursors: the committed pages of a snapshot, or a
+/// write transaction's view including its dirty pages.
+pub(crate) trait Pages {
+    fn page(&self, id: PageId) -> Result<&[u8]>;
+    fn run(&self, id: PageId, pages: u64) -> Result<&[u8]>;
+    fn geometry(&self) -> Geometry;
+}
+
+/// Parses the node `r` points to, checking that it lies at the depth the parent implies:
+/// leaves exactly at the bottom, branches above it.
+pub(crate) fn load<'a, P: Pages + ?Sized>(
+    pages: &'a P,
+    r: &ChildRef,
+    levels_left: u32,
+) -> Result<Node<'a>> {
+    let id = r.page();
+    let node = Node::parse(pages.page(id)?, id)?;
+    if node.is_leaf() != (levels_left == 1) || levels_left == 0 {
+        return Err(Error::corrupted(
+            id.0,
+            format!(
+                "{:?} page found where the tree has {levels_left} levels left",
+                node.kind()
+            ),
+        ));
+    }
+    Ok(node)
+}
+
+/// The bytes of a value, following an overflow reference if needed.
+pub(crate) fn resolve<'a, P: Pages + ?Sized>(pages: &'a P, v: LeafValue<'a>) -> Result<&'a [u8]> {
+    match v {
+        LeafValue::Inline(b) => Ok(b),
+        LeafValue::Overflow(o) => overflow_value(pages, &o),
+    }
+}
+
+pub(crate) fn overflow_value<'a, P: Pages + ?Sized>(
+    pages: &'a P,
+    o: &OverflowRef,
+) -> Result<&'a [u8]> {
+    let len = o.len.get();
+    let id = o.blob.page();
+    if len > VALUE_LEN_MAX {
+        return Err(Error::corrupted(
+            id.0,
+            format!("overflow value of {len} bytes"),
+        ));
+    }
+    let run = pages.run(id, pages.geometry().blob_pages(len))?;
+    let payload = node::blob_payload(run, id)?;
+    if payload.len() as u64 != len {
+        return Err(Error::corrupted(
+            id.0,
+            "overflow length differs from its leaf",
+        ));
+    }
+    Ok(payload)
+}
+
+pub(crate) fn get<'a, P: Pages + ?Sized>(
+    pages: &'a P,
+    tree: &TreeRecord,
+    key: &[u8],
+) -> Result<Option<&'a [u8]>> {
+    if tree.root.is_null() {
+        return Ok(None);
+    }
+    let mut r = tree.root;
+    let mut levels = tree.depth.get();
+    loop {
+        let node = load(pages, &r, levels)?;
+        if node.is_leaf() {
+            return match node.search(key)? {
+                Ok(i) => Ok(Some(resolve(pages, node.value(i)?)?)),
+                Err(_) => Ok(None),
+            };
+        }
+        r = node.child(node.child_index(key)?)?;
+        levels -= 1;
+    }
+}
+
+// ---- writes --------------------------------------------------------------------------
+
+/// What a changed node hands its parent.
+enum Grow {
+    /// The node (possibly at a new page id after shadowing).
+    One(ChildRef),
+    /// The node became two; keys `>= separator` are in the right one.
+    Split(ChildRef, Vec<u8>, ChildRef),
+}
+
+/// Checks key and value sizes against the limits of this page size.
+pub(crate) fn check_sizes(g: &Geometry, key: &[u8], value_len: u64) -> Result<()> {
+    if key.len() > g.key_len_max() {
+        return Err(Error::KeyTooLarge {
+            size: key.len(),
+            max: g.key_len_max(),
+        });
+    }
+    if value_len > VALUE_LEN_MAX {
+        return Err(Error::ValueTooLarge {
+            size: value_len,
+            max: VALUE_LEN_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Inserts or overwrites `key`.
+pub(crate) fn insert(
+    pages: &mut TxnPages,
+    tree: &mut TreeRecord,
+    key: &[u8],
+    value: &[u8],
+) -> Result<()> {
+    let g = pages.geometry();
+    check_sizes(&g, key, value.len() as u64)?;
+    let stored = if node::value_fits_inline(key.len(), value.len() as u64, g.page_size) {
+        LeafValue::Inline(value)
+    } else {
+        LeafValue::Overflow(pages.write_blob(value)?)
+    };
+    let mut cell = std::mem::take(&mut pages.scratch);
+    encode_leaf_cell(&mut cell, key, &stored);
+    let result = insert_cell(pages, tree, Cell { key, bytes: &cell });
+    pages.scratch = cell;
+    result
+}
+
+fn insert_cell(pages: &mut TxnPages, tree: &mut TreeRecord, cell: Cell) -> Result<()> {
+    if tree.root.is_null() {
+        let txn = pages.txn;
+        let (id, page) = pages.alloc_page();
+        node::build(page, PageKind::Leaf, txn, None, &[cell]);
+        tree.root = pages.dirty_ref(id);
+        tree.depth = U32::new(1);
+        tree.entries = U64::new(1);
+        return Ok(());
+    }
+    let (grow, replaced) = insert_below(pages, tree.root, cell, tree.depth.get())?;
+    set_root(pages, tree, grow)?;
+    if !replaced {
+        tree.entries = U64::new(tree.entries.get() + 1);
+    }
+    Ok(())
+}
+
+fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<()> {
+    match grow {
+        Grow::One(r) => tree.root = r,
+        Grow::Split(left, sep, right) => {
+            if tree.depth.get() >= DEPTH_MAX {
+                return Err(Error::corrupted(
+                    left.page.get(),
+                    "tree grew past the depth limit",
+                ));
+            }
+            let mut cell = Vec::new();
+            encode_branch_cell(&mut cell, &sep, &right);
+            let txn = pages.txn;
+            let (id, page) = pages.alloc_page();
+            let cells = [Cell {
+                key: &sep,
+                bytes: &cell,
+            }];
+            node::build(page, PageKind::Branch, txn, Some(&left), &cells);
+            tree.root = pages.dirty_ref(id);
+            tree.depth = U32::new(tree.depth.get() + 1);
+        }
+    }
+    Ok(())
+}
+
+fn insert_below(
+    pages: &mut TxnPages,
+    r: ChildRef,
+    cell: Cell,
+    levels: u32,
+) -> Result<(Grow, bool)> {
+    let id = pages.shadow(&r)?;
+    let (is_leaf, search, child) = {
+        let node = load(&*pages, &pages.dirty_ref(id), levels)?;
+        let search = node.search(cell.key)?;
+        let child = if node.is_leaf() {
+            None
+        } else {
+            let i = node.child_index(cell.key)?;
+            Some((i, node.child(i)?))
+        };
+        (node.is_leaf(), search, child)
+    };
+    if is_leaf {
+        let (pos, replaced) = match search {
+            Ok(i) => {
+                let old = Node::parse(pages.dirty(id), id)?.value(i)?;
+                if let LeafValue::Overflow(o) = old {
+                    pages.free_blob(&o)?;
+                }
+                node::remove_cell(pages.dirty_mut(id), PageKind::Leaf, i)?;
+                (i, true)
+            }
+            Err(i) => (i, false),
+        };
+        return Ok((put_cell(pages, id, PageKind::Leaf, pos, cell)?, replaced));
+    }
+    let (i, child) = child.expect("branch");
+    let (grow, replaced) = insert_below(pages, child, cell, levels - 1)?;
+    Ok((attach(pages, id, i, grow)?, replaced))
+}
+
+/// Puts `grow` (what became of child `i`) into the dirty branch `id`.
+fn attach(pages: &mut TxnPages, id: PageId, i: usize, grow: Grow) -> Result<Grow> {
+    match grow {
+        Grow::One(r) => {
+            node::set_child(pages.dirty_mut(id), i, &r)?;
+            Ok(Grow::One(pages.dirty_ref(id)))
+        }
+        Grow::Split(left, sep, right) => {
+            node::set_child(pages.dirty_mut(id), i, &left)?;
+            let mut cell = Vec::new();
+            encode_branch_cell(&mut cell, &sep, &right);
+            put_cell(
+                pages,
+                id,
+                PageKind::Branch,
+                i,
+                Cell {
+                    key: &sep,
+                    bytes: &cell,
+                },
+            )
+        }
+    }
+}
+
+/// Inserts `cell` at slot `pos` of dirty node `id`, splitting it if it is full.
+fn put_cell(
+    pages: &mut TxnPages,
+    id: PageId,
+    kind: PageKind,
+    pos: usize,
+    cell: Cell,
+) -> Result<Grow> {
+    if node::insert_cell(pages.dirty_mut(id), kind, pos, cell) {
+        return Ok(Grow::One(pages.dirty_ref(id)));
+    }
+    let old = pages.take(id);
+    let (left, sep, right) = {
+        let node = Node::parse(&old, id)?;
+        let mut cells = (0..node.len())
+            .map(|i| node.cell(i))
+            .collect::<Result<Vec<_>>>()?;
+        cells.insert(pos, cell);
+        let leftmost = (kind == PageKind::Branch)
+            .then(|| node.child(0))
+            .transpose()?;
+        node::build_two(
+            pages.geometry().page_size,
+            kind,
+            pages.txn,
+            leftmost.as_ref(),
+            &cells,
+        )
+    };
+    pages.put(id, left);
+    let right_id = pages.add_page(right);
+    Ok(Grow::Split(
+        pages.dirty_ref(id),
+        sep,
+        pages.dirty_ref(right_id),
+    ))
+}
+
+/// Removes `key`; false (and nothing changes) if it is absent.
+pub(crate) fn remove(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8]) -> Result<bool> {
+    if get(&*pages, tree, key)?.is_none() {
+        return Ok(false);
+    }
+    let (grow, _) = remove_below(pages, tree.root, key, tree.depth.get())?;
+    set_root(pages, tree, grow)?;
+    tree.entries = U64::new(tree.entries.get().saturating_sub(1));
+    collapse_root(pages, tree)?;
+    Ok(true)
+}
+
+/// A root branch with one child is replaced by that child; an empty root leaf by nothing.
+fn collapse_root(pages: &mut TxnPages, tree: &mut TreeRecord) -> Result<()> {
+    loop {
+        let root = tree.root;
+        let node = load(&*pages, &root, tree.depth.get())?;
+        let next = match (node.is_leaf(), node.len()) {
+            (false, 0) => node.child(0)?,
+            (true, 0) => ChildRef::NULL,
+            _ => return Ok(()),
+        };
+        pages.free_page(&root)?;
+        tree.root = next;
+        tree.depth = U32::new(tree.depth.get() - 1);
+        if next.is_null() {
+            return Ok(());
+        }
+    }
+}
+
+/// Removes `key` (known to be present) below `r`. The flag says whether the returned
+/// node is underfull, so that its parent rebalances it.
+fn remove_below(
+    pages: &mut TxnPages,
+    r: ChildRef,
+    key: &[u8],
+    levels: u32,
+) -> Result<(Grow, bool)> {
+    let id = pages.shadow(&r)?;
+    let (i, child) = {
+        let node = load(&*pages, &pages.dirty_ref(id), levels)?;
+        if node.is_leaf() {
+            let i = node
+                .search(key)?
+                .map_err(|_| Error::corrupted(id.0, "key found by lookup is missing"))?;
+            (i, None)
+        } else {
+            let i = node.child_index(key)?;
+            (i, Some(node.child(i)?))
+        }
+    };
+    let grow = match child {
+        None => {
+            if let LeafValue::Overflow(o) = Node::parse(pages.dirty(id), id)?.value(i)? {
+                pages.free_blob(&o)?;
+            }
+            node::remove_cell(pages.dirty_mut(id), PageKind::Leaf, i)?;
+            Grow::One(pages.dirty_ref(id))
+        }
+        Some(child) => match remove_below(pages, child, key, levels - 1)? {
+            (Grow::One(c), true) => {
+                node::set_child(pages.dirty_mut(id), i, &c)?;
+                rebalance(pages, id, i)?
+            }
+            (grow, _) => attach(pages, id, i, grow)?,
+        },
+    };
+    let underfull = match &grow {
+        Grow::One(r) => {
+            let node = Node::parse(pages.dirty(r.page()), r.page())?;
+            is_underfull(node.used_bytes(), pages.geometry().page_size)
+        }
+        Grow::Split(..) => false,
+    };
+    Ok((grow, underfull))
+}
+
+/// Child `i` of dirty branch `parent` is underfull: merge it with a sibling, or share
+/// cells with the sibling so both are at least a quarter full.
+fn rebalance(pages: &mut TxnPages, parent: PageId, i: usize) -> Result<Grow> {
+    let (a, ra, rb, sep) = {
+        let node = Node::parse(pages.dirty(parent), parent)?;
+        if node.len() == 0 {
+            // A root with a single child: collapse_root handles it.
+            return Ok(Grow::One(pages.dirty_ref(parent)));
+        }
+        let a = if i < node.len() { i } else { i - 1 };
+        (a, node.child(a)?, node.child(a + 1)?, node.key(a)?.to_vec())
+    };
+    let ida = pages.shadow(&ra)?;
+    let idb = pages.shadow(&rb)?;
+    let rebuilt = {
+        let (na, nb) = (
+            Node::parse(pages.dirty(ida), ida)?,
+            Node::parse(pages.dirty(idb), idb)?,
+        );
+        node::rebuild_siblings(pages.geometry().page_size, pages.txn, &na, &sep, &nb)?
+    };
+    let ref_a = pages.dirty_ref(ida);
+    let p = pages.dirty_mut(parent);
+    node::remove_cell(p, PageKind::Branch, a)?;
+    node::set_child(p, a, &ref_a)?;
+    match rebuilt {
+        node::Rebuilt::One(merged) => {
+            pages.put(ida, merged);
+            pages.free_page(&pages.dirty_ref(idb))?;
+            Ok(Grow::One(pages.dirty_ref(parent)))
+        }
+        node::Rebuilt::Two(left, new_sep, right) => {
+            pages.put(ida, left);
+            pages.put(idb, right);
+            let mut cell = Vec::new();
+            encode_branch_cell(&mut cell, &new_sep, &pages.dirty_ref(idb));
+            put_cell(
+                pages,
+                parent,
+                PageKind::Branch,
+                a,
+                Cell {
+                    key: &new_sep,
+                    bytes: &cell,
+                },
+            )
+        }
+    }
+}
+
+/// Frees every page of the tree (for `delete_tree`).
+pub(crate) fn free_all(pages: &mut TxnPages, tree: &TreeRecord) -> Result<()> {
+    if !tree.root.is_null() {
+        free_below(pages, tree.root, tree.depth.get())?;
+    }
+    Ok(())
+}
+
+fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Result<()> {
+    let (children, blobs) = {
+        let node = load(&*pages, &r, levels)?;
+        let mut children = Vec::new();
+        let mut blobs = Vec::new();
+        if node.is_leaf() {
+            for i in 0..node.len() {
+                if let LeafValue::Overflow(o) = node.value(i)? {
+                    blobs.push(o);
+                }
+            }
+        } else {
+            for i in 0..=node.len() {
+                children.push(node.child(i)?);
+            }
+        }
+        (children, blobs)
+    };
+    for c in children {
+        free_below(pages, c, levels - 1)?;
+    }
+    for o in blobs {
+        pages.free_blob(&o)?;
+    }
+    pages.free_page(&r)
+}
+
+/// Computes the checksums of this transaction's dirty pages below `r`, children first,
+/// and stores each in its parent: returns `r` with its checksum.
+pub(crate) fn seal_dirty(pages: &mut TxnPages, r: ChildRef) -> Result<ChildRef> {
+    let id = r.page();
+    if r.is_null() || !pages.is_dirty(id) {
+        return Ok(r);
+    }
+    let mut buf = pages.take(id);
+    let node = Node::parse(&buf, id)?;
+    if !node.is_leaf() {
+        let children = (0..=node.len())
+            .map(|i| node.child(i))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, c) in children.into_iter().enumerate() {
+            if pages.is_dirty(c.page()) {
+                let sealed = seal_dirty(pages, c)?;
+                node::set_child(&mut buf, i, &sealed)?;
+            }
+        }
+    }
+    let checksum = seal(&mut buf);
+    pages.put(id, buf);
+    Ok(ChildRef::new(id, checksum, pages.txn))
+}
