@@ -713,7 +713,7 @@ mod tests {
         page[NODE_HEADER_BYTES + 4..NODE_HEADER_BYTES + 6].copy_from_slice(&4095u16.to_le_bytes());
         let n = Node::parse(&page, PageId(9)).unwrap();
         assert!(matches!(n.key(0), Err(Error::Corrupted { page: 9, .. })));
-        page[2] = 200; // slot count past the cells
+        page[3] = 2; // 513 slots: past the cells
         assert!(Node::parse(&page, PageId(9)).is_err());
     }
 }

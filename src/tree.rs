@@ -201,12 +201,29 @@ fn insert_cell(pages: &mut TxnPages, tree: &mut TreeRecord, cell: Cell) -> Resul
         tree.entries = U64::new(1);
         return Ok(());
     }
-    let (grow, replaced) = insert_below(pages, tree.root, cell, tree.depth.get())?;
-    set_root(pages, tree, grow)?;
-    if !replaced {
+    let existed = edit(pages, tree, cell.key, LeafEdit::Put(cell))?;
+    if !existed {
         tree.entries = U64::new(tree.entries.get() + 1);
     }
     Ok(())
+}
+
+/// A change to one leaf entry.
+#[derive(Clone, Copy)]
+enum LeafEdit<'c> {
+    /// Insert the cell, replacing the entry with the same key if any.
+    Put(Cell<'c>),
+    /// Remove the entry, which is known to exist.
+    Delete,
+}
+
+/// Applies `change` to `key`'s leaf along a shadowed path, splitting or rebalancing
+/// nodes on the way back up. Returns whether the key existed.
+fn edit(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8], change: LeafEdit) -> Result<bool> {
+    let (grow, _, existed) = edit_below(pages, tree.root, key, tree.depth.get(), change)?;
+    set_root(pages, tree, grow)?;
+    collapse_root(pages, tree)?;
+    Ok(existed)
 }
 
 fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<()> {
@@ -235,41 +252,67 @@ fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<(
     Ok(())
 }
 
-fn insert_below(
+/// `edit` below `r`: returns what became of the node, whether it is now underfull (so
+/// its parent rebalances it), and whether the key existed.
+fn edit_below(
     pages: &mut TxnPages,
     r: ChildRef,
-    cell: Cell,
+    key: &[u8],
     levels: u32,
-) -> Result<(Grow, bool)> {
+    change: LeafEdit,
+) -> Result<(Grow, bool, bool)> {
     let id = pages.shadow(&r)?;
-    let (is_leaf, search, child) = {
+    let (found, child) = {
         let node = load(&*pages, &pages.dirty_ref(id), levels)?;
-        let search = node.search(cell.key)?;
-        let child = if node.is_leaf() {
-            None
+        if node.is_leaf() {
+            (node.search(key)?, None)
         } else {
-            let i = node.child_index(cell.key)?;
-            Some((i, node.child(i)?))
-        };
-        (node.is_leaf(), search, child)
+            let i = node.child_index(key)?;
+            (Ok(i), Some(node.child(i)?))
+        }
     };
-    if is_leaf {
-        let (pos, replaced) = match search {
-            Ok(i) => {
-                let old = Node::parse(pages.dirty(id), id)?.value(i)?;
-                if let LeafValue::Overflow(o) = old {
+    let (grow, existed) = match (child, found) {
+        (None, found) => {
+            if let Ok(i) = found {
+                if let LeafValue::Overflow(o) = Node::parse(pages.dirty(id), id)?.value(i)? {
                     pages.free_blob(&o)?;
                 }
                 node::remove_cell(pages.dirty_mut(id), PageKind::Leaf, i)?;
-                (i, true)
             }
-            Err(i) => (i, false),
-        };
-        return Ok((put_cell(pages, id, PageKind::Leaf, pos, cell)?, replaced));
-    }
-    let (i, child) = child.expect("branch");
-    let (grow, replaced) = insert_below(pages, child, cell, levels - 1)?;
-    Ok((attach(pages, id, i, grow)?, replaced))
+            let grow = match change {
+                LeafEdit::Put(cell) => {
+                    let pos = found.unwrap_or_else(|i| i);
+                    put_cell(pages, id, PageKind::Leaf, pos, cell)?
+                }
+                LeafEdit::Delete if found.is_err() => {
+                    return Err(Error::corrupted(id.0, "key found by lookup is missing"));
+                }
+                LeafEdit::Delete => Grow::One(pages.dirty_ref(id)),
+            };
+            (grow, found.is_ok())
+        }
+        (Some(child), Ok(i)) => {
+            let (grow, child_underfull, existed) =
+                edit_below(pages, child, key, levels - 1, change)?;
+            let grow = match grow {
+                Grow::One(c) if child_underfull => {
+                    node::set_child(pages.dirty_mut(id), i, &c)?;
+                    rebalance(pages, id, i)?
+                }
+                grow => attach(pages, id, i, grow)?,
+            };
+            (grow, existed)
+        }
+        (Some(_), Err(_)) => unreachable!("branches always yield a child index"),
+    };
+    let underfull = match &grow {
+        Grow::One(r) => {
+            let node = Node::parse(pages.dirty(r.page()), r.page())?;
+            is_underfull(node.used_bytes(), pages.geometry().page_size)
+        }
+        Grow::Split(..) => false,
+    };
+    Ok((grow, underfull, existed))
 }
 
 /// Puts `grow` (what became of child `i`) into the dirty branch `id`.
@@ -340,10 +383,8 @@ pub(crate) fn remove(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8]) ->
     if get(&*pages, tree, key)?.is_none() {
         return Ok(false);
     }
-    let (grow, _) = remove_below(pages, tree.root, key, tree.depth.get())?;
-    set_root(pages, tree, grow)?;
+    edit(pages, tree, key, LeafEdit::Delete)?;
     tree.entries = U64::new(tree.entries.get().saturating_sub(1));
-    collapse_root(pages, tree)?;
     Ok(true)
 }
 
@@ -364,53 +405,6 @@ fn collapse_root(pages: &mut TxnPages, tree: &mut TreeRecord) -> Result<()> {
             return Ok(());
         }
     }
-}
-
-/// Removes `key` (known to be present) below `r`. The flag says whether the returned
-/// node is underfull, so that its parent rebalances it.
-fn remove_below(
-    pages: &mut TxnPages,
-    r: ChildRef,
-    key: &[u8],
-    levels: u32,
-) -> Result<(Grow, bool)> {
-    let id = pages.shadow(&r)?;
-    let (i, child) = {
-        let node = load(&*pages, &pages.dirty_ref(id), levels)?;
-        if node.is_leaf() {
-            let i = node
-                .search(key)?
-                .map_err(|_| Error::corrupted(id.0, "key found by lookup is missing"))?;
-            (i, None)
-        } else {
-            let i = node.child_index(key)?;
-            (i, Some(node.child(i)?))
-        }
-    };
-    let grow = match child {
-        None => {
-            if let LeafValue::Overflow(o) = Node::parse(pages.dirty(id), id)?.value(i)? {
-                pages.free_blob(&o)?;
-            }
-            node::remove_cell(pages.dirty_mut(id), PageKind::Leaf, i)?;
-            Grow::One(pages.dirty_ref(id))
-        }
-        Some(child) => match remove_below(pages, child, key, levels - 1)? {
-            (Grow::One(c), true) => {
-                node::set_child(pages.dirty_mut(id), i, &c)?;
-                rebalance(pages, id, i)?
-            }
-            (grow, _) => attach(pages, id, i, grow)?,
-        },
-    };
-    let underfull = match &grow {
-        Grow::One(r) => {
-            let node = Node::parse(pages.dirty(r.page()), r.page())?;
-            is_underfull(node.used_bytes(), pages.geometry().page_size)
-        }
-        Grow::Split(..) => false,
-    };
-    Ok((grow, underfull))
 }
 
 /// Child `i` of dirty branch `parent` is underfull: merge it with a sibling, or share

@@ -1,0 +1,301 @@
+//! Random operations against mapkv and a `BTreeMap` model, checked after every step.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use mapkv::{Database, Durability, Error, Options, Result, WriteTxn};
+use quickcheck::{Arbitrary, Gen, QuickCheck};
+
+type Trees = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+const TREES: [&str; 3] = ["alpha", "beta", "gamma"];
+const VALUE_SIZES: [usize; 7] = [0, 3, 150, 900, 1700, 5000, 70_000];
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Inserts keys `start..start + count` (stride 1) with values of one size class.
+    Insert { tree: u8, start: u16, count: u16, long_keys: bool, size: u8, seed: u8 },
+    Remove { tree: u8, start: u16, count: u16, stride: u8, long_keys: bool },
+    Get { tree: u8, key: u16, long_keys: bool },
+    Range { tree: u8, from: Option<u16>, to: Option<u16>, inclusive: bool, rev: bool },
+    DeleteTree { tree: u8 },
+    Commit { durable: bool },
+    Abort,
+    Reopen,
+}
+
+impl Arbitrary for Op {
+    fn arbitrary(g: &mut Gen) -> Op {
+        let tree = u8::arbitrary(g) % TREES.len() as u8;
+        let key = |g: &mut Gen| u16::arbitrary(g) % 2000;
+        match u8::arbitrary(g) % 20 {
+            0..=6 => Op::Insert {
+                tree,
+                start: key(g),
+                count: u16::arbitrary(g) % 300 + 1,
+                long_keys: u8::arbitrary(g) % 5 == 0,
+                size: u8::arbitrary(g) % VALUE_SIZES.len() as u8,
+                seed: u8::arbitrary(g),
+            },
+            7..=9 => Op::Remove {
+                tree,
+                start: key(g),
+                count: u16::arbitrary(g) % 300 + 1,
+                stride: u8::arbitrary(g) % 3 + 1,
+                long_keys: u8::arbitrary(g) % 5 == 0,
+            },
+            10..=11 => Op::Get { tree, key: key(g), long_keys: bool::arbitrary(g) },
+            12..=13 => Op::Range {
+                tree,
+                from: Option::arbitrary(g).map(|k: u16| k % 2000),
+                to: Option::arbitrary(g).map(|k: u16| k % 2000),
+                inclusive: bool::arbitrary(g),
+                rev: bool::arbitrary(g),
+            },
+            14 => Op::DeleteTree { tree },
+            15..=17 => Op::Commit { durable: u8::arbitrary(g) % 3 != 0 },
+            18 => Op::Abort,
+            _ => Op::Reopen,
+        }
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Op>> {
+        match self.clone() {
+            Op::Insert { tree, start, count, long_keys, size, seed } if count > 1 => {
+                Box::new([count / 2, 1].into_iter().map(move |count| Op::Insert {
+                    tree, start, count, long_keys, size, seed,
+                }))
+            }
+            _ => Box::new(std::iter::empty()),
+        }
+    }
+}
+
+fn key_bytes(k: u16, long: bool) -> Vec<u8> {
+    let mut key = if long { vec![b'L'; 700] } else { Vec::new() };
+    key.extend_from_slice(&k.to_be_bytes());
+    key
+}
+
+fn value_bytes(k: u16, size: usize, seed: u8) -> Vec<u8> {
+    (0..size).map(|i| (i as u8).wrapping_mul(31) ^ seed ^ k as u8).collect()
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    options: Options,
+    db: Option<Database>,
+    committed: Trees,
+    working: Trees,
+}
+
+impl Harness {
+    fn new(page_size: usize) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::new().page_size(page_size);
+        let db = options.clone().open(dir.path().join("db")).unwrap();
+        Harness { dir, options, db: Some(db), committed: Trees::new(), working: Trees::new() }
+    }
+
+    fn db(&self) -> &Database {
+        self.db.as_ref().unwrap()
+    }
+
+    fn reopen(&mut self) {
+        self.db = None;
+        self.db = Some(self.options.clone().open(self.dir.path().join("db")).unwrap());
+    }
+
+    /// Runs `ops`; a write transaction is open between commits.
+    fn run(&mut self, ops: &[Op]) -> Result<()> {
+        let db = self.db.take().unwrap();
+        let mut txn = Some(db.begin_write()?);
+        self.working = self.committed.clone();
+        for op in ops {
+            let w = txn.as_mut().unwrap();
+            match op {
+                Op::Commit { durable } => {
+                    let mut w = txn.take().unwrap();
+                    if !durable {
+                        w.set_durability(Durability::None);
+                    }
+                    w.commit()?;
+                    self.committed = self.working.clone();
+                    let report = db.check()?;
+                    let entries: usize = self.committed.values().map(|t| t.len()).sum();
+                    assert_eq!(report.entries, entries as u64);
+                    assert_eq!(report.trees, self.committed.len() as u64);
+                    self.compare_committed(&db)?;
+                    txn = Some(db.begin_write()?);
+                }
+                Op::Abort => {
+                    txn.take().unwrap().abort();
+                    self.working = self.committed.clone();
+                    self.compare_committed(&db)?;
+                    txn = Some(db.begin_write()?);
+                }
+                Op::Reopen => {
+                    drop(txn.take());
+                    drop(db);
+                    self.working = self.committed.clone();
+                    self.db = Some(db_reopen(&self.options, &self.dir));
+                    self.compare_committed(self.db())?;
+                    self.db().check()?;
+                    return self.run(&ops[ops.iter().position(|o| std::ptr::eq(o, op)).unwrap() + 1..]);
+                }
+                op => apply(w, &mut self.working, op)?,
+            }
+        }
+        drop(txn);
+        self.db = Some(db);
+        self.compare_committed(self.db())
+    }
+
+    fn compare_committed(&self, db: &Database) -> Result<()> {
+        let r = db.begin_read()?;
+        assert_eq!(r.tree_names()?, self.committed.keys().cloned().collect::<Vec<_>>());
+        for (name, model) in &self.committed {
+            let t = r.open_tree(name)?;
+            assert_eq!(t.len()?, model.len() as u64);
+            let got: Vec<(Vec<u8>, Vec<u8>)> = t
+                .iter()?
+                .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect::<Result<_>>()?;
+            let want: Vec<(Vec<u8>, Vec<u8>)> =
+                model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert!(got == want, "tree {name}: contents differ from the model");
+        }
+        Ok(())
+    }
+}
+
+fn db_reopen(options: &Options, dir: &tempfile::TempDir) -> Database {
+    options.clone().open(dir.path().join("db")).unwrap()
+}
+
+fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
+    match *op {
+        Op::Insert { tree, start, count, long_keys, size, seed } => {
+            let name = TREES[tree as usize];
+            let mut t = w.open_tree(name)?;
+            let m = model.entry(name.to_string()).or_default();
+            for k in start..start.saturating_add(count) {
+                let (key, value) = (key_bytes(k, long_keys), value_bytes(k, VALUE_SIZES[size as usize], seed));
+                t.insert(&key, &value)?;
+                m.insert(key, value);
+            }
+            assert_eq!(t.len()?, m.len() as u64);
+        }
+        Op::Remove { tree, start, count, stride, long_keys } => {
+            let name = TREES[tree as usize];
+            let mut t = w.open_tree(name)?;
+            let m = model.entry(name.to_string()).or_default();
+            for k in (start..start.saturating_add(count)).step_by(stride as usize) {
+                let key = key_bytes(k, long_keys);
+                assert_eq!(t.remove(&key)?, m.remove(&key).is_some());
+            }
+            assert_eq!(t.len()?, m.len() as u64);
+        }
+        Op::Get { tree, key, long_keys } => {
+            let name = TREES[tree as usize];
+            let m = model.entry(name.to_string()).or_default();
+            let t = w.open_tree(name)?;
+            let key = key_bytes(key, long_keys);
+            assert_eq!(t.get(&key)?, m.get(&key).map(|v| &v[..]));
+        }
+        Op::Range { tree, from, to, inclusive, rev } => {
+            let name = TREES[tree as usize];
+            let m = model.entry(name.to_string()).or_default();
+            let t = w.open_tree(name)?;
+            let lower = from.map_or(Bound::Unbounded, |k| Bound::Included(key_bytes(k, false)));
+            let upper = to.map_or(Bound::Unbounded, |k| {
+                if inclusive { Bound::Included(key_bytes(k, false)) } else { Bound::Excluded(key_bytes(k, false)) }
+            });
+            let valid = match (&lower, &upper) {
+                (Bound::Included(a), Bound::Included(b)) => a <= b,
+                (Bound::Included(a), Bound::Excluded(b)) => a < b,
+                _ => true,
+            };
+            let want: Vec<(&[u8], &[u8])> = if valid {
+                m.range((lower.clone(), upper.clone())).map(|(k, v)| (&k[..], &v[..])).collect()
+            } else {
+                Vec::new()
+            };
+            let range = t.range((lower, upper))?;
+            let got: Vec<(&[u8], &[u8])> = if rev {
+                let mut v = range.rev().collect::<Result<Vec<_>>>()?;
+                v.reverse();
+                v
+            } else {
+                range.collect::<Result<_>>()?
+            };
+            assert!(got == want, "range {from:?}..{to:?} differs");
+            // Meeting in the middle: alternate ends.
+            let mut both = t.range((Bound::<Vec<u8>>::Unbounded, Bound::Unbounded))?;
+            let (mut front, mut back) = (Vec::new(), Vec::new());
+            loop {
+                match both.next() {
+                    Some(e) => front.push(e?.0),
+                    None => break,
+                }
+                match both.next_back() {
+                    Some(e) => back.push(e?.0),
+                    None => break,
+                }
+            }
+            back.reverse();
+            front.extend(back);
+            assert!(front.iter().copied().eq(m.keys().map(|k| &k[..])), "two-ended walk differs");
+        }
+        Op::DeleteTree { tree } => {
+            let name = TREES[tree as usize];
+            assert_eq!(w.delete_tree(name)?, model.remove(name).is_some());
+        }
+        Op::Commit { .. } | Op::Abort | Op::Reopen => unreachable!(),
+    }
+    Ok(())
+}
+
+fn run_case(ops: Vec<Op>, page_size: usize) -> bool {
+    let mut h = Harness::new(page_size);
+    if let Err(e) = h.run(&ops) {
+        panic!("{e}");
+    }
+    h.reopen();
+    h.db().check().unwrap();
+    h.compare_committed(h.db()).unwrap();
+    true
+}
+
+#[test]
+fn model_4k_pages() {
+    let cases = std::env::var("MAPKV_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    QuickCheck::new().tests(cases).quickcheck(run_case_4k as fn(Vec<Op>) -> bool);
+}
+
+#[test]
+fn model_16k_pages() {
+    let cases = std::env::var("MAPKV_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    QuickCheck::new().tests(cases).quickcheck(run_case_16k as fn(Vec<Op>) -> bool);
+}
+
+fn run_case_4k(ops: Vec<Op>) -> bool {
+    run_case(ops, 4096)
+}
+
+fn run_case_16k(ops: Vec<Op>) -> bool {
+    run_case(ops, 16384)
+}
+
+#[test]
+fn oversized_keys_and_names_are_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("db"))?;
+    let mut w = db.begin_write()?;
+    let mut t = w.open_tree("t")?;
+    t.insert(&vec![1; 1024], b"1 KiB keys are fine")?;
+    assert!(matches!(t.insert(&vec![1; 5000], b"x"), Err(Error::KeyTooLarge { size: 5000, .. })));
+    drop(t);
+    assert!(matches!(w.open_tree(&"n".repeat(5000)), Err(Error::KeyTooLarge { .. })));
+    Ok(())
+}
