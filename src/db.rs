@@ -340,6 +340,7 @@ impl Database {
             ..new_meta(geometry)
         };
         storage.ensure_len(geometry.offset(out.next))?;
+        storage.trim_to(geometry.offset(out.next))?;
         seal_file(&storage, &meta, 0)?;
         sync_dir(path.as_ref())
     }
@@ -365,7 +366,11 @@ impl Drop for Shared {
         }
         let slot = 1 - writer.durable_slot;
         // Errors cannot be reported from drop; the previous durable meta stays valid.
-        let _ = seal_file(&self.storage, &meta, slot);
+        if seal_file(&self.storage, &meta, slot).is_ok() {
+            // No transaction is left to read past the last page: drop the growth step.
+            let end = self.storage.geometry.offset(meta.page_count());
+            let _ = self.storage.trim_to(end);
+        }
     }
 }
 

@@ -169,7 +169,7 @@ pub(crate) struct Geometry {
 
 /// Largest value accepted: overflow runs are addressed by a u64 length, but we bound it so
 /// that page arithmetic can never overflow.
-pub(crate) const VALUE_LEN_MAX: u64 = 1 << 40;
+pub(crate) const VALUE_LEN_MAX: u64 = u32::MAX as u64;
 
 impl Geometry {
     pub(crate) fn new(page_size: usize) -> Result<Geometry> {

@@ -151,6 +151,18 @@ impl Storage {
         self.remap_if_needed(&mut state)
     }
 
+    /// Cuts the file back to `len_bytes` (growth steps past the last page), when no
+    /// transaction can read past that point: at a clean close, or on a file being built.
+    pub(crate) fn trim_to(&self, len_bytes: u64) -> Result<()> {
+        let mut state = self.state.lock();
+        if state.file_len > len_bytes {
+            self.check_not_poisoned()?;
+            self.backend.set_len(len_bytes).map_err(|e| self.poison(e))?;
+            state.file_len = len_bytes;
+        }
+        Ok(())
+    }
+
     fn remap_if_needed(&self, state: &mut MapState) -> Result<()> {
         let Some(file) = self.backend.file() else {
             return Ok(());
