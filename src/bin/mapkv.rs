@@ -1,0 +1,2 @@
+//! The mapkv command-line tool (being written).
+fn main() {}
