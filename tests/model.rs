@@ -14,12 +14,39 @@ const VALUE_SIZES: [usize; 7] = [0, 3, 150, 900, 1700, 5000, 70_000];
 #[derive(Clone, Debug)]
 enum Op {
     /// Inserts keys `start..start + count` (stride 1) with values of one size class.
-    Insert { tree: u8, start: u16, count: u16, long_keys: bool, size: u8, seed: u8 },
-    Remove { tree: u8, start: u16, count: u16, stride: u8, long_keys: bool },
-    Get { tree: u8, key: u16, long_keys: bool },
-    Range { tree: u8, from: Option<u16>, to: Option<u16>, inclusive: bool, rev: bool },
-    DeleteTree { tree: u8 },
-    Commit { durable: bool },
+    Insert {
+        tree: u8,
+        start: u16,
+        count: u16,
+        long_keys: bool,
+        size: u8,
+        seed: u8,
+    },
+    Remove {
+        tree: u8,
+        start: u16,
+        count: u16,
+        stride: u8,
+        long_keys: bool,
+    },
+    Get {
+        tree: u8,
+        key: u16,
+        long_keys: bool,
+    },
+    Range {
+        tree: u8,
+        from: Option<u16>,
+        to: Option<u16>,
+        inclusive: bool,
+        rev: bool,
+    },
+    DeleteTree {
+        tree: u8,
+    },
+    Commit {
+        durable: bool,
+    },
     Abort,
     Reopen,
 }
@@ -44,7 +71,11 @@ impl Arbitrary for Op {
                 stride: u8::arbitrary(g) % 3 + 1,
                 long_keys: u8::arbitrary(g) % 5 == 0,
             },
-            10..=11 => Op::Get { tree, key: key(g), long_keys: bool::arbitrary(g) },
+            10..=11 => Op::Get {
+                tree,
+                key: key(g),
+                long_keys: bool::arbitrary(g),
+            },
             12..=13 => Op::Range {
                 tree,
                 from: Option::arbitrary(g).map(|k: u16| k % 2000),
@@ -53,7 +84,9 @@ impl Arbitrary for Op {
                 rev: bool::arbitrary(g),
             },
             14 => Op::DeleteTree { tree },
-            15..=17 => Op::Commit { durable: u8::arbitrary(g) % 3 != 0 },
+            15..=17 => Op::Commit {
+                durable: u8::arbitrary(g) % 3 != 0,
+            },
             18 => Op::Abort,
             _ => Op::Reopen,
         }
@@ -61,11 +94,21 @@ impl Arbitrary for Op {
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Op>> {
         match self.clone() {
-            Op::Insert { tree, start, count, long_keys, size, seed } if count > 1 => {
-                Box::new([count / 2, 1].into_iter().map(move |count| Op::Insert {
-                    tree, start, count, long_keys, size, seed,
-                }))
-            }
+            Op::Insert {
+                tree,
+                start,
+                count,
+                long_keys,
+                size,
+                seed,
+            } if count > 1 => Box::new([count / 2, 1].into_iter().map(move |count| Op::Insert {
+                tree,
+                start,
+                count,
+                long_keys,
+                size,
+                seed,
+            })),
             _ => Box::new(std::iter::empty()),
         }
     }
@@ -78,7 +121,9 @@ fn key_bytes(k: u16, long: bool) -> Vec<u8> {
 }
 
 fn value_bytes(k: u16, size: usize, seed: u8) -> Vec<u8> {
-    (0..size).map(|i| (i as u8).wrapping_mul(31) ^ seed ^ k as u8).collect()
+    (0..size)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ k as u8)
+        .collect()
 }
 
 struct Harness {
@@ -94,7 +139,13 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let options = Options::new().page_size(page_size);
         let db = options.clone().open(dir.path().join("db")).unwrap();
-        Harness { dir, options, db: Some(db), committed: Trees::new(), working: Trees::new() }
+        Harness {
+            dir,
+            options,
+            db: Some(db),
+            committed: Trees::new(),
+            working: Trees::new(),
+        }
     }
 
     fn db(&self) -> &Database {
@@ -103,7 +154,12 @@ impl Harness {
 
     fn reopen(&mut self) {
         self.db = None;
-        self.db = Some(self.options.clone().open(self.dir.path().join("db")).unwrap());
+        self.db = Some(
+            self.options
+                .clone()
+                .open(self.dir.path().join("db"))
+                .unwrap(),
+        );
     }
 
     /// Runs `ops`; a write transaction is open between commits.
@@ -141,7 +197,8 @@ impl Harness {
                     self.db = Some(db_reopen(&self.options, &self.dir));
                     self.compare_committed(self.db())?;
                     self.db().check()?;
-                    return self.run(&ops[ops.iter().position(|o| std::ptr::eq(o, op)).unwrap() + 1..]);
+                    return self
+                        .run(&ops[ops.iter().position(|o| std::ptr::eq(o, op)).unwrap() + 1..]);
                 }
                 op => apply(w, &mut self.working, op)?,
             }
@@ -153,7 +210,10 @@ impl Harness {
 
     fn compare_committed(&self, db: &Database) -> Result<()> {
         let r = db.begin_read()?;
-        assert_eq!(r.tree_names()?, self.committed.keys().cloned().collect::<Vec<_>>());
+        assert_eq!(
+            r.tree_names()?,
+            self.committed.keys().cloned().collect::<Vec<_>>()
+        );
         for (name, model) in &self.committed {
             let t = r.open_tree(name)?;
             assert_eq!(t.len()?, model.len() as u64);
@@ -175,18 +235,34 @@ fn db_reopen(options: &Options, dir: &tempfile::TempDir) -> Database {
 
 fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
     match *op {
-        Op::Insert { tree, start, count, long_keys, size, seed } => {
+        Op::Insert {
+            tree,
+            start,
+            count,
+            long_keys,
+            size,
+            seed,
+        } => {
             let name = TREES[tree as usize];
             let mut t = w.open_tree(name)?;
             let m = model.entry(name.to_string()).or_default();
             for k in start..start.saturating_add(count) {
-                let (key, value) = (key_bytes(k, long_keys), value_bytes(k, VALUE_SIZES[size as usize], seed));
+                let (key, value) = (
+                    key_bytes(k, long_keys),
+                    value_bytes(k, VALUE_SIZES[size as usize], seed),
+                );
                 t.insert(&key, &value)?;
                 m.insert(key, value);
             }
             assert_eq!(t.len()?, m.len() as u64);
         }
-        Op::Remove { tree, start, count, stride, long_keys } => {
+        Op::Remove {
+            tree,
+            start,
+            count,
+            stride,
+            long_keys,
+        } => {
             let name = TREES[tree as usize];
             let mut t = w.open_tree(name)?;
             let m = model.entry(name.to_string()).or_default();
@@ -196,20 +272,34 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
             }
             assert_eq!(t.len()?, m.len() as u64);
         }
-        Op::Get { tree, key, long_keys } => {
+        Op::Get {
+            tree,
+            key,
+            long_keys,
+        } => {
             let name = TREES[tree as usize];
             let m = model.entry(name.to_string()).or_default();
             let t = w.open_tree(name)?;
             let key = key_bytes(key, long_keys);
             assert_eq!(t.get(&key)?, m.get(&key).map(|v| &v[..]));
         }
-        Op::Range { tree, from, to, inclusive, rev } => {
+        Op::Range {
+            tree,
+            from,
+            to,
+            inclusive,
+            rev,
+        } => {
             let name = TREES[tree as usize];
             let m = model.entry(name.to_string()).or_default();
             let t = w.open_tree(name)?;
             let lower = from.map_or(Bound::Unbounded, |k| Bound::Included(key_bytes(k, false)));
             let upper = to.map_or(Bound::Unbounded, |k| {
-                if inclusive { Bound::Included(key_bytes(k, false)) } else { Bound::Excluded(key_bytes(k, false)) }
+                if inclusive {
+                    Bound::Included(key_bytes(k, false))
+                } else {
+                    Bound::Excluded(key_bytes(k, false))
+                }
             });
             let valid = match (&lower, &upper) {
                 (Bound::Included(a), Bound::Included(b)) => a <= b,
@@ -217,7 +307,9 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
                 _ => true,
             };
             let want: Vec<(&[u8], &[u8])> = if valid {
-                m.range((lower.clone(), upper.clone())).map(|(k, v)| (&k[..], &v[..])).collect()
+                m.range((lower.clone(), upper.clone()))
+                    .map(|(k, v)| (&k[..], &v[..]))
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -233,11 +325,8 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
             // Meeting in the middle: alternate ends.
             let mut both = t.range((Bound::<Vec<u8>>::Unbounded, Bound::Unbounded))?;
             let (mut front, mut back) = (Vec::new(), Vec::new());
-            loop {
-                match both.next() {
-                    Some(e) => front.push(e?.0),
-                    None => break,
-                }
+            while let Some(e) = both.next() {
+                front.push(e?.0);
                 match both.next_back() {
                     Some(e) => back.push(e?.0),
                     None => break,
@@ -245,7 +334,10 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
             }
             back.reverse();
             front.extend(back);
-            assert!(front.iter().copied().eq(m.keys().map(|k| &k[..])), "two-ended walk differs");
+            assert!(
+                front.iter().copied().eq(m.keys().map(|k| &k[..])),
+                "two-ended walk differs"
+            );
         }
         Op::DeleteTree { tree } => {
             let name = TREES[tree as usize];
@@ -269,14 +361,24 @@ fn run_case(ops: Vec<Op>, page_size: usize) -> bool {
 
 #[test]
 fn model_4k_pages() {
-    let cases = std::env::var("MAPKV_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    QuickCheck::new().tests(cases).quickcheck(run_case_4k as fn(Vec<Op>) -> bool);
+    let cases = std::env::var("MAPKV_MODEL_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    QuickCheck::new()
+        .tests(cases)
+        .quickcheck(run_case_4k as fn(Vec<Op>) -> bool);
 }
 
 #[test]
 fn model_16k_pages() {
-    let cases = std::env::var("MAPKV_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    QuickCheck::new().tests(cases).quickcheck(run_case_16k as fn(Vec<Op>) -> bool);
+    let cases = std::env::var("MAPKV_MODEL_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    QuickCheck::new()
+        .tests(cases)
+        .quickcheck(run_case_16k as fn(Vec<Op>) -> bool);
 }
 
 fn run_case_4k(ops: Vec<Op>) -> bool {
@@ -294,8 +396,14 @@ fn oversized_keys_and_names_are_refused() -> Result<()> {
     let mut w = db.begin_write()?;
     let mut t = w.open_tree("t")?;
     t.insert(&vec![1; 1024], b"1 KiB keys are fine")?;
-    assert!(matches!(t.insert(&vec![1; 5000], b"x"), Err(Error::KeyTooLarge { size: 5000, .. })));
+    assert!(matches!(
+        t.insert(&vec![1; 5000], b"x"),
+        Err(Error::KeyTooLarge { size: 5000, .. })
+    ));
     drop(t);
-    assert!(matches!(w.open_tree(&"n".repeat(5000)), Err(Error::KeyTooLarge { .. })));
+    assert!(matches!(
+        w.open_tree(&"n".repeat(5000)),
+        Err(Error::KeyTooLarge { .. })
+    ));
     Ok(())
 }

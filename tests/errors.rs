@@ -1,0 +1,218 @@
+//! Every `Error` variant that the public API can produce here, and the limits.
+
+use std::io::{Seek, SeekFrom, Write};
+
+use mapkv::{Database, Error, Options, Result};
+
+fn db_in(dir: &tempfile::TempDir) -> Result<Database> {
+    Database::open(dir.path().join("db"))
+}
+
+#[test]
+fn tree_not_found() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = db_in(&dir)?;
+    let r = db.begin_read()?;
+    match r.open_tree("nope") {
+        Err(Error::TreeNotFound(name)) => assert_eq!(name, "nope"),
+        other => panic!("expected TreeNotFound, got {:?}", other.err()),
+    }
+    Ok(())
+}
+
+#[test]
+fn locked_from_this_process() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let _db = db_in(&dir)?;
+    assert!(matches!(db_in(&dir), Err(Error::Locked)));
+    assert!(matches!(
+        Options::new().read_only(true).open(dir.path().join("db")),
+        Err(Error::Locked)
+    ));
+    Ok(())
+}
+
+#[test]
+fn read_only_refuses_writes_and_shares_the_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let db = db_in(&dir)?;
+        let mut w = db.begin_write()?;
+        w.open_tree("t")?.insert(b"a", b"1")?;
+        w.commit()?;
+    }
+    let ro = Options::new().read_only(true);
+    let a = ro.clone().open(dir.path().join("db"))?;
+    let b = ro.open(dir.path().join("db"))?;
+    assert!(matches!(a.begin_write(), Err(Error::ReadOnly)));
+    assert!(matches!(
+        a.bulk_load("u", [(b"k", b"v")]),
+        Err(Error::ReadOnly)
+    ));
+    assert_eq!(b.begin_read()?.open_tree("t")?.get(b"a")?, Some(&b"1"[..]));
+    assert!(
+        matches!(db_in(&dir), Err(Error::Locked)),
+        "a writer is kept out"
+    );
+    Ok(())
+}
+
+#[test]
+fn read_only_open_of_a_missing_file_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Options::new()
+        .read_only(true)
+        .open(dir.path().join("missing"));
+    match r {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+        other => panic!("expected Io(NotFound), got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn invalid_page_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    for size in [0, 1000, 2048, 4095, 131072] {
+        let r = Options::new().page_size(size).open(dir.path().join("db"));
+        assert!(
+            matches!(r, Err(Error::InvalidOptions(_))),
+            "page size {size}"
+        );
+    }
+}
+
+#[test]
+fn page_size_is_fixed_at_creation() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    drop(
+        Options::new()
+            .page_size(16384)
+            .open(dir.path().join("db"))?,
+    );
+    let db = Options::new().page_size(4096).open(dir.path().join("db"))?;
+    assert_eq!(db.stats()?.page_size, 16384);
+    Ok(())
+}
+
+#[test]
+fn key_and_value_limits() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = db_in(&dir)?;
+    let mut w = db.begin_write()?;
+    let mut t = w.open_tree("t")?;
+    t.insert(b"", b"")?;
+    t.insert(&[7; 1920], b"the longest key at 4 KiB pages")?;
+    match t.insert(&[7; 1921], b"") {
+        Err(Error::KeyTooLarge {
+            size: 1921,
+            max: 1920,
+        }) => {}
+        other => panic!("expected KeyTooLarge, got {other:?}"),
+    }
+    // 4 GiB: calloc'd, never touched, refused before it is read.
+    let huge = vec![0u8; 1 << 32];
+    match t.insert(b"big", &huge) {
+        Err(Error::ValueTooLarge { size, max }) => assert!(size > max),
+        other => panic!("expected ValueTooLarge, got {other:?}"),
+    }
+    drop(huge);
+    assert_eq!(t.get(b"")?, Some(&b""[..]));
+    drop(t);
+    w.commit()?;
+    db.check()?;
+    Ok(())
+}
+
+#[test]
+fn unsorted_and_not_empty_bulk_loads_change_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = db_in(&dir)?;
+    let entries = [
+        (b"a".to_vec(), b"1".to_vec()),
+        (b"c".to_vec(), b"2".to_vec()),
+        (b"b".to_vec(), b"3".to_vec()),
+    ];
+    match db.bulk_load("t", entries.clone()) {
+        Err(Error::Unsorted { index: 2 }) => {}
+        other => panic!("expected Unsorted at 2, got {other:?}"),
+    }
+    assert!(db.begin_read()?.tree_names()?.is_empty());
+    assert!(matches!(
+        db.bulk_load("t", [(b"a", b"1"), (b"a", b"2")]),
+        Err(Error::Unsorted { index: 1 })
+    ));
+    db.bulk_load("t", [(b"a", b"1"), (b"b", b"2")])?;
+    match db.bulk_load("t", [(b"x", b"1")]) {
+        Err(Error::TreeNotEmpty(name)) => assert_eq!(name, "t"),
+        other => panic!("expected TreeNotEmpty, got {other:?}"),
+    }
+    db.check()?;
+    Ok(())
+}
+
+#[test]
+fn garbage_file_is_corrupted_not_a_panic() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("db");
+    std::fs::write(&path, vec![0xAB; 100_000])?;
+    match Database::open(&path) {
+        Err(Error::Corrupted { page: 0, reason }) => assert!(reason.contains("meta")),
+        other => panic!("expected Corrupted, got {:?}", other.err()),
+    }
+    Ok(())
+}
+
+#[test]
+fn damaged_newest_meta_slot_falls_back_to_the_other_slot() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("db");
+    {
+        let db = Database::open(&path)?;
+        for i in 0..3u8 {
+            let mut w = db.begin_write()?;
+            w.open_tree("t")?.insert(b"k", &[i])?;
+            w.commit()?;
+        }
+    }
+    // The clean close sealed generation 2 in one slot; the other holds an older meta.
+    // Damage the newest slot: the older commit must open.
+    let slots = std::fs::read(&path)?;
+    let txn =
+        |s: usize| u64::from_le_bytes(slots[s * 4096 + 16..s * 4096 + 24].try_into().unwrap());
+    let newest = if txn(0) >= txn(1) { 0 } else { 1 };
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+    f.seek(SeekFrom::Start(newest as u64 * 4096 + 50))?;
+    f.write_all(&[0xFF; 8])?;
+    drop(f);
+    let db = Database::open(&path)?;
+    db.check()?;
+    let value = db
+        .begin_read()?
+        .open_tree("t")?
+        .get(b"k")?
+        .map(<[u8]>::to_vec);
+    assert_eq!(
+        value,
+        Some(vec![2]),
+        "the close wrote the same commit into both slots"
+    );
+    Ok(())
+}
+
+#[test]
+fn errors_display_and_are_send_sync() {
+    fn assert_traits<T: std::error::Error + Send + Sync + 'static>() {}
+    assert_traits::<Error>();
+    let e = Error::KeyTooLarge {
+        size: 5000,
+        max: 1920,
+    };
+    assert_eq!(
+        e.to_string(),
+        "key of 5000 bytes is larger than the limit of 1920 bytes"
+    );
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Database>();
+    fn assert_send<T: Send>() {}
+    assert_send::<mapkv::ReadTxn>();
+}

@@ -1,0 +1,139 @@
+//! Snapshot isolation: readers see one committed state for their whole life, whatever the
+//! writer does meanwhile, and the pages they read are not reused under them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+
+use mapkv::{Database, Durability, Result};
+
+fn key(i: u32) -> [u8; 4] {
+    i.to_be_bytes()
+}
+
+/// Every value in generation `g` is `g` repeated; a reader must never see two generations.
+fn write_generation(db: &Database, generation: u32, keys: u32) -> Result<()> {
+    let mut w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in 0..keys {
+            t.insert(&key(i), &generation.to_le_bytes().repeat(20))?;
+        }
+        // Churn the tree shape too: remove and re-add a band of keys.
+        for i in (generation % 7..keys).step_by(7) {
+            t.remove(&key(i))?;
+        }
+        for i in (generation % 7..keys).step_by(7) {
+            t.insert(&key(i), &generation.to_le_bytes().repeat(20))?;
+        }
+    }
+    if generation % 3 == 0 {
+        w.set_durability(Durability::None);
+    }
+    w.commit()
+}
+
+#[test]
+fn readers_see_one_generation_while_the_writer_commits() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Arc::new(Database::open(dir.path().join("db"))?);
+    let keys = 3000;
+    write_generation(&db, 0, keys)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(3));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (db, stop, start) = (Arc::clone(&db), Arc::clone(&stop), Arc::clone(&start));
+            std::thread::spawn(move || -> Result<u32> {
+                start.wait();
+                let mut snapshots = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = db.begin_read()?;
+                    let t = r.open_tree("t")?;
+                    let first = t.get(&key(0))?.expect("key 0").to_vec();
+                    // Hold the snapshot across several writer commits.
+                    let mut n = 0;
+                    for entry in t.iter()? {
+                        let (_, v) = entry?;
+                        assert_eq!(v, &first[..], "a reader saw two generations");
+                        n += 1;
+                    }
+                    assert_eq!(n, keys);
+                    assert_eq!(t.get(&key(keys - 1))?, Some(&first[..]));
+                    snapshots += 1;
+                }
+                Ok(snapshots)
+            })
+        })
+        .collect();
+    start.wait();
+    for generation in 1..60 {
+        write_generation(&db, generation, keys)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().expect("reader thread")? > 0);
+    }
+    db.check()?;
+    let stats = db.stats()?;
+    assert_eq!(stats.oldest_reader_lag, 0);
+    Ok(())
+}
+
+#[test]
+fn a_long_reader_keeps_its_snapshot_and_pages_are_reused_after_it_ends() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("db"))?;
+    write_generation(&db, 1, 2000)?;
+    let old = db.begin_read()?;
+    let old_tree = old.open_tree("t")?;
+    let old_value = old_tree.get(&key(5))?.expect("present");
+    for generation in 2..30 {
+        write_generation(&db, generation, 2000)?;
+    }
+    let grown = db.stats()?;
+    assert_eq!(
+        grown.oldest_reader_lag, 28,
+        "the old reader is 28 commits behind"
+    );
+    // The slice borrowed before 28 commits is unchanged.
+    assert_eq!(old_value, &1u32.to_le_bytes().repeat(20)[..]);
+    assert_eq!(old_tree.iter()?.count(), 2000);
+    drop(old);
+    // With the reader gone, the pages it pinned are reused: more commits do not grow
+    // the file.
+    write_generation(&db, 30, 2000)?;
+    write_generation(&db, 31, 2000)?;
+    let before = db.stats()?.page_count;
+    for generation in 32..60 {
+        write_generation(&db, generation, 2000)?;
+    }
+    let after = db.stats()?;
+    assert!(
+        after.page_count <= before + 4,
+        "file kept growing without readers: {before} -> {} pages",
+        after.page_count
+    );
+    assert!(after.pages_free > 0);
+    db.check()?;
+    Ok(())
+}
+
+#[test]
+fn a_write_transaction_sees_its_own_writes_and_readers_do_not() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("db"))?;
+    let mut w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        t.insert(b"k", b"uncommitted")?;
+        assert_eq!(t.get(b"k")?, Some(&b"uncommitted"[..]));
+        assert_eq!(t.len()?, 1);
+    }
+    assert!(matches!(
+        db.begin_read()?.open_tree("t"),
+        Err(mapkv::Error::TreeNotFound(_))
+    ));
+    w.abort();
+    assert!(db.begin_read()?.tree_names()?.is_empty());
+    Ok(())
+}
