@@ -1,0 +1,670 @@
+//! The mapkv dump format and the `dump` and `load` subcommands.
+//!
+//! # Format, version 1
+//!
+//! A text file of lines ending in `\n`, in the spirit of LMDB's `mdb_dump`. Each tree is
+//! a header line, one line per entry in ascending key order, and an end line:
+//!
+//! ```text
+//! # mapkv-dump v1 tree=NAME
+//! KEY<TAB>VALUE
+//! KEY<TAB>VALUE
+//! # mapkv-dump v1 end entries=2
+//! ```
+//!
+//! NAME, KEY and VALUE are escaped byte strings: the bytes 0x20..=0x7e are written as
+//! they are, except `\`; every other byte, `\` itself, and a `#` that is the first byte
+//! of a key are written as `\xNN` (two lowercase hex digits). So a record line never
+//! starts with `#`, holds exactly one raw tab, and round-trips any bytes exactly (empty
+//! keys and values included: `\tVALUE`, `KEY\t`). Tree names are UTF-8.
+//!
+//! When reading, other lines starting with `#` are comments, blank lines are ignored,
+//! hex digits may be uppercase, raw bytes above 0x7e are taken as they are (hand-written
+//! UTF-8 works), the end line may be missing (when present its count must match), and a
+//! header `# mapkv-dump vN` with N other than 1 is refused. A raw carriage return, a
+//! record without exactly one raw tab, and a `\` not starting `\xNN` are errors that name
+//! the line.
+//!
+//! The version number changes only if a dump that this version writes could be read
+//! differently; lines added in later versions will be comments to this reader.
+
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::path::Path;
+
+use mapkv::{Database, Error};
+
+use crate::text::{count_of, hex_digit};
+use crate::{CliResult, Failure};
+
+/// `mapkv dump --help`.
+pub const FORMAT_HELP: &str = "\
+Write every tree (or only TREE) to stdout in the mapkv dump format: stable, line-based
+text that `mapkv load` reads back byte-exact (like mdb_dump / mdb_load).
+
+Format, version 1 (one tree after another, in name order):
+  # mapkv-dump v1 tree=NAME         starts a tree
+  KEY<TAB>VALUE                     one entry a line, ascending key order
+  # mapkv-dump v1 end entries=N     ends the tree; load checks the count
+
+NAME, KEY and VALUE: the bytes 0x20-0x7e as they are, except `\\`; every other byte,
+`\\` itself, and a `#` starting a key as `\\xNN` (two lowercase hex digits). Lines end
+with a newline. Empty keys and values are empty fields.
+
+Example: `mapkv dump app.mapkv > app.dump`, `mapkv load new.mapkv --file app.dump`.";
+
+/// `mapkv load --help`.
+pub const LOAD_HELP: &str = "\
+Read the mapkv dump format (see `mapkv dump --help`) from stdin, or from the file given
+with --file, into DB, creating the file and the trees as needed. Entries are inserted
+or overwritten; entries already in a tree and absent from the input stay.
+
+Each tree is written atomically: with one bulk load when its keys are sorted and the
+tree is empty or absent (the fast path), otherwise in one write transaction. Load holds
+up to --buffer-bytes of one tree's records in memory to choose; a longer tree loaded
+into an empty tree must be sorted, as `mapkv dump` writes it.
+
+Besides what dump writes, load accepts uppercase hex digits, raw bytes above 0x7e (so
+hand-written UTF-8 works), comment lines starting with `#`, blank lines, and a missing
+end line. A raw carriage return, a record without exactly one tab, an escape other than
+\\xNN, or an entry count that does not match its end line stops the load with the line
+number: trees before the failing one stay loaded, the failing one is not written.";
+
+/// Starts a tree's header line; the escaped name follows.
+const HEADER_PREFIX: &[u8] = b"# mapkv-dump v1 tree=";
+/// Starts a tree's end line; the decimal entry count follows.
+const END_PREFIX: &[u8] = b"# mapkv-dump v1 end entries=";
+/// What every line of this format (but records and comments) starts with.
+const FORMAT_PREFIX: &[u8] = b"# mapkv-dump ";
+/// Default for `mapkv load --buffer-bytes`.
+pub const BUFFER_BYTES_DEFAULT: usize = 64 << 20;
+
+/// Appends `bytes` escaped to `out`; `starts_line` escapes a leading `#` too.
+pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8], starts_line: bool) {
+    for (i, &b) in bytes.iter().enumerate() {
+        let verbatim =
+            (0x20..=0x7e).contains(&b) && b != b'\\' && !(starts_line && i == 0 && b == b'#');
+        if verbatim {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        }
+    }
+}
+
+/// Replaces `out` with the bytes `field` stands for; `Err` says what is wrong.
+pub fn unescape_into(out: &mut Vec<u8>, field: &[u8]) -> Result<(), String> {
+    out.clear();
+    let mut i = 0;
+    while i < field.len() {
+        match field[i] {
+            b'\\' => {
+                let escape = field.get(i + 1..i + 4);
+                let byte = escape.and_then(|e| {
+                    (e[0] == b'x').then_some(())?;
+                    Some(hex_digit(e[1])? << 4 | hex_digit(e[2])?)
+                });
+                match byte {
+                    Some(b) => out.push(b),
+                    None => {
+                        return Err(format!(
+                            "invalid escape at byte {}: `\\` must start `\\xNN`",
+                            i + 1
+                        ));
+                    }
+                }
+                i += 4;
+            }
+            b'\t' => {
+                return Err("more than one tab: a record is KEY<TAB>VALUE".to_string());
+            }
+            b'\r' => {
+                return Err("raw carriage return (CRLF line endings?); write \\x0d".to_string());
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- dump ----------------------------------------------------------------------------
+
+/// Writes every tree, or only `only`, to `out`. Database errors come back wrapped in an
+/// `io::Error` (kind `Other`) holding the `mapkv::Error`.
+pub fn dump(db: &Database, only: Option<&str>, out: &mut dyn Write) -> io::Result<()> {
+    let rtx = db.begin_read().map_err(io::Error::other)?;
+    let names = match only {
+        Some(name) => vec![name.to_string()],
+        None => rtx.tree_names().map_err(io::Error::other)?,
+    };
+    let mut line = Vec::new();
+    for name in names {
+        let tree = rtx.open_tree(&name).map_err(io::Error::other)?;
+        line.clear();
+        line.extend_from_slice(HEADER_PREFIX);
+        escape_into(&mut line, name.as_bytes(), false);
+        line.push(b'\n');
+        out.write_all(&line)?;
+        let mut entries = 0u64;
+        for entry in tree.iter().map_err(io::Error::other)? {
+            let (key, value) = entry.map_err(io::Error::other)?;
+            line.clear();
+            escape_into(&mut line, key, true);
+            line.push(b'\t');
+            escape_into(&mut line, value, false);
+            line.push(b'\n');
+            out.write_all(&line)?;
+            entries += 1;
+        }
+        out.write_all(END_PREFIX)?;
+        writeln!(out, "{entries}")?;
+    }
+    Ok(())
+}
+
+// ---- parsing -------------------------------------------------------------------------
+
+/// A meaningful line of a dump. Comments and blank lines are skipped.
+enum Line {
+    /// A tree starts.
+    Header(String),
+    /// An entry, decoded into `Parser::key` and `Parser::value`.
+    Record,
+    /// The tree ends, with this many entries.
+    End(u64),
+}
+
+/// Reads a dump line by line.
+struct Parser<'a, R> {
+    input: R,
+    /// Where the input comes from, for messages.
+    source: &'a Path,
+    /// The current line, without its newline.
+    line: Vec<u8>,
+    /// 1-based number of the current line.
+    line_number: u64,
+    /// The last record's key and value.
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl<'a, R: BufRead> Parser<'a, R> {
+    fn new(input: R, source: &'a Path) -> Self {
+        Parser {
+            input,
+            source,
+            line: Vec::new(),
+            line_number: 0,
+            key: Vec::new(),
+            value: Vec::new(),
+        }
+    }
+
+    /// A failure about the current line.
+    fn error(&self, message: impl fmt::Display) -> Failure {
+        Failure(format!(
+            "{}: line {}: {message}",
+            self.source.display(),
+            self.line_number
+        ))
+    }
+
+    /// The next meaningful line, or `None` at the end of the input.
+    fn next(&mut self) -> CliResult<Option<Line>> {
+        loop {
+            self.line.clear();
+            let read = self
+                .input
+                .read_until(b'\n', &mut self.line)
+                .map_err(|e| Failure(format!("{}: {e}", self.source.display())))?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.line_number += 1;
+            if self.line.last() == Some(&b'\n') {
+                self.line.pop();
+            }
+            if self.line.is_empty() {
+                continue;
+            }
+            if let Some(name) = self.line.strip_prefix(HEADER_PREFIX) {
+                let mut bytes = Vec::new();
+                unescape_into(&mut bytes, name).map_err(|e| self.error(e))?;
+                let name =
+                    String::from_utf8(bytes).map_err(|_| self.error("tree name is not UTF-8"))?;
+                return Ok(Some(Line::Header(name)));
+            }
+            if let Some(count) = self.line.strip_prefix(END_PREFIX) {
+                let count = std::str::from_utf8(count)
+                    .ok()
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| self.error("end line without a valid entry count"))?;
+                return Ok(Some(Line::End(count)));
+            }
+            if self.line.starts_with(FORMAT_PREFIX) {
+                return Err(
+                    self.error("not a line of dump format v1 (a newer mapkv wrote this dump?)")
+                );
+            }
+            if self.line[0] == b'#' {
+                continue;
+            }
+            let tab = self
+                .line
+                .iter()
+                .position(|&b| b == b'\t')
+                .ok_or_else(|| self.error("expected KEY<TAB>VALUE, found no tab"))?;
+            unescape_into(&mut self.key, &self.line[..tab])
+                .map_err(|e| self.error(format!("key: {e}")))?;
+            unescape_into(&mut self.value, &self.line[tab + 1..])
+                .map_err(|e| self.error(format!("value: {e}")))?;
+            return Ok(Some(Line::Record));
+        }
+    }
+
+    /// After a tree's end line, the next line must start another tree (or the input
+    /// must end): returns it.
+    fn next_after_end(&mut self) -> CliResult<Option<Line>> {
+        match self.next()? {
+            Some(Line::Record) => Err(self.error("record after the tree's end line")),
+            Some(Line::End(_)) => Err(self.error("second end line")),
+            other => Ok(other),
+        }
+    }
+
+    /// Checks an end line's count against the records read.
+    fn check_count(&self, expected: u64, read: u64, tree: &str) -> CliResult<()> {
+        if expected == read {
+            Ok(())
+        } else {
+            Err(self.error(format!(
+                "tree {tree:?} should have {expected} entries but {read} precede its end \
+                 line (truncated or edited dump?)"
+            )))
+        }
+    }
+}
+
+// ---- load ----------------------------------------------------------------------------
+
+/// What `load` did.
+#[derive(Debug, Default)]
+pub struct LoadSummary {
+    /// Trees written.
+    trees: u64,
+    /// Entries read and written.
+    entries: u64,
+    /// Trees written with `Database::bulk_load`.
+    bulk_loaded: u64,
+}
+
+impl fmt::Display for LoadSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "loaded {} into {} ({} by bulk load)",
+            count_of(self.entries, "entry", "entries"),
+            count_of(self.trees, "tree", "trees"),
+            self.bulk_loaded
+        )
+    }
+}
+
+/// Reads a dump from `input` (named `source` in messages) into `db` (at `db_path`).
+/// `buffer_bytes` bounds the records of one tree held in memory.
+pub fn load(
+    db: &Database,
+    db_path: &Path,
+    source: &Path,
+    input: impl BufRead,
+    buffer_bytes: usize,
+) -> CliResult<LoadSummary> {
+    let mut parser = Parser::new(input, source);
+    let mut summary = LoadSummary::default();
+    let mut next = parser.next()?;
+    while let Some(line) = next {
+        next = match line {
+            Line::Header(name) => {
+                let mut loader = TreeLoader {
+                    db,
+                    db_path,
+                    name: &name,
+                    summary: &mut summary,
+                };
+                loader.load(&mut parser, buffer_bytes)?
+            }
+            Line::Record => {
+                return Err(
+                    parser.error("record before the first `# mapkv-dump v1 tree=NAME` header")
+                );
+            }
+            Line::End(_) => return Err(parser.error("end line without a tree")),
+        };
+    }
+    Ok(summary)
+}
+
+/// Records of one tree held in memory: all their bytes in one buffer.
+struct Batch {
+    bytes: Vec<u8>,
+    /// For each record, where its key and its value end in `bytes`.
+    ends: Vec<(usize, usize)>,
+    /// Whether the keys so far are strictly ascending.
+    sorted: bool,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            sorted: true,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.ends.len() as u64
+    }
+
+    fn get(&self, index: usize) -> (&[u8], &[u8]) {
+        let start = index.checked_sub(1).map_or(0, |i| self.ends[i].1);
+        let (key_end, value_end) = self.ends[index];
+        (&self.bytes[start..key_end], &self.bytes[key_end..value_end])
+    }
+
+    fn last_key(&self) -> Option<&[u8]> {
+        let last = self.ends.len().checked_sub(1)?;
+        Some(self.get(last).0)
+    }
+
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        if self.last_key().is_some_and(|last| last >= key) {
+            self.sorted = false;
+        }
+        self.bytes.extend_from_slice(key);
+        let key_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((key_end, self.bytes.len()));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        (0..self.ends.len()).map(|i| self.get(i))
+    }
+}
+
+/// Loads the records of one tree section.
+struct TreeLoader<'a> {
+    db: &'a Database,
+    db_path: &'a Path,
+    name: &'a str,
+    summary: &'a mut LoadSummary,
+}
+
+impl TreeLoader<'_> {
+    fn fail(&self, error: Error) -> Failure {
+        Failure::db(self.db_path, error)
+    }
+
+    /// Reads the section after its header and writes it; returns the line after it.
+    fn load<R: BufRead>(
+        &mut self,
+        parser: &mut Parser<'_, R>,
+        buffer_bytes: usize,
+    ) -> CliResult<Option<Line>> {
+        let empty = self.tree_is_empty().map_err(|e| self.fail(e))?;
+        let mut batch = Batch::new();
+        let after = loop {
+            match parser.next()? {
+                Some(Line::Record) => {
+                    batch.push(&parser.key, &parser.value);
+                    if batch.bytes.len() >= buffer_bytes {
+                        return if empty && batch.sorted {
+                            self.bulk_stream(batch, parser, buffer_bytes)
+                        } else {
+                            self.write_stream(batch, parser)
+                        };
+                    }
+                }
+                Some(Line::End(expected)) => {
+                    parser.check_count(expected, batch.len(), self.name)?;
+                    break parser.next_after_end()?;
+                }
+                other => break other,
+            }
+        };
+        if empty && batch.sorted && batch.len() > 0 {
+            self.db
+                .bulk_load(self.name, batch.iter())
+                .map_err(|e| self.fail(e))?;
+            self.summary.bulk_loaded += 1;
+        } else {
+            let mut wtx = self.db.begin_write().map_err(|e| self.fail(e))?;
+            {
+                let mut tree = wtx.open_tree(self.name).map_err(|e| self.fail(e))?;
+                for (key, value) in batch.iter() {
+                    tree.insert(key, value).map_err(|e| self.fail(e))?;
+                }
+            }
+            wtx.commit().map_err(|e| self.fail(e))?;
+        }
+        self.summary.trees += 1;
+        self.summary.entries += batch.len();
+        Ok(after)
+    }
+
+    /// Whether the tree is absent or has no entries (so `bulk_load` can take it).
+    fn tree_is_empty(&self) -> mapkv::Result<bool> {
+        let rtx = self.db.begin_read()?;
+        match rtx.open_tree(self.name) {
+            Ok(tree) => tree.is_empty(),
+            Err(Error::TreeNotFound(_)) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A section longer than the buffer, sorted so far, into an empty tree: one bulk
+    /// load fed by `batch` and then the rest of the section as it is read.
+    fn bulk_stream<R: BufRead>(
+        &mut self,
+        batch: Batch,
+        parser: &mut Parser<'_, R>,
+        buffer_bytes: usize,
+    ) -> CliResult<Option<Line>> {
+        let previous = batch.last_key().unwrap_or_default().to_vec();
+        let mut feed = BulkFeed {
+            batch,
+            index: 0,
+            parser,
+            previous,
+            fed: 0,
+            tree: self.name,
+            buffer_bytes,
+            failure: None,
+            abandon_left: 0,
+            after: None,
+            done: false,
+        };
+        let result = self.db.bulk_load(self.name, &mut feed);
+        if let Some(failure) = feed.failure {
+            return Err(failure); // The bulk load was abandoned: nothing written.
+        }
+        let stats = result.map_err(|e| self.fail(e))?;
+        self.summary.trees += 1;
+        self.summary.entries += stats.entries;
+        self.summary.bulk_loaded += 1;
+        Ok(feed.after)
+    }
+
+    /// A section longer than the buffer that bulk load cannot take: one write
+    /// transaction, inserting as the section is read.
+    fn write_stream<R: BufRead>(
+        &mut self,
+        batch: Batch,
+        parser: &mut Parser<'_, R>,
+    ) -> CliResult<Option<Line>> {
+        let mut wtx = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let mut entries = batch.len();
+        let after = {
+            let mut tree = wtx.open_tree(self.name).map_err(|e| self.fail(e))?;
+            for (key, value) in batch.iter() {
+                tree.insert(key, value).map_err(|e| self.fail(e))?;
+            }
+            drop(batch);
+            loop {
+                match parser.next()? {
+                    Some(Line::Record) => {
+                        tree.insert(&parser.key, &parser.value)
+                            .map_err(|e| self.fail(e))?;
+                        entries += 1;
+                    }
+                    Some(Line::End(expected)) => {
+                        parser.check_count(expected, entries, self.name)?;
+                        break parser.next_after_end()?;
+                    }
+                    other => break other,
+                }
+            }
+        };
+        wtx.commit().map_err(|e| self.fail(e))?;
+        self.summary.trees += 1;
+        self.summary.entries += entries;
+        Ok(after)
+    }
+}
+
+/// The entries of a long section for `Database::bulk_load`: the buffered batch, then
+/// records as they are parsed.
+///
+/// `bulk_load` cannot be told to stop, but it leaves the database unchanged when its
+/// input is unsorted. So on a parse error or an out-of-order key the feed records the
+/// failure and then yields an empty key, which is never greater than the key before it
+/// (two of them if nothing was fed yet): the load ends with `Error::Unsorted` and
+/// nothing of the tree is written.
+struct BulkFeed<'a, 'p, R> {
+    batch: Batch,
+    /// Next record of `batch` to feed.
+    index: usize,
+    parser: &'a mut Parser<'p, R>,
+    /// The last key fed, to check the order of parsed records.
+    previous: Vec<u8>,
+    /// Records fed so far.
+    fed: u64,
+    tree: &'a str,
+    buffer_bytes: usize,
+    /// Why the load must be abandoned.
+    failure: Option<Failure>,
+    /// Empty keys still to feed to make `bulk_load` give up.
+    abandon_left: u8,
+    /// The line after the section.
+    after: Option<Line>,
+    /// The section is over (or abandoned).
+    done: bool,
+}
+
+impl<R: BufRead> BulkFeed<'_, '_, R> {
+    /// Records `failure` and starts abandoning the load.
+    fn abandon(&mut self, failure: Failure) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.failure = Some(failure);
+        self.done = true;
+        self.abandon_left = if self.fed == 0 { 2 } else { 1 };
+        self.next()
+    }
+}
+
+impl<R: BufRead> Iterator for BulkFeed<'_, '_, R> {
+    type Item = (Vec<u8>, Vec<u8>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.abandon_left > 0 {
+            self.abandon_left -= 1;
+            return Some((Vec::new(), Vec::new()));
+        }
+        if self.done {
+            return None;
+        }
+        if self.index < self.batch.ends.len() {
+            let (key, value) = self.batch.get(self.index);
+            let entry = (key.to_vec(), value.to_vec());
+            self.index += 1;
+            self.fed += 1;
+            return Some(entry);
+        }
+        match self.parser.next() {
+            Ok(Some(Line::Record)) => {
+                if self.parser.key <= self.previous {
+                    let failure = self.parser.error(format!(
+                        "key is not greater than the one before it; tree {:?} holds more \
+                         than {} bytes (--buffer-bytes) and goes into an empty tree, so it \
+                         must be sorted by key, as `mapkv dump` writes it; nothing of it \
+                         was written",
+                        self.tree, self.buffer_bytes
+                    ));
+                    return self.abandon(failure);
+                }
+                self.previous.clone_from(&self.parser.key);
+                self.fed += 1;
+                Some((self.parser.key.clone(), self.parser.value.clone()))
+            }
+            Ok(Some(Line::End(expected))) => {
+                let after = self
+                    .parser
+                    .check_count(expected, self.fed, self.tree)
+                    .and_then(|()| self.parser.next_after_end());
+                match after {
+                    Ok(line) => {
+                        self.after = line;
+                        self.done = true;
+                        None
+                    }
+                    Err(failure) => self.abandon(failure),
+                }
+            }
+            Ok(other) => {
+                self.after = other;
+                self.done = true;
+                None
+            }
+            Err(failure) => self.abandon(failure),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_round_trips_every_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut escaped = Vec::new();
+        escape_into(&mut escaped, &all, true);
+        assert!(escaped.iter().all(|b| (0x20..=0x7e).contains(b)));
+        let mut back = Vec::new();
+        unescape_into(&mut back, &escaped).unwrap();
+        assert_eq!(back, all);
+    }
+
+    #[test]
+    fn leading_hash_is_escaped_only_at_line_start() {
+        let mut out = Vec::new();
+        escape_into(&mut out, b"#a#", true);
+        assert_eq!(out, b"\\x23a#");
+        out.clear();
+        escape_into(&mut out, b"#a\\", false);
+        assert_eq!(out, b"#a\\x5c");
+    }
+
+    #[test]
+    fn unescape_rejects_bad_input() {
+        let mut out = Vec::new();
+        assert!(unescape_into(&mut out, b"a\\n").is_err());
+        assert!(unescape_into(&mut out, b"a\\x4").is_err());
+        assert!(unescape_into(&mut out, b"a\r").is_err());
+        assert!(unescape_into(&mut out, b"a\tb").is_err());
+        unescape_into(&mut out, "\\x4A caf\u{e9}".as_bytes()).unwrap();
+        assert_eq!(out, "J caf\u{e9}".as_bytes());
+    }
+}

@@ -1,0 +1,596 @@
+//! The `mapkv` command-line tool, run as a program on temporary databases: results,
+//! output formats, exit statuses and the one-line error messages.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use mapkv::{Database, Options};
+
+/// What one run of the tool did.
+struct Run {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Run {
+    fn stdout_text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).expect("stdout is UTF-8")
+    }
+
+    /// Asserts success and returns stdout as text.
+    fn ok(&self) -> String {
+        assert_eq!(self.code, 0, "expected success; stderr: {}", self.stderr);
+        self.stdout_text()
+    }
+
+    /// Asserts exit status 1 with exactly one line on stderr, and returns that line.
+    fn failed(&self) -> &str {
+        assert_eq!(
+            self.code,
+            1,
+            "expected failure; stdout: {:?}",
+            self.stdout_text()
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one line on stderr: {:?}",
+            self.stderr
+        );
+        assert!(lines[0].starts_with("mapkv: "), "{}", lines[0]);
+        lines[0]
+    }
+}
+
+/// Runs the tool with `args`, feeding `stdin`.
+fn mapkv_with_input<I, S>(args: I, stdin: &[u8]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mapkv"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the mapkv binary runs");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    input.write_all(stdin).expect("stdin accepts the input");
+    drop(input);
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("the mapkv binary finishes");
+    Run {
+        code: status.code().expect("exited, not killed"),
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Runs the tool with `args` and empty stdin.
+fn mapkv<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    mapkv_with_input(args, b"")
+}
+
+/// A temporary directory and a database path inside it.
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("test.mapkv");
+    (dir, path)
+}
+
+/// `path` as a command-line argument.
+fn arg(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+/// A tree's entries in key order.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every tree with its entries, read with the library.
+fn contents(path: &Path) -> Vec<(String, Entries)> {
+    let db = Options::new()
+        .read_only(true)
+        .open(path)
+        .expect("database opens");
+    let rtx = db.begin_read().expect("read txn");
+    let mut out = Vec::new();
+    for name in rtx.tree_names().expect("tree names") {
+        let tree = rtx.open_tree(&name).expect("tree opens");
+        let entries = tree
+            .iter()
+            .expect("iter")
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<mapkv::Result<Vec<_>>>()
+            .expect("entries read");
+        out.push((name, entries));
+    }
+    out
+}
+
+#[test]
+fn put_get_del() {
+    let (_dir, db) = temp_db();
+    let db = arg(&db);
+    assert_eq!(mapkv(["put", db, "users", "alice", "admin"]).ok(), "");
+    mapkv(["put", db, "users", "bob", "guest"]).ok();
+    mapkv(["put", db, "users", "bob", "owner"]).ok();
+    assert_eq!(mapkv(["get", db, "users", "alice"]).ok(), "admin\n");
+    assert_eq!(mapkv(["get", db, "users", "bob"]).ok(), "owner\n");
+    let missing = mapkv(["get", db, "users", "carol"]);
+    assert!(missing.failed().contains("not found"), "{}", missing.stderr);
+
+    mapkv(["del", db, "users", "alice"]).ok();
+    mapkv(["get", db, "users", "alice"]).failed();
+    assert!(
+        mapkv(["del", db, "users", "alice"])
+            .failed()
+            .contains("not found")
+    );
+    let no_tree = mapkv(["del", db, "nosuchtree", "k"]);
+    assert!(
+        no_tree.failed().contains("does not exist"),
+        "{}",
+        no_tree.stderr
+    );
+    let no_tree = mapkv(["get", db, "nosuchtree", "k"]);
+    assert!(
+        no_tree.failed().contains("does not exist"),
+        "{}",
+        no_tree.stderr
+    );
+}
+
+#[test]
+fn values_print_escaped_raw_or_hex() {
+    let (_dir, db) = temp_db();
+    let db = arg(&db);
+    mapkv(["put", db, "t", "k", "tab\there back\\slash café"]).ok();
+    assert_eq!(
+        mapkv(["get", db, "t", "k"]).ok(),
+        "tab\\x09here back\\x5cslash café\n"
+    );
+    assert_eq!(
+        mapkv(["get", "--raw", db, "t", "k"]).stdout,
+        "tab\there back\\slash café".as_bytes()
+    );
+
+    mapkv(["put", "--hex", db, "bin", "00ff", "0a5c09ff00"]).ok();
+    assert_eq!(
+        mapkv(["get", "--hex", db, "bin", "00ff"]).ok(),
+        "0a5c09ff00\n"
+    );
+    assert_eq!(mapkv(["get", db, "bin", "00ff"]).code, 1, "text, not hex");
+    assert_eq!(
+        mapkv(["get", "--raw", "--hex", db, "bin", "00FF"]).code,
+        2,
+        "--raw and --hex conflict"
+    );
+    assert_eq!(
+        mapkv(["scan", "--hex", db, "bin"]).ok(),
+        "00ff\t0a5c09ff00\n"
+    );
+    assert_eq!(
+        mapkv(["scan", db, "bin"]).ok(),
+        "\\x00\\xff\t\\x0a\\x5c\\x09\\xff\\x00\n"
+    );
+    let bad = mapkv(["put", "--hex", db, "bin", "0g", "00"]);
+    assert!(bad.failed().contains("not valid hex"), "{}", bad.stderr);
+}
+
+#[test]
+fn scan_bounds_order_and_limit() {
+    let (_dir, path) = temp_db();
+    {
+        let db = Database::open(&path).expect("open");
+        let mut wtx = db.begin_write().expect("write");
+        {
+            let mut t = wtx.open_tree("t").expect("tree");
+            for key in ["a", "ab", "abc", "abd", "b", "ba", "c"] {
+                t.insert(key.as_bytes(), key.to_uppercase().as_bytes())
+                    .expect("insert");
+            }
+            t.insert(b"ab\xff", b"FF").expect("insert");
+        }
+        wtx.commit().expect("commit");
+    }
+    let db = arg(&path);
+    let keys = |extra: &[&str]| {
+        let mut args = vec!["scan", "--keys-only", db, "t"];
+        args.extend_from_slice(extra);
+        mapkv(args)
+            .ok()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(&[]),
+        ["a", "ab", "abc", "abd", "ab\\xff", "b", "ba", "c"]
+    );
+    assert_eq!(keys(&["--prefix", "ab"]), ["ab", "abc", "abd", "ab\\xff"]);
+    assert_eq!(
+        keys(&["--from", "abd", "--to", "ba"]),
+        ["abd", "ab\\xff", "b"]
+    );
+    assert_eq!(
+        keys(&["--prefix", "ab", "--from", "abd"]),
+        ["abd", "ab\\xff"]
+    );
+    assert_eq!(keys(&["--prefix", "ab", "--to", "abd"]), ["ab", "abc"]);
+    assert_eq!(keys(&["--reverse", "--limit", "3"]), ["c", "ba", "b"]);
+    assert_eq!(keys(&["--prefix", "b", "--reverse"]), ["ba", "b"]);
+    assert_eq!(keys(&["--limit", "0"]), Vec::<String>::new());
+    assert_eq!(keys(&["--prefix", "zz"]), Vec::<String>::new());
+    assert_eq!(
+        mapkv(["scan", db, "t", "--prefix", "ab", "--limit", "2"]).ok(),
+        "ab\tAB\nabc\tABC\n"
+    );
+    assert_eq!(
+        mapkv(["scan", "--hex", "--keys-only", db, "t", "--prefix", "6162"]).ok(),
+        "6162\n616263\n616264\n6162ff\n"
+    );
+}
+
+/// Keys and values that exercise every rule of the dump format.
+fn awkward_entries() -> Entries {
+    let mut entries: Entries = vec![
+        (b"".to_vec(), b"empty key".to_vec()),
+        (b"empty value".to_vec(), b"".to_vec()),
+        (b"tab\tkey".to_vec(), b"tab\tvalue\t".to_vec()),
+        (b"new\nline".to_vec(), b"\n\r\n".to_vec()),
+        (b"back\\slash".to_vec(), b"\\x41 is not A".to_vec()),
+        (b"\x00nul".to_vec(), b"\x00\x00".to_vec()),
+        (b"\xff\xfe".to_vec(), b"\xff".to_vec()),
+        (
+            b"# looks like a header".to_vec(),
+            b"# mapkv-dump v1 tree=x".to_vec(),
+        ),
+        (
+            "unicode é ☃".as_bytes().to_vec(),
+            "snow ☃".as_bytes().to_vec(),
+        ),
+        (
+            b"big".to_vec(),
+            (0..20_000u32).map(|i| (i % 251) as u8).collect(),
+        ),
+    ];
+    entries.extend((0..=255u8).map(|b| (vec![b'k', b], vec![b, b'v'])));
+    entries
+}
+
+/// A database with awkward entries in several trees, one named with a space.
+fn awkward_db(path: &Path) {
+    let db = Database::open(path).expect("open");
+    let mut wtx = db.begin_write().expect("write");
+    for name in ["my tree", "#hash\ttab\\", "plain"] {
+        let mut t = wtx.open_tree(name).expect("tree");
+        for (k, v) in awkward_entries() {
+            t.insert(&k, &v).expect("insert");
+        }
+    }
+    wtx.open_tree("empty").expect("empty tree");
+    wtx.commit().expect("commit");
+}
+
+#[test]
+fn dump_load_round_trip_is_byte_exact() {
+    let (dir, source) = temp_db();
+    awkward_db(&source);
+    let dump = mapkv(["dump", arg(&source)]);
+    dump.ok();
+    let text = &dump.stdout;
+    assert!(text.starts_with(b"# mapkv-dump v1 tree=#hash\\x09tab\\x5c\n"));
+    assert!(
+        text.windows(b"# mapkv-dump v1 tree=my tree\n".len())
+            .any(|w| w == b"# mapkv-dump v1 tree=my tree\n")
+    );
+    assert!(
+        text.split(|&b| b == b'\n').all(|line| line
+            .iter()
+            .all(|b| (0x20..=0x7e).contains(b) || *b == b'\t')),
+        "only printable ASCII and tabs"
+    );
+
+    // From stdin, into a new file (bulk load: sorted keys, empty trees).
+    let from_stdin = dir.path().join("from-stdin.mapkv");
+    let loaded = mapkv_with_input(["load", arg(&from_stdin)], text).ok();
+    assert!(loaded.contains("into 4 trees"), "{loaded}");
+    assert_eq!(contents(&from_stdin), contents(&source));
+
+    // From a file, into a database whose trees exist (write transactions).
+    let dump_file = dir.path().join("all.dump");
+    std::fs::write(&dump_file, text).expect("write dump");
+    let merged = dir.path().join("merged.mapkv");
+    mapkv(["put", arg(&merged), "plain", "k\u{1}", "old value"]).ok();
+    mapkv(["load", arg(&merged), "--file", arg(&dump_file)]).ok();
+    assert_eq!(contents(&merged), contents(&source));
+
+    // Tiny buffers: the streaming paths (bulk load and write transaction).
+    for target in ["stream-bulk.mapkv", "stream-write.mapkv"] {
+        let path = dir.path().join(target);
+        if target == "stream-write.mapkv" {
+            mapkv(["put", arg(&path), "plain", "k\u{1}", "old value"]).ok();
+        }
+        mapkv([
+            "load",
+            arg(&path),
+            "--buffer-bytes",
+            "100",
+            "--file",
+            arg(&dump_file),
+        ])
+        .ok();
+        assert_eq!(contents(&path), contents(&source), "{target}");
+    }
+
+    // A second dump is the same bytes; so is a dump of one tree.
+    assert_eq!(&mapkv(["dump", arg(&from_stdin)]).stdout, text);
+    let one = mapkv(["dump", arg(&source), "my tree"]);
+    let one_loaded = dir.path().join("one.mapkv");
+    mapkv_with_input(["load", arg(&one_loaded)], &one.stdout).ok();
+    let all = contents(&source);
+    assert_eq!(
+        contents(&one_loaded),
+        all.into_iter()
+            .filter(|(n, _)| n == "my tree")
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn load_accepts_hand_written_input() {
+    let (_dir, db) = temp_db();
+    let input = "# a comment\n\
+                 # mapkv-dump v1 tree=fruit\n\
+                 pear\tgreen\n\
+                 apple\tred\n\
+                 \n\
+                 caf\u{e9}\t\\x4A\\x4a\n\
+                 apple\tred again\n\
+                 # mapkv-dump v1 tree=veg\n\
+                 kale\tleaf";
+    let out = mapkv_with_input(["load", arg(&db)], input.as_bytes()).ok();
+    assert!(
+        out.contains("loaded 5 entries into 2 trees (1 by bulk load)"),
+        "{out}"
+    );
+    assert_eq!(
+        contents(&db),
+        [
+            (
+                "fruit".to_string(),
+                vec![
+                    (b"apple".to_vec(), b"red again".to_vec()),
+                    ("café".as_bytes().to_vec(), b"JJ".to_vec()),
+                    (b"pear".to_vec(), b"green".to_vec()),
+                ]
+            ),
+            (
+                "veg".to_string(),
+                vec![(b"kale".to_vec(), b"leaf".to_vec())]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn load_rejects_bad_input_with_the_line() {
+    let (dir, db) = temp_db();
+    let cases: [(&str, &str); 7] = [
+        ("k\tv\n", "line 1: record before the first"),
+        (
+            "# mapkv-dump v1 tree=t\nk\\q\tv\n",
+            "line 2: key: invalid escape",
+        ),
+        (
+            "# mapkv-dump v1 tree=t\nk\tv\r\n",
+            "line 2: value: raw carriage return",
+        ),
+        (
+            "# mapkv-dump v1 tree=t\nkv\n",
+            "line 2: expected KEY<TAB>VALUE",
+        ),
+        (
+            "# mapkv-dump v1 tree=t\nk\tv\tw\n",
+            "line 2: value: more than one tab",
+        ),
+        (
+            "# mapkv-dump v1 tree=t\nk\tv\n# mapkv-dump v1 end entries=2\n",
+            "line 3: tree \"t\" should have 2 entries",
+        ),
+        (
+            "# mapkv-dump v2 tree=t\n",
+            "line 1: not a line of dump format v1",
+        ),
+    ];
+    for (input, expected) in cases {
+        let run = mapkv_with_input(["load", arg(&db)], input.as_bytes());
+        let line = run.failed();
+        assert!(line.contains(expected), "{input:?}: {line}");
+        assert!(line.contains("<stdin>"), "{line}");
+    }
+    // Nothing was written by the failed loads.
+    assert_eq!(contents(&db), []);
+
+    // A long tree, sorted for more than the buffer and then not, into an empty tree:
+    // the streamed bulk load is abandoned.
+    let mut input = b"# mapkv-dump v1 tree=t\n".to_vec();
+    for i in 0..300u32 {
+        input.extend_from_slice(format!("{i:05}\tvalue\n").as_bytes());
+    }
+    input.extend_from_slice(b"00150x\tlate\n");
+    let file = dir.path().join("unsorted.dump");
+    std::fs::write(&file, &input).expect("write");
+    let run = mapkv([
+        "load",
+        arg(&db),
+        "--buffer-bytes",
+        "20",
+        "--file",
+        arg(&file),
+    ]);
+    assert!(run.failed().contains("must be sorted"), "{}", run.stderr);
+    assert_eq!(contents(&db), []);
+    // The same with the default buffer loads it in a write transaction.
+    mapkv(["load", arg(&db), "--file", arg(&file)]).ok();
+    assert_eq!(contents(&db)[0].1.len(), 301);
+}
+
+#[test]
+fn check_passes_a_good_file_and_fails_a_corrupted_copy() {
+    let (dir, path) = temp_db();
+    {
+        let db = Database::open(&path).expect("open");
+        let mut wtx = db.begin_write().expect("write");
+        {
+            let mut t = wtx.open_tree("t").expect("tree");
+            for i in 0..20_000u32 {
+                t.insert(&i.to_be_bytes(), &[i as u8; 100]).expect("insert");
+            }
+        }
+        wtx.commit().expect("commit");
+    }
+    let out = mapkv(["check", arg(&path)]).ok();
+    assert!(out.starts_with("ok: 1 tree, 20000 entries"), "{out}");
+
+    let bad = dir.path().join("bad.mapkv");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 64].fill(0xa5);
+    std::fs::write(&bad, &bytes).expect("write");
+    let run = mapkv(["check", arg(&bad)]);
+    assert!(run.failed().contains("corrupted"), "{}", run.stderr);
+    // Reads that reach the damage fail the same way, in one line.
+    let run = mapkv(["dump", arg(&bad)]);
+    assert!(run.failed().contains("corrupted"), "{}", run.stderr);
+}
+
+#[test]
+fn missing_file_is_one_line_and_not_created() {
+    let (_dir, path) = temp_db();
+    let db = arg(&path);
+    let commands: [&[&str]; 7] = [
+        &["stat", db],
+        &["check", db],
+        &["get", db, "t", "k"],
+        &["del", db, "t", "k"],
+        &["scan", db, "t"],
+        &["dump", db],
+        &["compact", db, "out.mapkv"],
+    ];
+    for args in commands {
+        let run = mapkv(args);
+        assert!(
+            run.failed().ends_with(": no such file"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!path.exists(), "{args:?} created the file");
+    }
+}
+
+#[test]
+fn locked_file_is_one_line() {
+    let (_dir, path) = temp_db();
+    let held = Database::open(&path).expect("open");
+    let db = arg(&path);
+    let commands: [&[&str]; 4] = [
+        &["put", db, "t", "k", "v"],
+        &["get", db, "t", "k"],
+        &["stat", db],
+        &["check", db],
+    ];
+    for args in commands {
+        let run = mapkv(args);
+        assert!(run.failed().contains("locked"), "{args:?}: {}", run.stderr);
+    }
+    drop(held);
+    mapkv(["put", db, "t", "k", "v"]).ok();
+}
+
+#[test]
+fn refuses_to_write_into_a_file_that_is_not_a_database() {
+    let (dir, _) = temp_db();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "my notes\n").expect("write");
+    let run = mapkv(["put", arg(&notes), "t", "k", "v"]);
+    assert!(
+        run.failed().contains("not a mapkv database"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(&notes).expect("read"), b"my notes\n");
+    let run = mapkv(["stat", arg(&notes)]);
+    assert!(
+        run.failed().contains("not a mapkv database"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn stat_lists_trees_and_compact_keeps_contents() {
+    let (dir, path) = temp_db();
+    awkward_db(&path);
+    let out = mapkv(["stat", arg(&path)]).ok();
+    assert!(out.contains("page size   4096 bytes"), "{out}");
+    for tree in ["my tree", "#hash\\x09tab\\x5c", "plain", "empty"] {
+        assert!(out.contains(tree), "{tree} in {out}");
+    }
+    assert!(out.contains("trees       4"), "{out}");
+
+    let compacted = dir.path().join("compacted.mapkv");
+    let out = mapkv(["compact", arg(&path), arg(&compacted)]).ok();
+    assert!(out.starts_with("compacted "), "{out}");
+    assert_eq!(contents(&compacted), contents(&path));
+    mapkv(["check", arg(&compacted)]).ok();
+    let again = mapkv(["compact", arg(&path), arg(&compacted)]);
+    assert!(
+        again.failed().contains("already exists"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn help_and_usage_errors() {
+    for sub in [
+        "stat", "check", "get", "put", "del", "scan", "dump", "load", "compact", "bench",
+    ] {
+        let out = mapkv([sub, "--help"]).ok();
+        assert!(out.contains("Usage: mapkv"), "{sub}: {out}");
+    }
+    assert!(
+        mapkv(["dump", "--help"])
+            .ok()
+            .contains("# mapkv-dump v1 tree=NAME")
+    );
+    assert_eq!(mapkv(["get", "only-one-arg"]).code, 2);
+    assert_eq!(mapkv(["frobnicate"]).code, 2);
+}
+
+#[test]
+fn bench_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = mapkv(["bench", "--n", "200", "--dir", arg(dir.path())]).ok();
+    for workload in ["insert", "get", "scan", "bulk load", "commit"] {
+        assert!(out.contains(workload), "{workload} in {out}");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("read dir").count(),
+        0,
+        "bench removes its database"
+    );
+}
