@@ -28,7 +28,10 @@ impl Rng {
 }
 
 fn main() -> Result<()> {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("quickstart.mapkv");
     let db = Database::open(&path)?;
@@ -79,7 +82,10 @@ fn main() -> Result<()> {
 
     let started = Instant::now();
     let count = tree.iter()?.count();
-    println!("scanned {count} entries in key order: {:.2?}", started.elapsed());
+    println!(
+        "scanned {count} entries in key order: {:.2?}",
+        started.elapsed()
+    );
     drop(rtx);
 
     let stats = db.stats()?;

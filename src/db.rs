@@ -156,7 +156,7 @@ impl Database {
     }
 
     fn open_with(path: &Path, options: Options) -> Result<Database> {
-        let requested = Geometry::new(options.page_size)?;
+        Geometry::new(options.page_size)?; // refuse bad options before touching the file
         let file = OpenOptions::new()
             .read(true)
             .write(!options.read_only)
@@ -164,7 +164,17 @@ impl Database {
             .truncate(false)
             .open(path)?;
         lock_file(&file, !options.read_only)?;
-        let backend: Box<dyn Backend> = Box::new(FileBackend { file });
+        Database::open_backend(Box::new(FileBackend { file }), options, Some(path))
+    }
+
+    /// Opens a database stored behind `backend` (the file, or a test double). `path`, if
+    /// given, is the file whose directory is synced when the database is created.
+    pub(crate) fn open_backend(
+        backend: Box<dyn Backend>,
+        options: Options,
+        path: Option<&Path>,
+    ) -> Result<Database> {
+        let requested = Geometry::new(options.page_size)?;
         let (storage, meta, slot) = recover(backend, requested, &options, path)?;
         let free = check::read_free_list(&storage.reader(meta.page_count()), &meta)?;
         let writer = Writer {
@@ -182,7 +192,7 @@ impl Database {
                 read_only: options.read_only,
                 durability: options.durability,
             }),
-            path: path.to_path_buf(),
+            path: path.map(Path::to_path_buf).unwrap_or_default(),
         })
     }
 
@@ -345,7 +355,7 @@ impl Database {
         sync_dir(path.as_ref())
     }
 
-    /// The path this database was opened with.
+    /// The path this database was opened with (empty for a test backend).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -418,23 +428,27 @@ fn recover(
     backend: Box<dyn Backend>,
     requested: Geometry,
     options: &Options,
-    path: &Path,
+    path: Option<&Path>,
 ) -> Result<(Arc<Storage>, Meta, u64)> {
-    let len = backend.len()?;
-    let mut slots = vec![0u8; 2 * META_SLOT_BYTES as usize];
-    let readable = (len as usize).min(slots.len());
-    backend.read_exact_at(&mut slots[..readable], 0)?;
+    let len = backend.file_len()?;
+    let mut head = vec![0u8; (len as usize).min(65536).max(2 * META_SLOT_BYTES as usize)];
+    let readable = (len as usize).min(head.len());
+    backend.read_exact_at(&mut head[..readable], 0)?;
     let decoded: Vec<Result<Meta>> = (0..2)
         .map(|s| {
             let at = s * META_SLOT_BYTES as usize;
-            Meta::decode(&slots[at..at + META_BYTES], s as u64)
+            Meta::decode(&head[at..at + META_BYTES], s as u64)
         })
         .collect();
-    // A file whose first meta never became valid and whose second slot was never written
-    // is a creation that did not finish: nothing was ever committed in it.
+    // A short file holding nothing but zeros, or our magic where the first meta of a
+    // creation was being written, is a creation that did not finish: nothing was ever
+    // committed in it. Anything else that is not a valid database is left alone.
+    let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
+    let slot_0 = &head[..META_SLOT_BYTES as usize];
     let never_committed = decoded[0].is_err()
-        && slots[META_SLOT_BYTES as usize..].iter().all(|&b| b == 0)
-        && len <= 65536;
+        && len <= 65536
+        && zeros(&head[META_SLOT_BYTES as usize..])
+        && (zeros(slot_0) || slot_0.starts_with(&MAGIC));
     if never_committed {
         if options.read_only {
             return Err(Error::corrupted(
@@ -447,8 +461,17 @@ fn recover(
         storage.ensure_len(requested.offset(meta.page_count()))?;
         write_meta_slot(&storage, 0, &meta)?;
         storage.sync()?;
-        sync_dir(path)?;
+        if let Some(path) = path {
+            sync_dir(path)?;
+        }
         return Ok((storage, meta, 0));
+    }
+    let has_magic = |slot: usize| head[slot * META_SLOT_BYTES as usize..].starts_with(&MAGIC);
+    if !has_magic(0) && !has_magic(1) {
+        return Err(Error::corrupted(
+            0,
+            "not a mapkv database (no meta page has the magic)",
+        ));
     }
     let mut candidates: Vec<(Meta, u64)> = Vec::new();
     let mut errors = Vec::new();

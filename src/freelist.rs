@@ -90,8 +90,40 @@ impl PageRuns {
         Some(PageId(s))
     }
 
-    /// Serialized as pairs of little-endian u64 (start, length). See FORMAT.md#free-list.
+    /// Builds a set from runs sorted by start; None if two overlap (a page in two sets).
+    pub(crate) fn from_sorted(sorted: &[(PageId, u64)]) -> Option<PageRuns> {
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+        for &(start, len) in sorted {
+            match merged.last_mut() {
+                Some((s, n)) if *s + *n > start.0 => return None,
+                Some((s, n)) if *s + *n == start.0 => *n += len,
+                _ if len > 0 => merged.push((start.0, len)),
+                _ => {}
+            }
+        }
+        let pages = merged.iter().map(|(_, n)| n).sum();
+        Some(PageRuns {
+            runs: merged.into_iter().collect(),
+            pages,
+        })
+    }
+
+    /// The union of disjoint sets, as sorted runs; None if they overlap.
+    pub(crate) fn union<'a>(sets: impl IntoIterator<Item = &'a PageRuns>) -> Option<PageRuns> {
+        let mut all: Vec<(PageId, u64)> = sets.into_iter().flat_map(PageRuns::runs).collect();
+        all.sort_unstable();
+        PageRuns::from_sorted(&all)
+    }
+
+    /// The serialized size of `runs` runs: a u64 count and (start, length) pairs.
+    pub(crate) fn encoded_len(runs: usize) -> u64 {
+        8 + 16 * runs as u64
+    }
+
+    /// Serialized as a little-endian u64 count, then (start, length) u64 pairs, then
+    /// zeros to the end of the payload. See FORMAT.md#free-list.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.runs.len() as u64).to_le_bytes());
         for (s, n) in self.runs() {
             out.extend_from_slice(&s.0.to_le_bytes());
             out.extend_from_slice(&n.to_le_bytes());
@@ -102,15 +134,19 @@ impl PageRuns {
     /// disjoint and non-adjacent.
     pub(crate) fn decode(bytes: &[u8], first: PageId, end: PageId, blob: PageId) -> Result<Self> {
         let bad = |why: String| Error::corrupted(blob.0, format!("free list: {why}"));
-        if bytes.len() % 16 != 0 {
+        let count = bytes
+            .get(..8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .ok_or_else(|| bad("shorter than its count".into()))?;
+        if count > (bytes.len() as u64 - 8) / 16 {
             return Err(bad(format!(
-                "length {} is not a multiple of 16",
+                "{count} runs do not fit in {} bytes",
                 bytes.len()
             )));
         }
         let mut runs = PageRuns::new();
         let mut prev_end = first.0;
-        for pair in bytes.chunks_exact(16) {
+        for pair in bytes[8..8 + 16 * count as usize].chunks_exact(16) {
             let s = u64::from_le_bytes(pair[..8].try_into().unwrap());
             let n = u64::from_le_bytes(pair[8..].try_into().unwrap());
             let in_order = s >= prev_end && (s > prev_end || runs.is_empty());
@@ -129,34 +165,57 @@ impl PageRuns {
 }
 
 /// Pages freed by commits, by the transaction that freed them. A page freed by commit
-/// `T` is still reachable from snapshots older than `T`.
+/// `T` is still reachable from snapshots older than `T`, and, if it was written at or
+/// before the newest durable commit, from recovery's fallback meta.
 #[derive(Clone, Default, Debug)]
 pub(crate) struct Pending {
-    by_txn: BTreeMap<TxnId, PageRuns>,
+    /// Pages that the durable fallback may reach: free when readers and durability allow.
+    durable: BTreeMap<TxnId, PageRuns>,
+    /// Pages written after the newest durable commit (by `Durability::None` commits):
+    /// recovery can never need them, so only readers hold them back.
+    volatile: BTreeMap<TxnId, PageRuns>,
 }
 
 impl Pending {
-    pub(crate) fn add(&mut self, freed_by: TxnId, pages: PageRuns) {
+    /// Records the pages commit `freed_by` freed; `fallback_may_reach` for pages written
+    /// at or before the newest durable commit.
+    pub(crate) fn add(&mut self, freed_by: TxnId, pages: PageRuns, fallback_may_reach: bool) {
+        let map = if fallback_may_reach {
+            &mut self.durable
+        } else {
+            &mut self.volatile
+        };
         if !pages.is_empty() {
-            let merged = self.by_txn.entry(freed_by).or_default().extend(&pages);
-            assert!(merged, "one commit's freed pages are added once");
+            let earlier = map.insert(freed_by, pages);
+            assert!(earlier.is_none(), "one commit's freed pages are added once");
         }
     }
 
-    /// Moves into `free` every run freed by a transaction `<= horizon`: no live snapshot
-    /// and no fallback meta can reach those pages any more. False if a released page was
-    /// free already (a corrupt file referenced a free page).
-    pub(crate) fn release(&mut self, horizon: TxnId, free: &mut PageRuns) -> bool {
-        let later = self.by_txn.split_off(&TxnId(horizon.0 + 1));
+    /// Moves into `free` every run no live snapshot can reach (freed by a transaction
+    /// `<= oldest_snapshot`) that the durable fallback cannot reach either (freed by a
+    /// transaction `<= durable`, or written after it). False if a released page was free
+    /// already (a corrupt file referenced a free page).
+    pub(crate) fn release(
+        &mut self,
+        oldest_snapshot: TxnId,
+        durable: TxnId,
+        free: &mut PageRuns,
+    ) -> bool {
         let mut disjoint = true;
-        for runs in std::mem::replace(&mut self.by_txn, later).values() {
-            disjoint &= free.extend(runs);
+        for (map, horizon) in [
+            (&mut self.durable, oldest_snapshot.min(durable)),
+            (&mut self.volatile, oldest_snapshot),
+        ] {
+            let later = map.split_off(&TxnId(horizon.0 + 1));
+            for runs in std::mem::replace(map, later).values() {
+                disjoint &= free.extend(runs);
+            }
         }
         disjoint
     }
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &PageRuns> {
-        self.by_txn.values()
+        self.durable.values().chain(self.volatile.values())
     }
 }
 
@@ -190,9 +249,33 @@ mod tests {
             r
         );
         assert!(PageRuns::decode(&bytes, PageId(2), PageId(9), PageId(1)).is_err());
+        // Layout: count, then (start, length) pairs: the second run starts at byte 24.
         let mut overlapping = bytes.clone();
-        overlapping[16..24].copy_from_slice(&4u64.to_le_bytes());
+        overlapping[24..32].copy_from_slice(&4u64.to_le_bytes());
         assert!(PageRuns::decode(&overlapping, PageId(2), PageId(10), PageId(1)).is_err());
+        let mut padded = bytes.clone();
+        padded.resize(100, 0);
+        assert_eq!(
+            PageRuns::decode(&padded, PageId(2), PageId(10), PageId(1)).unwrap(),
+            r
+        );
+        let mut too_many = bytes;
+        too_many[..8].copy_from_slice(&3u64.to_le_bytes());
+        assert!(PageRuns::decode(&too_many, PageId(2), PageId(10), PageId(1)).is_err());
+    }
+
+    #[test]
+    fn union_merges_adjacent_runs_and_refuses_overlaps() {
+        let mut a = PageRuns::new();
+        assert!(a.insert(PageId(3), 2) && a.insert(PageId(10), 1));
+        let mut b = PageRuns::new();
+        assert!(b.insert(PageId(5), 1));
+        let u = PageRuns::union([&a, &b]).unwrap();
+        assert_eq!(
+            u.runs().collect::<Vec<_>>(),
+            [(PageId(3), 3), (PageId(10), 1)]
+        );
+        assert!(PageRuns::union([&a, &u]).is_none());
     }
 
     #[test]
@@ -201,11 +284,18 @@ mod tests {
         for t in 1..=3 {
             let mut r = PageRuns::new();
             assert!(r.insert(PageId(t * 10), 1));
-            p.add(TxnId(t), r);
+            p.add(TxnId(t), r, true);
         }
+        let mut volatile = PageRuns::new();
+        assert!(volatile.insert(PageId(99), 1));
+        p.add(TxnId(3), volatile, false);
         let mut free = PageRuns::new();
-        assert!(p.release(TxnId(2), &mut free));
-        assert_eq!(free.page_count(), 2);
+        assert!(p.release(TxnId(5), TxnId(2), &mut free));
+        assert_eq!(
+            free.page_count(),
+            3,
+            "durable-bound pages up to 2, volatile up to 5"
+        );
         assert_eq!(p.all().map(PageRuns::page_count).sum::<u64>(), 1);
     }
 }

@@ -61,3 +61,16 @@ pub use cursor::Range;
 pub use db::{BulkStats, Database, Options, Stats, TreeStats};
 pub use error::{Error, Result};
 pub use txn::{Durability, ReadTree, ReadTxn, WriteTree, WriteTxn};
+
+/// Hooks for crash and fault-injection tests and fuzzers. Not part of the stable API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::storage::Backend;
+    use crate::{Database, Options, Result};
+
+    /// Opens a database whose file operations go through `backend` (no lock is taken,
+    /// nothing is mapped unless the backend offers a file).
+    pub fn open_with_backend(backend: Box<dyn Backend>, options: Options) -> Result<Database> {
+        Database::open_backend(backend, options, None)
+    }
+}

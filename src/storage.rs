@@ -19,15 +19,19 @@ use crate::error::{Error, Result};
 use crate::page::{Geometry, PageId};
 
 /// The file operations the engine needs. The real file implements it; tests can put a
-/// recording or failing layer in front of it.
-pub(crate) trait Backend: Send + Sync + 'static {
+/// recording, crashing or failing layer in its place.
+pub trait Backend: Send + Sync + 'static {
+    /// Fills `buf` from `offset`; `UnexpectedEof` if the file ends first.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes the buffers back to back starting at `offset`.
     fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()>;
+    /// Makes everything written so far durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
+    /// The file length in bytes.
+    fn file_len(&self) -> io::Result<u64>;
+    /// Grows or shrinks the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// The file to map, if this backend has one.
+    /// The file to map, if this backend has one (None: every read goes through pread).
     fn file(&self) -> Option<&File>;
 }
 
@@ -63,7 +67,7 @@ impl Backend for FileBackend {
         self.file.sync_data()
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn file_len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 
@@ -107,7 +111,7 @@ impl Storage {
         geometry: Geometry,
         mmap_size: u64,
     ) -> Result<Storage> {
-        let file_len = backend.len()?;
+        let file_len = backend.file_len()?;
         let storage = Storage {
             backend,
             geometry,
@@ -157,7 +161,9 @@ impl Storage {
         let mut state = self.state.lock();
         if state.file_len > len_bytes {
             self.check_not_poisoned()?;
-            self.backend.set_len(len_bytes).map_err(|e| self.poison(e))?;
+            self.backend
+                .set_len(len_bytes)
+                .map_err(|e| self.poison(e))?;
             state.file_len = len_bytes;
         }
         Ok(())
@@ -171,17 +177,27 @@ impl Storage {
         if want == 0 || state.map.as_ref().is_some_and(|m| m.len() as u64 >= want) {
             return Ok(());
         }
+        // Reserve address space well beyond the file so the map rarely moves; where that
+        // much cannot be had (a 32-bit process, valgrind), map just what is needed; and
+        // where nothing can be mapped, every read goes through pread.
         let reserve = (want * 2).max(MAP_RESERVE_BYTES).min(self.mmap_size);
-        let len = usize::try_from(reserve).unwrap_or(usize::MAX / 2);
-        // SAFETY: the map is read-only and shared. Mapping past the end of the file is
-        // allowed; only touching such bytes would fault, and `PageReader` touches only
-        // pages below its `limit`, which never exceeds the file length at the time the
-        // reader was made (the file only grows while open: `ensure_len`). The exclusive
-        // flock keeps cooperating processes from truncating the file (see FORMAT.md#storage
-        // for the residual risk). Old maps stay alive in the Arcs of the transactions
-        // that use them, so no slice handed out ever dangles.
-        let map = unsafe { MmapOptions::new().len(len).map(file) }?;
-        state.map = Some(Arc::new(map));
+        for len in [reserve, want] {
+            let Ok(len) = usize::try_from(len) else {
+                continue;
+            };
+            // SAFETY: the map is read-only and shared. Mapping past the end of the file is
+            // allowed; only touching such bytes would fault, and `PageReader` touches only
+            // pages below its `limit_bytes`, which never exceeds the file length at the
+            // time it was set (the file only grows while transactions are open:
+            // `ensure_len`; `trim_to` runs when none can read). The exclusive flock keeps
+            // cooperating processes from truncating the file (FORMAT.md#storage states the
+            // residual risk). Old maps stay alive in the Arcs of the transactions that
+            // use them, so no slice handed out ever dangles.
+            if let Ok(map) = unsafe { MmapOptions::new().len(len).map(file) } {
+                state.map = Some(Arc::new(map));
+                return Ok(());
+            }
+        }
         Ok(())
     }
 

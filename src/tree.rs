@@ -496,21 +496,27 @@ fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Result<()> {
 /// and stores each in its parent: returns `r` with its checksum.
 pub(crate) fn seal_dirty(pages: &mut TxnPages, r: ChildRef) -> Result<ChildRef> {
     let id = r.page();
-    if r.is_null() || !pages.is_dirty(id) {
+    if r.is_null() || r.txn() != pages.txn || !pages.is_dirty(id) {
         return Ok(r);
     }
     let mut buf = pages.take(id);
-    let node = Node::parse(&buf, id)?;
-    if !node.is_leaf() {
-        let children = (0..=node.len())
-            .map(|i| node.child(i))
-            .collect::<Result<Vec<_>>>()?;
-        for (i, c) in children.into_iter().enumerate() {
-            if pages.is_dirty(c.page()) {
-                let sealed = seal_dirty(pages, c)?;
-                node::set_child(&mut buf, i, &sealed)?;
+    let dirty_children: Vec<(usize, ChildRef)> = {
+        let node = Node::parse(&buf, id)?;
+        let mut dirty = Vec::new();
+        if !node.is_leaf() {
+            for i in 0..=node.len() {
+                let c = node.child(i)?;
+                // Only children this transaction wrote can be dirty; their reference says so.
+                if c.txn() == pages.txn && pages.is_dirty(c.page()) {
+                    dirty.push((i, c));
+                }
             }
         }
+        dirty
+    };
+    for (i, c) in dirty_children {
+        let sealed = seal_dirty(pages, c)?;
+        node::set_child(&mut buf, i, &sealed)?;
     }
     let checksum = seal(&mut buf);
     pages.put(id, buf);

@@ -3,6 +3,7 @@
 //! See FORMAT.md#commit-protocol and FORMAT.md#page-reuse.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -223,6 +224,27 @@ impl<'t> ReadTree<'t> {
 
 // ---- the write transaction's pages -----------------------------------------------------
 
+/// Hashes page ids with one multiply: they are small distinct integers, and SipHash was
+/// a visible cost in write profiles.
+#[derive(Default)]
+pub(crate) struct PageIdHasher(u64);
+
+impl Hasher for PageIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Pages as one write transaction sees them: its dirty pages (in memory until commit)
 /// over the committed snapshot, the pages it may overwrite, and the pages it freed.
 pub(crate) struct TxnPages {
@@ -231,11 +253,17 @@ pub(crate) struct TxnPages {
     pub scratch: Vec<u8>,
     storage: Arc<Storage>,
     reader: PageReader,
-    dirty: HashMap<PageId, Box<[u8]>>,
+    dirty: HashMap<PageId, Box<[u8]>, BuildHasherDefault<PageIdHasher>>,
     /// Pages no snapshot and no fallback meta can reach: this transaction may write them.
     free: PageRuns,
-    /// Committed pages this transaction stopped using; free once no snapshot needs them.
-    freed: PageRuns,
+    /// Runs of committed pages this transaction stopped using, in the order freed; free
+    /// once no snapshot needs them (and, for `freed`, once the fallback cannot need them).
+    freed: Vec<(PageId, u64)>,
+    /// Freed pages written after the newest durable commit: the fallback cannot reach them.
+    freed_volatile: Vec<(PageId, u64)>,
+    /// The newest durable commit when this transaction began (it cannot change before
+    /// this transaction commits: there is one writer).
+    durable: TxnId,
     /// One past the highest page in use or free (the file's logical end).
     page_count: PageId,
 }
@@ -368,19 +396,44 @@ impl TxnPages {
         let out_of_range =
             id.0.checked_add(pages)
                 .is_none_or(|end| end > self.page_count.0);
-        let already_free = self.free.contains(id);
-        let set = if writer == self.txn {
-            &mut self.free
-        } else {
-            &mut self.freed
-        };
-        if out_of_range || already_free || !set.insert(id, pages) {
+        if out_of_range || id < self.geometry().first_data_page() || self.free.contains(id) {
             return Err(Error::corrupted(
                 id.0,
-                "page referenced twice, or both used and free",
+                "freed page is outside the file or already free",
             ));
         }
+        if writer == self.txn {
+            // Written by this transaction only: nobody else can see it.
+            if !self.free.insert(id, pages) {
+                return Err(Error::corrupted(id.0, "page freed twice"));
+            }
+        } else if writer > self.durable {
+            self.freed_volatile.push((id, pages));
+        } else {
+            self.freed.push((id, pages));
+        }
         Ok(())
+    }
+
+    /// The committed pages this transaction freed, as a set. A page freed twice means the
+    /// file references it twice: `Corrupted`.
+    /// The committed pages this transaction freed: (reachable by the durable fallback,
+    /// written after it). A page freed twice means the file references it twice.
+    fn freed_runs(&mut self) -> Result<(PageRuns, PageRuns)> {
+        let mut sets = [PageRuns::new(), PageRuns::new()];
+        for (set, list) in sets
+            .iter_mut()
+            .zip([&mut self.freed, &mut self.freed_volatile])
+        {
+            list.sort_unstable();
+            *set = PageRuns::from_sorted(list)
+                .ok_or_else(|| Error::corrupted(list[0].0.0, "a page was freed twice"))?;
+        }
+        let [durable, volatile] = sets;
+        if PageRuns::union([&durable, &volatile]).is_none() {
+            return Err(Error::corrupted(0, "a page was freed twice"));
+        }
+        Ok((durable, volatile))
     }
 
     /// Writes a blob now (large values do not wait in memory for the commit) into pages
@@ -455,9 +508,8 @@ impl WriteTxn {
         let mut writer = shared.writer.lock_arc();
         let base = Arc::clone(&shared.current.read());
         let oldest_reader = shared.readers.oldest().unwrap_or(base.meta.txn());
-        let horizon = oldest_reader.min(writer.durable);
         let w = &mut *writer;
-        if !w.pending.release(horizon, &mut w.free) {
+        if !w.pending.release(oldest_reader, w.durable, &mut w.free) {
             return Err(Error::corrupted(0, "a page was freed twice"));
         }
         let pages = TxnPages {
@@ -465,9 +517,11 @@ impl WriteTxn {
             scratch: Vec::new(),
             storage: Arc::clone(&shared.storage),
             reader: shared.storage.reader(base.meta.page_count()),
-            dirty: HashMap::new(),
+            dirty: HashMap::default(),
             free: writer.free.clone(),
-            freed: PageRuns::new(),
+            freed: Vec::new(),
+            freed_volatile: Vec::new(),
+            durable: writer.durable,
             page_count: base.meta.page_count(),
         };
         Ok(WriteTxn {
@@ -562,8 +616,10 @@ impl WriteTxn {
             })
             .map(|(name, (now, _))| (name, now))
             .collect();
-        let nothing_changed =
-            changed_trees.is_empty() && self.pages.dirty.is_empty() && self.pages.freed.is_empty();
+        let nothing_changed = changed_trees.is_empty()
+            && self.pages.dirty.is_empty()
+            && self.pages.freed.is_empty()
+            && self.pages.freed_volatile.is_empty();
         if nothing_changed {
             if self.durability == Durability::Immediate
                 && self.writer.durable < self.base.meta.txn()
@@ -589,7 +645,14 @@ impl WriteTxn {
             }
         }
         self.catalog.root = tree::seal_dirty(&mut self.pages, self.catalog.root)?;
-        let free_list = self.write_free_list()?;
+        let old_free_list = self.base.meta.free_list;
+        if !old_free_list.is_null() {
+            let pages = self.old_free_list_pages(&old_free_list)?;
+            self.pages
+                .free_run(old_free_list.page(), pages, old_free_list.txn())?;
+        }
+        let (freed, freed_volatile) = self.pages.freed_runs()?;
+        let free_list = self.write_free_list(&[&freed, &freed_volatile])?;
         let meta = Meta {
             txn: self.pages.txn.0.into(),
             durable_before: self.writer.durable.0.into(),
@@ -604,8 +667,8 @@ impl WriteTxn {
         }
         let w = &mut *self.writer;
         w.free = std::mem::take(&mut self.pages.free);
-        w.pending
-            .add(self.pages.txn, std::mem::take(&mut self.pages.freed));
+        w.pending.add(self.pages.txn, freed, true);
+        w.pending.add(self.pages.txn, freed_volatile, false);
         *self.shared.current.write() = Arc::new(Snapshot { meta });
         Ok(())
     }
@@ -632,38 +695,33 @@ impl WriteTxn {
 
     /// Writes the free list of the state being committed into a blob, allocated from
     /// the free pages themselves. See FORMAT.md#free-list.
-    fn write_free_list(&mut self) -> Result<ChildRef> {
-        let old = self.base.meta.free_list;
-        if !old.is_null() {
-            let pages = self.old_free_list_pages(&old)?;
-            self.pages.free_run(old.page(), pages, old.txn())?;
-        }
-        let all_free = |pages: &TxnPages, writer: &Writer| {
-            let mut all = pages.free.clone();
-            let mut disjoint = all.extend(&pages.freed);
-            for p in writer.pending.all() {
-                disjoint &= all.extend(p);
-            }
-            (all, disjoint)
-        };
-        let (before, _) = all_free(&self.pages, &self.writer);
-        if before.is_empty() {
+    fn write_free_list(&mut self, freed: &[&PageRuns]) -> Result<ChildRef> {
+        let sets_before = self
+            .writer
+            .pending
+            .all()
+            .map(PageRuns::run_count)
+            .sum::<usize>()
+            + self.pages.free.run_count()
+            + freed.iter().map(|f| f.run_count()).sum::<usize>();
+        if sets_before == 0 {
             return Ok(ChildRef::NULL);
         }
-        // Taking the blob's pages can split one run of the union in two: room for one more.
+        // Taking the blob's pages from the free set can split a run of the union in two,
+        // so size it for one more run than all the sets hold now; unused room stays zero.
         let g = self.pages.geometry();
-        let blob_pages = g.blob_pages(16 * (before.run_count() as u64 + 1));
+        let blob_pages = g.blob_pages(PageRuns::encoded_len(sets_before + 1));
         let id = self.pages.alloc_run(blob_pages);
-        let (after, disjoint) = all_free(&self.pages, &self.writer);
-        if !disjoint {
-            return Err(Error::corrupted(id.0, "free page sets overlap"));
-        }
-        let mut payload = Vec::with_capacity(16 * after.run_count());
-        after.encode(&mut payload);
-        assert!(
-            g.blob_pages(payload.len() as u64) <= blob_pages,
-            "free list outgrew its blob"
-        );
+        let all = std::iter::once(&self.pages.free)
+            .chain(freed.iter().copied())
+            .chain(self.writer.pending.all());
+        let union =
+            PageRuns::union(all).ok_or_else(|| Error::corrupted(id.0, "free page sets overlap"))?;
+        let capacity = (blob_pages * g.page_bytes()) as usize - node::BLOB_HEADER_BYTES;
+        let mut payload = Vec::with_capacity(capacity);
+        union.encode(&mut payload);
+        assert!(payload.len() <= capacity, "free list outgrew its blob");
+        payload.resize(capacity, 0);
         self.pages.write_blob_at(id, blob_pages, &payload)
     }
 

@@ -216,3 +216,36 @@ fn errors_display_and_are_send_sync() {
     fn assert_send<T: Send>() {}
     assert_send::<mapkv::ReadTxn>();
 }
+
+#[test]
+fn a_file_that_is_not_a_database_is_left_alone() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, b"my notes\n")?;
+    match Database::open(&path) {
+        Err(Error::Corrupted { reason, .. }) => assert!(reason.contains("not a mapkv database")),
+        other => panic!("expected Corrupted, got {:?}", other.err()),
+    }
+    assert_eq!(std::fs::read(&path)?, b"my notes\n");
+    // An empty or all-zero file is a creation that never finished: it is initialised.
+    std::fs::write(&path, [0u8; 3000])?;
+    Database::open(&path)?.check()?;
+    Ok(())
+}
+
+#[test]
+fn durability_none_commits_reuse_pages_without_an_immediate_commit() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Options::new()
+        .durability(mapkv::Durability::None)
+        .open(dir.path().join("db"))?;
+    for i in 0..2000u32 {
+        let mut w = db.begin_write()?;
+        w.open_tree("t")?.insert(&(i % 100).to_be_bytes(), &i.to_le_bytes())?;
+        w.commit()?;
+    }
+    let stats = db.stats()?;
+    assert!(stats.page_count < 50, "pages freed by None commits were not reused: {stats:?}");
+    db.check()?;
+    Ok(())
+}

@@ -17,7 +17,7 @@ mod dump;
 mod text;
 
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -364,36 +364,11 @@ fn open_read_only(path: &Path) -> CliResult<Database> {
 /// Opens a database read-write; a missing file is created only if `create`.
 fn open_read_write(path: &Path, create: bool) -> CliResult<Database> {
     match std::fs::metadata(path) {
-        Ok(_) => refuse_foreign_file(path)?,
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound && create => {}
         Err(e) => return Err(Failure::io(path, e)),
     }
     Database::open(path).map_err(|e| Failure::db(path, e))
-}
-
-/// The magic bytes at the start of a meta slot (FORMAT.md#meta-page).
-const MAGIC: &[u8; 8] = b"mapkv\0db";
-/// Bytes from the start of one meta slot to the next (FORMAT.md#file-layout).
-const META_SLOT_BYTES: usize = 4096;
-
-/// Refuses to open read-write an existing file that is neither a mapkv database nor an
-/// all-zero file (a creation that did not finish). The library treats a small file with
-/// no valid meta as an unfinished creation and initialises it, which would overwrite a
-/// file named by mistake (a typo in `put notes.txt ...`).
-fn refuse_foreign_file(path: &Path) -> CliResult<()> {
-    let mut head = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(2 * META_SLOT_BYTES as u64).read_to_end(&mut head))
-        .map_err(|e| Failure::io(path, e))?;
-    let has_magic = |at: usize| head.get(at..at + MAGIC.len()) == Some(&MAGIC[..]);
-    if has_magic(0) || has_magic(META_SLOT_BYTES) || head.iter().all(|&b| b == 0) {
-        Ok(())
-    } else {
-        Err(Failure(format!(
-            "{}: not a mapkv database (refusing to write to it)",
-            path.display()
-        )))
-    }
 }
 
 // ---- output helpers ------------------------------------------------------------------
