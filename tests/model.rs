@@ -129,19 +129,28 @@ fn value_bytes(k: u16, size: usize, seed: u8) -> Vec<u8> {
 struct Harness {
     dir: tempfile::TempDir,
     options: Options,
+    /// `mmap_size` settings used in turn at each reopen: results must not depend on them.
+    windows: &'static [u64],
+    opens: usize,
     db: Option<Database>,
     committed: Trees,
     working: Trees,
 }
 
 impl Harness {
-    fn new(page_size: usize) -> Harness {
+    fn new(page_size: usize, windows: &'static [u64]) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let options = Options::new().page_size(page_size);
-        let db = options.clone().open(dir.path().join("db")).unwrap();
+        let db = options
+            .clone()
+            .mmap_size(windows[0])
+            .open(dir.path().join("db"))
+            .unwrap();
         Harness {
             dir,
             options,
+            windows,
+            opens: 1,
             db: Some(db),
             committed: Trees::new(),
             working: Trees::new(),
@@ -152,11 +161,23 @@ impl Harness {
         self.db.as_ref().unwrap()
     }
 
+    /// Opens the database again with the next `mmap_size` setting.
+    fn open_next(&mut self) -> Database {
+        let window = self.windows[self.opens % self.windows.len()];
+        self.opens += 1;
+        self.options
+            .clone()
+            .mmap_size(window)
+            .open(self.dir.path().join("db"))
+            .unwrap()
+    }
+
     fn reopen(&mut self) {
         self.db = None;
         self.db = Some(
             self.options
                 .clone()
+                .mmap_size(self.windows[0])
                 .open(self.dir.path().join("db"))
                 .unwrap(),
         );
@@ -194,7 +215,7 @@ impl Harness {
                     drop(txn.take());
                     drop(db);
                     self.working = self.committed.clone();
-                    self.db = Some(db_reopen(&self.options, &self.dir));
+                    self.db = Some(self.open_next());
                     self.compare_committed(self.db())?;
                     self.db().check()?;
                     return self
@@ -227,10 +248,6 @@ impl Harness {
         }
         Ok(())
     }
-}
-
-fn db_reopen(options: &Options, dir: &tempfile::TempDir) -> Database {
-    options.clone().open(dir.path().join("db")).unwrap()
 }
 
 fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
@@ -348,8 +365,12 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
     Ok(())
 }
 
-fn run_case(ops: Vec<Op>, page_size: usize) -> bool {
-    let mut h = Harness::new(page_size);
+/// Whole file mapped, nothing mapped (every page read with pread), and a 96 KiB window
+/// that the database outgrows within a transaction.
+const WINDOWS: &[u64] = &[u64::MAX, 0, 96 << 10];
+
+fn run_case(ops: Vec<Op>, page_size: usize, windows: &'static [u64]) -> bool {
+    let mut h = Harness::new(page_size, windows);
     if let Err(e) = h.run(&ops) {
         panic!("{e}");
     }
@@ -381,12 +402,27 @@ fn model_16k_pages() {
         .quickcheck(run_case_16k as fn(Vec<Op>) -> bool);
 }
 
+#[test]
+fn model_without_the_map() {
+    let cases = std::env::var("MAPKV_MODEL_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    QuickCheck::new()
+        .tests(cases)
+        .quickcheck(run_case_no_map as fn(Vec<Op>) -> bool);
+}
+
 fn run_case_4k(ops: Vec<Op>) -> bool {
-    run_case(ops, 4096)
+    run_case(ops, 4096, WINDOWS)
 }
 
 fn run_case_16k(ops: Vec<Op>) -> bool {
-    run_case(ops, 16384)
+    run_case(ops, 16384, &[96 << 10, u64::MAX, 0])
+}
+
+fn run_case_no_map(ops: Vec<Op>) -> bool {
+    run_case(ops, 4096, &[0])
 }
 
 #[test]

@@ -1,0 +1,140 @@
+//! `mmap_size`: the same answers from every setting, whichever setting wrote the data.
+
+use mapkv::{Database, Options, Result};
+
+const SETTINGS: [u64; 5] = [0, 4096, 96 << 10, 1 << 20, u64::MAX];
+
+fn value(i: u32) -> Vec<u8> {
+    // Every 50th value is large enough for overflow pages.
+    let len = if i % 50 == 0 {
+        9000 + i as usize % 7
+    } else {
+        20 + i as usize % 200
+    };
+    (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+}
+
+/// A digest of everything the read API can say about tree "t".
+fn everything(db: &Database) -> Result<Vec<Vec<u8>>> {
+    let r = db.begin_read()?;
+    let t = r.open_tree("t")?;
+    let mut out = vec![t.len()?.to_le_bytes().to_vec()];
+    for e in t.iter()? {
+        let (k, v) = e?;
+        out.push([k, v].concat());
+    }
+    for e in t.iter()?.rev().step_by(7) {
+        out.push(e?.0.to_vec());
+    }
+    for i in (0..5000u32).step_by(97) {
+        out.push(
+            t.get(&i.to_be_bytes())?
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default(),
+        );
+        for e in t.range(i.to_be_bytes()..(i + 40).to_be_bytes())? {
+            out.push(e?.1.to_vec());
+        }
+    }
+    out.push(r.tree_names()?.join(",").into_bytes());
+    Ok(out)
+}
+
+#[test]
+fn every_setting_reads_what_every_setting_wrote() -> Result<()> {
+    let mut digests = Vec::new();
+    for writer in SETTINGS {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db");
+        {
+            let db = Options::new().mmap_size(writer).open(&path)?;
+            for batch in 0..5u32 {
+                let mut w = db.begin_write()?;
+                let mut t = w.open_tree("t")?;
+                for i in (batch..5000).step_by(5) {
+                    t.insert(&i.to_be_bytes(), &value(i))?;
+                }
+                for i in (batch * 3..5000).step_by(11) {
+                    t.remove(&i.to_be_bytes())?;
+                }
+                drop(t);
+                w.commit()?;
+            }
+            db.check()?;
+        }
+        for reader in SETTINGS {
+            let db = Options::new()
+                .mmap_size(reader)
+                .read_only(true)
+                .open(&path)?;
+            db.check()?;
+            digests.push((writer, reader, everything(&db)?));
+        }
+    }
+    let first = &digests[0].2;
+    for (writer, reader, d) in &digests {
+        assert!(
+            d == first,
+            "written with mmap_size {writer}, read with {reader}: different answers"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_write_transaction_outgrows_a_small_window() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Options::new()
+        .mmap_size(64 << 10)
+        .open(dir.path().join("db"))?;
+    let before = db.begin_read()?; // a snapshot of the empty file, kept across the growth
+    let mut w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in 0..20_000u32 {
+            t.insert(&i.to_be_bytes(), &value(i))?;
+            if i % 1000 == 999 {
+                // Reads inside the transaction see its own pages, in and beyond the window.
+                assert_eq!(t.get(&(i / 2).to_be_bytes())?, Some(&value(i / 2)[..]));
+            }
+        }
+        assert_eq!(t.iter()?.count(), 20_000);
+    }
+    w.commit()?;
+    assert!(before.tree_names()?.is_empty());
+    assert!(
+        db.stats()?.file_size_bytes > 10 << 20,
+        "the file grew far past the window"
+    );
+    let r = db.begin_read()?;
+    let t = r.open_tree("t")?;
+    for i in (0..20_000u32).step_by(13) {
+        assert_eq!(t.get(&i.to_be_bytes())?, Some(&value(i)[..]));
+    }
+    db.check()?;
+    Ok(())
+}
+
+#[test]
+fn slices_from_pread_buffers_live_as_long_as_the_transaction() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Options::new().mmap_size(0).open(dir.path().join("db"))?;
+    let mut w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in 0..3000u32 {
+            t.insert(&i.to_be_bytes(), &value(i))?;
+        }
+    }
+    w.commit()?;
+    let r = db.begin_read()?;
+    let t = r.open_tree("t")?;
+    // Hold many borrowed values at once (each from a pread buffer), then check them all.
+    let held: Vec<&[u8]> = (0..3000u32)
+        .map(|i| t.get(&i.to_be_bytes()).map(Option::unwrap))
+        .collect::<Result<_>>()?;
+    for (i, v) in held.iter().enumerate() {
+        assert_eq!(*v, &value(i as u32)[..]);
+    }
+    Ok(())
+}
