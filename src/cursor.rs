@@ -238,7 +238,8 @@ impl<'a> Range<'a> {
         let Some((node, i)) = self.front.cursor.as_ref().and_then(Cursor::current) else {
             return Ok(None);
         };
-        let key = node.key(i)?;
+        let cell = node.cell(i)?;
+        let key = cell.key;
         let beyond_upper = match &self.upper {
             Bound::Included(u) => key > u.as_slice(),
             Bound::Excluded(u) => key >= u.as_slice(),
@@ -248,7 +249,7 @@ impl<'a> Range<'a> {
             return Ok(None);
         }
         self.front.last_key = Some(key);
-        Ok(Some((key, resolve(pages, node.value(i)?)?)))
+        Ok(Some((key, resolve(pages, cell.leaf_value(node.id())?)?)))
     }
 
     fn next_back_inner(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
@@ -263,7 +264,8 @@ impl<'a> Range<'a> {
         let Some((node, i)) = self.back.cursor.as_ref().and_then(Cursor::current) else {
             return Ok(None);
         };
-        let key = node.key(i)?;
+        let cell = node.cell(i)?;
+        let key = cell.key;
         let below_lower = match &self.lower {
             Bound::Included(l) => key < l.as_slice(),
             Bound::Excluded(l) => key <= l.as_slice(),
@@ -273,7 +275,7 @@ impl<'a> Range<'a> {
             return Ok(None);
         }
         self.back.last_key = Some(key);
-        Ok(Some((key, resolve(pages, node.value(i)?)?)))
+        Ok(Some((key, resolve(pages, cell.leaf_value(node.id())?)?)))
     }
 
     /// Ends the iteration on `None` or an error, so nothing follows either.

@@ -134,7 +134,7 @@ pub(crate) fn get<'a, P: Pages + ?Sized>(
         let node = load(pages, &r, levels)?;
         if node.is_leaf() {
             return match node.search(key)? {
-                Ok(i) => Ok(Some(resolve(pages, node.value(i)?)?)),
+                Ok(i) => Ok(Some(resolve(pages, node.cell(i)?.leaf_value(node.id())?)?)),
                 Err(_) => Ok(None),
             };
         }
