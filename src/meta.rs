@@ -109,6 +109,12 @@ impl Meta {
         if pages < geometry.first_data_page().0 || pages > max_pages {
             return Err(format!("page count {pages} out of range"));
         }
+        // The catalog's record is not decoded like a tree's: bound its depth here (it
+        // sizes a cursor's path).
+        let depth = self.catalog.depth.get();
+        if depth > crate::tree::DEPTH_MAX {
+            return Err(format!("catalog depth {depth}"));
+        }
         for (what, r) in [
             ("catalog", &self.catalog.root),
             ("free list", &self.free_list),

@@ -1,0 +1,399 @@
+//! Corrupt files: small databases holding every page kind (branch, leaf, overflow blob,
+//! free list, catalog, both metas) with bytes flipped one at a time, truncated at random
+//! lengths, and with garbage metas (random bytes, or well-formed metas with wrong fields).
+//! `open`, `check`, `get` and `range` must return Ok or `Error::Corrupted`, never panic,
+//! hang or allocate hugely; whatever opens and passes `check` must hold a committed state.
+//! Run on in-memory images through the backend hook, and a sample through real files
+//! with the default memory map.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use mapkv::testing::open_with_backend;
+use mapkv::{Database, Error, Options, Result};
+use support::model::{Trees, digest, key};
+use support::rng::{Rng, heavy, seed};
+use support::simdisk::SimDisk;
+
+/// Records the largest single allocation, to catch sizes taken from corrupt bytes.
+struct Tracking;
+
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged.
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        // SAFETY: same layout contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        // SAFETY: same contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Tracking = Tracking;
+
+const ALLOC_LIMIT: usize = 64 << 20;
+
+/// A database image and the digests of every state committed in it.
+struct Sample {
+    name: &'static str,
+    image: Vec<u8>,
+    states: Vec<u128>,
+}
+
+/// Builds a database with every page kind: a three-level tree, overflow values, several
+/// trees in the catalog, removes and overwrites (so there is a free list).
+fn build(sealed: bool) -> Sample {
+    let disk = SimDisk::new(Vec::new());
+    let db = open_with_backend(disk.backend(), Options::new()).expect("create");
+    let mut model = Trees::new();
+    let mut states = vec![digest(&model)];
+    let mut rng = Rng::new(7);
+    let mut commit = |f: &mut dyn FnMut(&mut mapkv::WriteTxn, &mut Trees)| {
+        let mut wtx = db.begin_write().expect("begin_write");
+        f(&mut wtx, &mut model);
+        wtx.commit().expect("commit");
+        states.push(digest(&model));
+    };
+    commit(&mut |w, m| {
+        let mut t = w.open_tree("big").unwrap();
+        let mm = m.entry("big".into()).or_default();
+        for i in 0..1500 {
+            let (k, v) = (key(i, i % 3 == 0), vec![i as u8; (i % 40) as usize]);
+            t.insert(&k, &v).unwrap();
+            mm.insert(k, v);
+        }
+    });
+    commit(&mut |w, m| {
+        let mut t = w.open_tree("blobs").unwrap();
+        let mm = m.entry("blobs".into()).or_default();
+        for i in 0..4 {
+            let mut v = vec![0; 5000 + 3000 * i as usize];
+            rng.fill(&mut v);
+            t.insert(&key(i, false), &v).unwrap();
+            mm.insert(key(i, false), v);
+        }
+        drop(t);
+        w.open_tree("empty").unwrap();
+        m.entry("empty".into()).or_default();
+    });
+    commit(&mut |w, m| {
+        let mut t = w.open_tree("big").unwrap();
+        let mm = m.get_mut("big").unwrap();
+        for i in (0..1500).step_by(5) {
+            let k = key(i, i % 3 == 0);
+            t.remove(&k).unwrap();
+            mm.remove(&k);
+        }
+        drop(t);
+        let mut t = w.open_tree("blobs").unwrap();
+        let v = vec![9; 7000];
+        t.insert(&key(1, false), &v).unwrap();
+        m.get_mut("blobs").unwrap().insert(key(1, false), v);
+    });
+    if !sealed {
+        disk.kill(); // no clean close: the newest commit is verified at open
+    }
+    drop(db);
+    Sample {
+        name: if sealed { "sealed" } else { "unsealed" },
+        image: disk.contents(),
+        states,
+    }
+}
+
+/// Reads everything, tolerating `Corrupted`; Ok(content) only if every read succeeded.
+fn read_everything(db: &Database) -> Result<Trees> {
+    let rtx = db.begin_read()?;
+    let mut out = BTreeMap::new();
+    for name in rtx.tree_names()? {
+        // Reads do not verify checksums (check and recovery do): a corrupt catalog can
+        // misdirect a lookup, which is a wrong answer, not unsafety. `check` catches it.
+        let tree = match rtx.open_tree(&name) {
+            Err(Error::TreeNotFound(_)) => {
+                return Err(Error::Corrupted {
+                    page: 0,
+                    reason: "a listed tree is not found".into(),
+                });
+            }
+            r => r?,
+        };
+        let mut map = BTreeMap::new();
+        for entry in tree.iter()? {
+            let (k, v) = entry?;
+            map.insert(k.to_vec(), v.to_vec());
+        }
+        let mut back = 0;
+        for entry in tree.range::<&[u8], _>(..)?.rev() {
+            entry?;
+            back += 1;
+        }
+        let mut found = 0;
+        for k in map.keys() {
+            found += usize::from(tree.get(k)?.is_some());
+        }
+        tree.get(b"no such key")?;
+        tree.range(&b"k00100"[..]..&b"k00200"[..])?
+            .try_for_each(|e| e.map(|_| ()))?;
+        if back != map.len() || found != map.len() || tree.len()? != map.len() as u64 {
+            return Err(Error::Corrupted {
+                page: 0,
+                reason: "counts disagree".into(),
+            });
+        }
+        out.insert(name, map);
+    }
+    Ok(out)
+}
+
+/// What a probe saw: "rejected at open", "check failed", or the committed state.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Rejected,
+    CheckFailed,
+    State(usize),
+}
+
+fn corrupted_or_ok<T>(r: Result<T>, what: &str) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(Error::Corrupted { .. }) => None,
+        Err(e) => panic!("{what}: expected Ok or Error::Corrupted, got {e:?}"),
+    }
+}
+
+fn probe_db(db: Result<Database>, states: &[u128]) -> Outcome {
+    let Some(db) = corrupted_or_ok(db, "open") else {
+        return Outcome::Rejected;
+    };
+    let checked = corrupted_or_ok(db.check(), "check").is_some();
+    let _ = corrupted_or_ok(db.stats(), "stats");
+    let content = corrupted_or_ok(read_everything(&db), "read");
+    if !checked {
+        return Outcome::CheckFailed;
+    }
+    let content = content.expect("check passed, so every read must succeed");
+    let d = digest(&content);
+    let state = states
+        .iter()
+        .rposition(|&s| s == d)
+        .expect("check passed but the content is no committed state");
+    Outcome::State(state)
+}
+
+fn probe_memory(image: Vec<u8>, states: &[u128]) -> Outcome {
+    let disk = SimDisk::new(image);
+    probe_db(open_with_backend(disk.backend(), Options::new()), states)
+}
+
+fn probe_file(image: &[u8], states: &[u128], dir: &std::path::Path, n: u64) -> Outcome {
+    let path = dir.join(format!("variant-{n}.mapkv"));
+    std::fs::write(&path, image).expect("write variant");
+    let outcome = probe_db(Database::open(&path), states);
+    let _ = std::fs::remove_file(&path);
+    outcome
+}
+
+/// Aborts the process if one probe takes longer than a minute (a hang).
+fn watchdog(progress: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        let mut last = u64::MAX;
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+            let now = progress.load(Ordering::Relaxed);
+            if now == last {
+                eprintln!("a probe hangs (variant {now})");
+                std::process::abort();
+            }
+            last = now;
+        }
+    });
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    variants: u64,
+    through_files: u64,
+    rejected: u64,
+    check_failed: u64,
+    older_state: u64,
+    newest_state: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Outcome, newest: usize) {
+        self.variants += 1;
+        match o {
+            Outcome::Rejected => self.rejected += 1,
+            Outcome::CheckFailed => self.check_failed += 1,
+            Outcome::State(s) if *s == newest => self.newest_state += 1,
+            Outcome::State(_) => self.older_state += 1,
+        }
+    }
+}
+
+fn run_probe(
+    what: &str,
+    image: Vec<u8>,
+    sample: &Sample,
+    file: Option<(&std::path::Path, u64)>,
+    tally: &mut Tally,
+) -> Outcome {
+    let newest = sample.states.len() - 1;
+    let outcome = catch_unwind(AssertUnwindSafe(|| match file {
+        Some((dir, n)) => probe_file(&image, &sample.states, dir, n),
+        None => probe_memory(image.clone(), &sample.states),
+    }))
+    .unwrap_or_else(|_| panic!("{} image, {what}: panicked", sample.name));
+    if file.is_some() {
+        tally.through_files += 1;
+    }
+    tally.add(&outcome, newest);
+    outcome
+}
+
+#[test]
+fn flipped_bytes_truncations_and_garbage_metas() {
+    let base = seed(5);
+    let mut rng = Rng::new(base);
+    let progress = Arc::new(AtomicU64::new(0));
+    watchdog(Arc::clone(&progress));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    for sample in [build(true), build(false)] {
+        let len = sample.image.len();
+        let page = 4096;
+        let newest = sample.states.len() - 1;
+        eprintln!("{} image: {} pages", sample.name, len / page);
+        assert_eq!(
+            probe_memory(sample.image.clone(), &sample.states),
+            Outcome::State(newest)
+        );
+        // Byte flips: every byte of every page header and meta, and a random sample (all
+        // bytes with MAPKV_HEAVY).
+        let mut positions: Vec<usize> = if heavy() {
+            (0..len).collect()
+        } else {
+            // Metas: every byte; other pages: 6 random bytes of the first 48 (header,
+            // node header, first slots); and random bytes anywhere.
+            let mut p: Vec<usize> = (0..8192).filter(|i| i % page < 100).collect();
+            for start in (8192..len).step_by(page) {
+                p.extend((0..6).map(|_| start + rng.below(48) as usize));
+            }
+            p.extend((0..600).map(|_| rng.below(len as u64) as usize));
+            p
+        };
+        positions.sort_unstable();
+        positions.dedup();
+        for (n, &at) in positions.iter().enumerate() {
+            let mut image = sample.image.clone();
+            image[at] ^= 1 << rng.below(8) | (rng.below(256) as u8 & 0xF0);
+            progress.fetch_add(1, Ordering::Relaxed);
+            let file = (n % 25 == 0).then_some((dir.path(), n as u64));
+            run_probe(
+                &format!("byte {at} flipped"),
+                image,
+                &sample,
+                file,
+                &mut tally,
+            );
+        }
+        // Truncations: random lengths and page boundaries. Shorter than the metas say
+        // (both hold the same page count here): rejected at open.
+        let needed = len; // the file is trimmed to its page count at close or by growth
+        let mut lengths: Vec<usize> = (0..150).map(|_| rng.below(len as u64) as usize).collect();
+        lengths.extend((0..len / page).map(|p| p * page));
+        for (n, cut) in lengths.into_iter().enumerate() {
+            progress.fetch_add(1, Ordering::Relaxed);
+            let file = (n % 10 == 0).then_some((dir.path(), 100_000 + n as u64));
+            let outcome = run_probe(
+                &format!("truncated to {cut}"),
+                sample.image[..cut].to_vec(),
+                &sample,
+                file,
+                &mut tally,
+            );
+            if sample.name == "sealed" && cut >= 8192 && cut < needed {
+                assert_eq!(outcome, Outcome::Rejected, "truncated to {cut} of {needed}");
+            }
+        }
+        // Garbage metas: random bytes in one or both slots; well-formed metas (valid
+        // checksum) with one field set to a wrong value.
+        for n in 0..300u64 {
+            let mut image = sample.image.clone();
+            let slots: &[usize] = match n % 3 {
+                0 => &[0],
+                1 => &[1],
+                _ => &[0, 1],
+            };
+            for &slot in slots {
+                let meta = &mut image[slot * 4096..slot * 4096 + 100];
+                if n % 2 == 0 {
+                    rng.fill(meta);
+                    if rng.chance(1, 2) {
+                        meta[..8].copy_from_slice(b"mapkv\0db");
+                    }
+                } else {
+                    // A field: txn, durable_before, page_count, catalog (page, checksum,
+                    // txn, entries, depth), free list (page, checksum, txn).
+                    let fields = [16, 24, 32, 40, 48, 52, 60, 68, 76, 84, 88];
+                    let at = *rng.pick(&fields);
+                    let width = if [48, 68, 84].contains(&at) { 4 } else { 8 };
+                    let values = [
+                        0,
+                        1,
+                        2,
+                        3,
+                        40,
+                        41,
+                        u64::MAX,
+                        u64::MAX / 4096,
+                        1 << 40,
+                        rng.next_u64(),
+                    ];
+                    let v = *rng.pick(&values);
+                    meta[at..at + width].copy_from_slice(&v.to_le_bytes()[..width]);
+                    let crc = crc32fast::hash(&meta[..96]);
+                    meta[96..100].copy_from_slice(&crc.to_le_bytes());
+                }
+            }
+            progress.fetch_add(1, Ordering::Relaxed);
+            let file = (n % 10 == 0).then_some((dir.path(), 200_000 + n));
+            run_probe(
+                &format!("garbage meta {n}"),
+                image,
+                &sample,
+                file,
+                &mut tally,
+            );
+        }
+    }
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(largest < ALLOC_LIMIT, "an allocation of {largest} bytes");
+    eprintln!(
+        "corrupt variants: {tally:?}, largest allocation {} KiB, {:.1?}",
+        largest >> 10,
+        started.elapsed()
+    );
+}

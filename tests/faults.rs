@@ -1,0 +1,191 @@
+//! I/O errors: a backend that fails the Nth read, write, sync or file-size change (once,
+//! or from then on), for N = 1, 2, … until the workload runs through. Every failure
+//! must surface as an `Error` (never a panic); after a failed write, sync or size change
+//! the handle refuses write transactions; reopening the data as it is, or as a power loss
+//! right then could leave it, gives a consistent database holding a committed state.
+
+mod support;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mapkv::testing::open_with_backend;
+use mapkv::{Database, Durability, Error, Options};
+use support::model::{History, Shape, Trees, digest, random_durability, random_ops, read_all};
+use support::rng::{Rng, heavy, seed};
+use support::simdisk::{CrashImages, Fault, OP_KINDS, OpKind, SimDisk};
+
+const SHAPE: Shape = Shape {
+    keys: 400,
+    ops: 6,
+    max_value: 12_000,
+};
+
+fn open(disk: &Arc<SimDisk>) -> mapkv::Result<Database> {
+    open_with_backend(disk.backend(), Options::new())
+}
+
+fn expect_io(e: &Error, what: &str, fault: &Fault) {
+    assert!(
+        matches!(e, Error::Io(_)),
+        "{fault:?}: {what} failed with {e:?}, expected Error::Io"
+    );
+}
+
+/// Runs the workload with `fault` armed; returns the disk and the history of states.
+fn run(seed: u64, txns: usize, fault: Fault) -> (Arc<SimDisk>, History) {
+    let mut rng = Rng::new(seed);
+    let disk = SimDisk::new(Vec::new());
+    disk.set_fault(Some(fault));
+    let mut hist = History::default();
+    let mut model = Trees::new();
+    let mut state = hist.push(digest(&model), 0);
+    let mut db = match open(&disk) {
+        Ok(db) => db,
+        Err(e) => {
+            expect_io(&e, "create", &fault);
+            return (disk, hist);
+        }
+    };
+    hist.durable(disk.log_len(), state);
+    let poisons = fault.kind != OpKind::Read;
+    for t in 0..txns {
+        if t == txns / 2 {
+            drop(db);
+            if disk.faults_fired() == 0 {
+                hist.durable(disk.log_len(), state);
+            }
+            db = match open(&disk) {
+                Ok(db) => db,
+                Err(e) => {
+                    expect_io(&e, "reopen", &fault);
+                    return (disk, hist);
+                }
+            };
+            // A clean close that failed loses the `None` commits since the last durable
+            // one: continue from whatever the reopened database holds.
+            match read_all(&db) {
+                Ok(content) => {
+                    state = hist
+                        .check(disk.log_len(), digest(&content))
+                        .unwrap_or_else(|e| panic!("{fault:?}: after reopening: {e}"));
+                    model = content;
+                }
+                Err(e) => {
+                    expect_io(&e, "read after reopening", &fault);
+                    return (disk, hist);
+                }
+            }
+        }
+        let mut next = model.clone();
+        let durability = random_durability(&mut rng);
+        let mut ops_rng = rng.clone();
+        rng.next_u64();
+        let result = (|| {
+            let mut wtx = db.begin_write()?;
+            random_ops(&mut ops_rng, &mut wtx, &mut next, SHAPE)?;
+            wtx.set_durability(durability);
+            hist.push(digest(&next), disk.log_len());
+            wtx.commit()
+        })();
+        match result {
+            Ok(()) => {
+                model = next;
+                state = hist.states.len() - 1;
+                if durability == Durability::Immediate {
+                    hist.durable(disk.log_len(), state);
+                }
+                match read_all(&db) {
+                    Ok(content) => assert!(content == model, "{fault:?}: live content differs"),
+                    Err(e) => expect_io(&e, "read", &fault),
+                }
+            }
+            Err(e) => {
+                expect_io(&e, "a write transaction", &fault);
+                if poisons {
+                    assert!(
+                        db.begin_write().is_err(),
+                        "{fault:?}: begin_write after a failed write or sync"
+                    );
+                    match read_all(&db) {
+                        Ok(content) => assert!(content == model, "{fault:?}: reads go on, differ"),
+                        Err(e) => expect_io(&e, "read after the failure", &fault),
+                    }
+                    break;
+                }
+                if fault.persistent {
+                    break;
+                }
+            }
+        }
+    }
+    drop(db);
+    if disk.faults_fired() == 0 || !poisons {
+        hist.durable(disk.log_len(), state);
+    }
+    (disk, hist)
+}
+
+/// Opens `image` without faults: it must hold a state `hist` allows at `at`.
+fn reopen(image: Vec<u8>, hist: &History, at: usize) -> Result<(), String> {
+    let disk = SimDisk::new(image);
+    let db = open(&disk).map_err(|e| format!("reopen failed: {e}"))?;
+    db.check().map_err(|e| format!("check failed: {e}"))?;
+    let content = read_all(&db).map_err(|e| format!("read failed: {e}"))?;
+    hist.check(at, digest(&content)).map(|_| ())
+}
+
+#[test]
+fn every_nth_operation_fails() {
+    let base = seed(3);
+    let txns = if heavy() { 24 } else { 12 };
+    let started = Instant::now();
+    let mut runs = 0u64;
+    let mut injected = 0u64;
+    let mut rng = Rng::new(base ^ 0xFA);
+    for kind in OP_KINDS {
+        for persistent in [false, true] {
+            let mut nth = 1;
+            loop {
+                let fault = Fault {
+                    kind,
+                    nth,
+                    persistent,
+                };
+                let (disk, hist) = catch_unwind(AssertUnwindSafe(|| run(base, txns, fault)))
+                    .unwrap_or_else(|_| panic!("panic with {fault:?} (seed {base})"));
+                runs += 1;
+                let fired = disk.faults_fired();
+                injected += fired;
+                disk.set_fault(None);
+                let at = disk.log_len();
+                reopen(disk.contents(), &hist, at)
+                    .unwrap_or_else(|e| panic!("{fault:?} (seed {base}), data as written: {e}"));
+                if std::env::var("MAPKV_DEBUG_FAULT").is_ok_and(|v| v == format!("{fault:?}")) {
+                    support::simdisk::print_log(&disk);
+                }
+                let mut images = CrashImages::new(&disk);
+                for _ in 0..2 {
+                    reopen(images.image(at, &mut rng), &hist, at).unwrap_or_else(|e| {
+                        panic!("{fault:?} (seed {base}), power loss after the failure: {e}")
+                    });
+                }
+                if fired == 0 {
+                    break; // the workload ran through: N is past its last operation
+                }
+                // Reads are many: every one of the first 300, then a sample.
+                nth += if kind == OpKind::Read && nth > 300 && !heavy() {
+                    1 + rng.below(40)
+                } else {
+                    1
+                };
+            }
+            eprintln!("{kind:?} persistent={persistent}: up to N={nth}");
+        }
+    }
+    eprintln!(
+        "fault runs: {runs}, faults injected: {injected}, {:.1?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,381 @@
+//! A simulated disk behind `mapkv::testing::Backend`: it keeps the file in memory, records
+//! every write, size change and sync in order, and produces the file as a power loss at
+//! any point of that log could leave it. It can also fail the Nth operation of a kind.
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use mapkv::testing::Backend;
+use parking_lot::Mutex;
+
+use super::rng::Rng;
+
+/// Sector size: writes are atomic at this granularity, and no larger.
+pub const SECTOR: usize = 512;
+
+/// One recorded operation.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen(u64),
+    Sync,
+}
+
+/// The kinds of operation a fault can hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Read,
+    Write,
+    Sync,
+    SetLen,
+}
+
+pub const OP_KINDS: [OpKind; 4] = [OpKind::Read, OpKind::Write, OpKind::Sync, OpKind::SetLen];
+
+/// Fail the `nth` operation of `kind` (1-based); with `persistent`, every later one too.
+#[derive(Clone, Copy, Debug)]
+pub struct Fault {
+    pub kind: OpKind,
+    pub nth: u64,
+    pub persistent: bool,
+}
+
+struct Inner {
+    /// The file as the running program sees it (every write applied).
+    data: Vec<u8>,
+    /// The file when the disk was made: durable.
+    initial: Vec<u8>,
+    log: Vec<Event>,
+    fault: Option<Fault>,
+    counts: [u64; 4],
+    /// Faults that fired.
+    fired: u64,
+    /// Bumped by `kill`: backends of an older generation belong to a dead process.
+    generation: u64,
+    /// `kill_after`: writes, syncs and size changes left before the kill.
+    kill_in: Option<u64>,
+}
+
+/// The disk; share it in an `Arc` and hand `SimBackend`s to databases.
+pub struct SimDisk {
+    inner: Mutex<Inner>,
+}
+
+impl SimDisk {
+    /// A disk holding `initial` (durable), e.g. an empty file or a crash image.
+    pub fn new(initial: Vec<u8>) -> Arc<SimDisk> {
+        Arc::new(SimDisk {
+            inner: Mutex::new(Inner {
+                data: initial.clone(),
+                initial,
+                log: Vec::new(),
+                fault: None,
+                counts: [0; 4],
+                fired: 0,
+                generation: 0,
+                kill_in: None,
+            }),
+        })
+    }
+
+    pub fn backend(self: &Arc<Self>) -> Box<dyn Backend> {
+        let generation = self.inner.lock().generation;
+        Box::new(SimBackend(Arc::clone(self), generation))
+    }
+
+    /// Kills the process using the disk (as kill -9): every backend handed out so far
+    /// fails from now on, changing nothing, so dropping its database writes nothing.
+    pub fn kill(&self) {
+        let mut inner = self.inner.lock();
+        inner.generation += 1;
+        inner.kill_in = None;
+    }
+
+    /// How many kills so far.
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    /// Kills the process after `n` more writes, syncs or size changes (if it has not
+    /// been killed before).
+    pub fn kill_after(&self, n: u64) {
+        self.inner.lock().kill_in = Some(n);
+    }
+
+    /// Events recorded so far: a crash point is an index into the log (`0..=log_len`).
+    pub fn log_len(&self) -> usize {
+        self.inner.lock().log.len()
+    }
+
+    pub fn log(&self) -> Vec<Event> {
+        self.inner.lock().log.clone()
+    }
+
+    /// The file as it is now, every write included (what a kill -9 leaves).
+    pub fn contents(&self) -> Vec<u8> {
+        self.inner.lock().data.clone()
+    }
+
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        let mut inner = self.inner.lock();
+        inner.fault = fault;
+        inner.counts = [0; 4];
+    }
+
+    /// Operations of `kind` so far (counted since the last `set_fault`).
+    pub fn count(&self, kind: OpKind) -> u64 {
+        self.inner.lock().counts[kind as usize]
+    }
+
+    pub fn faults_fired(&self) -> u64 {
+        self.inner.lock().fired
+    }
+
+    /// Indexes `i` such that the log's event `i` is a sync: crashing at `i` (just before
+    /// the sync completes) and at `i + 1` (just after) are the interesting points.
+    pub fn sync_points(&self) -> Vec<usize> {
+        let inner = self.inner.lock();
+        (0..inner.log.len())
+            .filter(|&i| matches!(inner.log[i], Event::Sync))
+            .collect()
+    }
+
+    /// A crash image for one crash point (`0..=log_len`): see `CrashImages`.
+    pub fn crash_image(&self, at: usize, rng: &mut Rng) -> Vec<u8> {
+        let mut images = CrashImages::new(self);
+        images.image(at, rng)
+    }
+}
+
+impl Inner {
+    /// Counts an operation; Err if the configured fault hits it or the process that
+    /// owns the backend was killed.
+    fn tick(&mut self, kind: OpKind, generation: u64) -> io::Result<()> {
+        if kind != OpKind::Read {
+            match &mut self.kill_in {
+                Some(0) => {
+                    self.generation += 1;
+                    self.kill_in = None;
+                }
+                Some(n) => *n -= 1,
+                None => {}
+            }
+        }
+        if generation != self.generation {
+            return Err(io::Error::other("the process was killed"));
+        }
+        let n = &mut self.counts[kind as usize];
+        *n += 1;
+        if let Some(f) = self.fault {
+            if f.kind == kind && (*n == f.nth || (f.persistent && *n > f.nth)) {
+                self.fired += 1;
+                return Err(io::Error::other(format!("injected {kind:?} fault #{n}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn apply_write(image: &mut Vec<u8>, offset: usize, data: &[u8]) {
+    let end = offset + data.len();
+    if image.len() < end {
+        image.resize(end, 0);
+    }
+    image[offset..end].copy_from_slice(data);
+}
+
+/// The handle a database uses; every operation goes to the shared disk.
+pub struct SimBackend(Arc<SimDisk>, u64);
+
+impl Backend for SimBackend {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut inner = self.0.inner.lock();
+        inner.tick(OpKind::Read, self.1)?;
+        let start = offset as usize;
+        let end = start.checked_add(buf.len());
+        match end {
+            Some(end) if end <= inner.data.len() => {
+                buf.copy_from_slice(&inner.data[start..end]);
+                Ok(())
+            }
+            _ => Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+
+    fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        let data: Vec<u8> = bufs.concat();
+        let mut inner = self.0.inner.lock();
+        if let Err(e) = inner.tick(OpKind::Write, self.1) {
+            if self.1 != inner.generation {
+                return Err(e);
+            }
+            // A failed write may still have written a part: its first sector.
+            let part = data[..data.len().min(SECTOR)].to_vec();
+            apply_write(&mut inner.data, offset as usize, &part);
+            inner.log.push(Event::Write { offset, data: part });
+            return Err(e);
+        }
+        apply_write(&mut inner.data, offset as usize, &data);
+        inner.log.push(Event::Write { offset, data });
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut inner = self.0.inner.lock();
+        inner.tick(OpKind::Sync, self.1)?;
+        inner.log.push(Event::Sync);
+        Ok(())
+    }
+
+    fn file_len(&self) -> io::Result<u64> {
+        Ok(self.0.inner.lock().data.len() as u64)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut inner = self.0.inner.lock();
+        inner.tick(OpKind::SetLen, self.1)?;
+        inner.data.resize(len as usize, 0);
+        inner.log.push(Event::SetLen(len));
+        Ok(())
+    }
+
+    fn file(&self) -> Option<&File> {
+        None
+    }
+}
+
+/// Produces crash images for increasing crash points without replaying the whole log
+/// each time: it keeps the durable image at the last sync it passed.
+///
+/// The image for crash point `at` (the first `at` events happened, the rest did not):
+/// everything up to the last sync before `at` is kept; every write after it is
+/// independently kept, dropped, or torn at sector boundaries (each sector new, old, or
+/// garbage); every size change after it is kept or dropped (the file's final size is the
+/// durable size or that of a kept change), and bytes past the final size are gone.
+pub struct CrashImages {
+    log: Vec<Event>,
+    initial: Vec<u8>,
+    /// The durable image after the first `durable_at` events (`durable_at` is 0 or one
+    /// past a sync).
+    durable: Vec<u8>,
+    durable_at: usize,
+}
+
+impl CrashImages {
+    pub fn new(disk: &SimDisk) -> CrashImages {
+        let inner = disk.inner.lock();
+        CrashImages {
+            log: inner.log.clone(),
+            initial: inner.initial.clone(),
+            durable: inner.initial.clone(),
+            durable_at: 0,
+        }
+    }
+
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The image for crash point `at`; points may be asked in any order (asking an
+    /// earlier one than before replays from the start).
+    pub fn image(&mut self, at: usize, rng: &mut Rng) -> Vec<u8> {
+        assert!(at <= self.log.len());
+        let last_sync = (0..at)
+            .rev()
+            .find(|&i| matches!(self.log[i], Event::Sync))
+            .map_or(0, |i| i + 1);
+        if last_sync < self.durable_at {
+            self.durable = self.initial.clone();
+            self.durable_at = 0;
+        }
+        for ev in &self.log[self.durable_at..last_sync] {
+            match ev {
+                Event::Write { offset, data } => {
+                    apply_write(&mut self.durable, *offset as usize, data)
+                }
+                Event::SetLen(n) => self.durable.resize(*n as usize, 0),
+                Event::Sync => {}
+            }
+        }
+        self.durable_at = last_sync;
+        let mut image = self.durable.clone();
+        let mut len = image.len();
+        for ev in &self.log[last_sync..at] {
+            match ev {
+                Event::Sync => unreachable!("no sync after the last one"),
+                Event::SetLen(n) => {
+                    if rng.chance(1, 2) {
+                        let n = *n as usize;
+                        if n < image.len() {
+                            // A kept shrink: whatever grows back reads as zeros.
+                            image[n..].fill(0);
+                        }
+                        len = n;
+                    }
+                }
+                Event::Write { offset, data } => match rng.below(10) {
+                    0..=3 => apply_write(&mut image, *offset as usize, data),
+                    4..=6 => {}
+                    _ => torn_write(&mut image, *offset as usize, data, rng),
+                },
+            }
+        }
+        image.resize(len, 0);
+        image
+    }
+}
+
+/// Applies `data` at `offset` sector by sector: each sector it touches ends up new, old,
+/// or garbage.
+fn torn_write(image: &mut Vec<u8>, offset: usize, data: &[u8], rng: &mut Rng) {
+    let end = offset + data.len();
+    if image.len() < end {
+        image.resize(end, 0);
+    }
+    let mut sector = offset / SECTOR * SECTOR;
+    while sector < end {
+        let (lo, hi) = (sector.max(offset), (sector + SECTOR).min(end));
+        match rng.below(10) {
+            0..=4 => image[lo..hi].copy_from_slice(&data[lo - offset..hi - offset]),
+            5..=7 => {}
+            _ => {
+                let s_end = (sector + SECTOR).min(image.len());
+                rng.fill(&mut image[sector..s_end]);
+            }
+        }
+        sector += SECTOR;
+    }
+}
+
+/// Prints the log, one event a line (page, length, writer transaction), for debugging.
+pub fn print_log(disk: &SimDisk) {
+    for (i, ev) in disk.log().iter().enumerate() {
+        match ev {
+            Event::Write { offset, data } => {
+                let txn = |at: usize| {
+                    data.get(at..at + 8)
+                        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+                };
+                if *offset < 8192 {
+                    eprintln!(
+                        "{i}: meta slot {} txn {:?} durable_before {:?}",
+                        offset / 4096,
+                        txn(16),
+                        txn(24)
+                    );
+                } else {
+                    eprintln!(
+                        "{i}: write page {} +{} pages kind {} txn {:?}",
+                        offset / 4096,
+                        data.len() / 4096,
+                        data[0],
+                        txn(8)
+                    );
+                }
+            }
+            Event::SetLen(n) => eprintln!("{i}: set_len {n}"),
+            Event::Sync => eprintln!("{i}: sync"),
+        }
+    }
+}
