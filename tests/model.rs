@@ -380,37 +380,28 @@ fn run_case(ops: Vec<Op>, page_size: usize, windows: &'static [u64]) -> bool {
     true
 }
 
-#[test]
-fn model_4k_pages() {
+/// Runs `case` on `default` random operation lists (MAPKV_MODEL_CASES overrides).
+fn check_cases(default: u64, case: fn(Vec<Op>) -> bool) {
     let cases = std::env::var("MAPKV_MODEL_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    QuickCheck::new()
-        .tests(cases)
-        .quickcheck(run_case_4k as fn(Vec<Op>) -> bool);
+        .unwrap_or(default);
+    QuickCheck::new().tests(cases).quickcheck(case);
+}
+
+#[test]
+fn model_4k_pages() {
+    check_cases(60, run_case_4k);
 }
 
 #[test]
 fn model_16k_pages() {
-    let cases = std::env::var("MAPKV_MODEL_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    QuickCheck::new()
-        .tests(cases)
-        .quickcheck(run_case_16k as fn(Vec<Op>) -> bool);
+    check_cases(20, run_case_16k);
 }
 
 #[test]
 fn model_without_the_map() {
-    let cases = std::env::var("MAPKV_MODEL_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    QuickCheck::new()
-        .tests(cases)
-        .quickcheck(run_case_no_map as fn(Vec<Op>) -> bool);
+    check_cases(20, run_case_no_map);
 }
 
 fn run_case_4k(ops: Vec<Op>) -> bool {
