@@ -4,12 +4,11 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use zerocopy::little_endian::{U32, U64};
 
-use crate::bulk::{SeqWriter, TreeBuilder};
+use crate::bulk::{self, BulkOptions, BulkStats, SeqWriter, TreeBuilder};
 use crate::check::{self, CheckReport};
 use crate::error::{Error, Result};
 use crate::freelist::Pending;
@@ -99,21 +98,6 @@ pub(crate) struct Shared {
 pub struct Database {
     shared: Arc<Shared>,
     path: PathBuf,
-}
-
-/// What `Database::bulk_load` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BulkStats {
-    /// Entries loaded.
-    pub entries: u64,
-    /// Pages written (leaves, branches, overflow pages).
-    pub pages: u64,
-    /// Bytes written to the file.
-    pub bytes_written: u64,
-    /// Whether the pages were written with O_DIRECT (false: buffered writes + fdatasync).
-    pub direct_io: bool,
-    /// Wall time of the whole load, commit included.
-    pub elapsed: Duration,
 }
 
 /// Space and shape figures of a database.
@@ -209,63 +193,42 @@ impl Database {
     }
 
     /// Loads `entries`, whose keys must be strictly ascending, into the tree `tree`,
-    /// which must be absent or empty. The tree is built bottom-up with full pages written
-    /// sequentially past the end of the file, then committed atomically and durably.
-    /// On `Error::Unsorted` or `Error::TreeNotEmpty` the database is unchanged. To merge
+    /// which must be absent or empty. The tree is built bottom-up with full leaves written
+    /// sequentially past the end of the file (with `O_DIRECT` where the file system
+    /// allows), then committed atomically and durably (one fdatasync). On
+    /// `Error::Unsorted` or `Error::TreeNotEmpty` the database is unchanged. To merge
     /// sorted data into a tree that has entries, insert it in a write transaction.
+    /// See FORMAT.md#bulk-load.
     pub fn bulk_load<I, K, V>(&self, tree: &str, entries: I) -> Result<BulkStats>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        let started = Instant::now();
-        let mut txn = self.begin_write()?;
-        if txn.open_tree(tree)?.len()? > 0 {
-            return Err(Error::TreeNotEmpty(tree.to_string()));
-        }
-        let geometry = self.shared.storage.geometry;
-        let (mut out, txn_id) = {
-            let pages = txn.pages_mut();
-            (
-                SeqWriter::new(Arc::clone(&self.shared.storage), pages.end()),
-                pages.txn,
-            )
-        };
-        let mut builder = TreeBuilder::new(geometry, txn_id);
-        let mut previous: Option<Vec<u8>> = None;
-        for (index, (key, value)) in entries.into_iter().enumerate() {
-            let (key, value) = (key.as_ref(), value.as_ref());
-            if previous.as_deref().is_some_and(|p| p >= key) {
-                return Err(Error::Unsorted {
-                    index: index as u64,
-                });
-            }
-            crate::tree::check_sizes(&geometry, key, value.len() as u64)?;
-            builder.add(&mut out, key, value)?;
-            match &mut previous {
-                Some(p) => {
-                    p.clear();
-                    p.extend_from_slice(key);
-                }
-                None => previous = Some(key.to_vec()),
-            }
-        }
-        let entries = builder.entries();
-        let record = builder.finish(&mut out)?;
-        out.flush()?;
-        let first = txn.pages_mut().end();
-        txn.pages_mut().set_end(out.next);
-        txn.set_tree_record(tree, record);
-        txn.set_durability(Durability::Immediate);
-        txn.commit()?;
-        Ok(BulkStats {
+        self.bulk_load_with(tree, entries, BulkOptions::new())
+    }
+
+    /// `bulk_load` with a fill factor for the leaves and a choice of write path.
+    pub fn bulk_load_with<I, K, V>(
+        &self,
+        tree: &str,
+        entries: I,
+        options: BulkOptions,
+    ) -> Result<BulkStats>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let txn = self.begin_write()?;
+        bulk::load(
+            txn,
+            &self.shared.storage,
+            &self.path,
+            tree,
             entries,
-            pages: out.next.0 - first.0,
-            bytes_written: out.bytes_written,
-            direct_io: false,
-            elapsed: started.elapsed(),
-        })
+            &options,
+        )
     }
 
     /// Verifies everything the newest commit reaches: checksums against the parents'
@@ -321,7 +284,11 @@ impl Database {
         lock_file(&file, true)?;
         let storage = Arc::new(Storage::new(Box::new(FileBackend { file }), geometry, 0)?);
         let txn = TxnId(1);
-        let mut out = SeqWriter::new(Arc::clone(&storage), geometry.first_data_page());
+        let mut out = SeqWriter::start(
+            Arc::clone(&storage),
+            geometry.first_data_page(),
+            Some(path.as_ref()),
+        );
         let mut records = Vec::new();
         for name in rtx.tree_names()? {
             let tree = rtx.open_tree(&name)?;
@@ -341,16 +308,17 @@ impl Database {
             )?;
         }
         let catalog = catalog.finish(&mut out)?;
-        out.flush()?;
+        let end = out.next();
+        out.finish()?;
         let meta = Meta {
             txn: U64::new(txn.0),
             durable_before: U64::new(0),
-            page_count: U64::new(out.next.0),
+            page_count: U64::new(end.0),
             catalog,
             ..new_meta(geometry)
         };
-        storage.ensure_len(geometry.offset(out.next))?;
-        storage.trim_to(geometry.offset(out.next))?;
+        storage.ensure_len(geometry.offset(end))?;
+        storage.trim_to(geometry.offset(end))?;
         seal_file(&storage, &meta, 0)?;
         sync_dir(path.as_ref())
     }

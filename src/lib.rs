@@ -56,9 +56,10 @@ mod storage;
 mod tree;
 mod txn;
 
+pub use bulk::{BulkOptions, BulkStats};
 pub use check::CheckReport;
 pub use cursor::Range;
-pub use db::{BulkStats, Database, Options, Stats, TreeStats};
+pub use db::{Database, Options, Stats, TreeStats};
 pub use error::{Error, Result};
 pub use txn::{Durability, ReadTree, ReadTxn, WriteTree, WriteTxn};
 

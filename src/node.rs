@@ -382,6 +382,85 @@ pub(crate) fn push_cell(page: &mut [u8], kind: PageKind, cell: Cell) -> bool {
     insert_cell(page, kind, count, cell)
 }
 
+/// `push_cell`, unless the node would then use more than `used_max` bytes (header, slots
+/// and live cells, as `Node::used_bytes`): the bulk loader's fill factor. An empty node
+/// takes any cell that fits, so every page holds at least one.
+pub(crate) fn push_cell_within(
+    page: &mut [u8],
+    kind: PageKind,
+    cell: Cell,
+    used_max: usize,
+) -> bool {
+    let (count, cells_start, frag) = {
+        let h = node_header_mut(page);
+        (
+            h.page.count.get() as usize,
+            h.cells_start.get() as usize,
+            h.frag_bytes.get() as usize,
+        )
+    };
+    let used = slots_start(kind) + count * SLOT_BYTES + page.len() - cells_start - frag;
+    if count > 0 && used + cell.footprint() > used_max {
+        return false;
+    }
+    push_cell(page, kind, cell)
+}
+
+/// Leaf: appends `key` → inline `value` after the existing slots, encoding the cell in
+/// place (the bulk loader's hot path: `encode_leaf_cell` + `push_cell_within` without
+/// the intermediate copy). Returns false, changing nothing, where `push_cell_within`
+/// would, or if the cell does not fit contiguously (holes: use `push_cell_within`).
+pub(crate) fn push_inline_within(
+    page: &mut [u8],
+    key: &[u8],
+    value: &[u8],
+    used_max: usize,
+) -> bool {
+    let (count, cells_start, frag) = {
+        let h = node_header_mut(page);
+        (
+            h.page.count.get() as usize,
+            h.cells_start.get() as usize,
+            h.frag_bytes.get() as usize,
+        )
+    };
+    let slots_end = slots_start(PageKind::Leaf) + count * SLOT_BYTES;
+    let cell_len = LEAF_CELL_HEADER_BYTES + key.len() + value.len();
+    let need = SLOT_BYTES + cell_len;
+    let used = slots_end + page.len() - cells_start - frag;
+    if (count > 0 && used + need > used_max) || cells_start - slots_end < need {
+        return false;
+    }
+    let at = cells_start - cell_len;
+    let (len_at, key_at) = (
+        at + LEAF_CELL_HEADER_BYTES,
+        at + LEAF_CELL_HEADER_BYTES + key.len(),
+    );
+    page[at..len_at].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    page[len_at..key_at].copy_from_slice(key);
+    page[key_at..cells_start].copy_from_slice(value);
+    let slot = Slot {
+        prefix: prefix_bytes(key),
+        offset: U16::new(at as u16),
+        key_len: U16::new(key.len() as u16),
+    };
+    page[slots_end..slots_end + SLOT_BYTES].copy_from_slice(slot.as_bytes());
+    let h = node_header_mut(page);
+    h.page.count = U16::new(count as u16 + 1);
+    h.cells_start = U32::new(at as u32);
+    true
+}
+
+/// Zeroes the free space between the slots and the cells, so that a page built in a
+/// reused buffer holds nothing but its own content.
+pub(crate) fn zero_free_space(page: &mut [u8], kind: PageKind) {
+    let (count, cells_start) = {
+        let h = node_header_mut(page);
+        (h.page.count.get() as usize, h.cells_start.get() as usize)
+    };
+    page[slots_start(kind) + count * SLOT_BYTES..cells_start].fill(0);
+}
+
 /// Inserts `cell` at slot `i`, compacting the page first if holes make that necessary.
 /// Returns false, changing nothing, if the page is too full.
 pub(crate) fn insert_cell(page: &mut [u8], kind: PageKind, i: usize, cell: Cell) -> bool {

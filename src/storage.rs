@@ -134,6 +134,12 @@ impl Storage {
         self.state.lock().file_len
     }
 
+    /// The file behind the backend, if it has one (the bulk loader compares it with the
+    /// file it opens for direct I/O).
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.backend.file()
+    }
+
     /// The map readers should use now (None when `mmap_size` is 0 or nothing is mapped).
     pub(crate) fn current_map(&self) -> Option<Arc<Mmap>> {
         self.state.lock().map.clone()
@@ -217,7 +223,8 @@ impl Storage {
         self.backend.sync_data().map_err(|e| self.poison(e))
     }
 
-    fn poison(&self, e: io::Error) -> Error {
+    /// Marks the handle failed (see `poisoned`) and returns the error to report.
+    pub(crate) fn poison(&self, e: io::Error) -> Error {
         self.poisoned.store(true, Ordering::SeqCst);
         Error::Io(e)
     }

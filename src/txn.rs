@@ -571,7 +571,7 @@ impl WriteTxn {
     }
 
     /// The current record of `name`, remembering its original in `self.trees`.
-    fn tree_record(&mut self, name: &str) -> Result<Option<TreeRecord>> {
+    pub(crate) fn tree_record(&mut self, name: &str) -> Result<Option<TreeRecord>> {
         let g = self.pages.geometry();
         if name.len() > g.key_len_max() {
             return Err(Error::KeyTooLarge {

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::engine::EngineKind;
+use crate::sorted_load::SortedLoadReport;
 use crate::workloads::{Results, Row, SCAN_LEN, Sample, Workload};
 
 /// What the report says about the run, besides the numbers.
@@ -63,6 +64,8 @@ struct Report<'a> {
     engines: Vec<&'static str>,
     ratio: &'static str,
     rows: Vec<ReportRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sorted_load: Option<&'a SortedLoadReport>,
 }
 
 #[derive(Serialize)]
@@ -104,6 +107,7 @@ fn label(row: Row, threads: usize) -> String {
             Workload::FullScan => "full scan".into(),
             Workload::Removals => "removals".into(),
             Workload::Compaction => "compaction".into(),
+            Workload::SortedLoadMethods => "sorted load, by method".into(),
         },
         Row::SizeAfterLoad => "file size after load".into(),
         Row::SizeAfterSortedLoad => "file size after sorted load".into(),
@@ -112,7 +116,7 @@ fn label(row: Row, threads: usize) -> String {
     }
 }
 
-fn median(values: &[f64]) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
@@ -179,12 +183,18 @@ fn build(results: &Results, engines: &[EngineKind], threads: usize) -> Vec<Repor
     rows
 }
 
-pub fn json(results: &Results, engines: &[EngineKind], run: &RunInfo) -> String {
+pub fn json(
+    results: &Results,
+    engines: &[EngineKind],
+    run: &RunInfo,
+    sorted_load: Option<&SortedLoadReport>,
+) -> String {
     let report = Report {
         run,
         engines: engines.iter().map(|k| k.name()).collect(),
         ratio: RATIO_NOTE,
         rows: build(results, engines, run.threads),
+        sorted_load,
     };
     serde_json::to_string_pretty(&report).expect("serializable")
 }

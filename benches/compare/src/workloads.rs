@@ -34,10 +34,12 @@ pub enum Workload {
     FullScan,
     Removals,
     Compaction,
+    /// Not part of a round: `sorted_load::run` after the rounds, with its own table.
+    SortedLoadMethods,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 11] = [
+    pub const ALL: [Workload; 12] = [
         Workload::BulkLoad,
         Workload::SortedBulkLoad,
         Workload::IndividualWrites,
@@ -49,6 +51,7 @@ impl Workload {
         Workload::FullScan,
         Workload::Removals,
         Workload::Compaction,
+        Workload::SortedLoadMethods,
     ];
 
     /// The name `--workloads` takes.
@@ -65,6 +68,7 @@ impl Workload {
             Workload::FullScan => "full-scan",
             Workload::Removals => "removals",
             Workload::Compaction => "compaction",
+            Workload::SortedLoadMethods => "sorted-load-methods",
         }
     }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use mapkv::{Database, Durability, Options, ReadTree, WriteTree};
+use mapkv::{BulkOptions, BulkStats, Database, Durability, Options, ReadTree, WriteTree};
 
 use crate::data::Digest;
 use crate::engine::{Engine, Reader, TREE, Writer};
@@ -24,6 +24,16 @@ impl MapkvEngine {
         txn.open_tree(TREE)?;
         txn.commit()?;
         Ok(MapkvEngine { db })
+    }
+
+    /// `bulk_load` into the (empty) tree, with O_DIRECT or forced buffered writes.
+    pub fn bulk_load(
+        &self,
+        entries: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+        direct: bool,
+    ) -> Result<BulkStats> {
+        let options = BulkOptions::new().direct_io(direct);
+        Ok(self.db.bulk_load_with(TREE, entries, options)?)
     }
 }
 

@@ -1,106 +1,19 @@
-//! Building a tree bottom-up from sorted entries: leaves filled in order, each branch
-//! level built from the level below, pages written sequentially as they complete.
+//! Building a tree bottom-up from sorted entries: leaves filled in order (up to the fill
+//! factor), each branch level built from the level below, pages handed to the
+//! [`SeqWriter`] as they complete. Memory: two pages per level (the one being filled and
+//! the one held back to even out the end), whatever the number of entries.
 //! Used by `Database::bulk_load` and `Database::compact_to`. See FORMAT.md#bulk-load.
-
-use std::sync::Arc;
 
 use zerocopy::little_endian::{U32, U64};
 
+use super::writer::SeqWriter;
+
 use crate::error::Result;
 use crate::node::{
-    self, Cell, LeafValue, Node, OverflowRef, Rebuilt, encode_branch_cell, encode_leaf_cell,
-    is_underfull,
+    self, Cell, LeafValue, Node, Rebuilt, encode_branch_cell, encode_leaf_cell, is_underfull,
 };
-use crate::page::{ChildRef, Geometry, PageId, PageKind, TxnId, seal};
-use crate::storage::Storage;
+use crate::page::{Geometry, PageId, PageKind, TxnId};
 use crate::tree::{DEPTH_MAX, TreeRecord};
-
-/// Where built pages go: sequential page ids from `next`, written in large chunks.
-pub(crate) struct SeqWriter {
-    storage: Arc<Storage>,
-    /// First page of `buf`.
-    buf_start: PageId,
-    buf: Vec<u8>,
-    chunk_bytes: usize,
-    pub next: PageId,
-    pub bytes_written: u64,
-}
-
-impl SeqWriter {
-    pub(crate) fn new(storage: Arc<Storage>, start: PageId) -> SeqWriter {
-        let chunk_bytes = 4 << 20;
-        SeqWriter {
-            storage,
-            buf_start: start,
-            buf: Vec::with_capacity(chunk_bytes),
-            chunk_bytes,
-            next: start,
-            bytes_written: 0,
-        }
-    }
-
-    fn geometry(&self) -> Geometry {
-        self.storage.geometry
-    }
-
-    /// Appends whole pages; returns the id of the first.
-    fn append(&mut self, parts: &[&[u8]]) -> Result<PageId> {
-        let id = self.next;
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let page = self.geometry().page_size;
-        assert!(len % page == 0, "appends are whole pages");
-        for p in parts {
-            self.buf.extend_from_slice(p);
-        }
-        self.next = PageId(id.0 + (len / page) as u64);
-        if self.buf.len() >= self.chunk_bytes {
-            self.flush()?;
-        }
-        Ok(id)
-    }
-
-    pub(crate) fn flush(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let end = self.storage.geometry.offset(self.next);
-        self.storage.ensure_len(end)?;
-        self.storage.write_pages(self.buf_start, &[&self.buf])?;
-        self.bytes_written += self.buf.len() as u64;
-        self.buf.clear();
-        self.buf_start = self.next;
-        Ok(())
-    }
-
-    /// Writes a sealed page, returning its reference.
-    fn page(&mut self, page: &mut [u8], txn: TxnId) -> Result<ChildRef> {
-        let checksum = seal(page);
-        let id = self.append(&[page])?;
-        Ok(ChildRef::new(id, checksum, txn))
-    }
-
-    /// Writes a blob (a large value) as a run of pages.
-    fn blob(&mut self, payload: &[u8], txn: TxnId) -> Result<OverflowRef> {
-        let g = self.geometry();
-        let pages = g.blob_pages(payload.len() as u64);
-        let mut head = vec![0u8; node::BLOB_HEADER_BYTES];
-        node::init_blob(&mut head, txn, payload.len() as u64);
-        let padding = vec![0; (pages * g.page_bytes()) as usize - head.len() - payload.len()];
-        let mut h = crc32fast::Hasher::new();
-        h.update(&head[..4]);
-        h.update(&[0; 4]);
-        h.update(&head[8..]);
-        h.update(payload);
-        h.update(&padding);
-        let checksum = h.finalize();
-        head[4..8].copy_from_slice(&checksum.to_le_bytes());
-        let id = self.append(&[&head, payload, &padding])?;
-        Ok(OverflowRef {
-            blob: ChildRef::new(id, checksum, txn),
-            len: U64::new(payload.len() as u64),
-        })
-    }
-}
 
 /// One level of the tree under construction: the page being filled and the full page
 /// before it, held back so the last two pages can be evened out at the end.
@@ -125,6 +38,8 @@ pub(crate) struct TreeBuilder {
     levels: Vec<Level>,
     entries: u64,
     cell: Vec<u8>,
+    /// Leaves take cells while they use at most this many bytes (the fill factor).
+    leaf_bytes_max: usize,
 }
 
 impl TreeBuilder {
@@ -135,7 +50,17 @@ impl TreeBuilder {
             levels: Vec::new(),
             entries: 0,
             cell: Vec::new(),
+            leaf_bytes_max: geometry.page_size,
         }
+    }
+
+    /// Fills leaves to `percent` of the page (branches are always filled): room for
+    /// later inserts between loaded keys without splits. `percent` is in 50..=100, so
+    /// no leaf is underfull.
+    pub(crate) fn leaf_fill_percent(mut self, percent: u8) -> TreeBuilder {
+        assert!((50..=100).contains(&percent), "fill {percent} %");
+        self.leaf_bytes_max = self.geometry.page_size * percent as usize / 100;
+        self
     }
 
     pub(crate) fn entries(&self) -> u64 {
@@ -144,12 +69,21 @@ impl TreeBuilder {
 
     /// Adds the next entry; its key must be greater than every key added before.
     pub(crate) fn add(&mut self, out: &mut SeqWriter, key: &[u8], value: &[u8]) -> Result<()> {
-        let stored =
-            if node::value_fits_inline(key.len(), value.len() as u64, self.geometry.page_size) {
-                LeafValue::Inline(value)
-            } else {
-                LeafValue::Overflow(out.blob(value, self.txn)?)
-            };
+        let inline =
+            node::value_fits_inline(key.len(), value.len() as u64, self.geometry.page_size);
+        // The common case: the entry fits in the current leaf.
+        if inline
+            && let Some(leaf) = self.levels.first_mut()
+            && node::push_inline_within(&mut leaf.current, key, value, self.leaf_bytes_max)
+        {
+            self.entries += 1;
+            return Ok(());
+        }
+        let stored = if inline {
+            LeafValue::Inline(value)
+        } else {
+            LeafValue::Overflow(out.blob(value, self.txn)?)
+        };
         let mut cell = std::mem::take(&mut self.cell);
         encode_leaf_cell(&mut cell, key, &stored);
         let r = self.push(out, 0, Cell { key, bytes: &cell });
@@ -158,9 +92,19 @@ impl TreeBuilder {
         r
     }
 
-    fn new_level(&self, kind: PageKind) -> Level {
-        let mut current = vec![0; self.geometry.page_size].into_boxed_slice();
-        node::init(&mut current, kind, self.txn);
+    /// An empty node of `kind`, in a buffer the writer gives back if it has one (no
+    /// allocation and no zeroing of a whole page per page: the writer zeroes the free
+    /// space of each page before sealing it).
+    fn fresh_page(&mut self, out: &SeqWriter, kind: PageKind) -> Box<[u8]> {
+        let mut page = out
+            .spare_page()
+            .unwrap_or_else(|| vec![0; self.geometry.page_size].into_boxed_slice());
+        node::init(&mut page, kind, self.txn);
+        page
+    }
+
+    fn new_level(&mut self, out: &SeqWriter, kind: PageKind) -> Level {
+        let current = self.fresh_page(out, kind);
         Level {
             kind,
             current,
@@ -178,17 +122,25 @@ impl TreeBuilder {
             } else {
                 PageKind::Branch
             };
-            self.levels.push(self.new_level(kind));
+            let level = self.new_level(out, kind);
+            self.levels.push(level);
         }
+        let leaf_bytes_max = self.leaf_bytes_max;
         let level = &mut self.levels[at];
-        if node::push_cell(&mut level.current, level.kind, cell) {
+        let pushed = match level.kind {
+            PageKind::Leaf => {
+                node::push_cell_within(&mut level.current, level.kind, cell, leaf_bytes_max)
+            }
+            _ => node::push_cell(&mut level.current, level.kind, cell),
+        };
+        if pushed {
             return Ok(());
         }
         // The page is full: it becomes the held page, and a new page starts with `cell`
         // (for branches: with `cell`'s child as leftmost, its key as the separator).
         let kind = level.kind;
-        let mut fresh = vec![0; self.geometry.page_size].into_boxed_slice();
-        node::init(&mut fresh, kind, self.txn);
+        let mut fresh = self.fresh_page(out, kind);
+        let level = &mut self.levels[at];
         let separator = match kind {
             PageKind::Leaf => {
                 let full = Node::parse(&level.current, PageId(0))?;
@@ -218,10 +170,10 @@ impl TreeBuilder {
         &mut self,
         out: &mut SeqWriter,
         at: usize,
-        mut page: Box<[u8]>,
+        page: Box<[u8]>,
         separator: Option<Vec<u8>>,
     ) -> Result<()> {
-        let r = out.page(&mut page, self.txn)?;
+        let r = out.page(page, self.txn)?;
         self.levels[at].pages_written += 1;
         if at + 1 >= DEPTH_MAX as usize {
             return Err(crate::error::Error::corrupted(
@@ -233,7 +185,8 @@ impl TreeBuilder {
             None => {
                 // The first page of this level: the leftmost child of the parent level.
                 if self.levels.len() == at + 1 {
-                    self.levels.push(self.new_level(PageKind::Branch));
+                    let level = self.new_level(out, PageKind::Branch);
+                    self.levels.push(level);
                 }
                 node::set_leftmost(&mut self.levels[at + 1].current, &r);
                 Ok(())
@@ -264,8 +217,9 @@ impl TreeBuilder {
             let level = &mut self.levels[at];
             if level.pages_written == 0 && level.held.is_none() {
                 // The only page of its level: the root.
-                let mut root = std::mem::take(&mut level.current);
-                let r = out.page(&mut root, self.txn)?;
+                let root = std::mem::take(&mut level.current);
+                let r = out.page(root, self.txn)?;
+                let r = out.resolve(r)?;
                 return Ok(TreeRecord {
                     root: r,
                     entries: U64::new(self.entries),
