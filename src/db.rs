@@ -288,7 +288,7 @@ impl Database {
             Arc::clone(&storage),
             geometry.first_data_page(),
             Some(path.as_ref()),
-        );
+        )?;
         let mut records = Vec::new();
         for name in rtx.tree_names()? {
             let tree = rtx.open_tree(&name)?;

@@ -34,7 +34,7 @@ pub(crate) fn open(path: &Path, locked: &File, page_size: usize) -> Result<Direc
     }
     let fd = match rustix::fs::open(
         path,
-        OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => fd,

@@ -137,7 +137,7 @@ where
         (pages.end(), pages.txn)
     };
     let direct_path = options.direct_io.then_some(path);
-    let mut out = SeqWriter::start(Arc::clone(storage), start, direct_path);
+    let mut out = SeqWriter::start(Arc::clone(storage), start, direct_path)?;
     let mut builder = TreeBuilder::new(geometry, txn_id).leaf_fill_percent(options.fill_percent);
     let mut previous: Vec<u8> = Vec::new();
     // Entries are taken from the input LOOKAHEAD at a time and their first bytes loaded

@@ -107,22 +107,23 @@ impl SeqWriter {
         storage: Arc<Storage>,
         start: PageId,
         direct_path: Option<&Path>,
-    ) -> SeqWriter {
+    ) -> Result<SeqWriter> {
         let geometry = storage.geometry;
-        let chunks = ChunkWriter::start(storage, start, direct_path);
+        let chunks = ChunkWriter::start(storage, start, direct_path)?;
         let (to_sealer, from_builder) = sync_channel(PAGES_IN_FLIGHT);
         let (give_back, spares) = channel();
         let sealer = std::thread::Builder::new()
             .name("mapkv-bulk-sealer".into())
-            .spawn(move || seal_pages(chunks, from_builder, give_back))
-            .expect("spawn the bulk sealer thread");
-        SeqWriter {
+            // On failure the closure, and with it the chunk writer, is dropped, which
+            // stops and joins the writer threads.
+            .spawn(move || seal_pages(chunks, from_builder, give_back))?;
+        Ok(SeqWriter {
             geometry,
             next: start,
             to_sealer: Some(to_sealer),
             spares,
             sealer: Some(sealer),
-        }
+        })
     }
 
     /// The page the next append gets: one past the last page appended.
@@ -318,7 +319,11 @@ impl ChunkWriter {
     /// Starts the writer threads. With `direct_path` (the database file's path) they
     /// write with `O_DIRECT` if the file system allows; otherwise, or if it refuses,
     /// through `storage` (buffered writes; the commit's fdatasync makes them durable).
-    fn start(storage: Arc<Storage>, start: PageId, direct_path: Option<&Path>) -> ChunkWriter {
+    fn start(
+        storage: Arc<Storage>,
+        start: PageId,
+        direct_path: Option<&Path>,
+    ) -> Result<ChunkWriter> {
         let geometry = storage.geometry;
         let direct = match (direct_path, storage.file()) {
             (Some(path), Some(file)) => direct::open(path, file, geometry.page_size),
@@ -349,16 +354,24 @@ impl ChunkWriter {
             }),
             failed: AtomicBool::new(false),
         });
-        let threads = (0..WRITERS)
-            .map(|_| {
-                let (shared, give_back) = (Arc::clone(&shared), give_back.clone());
-                std::thread::Builder::new()
-                    .name("mapkv-bulk-writer".into())
-                    .spawn(move || write_chunks(&shared, give_back))
-                    .expect("spawn a bulk writer thread")
-            })
-            .collect();
-        ChunkWriter {
+        let mut threads = Vec::new();
+        for _ in 0..WRITERS {
+            let (shared, give_back) = (Arc::clone(&shared), give_back.clone());
+            let spawned = std::thread::Builder::new()
+                .name("mapkv-bulk-writer".into())
+                .spawn(move || write_chunks(&shared, give_back));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    drop(to_writers); // The writers started so far see the end and return.
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+        Ok(ChunkWriter {
             storage,
             geometry,
             buf: Some(AlignedBuf::new(CHUNK_BYTES, align)),
@@ -367,7 +380,7 @@ impl ChunkWriter {
             empties,
             shared,
             threads,
-        }
+        })
     }
 
     fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
