@@ -246,7 +246,9 @@ impl Database {
         let free = check::read_free_list(rtx.pages(), &meta)?.page_count();
         let mut trees = Vec::new();
         for name in rtx.tree_names()? {
-            let t = find_tree(rtx.pages(), &meta.catalog, &name)?.expect("listed tree");
+            let t = find_tree(rtx.pages(), &meta.catalog, &name)?.ok_or_else(|| {
+                Error::corrupted(meta.catalog.root.page.get(), "a listed tree is not found")
+            })?;
             trees.push(TreeStats {
                 name,
                 entries: t.entries.get(),
@@ -413,10 +415,13 @@ fn recover(
     // committed in it. Anything else that is not a valid database is left alone.
     let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
     let slot_0 = &head[..META_SLOT_BYTES as usize];
+    // The first meta (100 bytes) lies in the first 512-byte sector of a file that holds
+    // just the meta slots; a power loss can leave that one sector as garbage.
+    let creation_len = [8192, 16384, 32768, 65536].contains(&len);
     let never_committed = decoded[0].is_err()
         && len <= 65536
         && zeros(&head[META_SLOT_BYTES as usize..])
-        && (zeros(slot_0) || slot_0.starts_with(&MAGIC));
+        && (zeros(slot_0) || slot_0.starts_with(&MAGIC) || (creation_len && zeros(&slot_0[512..])));
     if never_committed {
         if options.read_only {
             return Err(Error::corrupted(
@@ -425,8 +430,13 @@ fn recover(
             ));
         }
         let meta = new_meta(requested);
+        // Exactly the meta slots, not a growth step: a creation cut short must leave a
+        // file that the test above recognises.
+        let end = requested.offset(meta.page_count());
+        if len < end {
+            backend.set_len(end)?;
+        }
         let storage = Arc::new(Storage::new(backend, requested, options.mmap_size)?);
-        storage.ensure_len(requested.offset(meta.page_count()))?;
         write_meta_slot(&storage, 0, &meta)?;
         storage.sync()?;
         if let Some(path) = path {
@@ -468,7 +478,15 @@ fn recover(
             check::verify_commit(&storage.reader(meta.page_count()), &meta)
         };
         match verified {
-            Ok(()) => return Ok((storage, meta, slot)),
+            Ok(()) => {
+                // What was read may still be only in the page cache (a process killed
+                // before its sync, a sync that failed): make it durable before treating
+                // this meta as the fallback whose pages the next commits must not reuse.
+                if !options.read_only {
+                    storage.sync()?;
+                }
+                return Ok((storage, meta, slot));
+            }
             Err(e) => {
                 errors.push(e.to_string());
                 backend = Some(Arc::into_inner(storage).expect("only ref").into_backend());

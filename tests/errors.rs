@@ -241,11 +241,15 @@ fn durability_none_commits_reuse_pages_without_an_immediate_commit() -> Result<(
         .open(dir.path().join("db"))?;
     for i in 0..2000u32 {
         let mut w = db.begin_write()?;
-        w.open_tree("t")?.insert(&(i % 100).to_be_bytes(), &i.to_le_bytes())?;
+        w.open_tree("t")?
+            .insert(&(i % 100).to_be_bytes(), &i.to_le_bytes())?;
         w.commit()?;
     }
     let stats = db.stats()?;
-    assert!(stats.page_count < 50, "pages freed by None commits were not reused: {stats:?}");
+    assert!(
+        stats.page_count < 50,
+        "pages freed by None commits were not reused: {stats:?}"
+    );
     db.check()?;
     Ok(())
 }
