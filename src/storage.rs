@@ -5,7 +5,6 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
@@ -16,7 +15,7 @@ use memmap2::{Mmap, MmapOptions};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::page::{Geometry, PageId};
+use crate::page::{Geometry, PageId, PageMap};
 
 /// The file operations the engine needs. The real file implements it; tests can put a
 /// recording, crashing or failing layer in its place.
@@ -256,14 +255,11 @@ impl Storage {
             map: state.map.clone(),
             window_end: window.min(limit_bytes),
             limit_bytes,
-            buffers: RefCell::new(HashMap::new()),
+            buffers: RefCell::new(PageMap::default()),
             retired: RefCell::new(Vec::new()),
         }
     }
 }
-
-/// A run of pages: (first page id, page count).
-type RunKey = (u64, u64);
 
 /// Reads pages for one transaction: through the map below `window_end`, otherwise with
 /// pread into buffers the reader owns until it is dropped, so every slice it returns
@@ -273,9 +269,10 @@ pub(crate) struct PageReader {
     map: Option<Arc<Mmap>>,
     window_end: u64,
     limit_bytes: u64,
-    /// Runs read with pread, by (first page, page count). Boxes are never dropped or
+    /// Runs read with pread, by first page (a run read again at another length, which
+    /// only a corrupt file can ask for, replaces the cached one). Boxes are never dropped or
     /// mutated while the reader lives: `forget` moves them to `retired`.
-    buffers: RefCell<HashMap<RunKey, Box<[u8]>>>,
+    buffers: RefCell<PageMap<Box<[u8]>>>,
     retired: RefCell<Vec<Box<[u8]>>>,
 }
 
@@ -309,16 +306,16 @@ impl PageReader {
             let map = self.map.as_ref().expect("a window implies a map");
             return Ok(&map[start as usize..end as usize]);
         }
-        self.read_owned(id, pages, start, end)
+        self.read_owned(id, start, end)
     }
 
-    fn read_owned(&self, id: PageId, pages: u64, start: u64, end: u64) -> Result<&[u8]> {
-        let key = (id.0, pages);
+    fn read_owned(&self, id: PageId, start: u64, end: u64) -> Result<&[u8]> {
+        let len = (end - start) as usize;
         let mut buffers = self.buffers.borrow_mut();
-        let ptr = match buffers.get(&key) {
-            Some(b) => &b[..] as *const [u8],
-            None => {
-                let mut buf = vec![0; (end - start) as usize].into_boxed_slice();
+        let ptr = match buffers.get(&id) {
+            Some(b) if b.len() == len => &b[..] as *const [u8],
+            _ => {
+                let mut buf = vec![0; len].into_boxed_slice();
                 self.storage
                     .backend
                     .read_exact_at(&mut buf, start)
@@ -329,7 +326,9 @@ impl PageReader {
                         _ => Error::Io(e),
                     })?;
                 let ptr = &buf[..] as *const [u8];
-                buffers.insert(key, buf);
+                if let Some(old) = buffers.insert(id, buf) {
+                    self.retired.borrow_mut().push(old);
+                }
                 ptr
             }
         };
@@ -342,8 +341,8 @@ impl PageReader {
 
     /// Stops serving cached copies of the run at `id`: a write transaction calls this when
     /// it frees pages it wrote itself, since it may write them again.
-    pub(crate) fn forget(&self, id: PageId, pages: u64) {
-        if let Some(b) = self.buffers.borrow_mut().remove(&(id.0, pages)) {
+    pub(crate) fn forget(&self, id: PageId) {
+        if let Some(b) = self.buffers.borrow_mut().remove(&id) {
             self.retired.borrow_mut().push(b);
         }
     }

@@ -3,7 +3,6 @@
 //! See FORMAT.md#commit-protocol and FORMAT.md#page-reuse.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::freelist::{PageRuns, Pending};
 use crate::meta::Meta;
 use crate::node::{self, BLOB_HEADER_BYTES, OverflowRef};
-use crate::page::{ChildRef, Geometry, PageId, TxnId, page_checksum};
+use crate::page::{ChildRef, Geometry, PageId, PageMap, TxnId, page_checksum};
 use crate::storage::{PageReader, Storage};
 use crate::tree::{self, Pages, TreeRecord};
 
@@ -224,27 +223,6 @@ impl<'t> ReadTree<'t> {
 
 // ---- the write transaction's pages -----------------------------------------------------
 
-/// Hashes page ids with one multiply: they are small distinct integers, and SipHash was
-/// a visible cost in write profiles.
-#[derive(Default)]
-pub(crate) struct PageIdHasher(u64);
-
-impl Hasher for PageIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// Pages as one write transaction sees them: its dirty pages (in memory until commit)
 /// over the committed snapshot, the pages it may overwrite, and the pages it freed.
 pub(crate) struct TxnPages {
@@ -253,7 +231,7 @@ pub(crate) struct TxnPages {
     pub scratch: Vec<u8>,
     storage: Arc<Storage>,
     reader: PageReader,
-    dirty: HashMap<PageId, Box<[u8]>, BuildHasherDefault<PageIdHasher>>,
+    dirty: PageMap<Box<[u8]>>,
     /// Pages no snapshot and no fallback meta can reach: this transaction may write them.
     free: PageRuns,
     /// Runs of committed pages this transaction stopped using, in the order freed; free
@@ -388,7 +366,7 @@ impl TxnPages {
     /// Frees the blob holding an overflow value.
     pub(crate) fn free_blob(&mut self, o: &OverflowRef) -> Result<()> {
         let pages = self.geometry().blob_pages(o.len.get());
-        self.reader.forget(o.blob.page(), pages);
+        self.reader.forget(o.blob.page());
         self.free_run(o.blob.page(), pages, o.blob.txn())
     }
 
