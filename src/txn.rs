@@ -244,6 +244,9 @@ pub(crate) struct TxnPages {
     durable: TxnId,
     /// One past the highest page in use or free (the file's logical end).
     page_count: PageId,
+    /// Why a change failed half-way (an I/O error, a corrupt page): the transaction's
+    /// pages may be inconsistent, so `commit` refuses.
+    pub failed: Option<String>,
 }
 
 impl Pages for TxnPages {
@@ -278,6 +281,15 @@ impl Pages for PageReader {
 }
 
 impl TxnPages {
+    /// Remembers an error that may have left a change half-done. Size errors are checked
+    /// before anything changes, so they leave the transaction usable.
+    pub(crate) fn note_failure<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(e @ (Error::Io(_) | Error::Corrupted { .. })) = &r {
+            self.failed.get_or_insert_with(|| e.to_string());
+        }
+        r
+    }
+
     /// One past the last page in use or free: where sequential writes can go.
     pub(crate) fn end(&self) -> PageId {
         self.page_count
@@ -501,6 +513,7 @@ impl WriteTxn {
             freed_volatile: Vec::new(),
             durable: writer.durable,
             page_count: base.meta.page_count(),
+            failed: None,
         };
         Ok(WriteTxn {
             shared: Arc::clone(shared),
@@ -530,7 +543,8 @@ impl WriteTxn {
         let Some(record) = self.tree_record(name)? else {
             return Ok(false);
         };
-        tree::free_all(&mut self.pages, &record)?;
+        let freed = tree::free_all(&mut self.pages, &record);
+        self.pages.note_failure(freed)?;
         self.trees.get_mut(name).expect("looked up").0 = None;
         Ok(true)
     }
@@ -585,6 +599,11 @@ impl WriteTxn {
     /// Makes the changes visible to new readers, and durable if the durability is
     /// `Immediate`. See FORMAT.md#commit-protocol.
     pub fn commit(mut self) -> Result<()> {
+        if let Some(why) = self.pages.failed.take() {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "nothing committed: an earlier change in this transaction failed ({why})"
+            ))));
+        }
         let changed_trees: Vec<(String, Option<TreeRecord>)> = std::mem::take(&mut self.trees)
             .into_iter()
             .filter(|(_, (now, before))| match (now, before) {
@@ -755,12 +774,14 @@ pub struct WriteTree<'t> {
 impl WriteTree<'_> {
     /// Inserts `key` → `value`, replacing any previous value.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        tree::insert(&mut self.txn.pages, &mut self.record, key, value)
+        let r = tree::insert(&mut self.txn.pages, &mut self.record, key, value);
+        self.txn.pages.note_failure(r)
     }
 
     /// Removes `key`; true if it was present.
     pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
-        tree::remove(&mut self.txn.pages, &mut self.record, key)
+        let r = tree::remove(&mut self.txn.pages, &mut self.record, key);
+        self.txn.pages.note_failure(r)
     }
 
     /// The value stored under `key`, borrowed until the tree is next modified.
