@@ -270,10 +270,13 @@ pub(crate) struct PageReader {
     window_end: u64,
     limit_bytes: u64,
     /// Runs read with pread, by first page (a run read again at another length, which
-    /// only a corrupt file can ask for, replaces the cached one). Boxes are never dropped or
-    /// mutated while the reader lives: `forget` moves them to `retired`.
-    buffers: RefCell<PageMap<Box<[u8]>>>,
-    retired: RefCell<Vec<Box<[u8]>>>,
+    /// only a corrupt file can ask for, replaces the cached one). Buffers are never dropped
+    /// or mutated while the reader lives: `forget` moves them to `retired`. `Vec`, not
+    /// `Box`: moving a `Box` asserts unique access to its contents, which would invalidate
+    /// the slices already handed out (Stacked Borrows; Miri reports it); moving a `Vec`
+    /// leaves its heap buffer alone.
+    buffers: RefCell<PageMap<Vec<u8>>>,
+    retired: RefCell<Vec<Vec<u8>>>,
 }
 
 impl PageReader {
@@ -313,9 +316,9 @@ impl PageReader {
         let len = (end - start) as usize;
         let mut buffers = self.buffers.borrow_mut();
         let ptr = match buffers.get(&id) {
-            Some(b) if b.len() == len => &b[..] as *const [u8],
+            Some(b) if b.len() == len => b.as_slice() as *const [u8],
             _ => {
-                let mut buf = vec![0; len].into_boxed_slice();
+                let mut buf = vec![0; len];
                 self.storage
                     .backend
                     .read_exact_at(&mut buf, start)
@@ -325,17 +328,18 @@ impl PageReader {
                         }
                         _ => Error::Io(e),
                     })?;
-                let ptr = &buf[..] as *const [u8];
+                let ptr = buf.as_slice() as *const [u8];
                 if let Some(old) = buffers.insert(id, buf) {
                     self.retired.borrow_mut().push(old);
                 }
                 ptr
             }
         };
-        // SAFETY: `ptr` points into a boxed slice owned by `self.buffers`. Boxed contents
-        // never move when the map rehashes, and a box is never dropped or written while
-        // `self` lives (`forget` moves it to `retired`, `Drop` frees both), so the slice
-        // is valid for the lifetime of `&self`.
+        // SAFETY: `ptr` points into the heap buffer of a `Vec` owned by `self.buffers`. The
+        // buffer never moves or reallocates (the `Vec` is never resized) when the map
+        // rehashes or the `Vec` moves to `retired`, and it is never dropped or written while
+        // `self` lives (`forget` moves it to `retired`, `Drop` frees both), so the slice is
+        // valid for the lifetime of `&self`.
         Ok(unsafe { &*ptr })
     }
 
