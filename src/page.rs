@@ -202,9 +202,13 @@ impl Geometry {
         self.page_size / 2 - 128
     }
 
-    /// Number of pages of a blob run holding `len` payload bytes.
+    /// Number of pages of a blob run holding `len` payload bytes. `len` may come from a
+    /// corrupt file: it saturates instead of overflowing, giving a run longer than any
+    /// file, which the caller's range check reports as `Corrupted`.
     pub(crate) fn blob_pages(&self, len: u64) -> u64 {
-        (crate::node::BLOB_HEADER_BYTES as u64 + len).div_ceil(self.page_bytes())
+        (crate::node::BLOB_HEADER_BYTES as u64)
+            .saturating_add(len)
+            .div_ceil(self.page_bytes())
     }
 }
 
