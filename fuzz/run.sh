@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs one fuzz target for a while: fuzz/run.sh TARGET SECONDS [libFuzzer options...]
+# Targets: ops, open_corrupt, page_decode, crash. The checked-in seeds (fuzz/corpus/TARGET)
+# are read; what the run discovers goes to fuzz/work/TARGET (not checked in), crashing
+# inputs to fuzz/artifacts/TARGET. Stable toolchain: RUSTC_BOOTSTRAP=1 unlocks the
+# sanitizer flags cargo-fuzz passes.
+set -euo pipefail
+cd "$(dirname "$0")"
+target=${1:?usage: fuzz/run.sh TARGET SECONDS [libFuzzer options...]}
+seconds=${2:?usage: fuzz/run.sh TARGET SECONDS [libFuzzer options...]}
+shift 2
+export RUSTC_BOOTSTRAP=1
+# Input sizes that suit each target: structured targets start with long inputs.
+target_options() {
+    case "$1" in
+        ops) echo "-max_len=2048" ;;
+        open_corrupt) echo "-max_len=400 -len_control=0" ;;
+        crash) echo "-max_len=600 -len_control=0" ;;
+        page_decode) echo "-max_len=9000" ;;
+    esac
+}
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+mkdir -p "work/$target" "corpus/$target" "artifacts/$target"
+exec cargo fuzz run "$target" "work/$target" "corpus/$target" -- \
+    -max_total_time="$seconds" -timeout=20 \
+    -rss_limit_mb=3072 -malloc_limit_mb=1024 -print_final_stats=1 $(target_options "$target") "$@"
