@@ -352,6 +352,16 @@ pub(crate) fn init(page: &mut [u8], kind: PageKind, txn: TxnId) {
     h.cells_start = U32::new(len as u32);
 }
 
+/// A dirty node's slot count, lowest cell offset and hole bytes.
+fn layout(page: &mut [u8]) -> (usize, usize, usize) {
+    let h = node_header_mut(page);
+    (
+        h.page.count.get() as usize,
+        h.cells_start.get() as usize,
+        h.frag_bytes.get() as usize,
+    )
+}
+
 fn node_header_mut(page: &mut [u8]) -> &mut NodeHeader {
     NodeHeader::mut_from_prefix(page).expect("page size").0
 }
@@ -391,14 +401,7 @@ pub(crate) fn push_cell_within(
     cell: Cell,
     used_max: usize,
 ) -> bool {
-    let (count, cells_start, frag) = {
-        let h = node_header_mut(page);
-        (
-            h.page.count.get() as usize,
-            h.cells_start.get() as usize,
-            h.frag_bytes.get() as usize,
-        )
-    };
+    let (count, cells_start, frag) = layout(page);
     let used = slots_start(kind) + count * SLOT_BYTES + page.len() - cells_start - frag;
     if count > 0 && used + cell.footprint() > used_max {
         return false;
@@ -416,14 +419,7 @@ pub(crate) fn push_inline_within(
     value: &[u8],
     used_max: usize,
 ) -> bool {
-    let (count, cells_start, frag) = {
-        let h = node_header_mut(page);
-        (
-            h.page.count.get() as usize,
-            h.cells_start.get() as usize,
-            h.frag_bytes.get() as usize,
-        )
-    };
+    let (count, cells_start, frag) = layout(page);
     let slots_end = slots_start(PageKind::Leaf) + count * SLOT_BYTES;
     let cell_len = LEAF_CELL_HEADER_BYTES + key.len() + value.len();
     let need = SLOT_BYTES + cell_len;
@@ -464,14 +460,7 @@ pub(crate) fn zero_free_space(page: &mut [u8], kind: PageKind) {
 /// Inserts `cell` at slot `i`, compacting the page first if holes make that necessary.
 /// Returns false, changing nothing, if the page is too full.
 pub(crate) fn insert_cell(page: &mut [u8], kind: PageKind, i: usize, cell: Cell) -> bool {
-    let (count, cells_start, frag) = {
-        let h = node_header_mut(page);
-        (
-            h.page.count.get() as usize,
-            h.cells_start.get() as usize,
-            h.frag_bytes.get() as usize,
-        )
-    };
+    let (count, cells_start, frag) = layout(page);
     let slots_end = slots_start(kind) + count * SLOT_BYTES;
     let need = cell.footprint();
     if cells_start - slots_end < need {
