@@ -399,8 +399,10 @@ fn stdout_result(
 /// stderr when it is a terminal; hidden otherwise, so pipes and logs stay clean.
 fn progress_bar(len: Option<u64>, message: &'static str) -> ProgressBar {
     let template = match len {
-        Some(_) => "{msg} {wide_bar} {binary_bytes}/{binary_total_bytes} ({eta})",
-        None => "{spinner} {msg} {binary_bytes} {elapsed}",
+        Some(_) => {
+            "{msg} {wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ({eta})"
+        }
+        None => "{spinner} {msg} {binary_bytes} {binary_bytes_per_sec} {elapsed}",
     };
     progress(len, template, message)
 }
