@@ -6,15 +6,7 @@ cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 # The binaries are looked up under fuzz/target, where cargo fuzz builds by default.
 unset CARGO_TARGET_DIR
-# Input sizes that suit each target: structured targets start with long inputs.
-target_options() {
-    case "$1" in
-        ops) echo "-max_len=2048" ;;
-        open_corrupt) echo "-max_len=400 -len_control=0" ;;
-        crash) echo "-max_len=600 -len_control=0" ;;
-        page_decode) echo "-max_len=9000" ;;
-    esac
-}
+. ./options.sh
 seconds=${FUZZ_SECONDS:-30}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cargo fuzz build

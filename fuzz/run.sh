@@ -10,15 +10,7 @@ target=${1:?usage: fuzz/run.sh TARGET SECONDS [libFuzzer options...]}
 seconds=${2:?usage: fuzz/run.sh TARGET SECONDS [libFuzzer options...]}
 shift 2
 export RUSTC_BOOTSTRAP=1
-# Input sizes that suit each target: structured targets start with long inputs.
-target_options() {
-    case "$1" in
-        ops) echo "-max_len=2048" ;;
-        open_corrupt) echo "-max_len=400 -len_control=0" ;;
-        crash) echo "-max_len=600 -len_control=0" ;;
-        page_decode) echo "-max_len=9000" ;;
-    esac
-}
+. ./options.sh
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 mkdir -p "work/$target" "corpus/$target" "artifacts/$target"
 exec cargo fuzz run "$target" "work/$target" "corpus/$target" -- \

@@ -2,7 +2,10 @@
 
 use std::io::{Seek, SeekFrom, Write};
 
+mod support;
+
 use mapkv::{Database, Error, Options, Result};
+use support::simdisk::{Fault, OpKind, SimDisk};
 
 fn db_in(dir: &tempfile::TempDir) -> Result<Database> {
     Database::open(dir.path().join("db"))
@@ -256,54 +259,8 @@ fn durability_none_commits_reuse_pages_without_an_immediate_commit() -> Result<(
 
 #[test]
 fn a_transaction_whose_change_failed_half_way_refuses_to_commit() -> Result<()> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    /// An in-memory file whose writes start failing when told to.
-    struct Failing(std::sync::Mutex<Vec<u8>>, Arc<AtomicBool>);
-    impl mapkv::testing::Backend for Failing {
-        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-            let data = self.0.lock().unwrap();
-            let end = offset as usize + buf.len();
-            if end > data.len() {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            buf.copy_from_slice(&data[offset as usize..end]);
-            Ok(())
-        }
-        fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> std::io::Result<()> {
-            if self.1.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("injected write failure"));
-            }
-            let mut data = self.0.lock().unwrap();
-            let mut at = offset as usize;
-            for b in bufs {
-                if data.len() < at + b.len() {
-                    data.resize(at + b.len(), 0);
-                }
-                data[at..at + b.len()].copy_from_slice(b);
-                at += b.len();
-            }
-            Ok(())
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn file_len(&self) -> std::io::Result<u64> {
-            Ok(self.0.lock().unwrap().len() as u64)
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.0.lock().unwrap().resize(len as usize, 0);
-            Ok(())
-        }
-        fn file(&self) -> Option<&std::fs::File> {
-            None
-        }
-    }
-
-    let fail = Arc::new(AtomicBool::new(false));
-    let backend = Failing(std::sync::Mutex::new(Vec::new()), Arc::clone(&fail));
-    let db = mapkv::testing::open_with_backend(Box::new(backend), Options::new())?;
+    let disk = SimDisk::new(Vec::new());
+    let db = mapkv::testing::open_with_backend(disk.backend(), Options::new())?;
     let mut w = db.begin_write()?;
     let mut t = w.open_tree("t")?;
     t.insert(b"small", b"fine")?;
@@ -311,7 +268,11 @@ fn a_transaction_whose_change_failed_half_way_refuses_to_commit() -> Result<()> 
         matches!(t.insert(&[1; 3000], b""), Err(Error::KeyTooLarge { .. })),
         "size errors change nothing"
     );
-    fail.store(true, Ordering::SeqCst);
+    disk.set_fault(Some(Fault {
+        kind: OpKind::Write,
+        nth: 1, // counted from now: the next write fails
+        persistent: true,
+    }));
     // A large value is written at once: the write fails half-way through the insert.
     assert!(matches!(t.insert(b"big", &[7; 100_000]), Err(Error::Io(_))));
     drop(t);
