@@ -97,10 +97,16 @@ pub(crate) fn value_fits_inline(key_len: usize, value_len: u64, page_size: usize
         <= cell_bytes_max(PageKind::Leaf, page_size) as u64
 }
 
+/// The first four bytes of `key`, zero-padded. (A variable-length `copy_from_slice`
+/// here compiled to a call to memcpy, a tenth of the time of a lookup in profiles.)
 fn prefix_bytes(key: &[u8]) -> [u8; 4] {
+    if let Some(p) = key.first_chunk::<4>() {
+        return *p;
+    }
     let mut p = [0; 4];
-    let n = key.len().min(4);
-    p[..n].copy_from_slice(&key[..n]);
+    for (to, from) in p.iter_mut().zip(key) {
+        *to = *from;
+    }
     p
 }
 
