@@ -25,15 +25,20 @@ use crate::txn::{
 pub struct Options {
     page_size: usize,
     mmap_size: u64,
+    cache_size: u64,
     durability: Durability,
     read_only: bool,
 }
+
+/// Default `Options::cache_size`: 64 MiB.
+const CACHE_SIZE_DEFAULT: u64 = 64 << 20;
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             page_size: 4096,
             mmap_size: u64::MAX,
+            cache_size: CACHE_SIZE_DEFAULT,
             durability: Durability::Immediate,
             read_only: false,
         }
@@ -59,6 +64,16 @@ impl Options {
     /// map at all. Default `u64::MAX`: the whole file, however large it grows.
     pub fn mmap_size(mut self, bytes: u64) -> Options {
         self.mmap_size = bytes;
+        self
+    }
+
+    /// Bytes of pages read with pread (those beyond `mmap_size`) kept in memory across
+    /// transactions, so later transactions find them without a system call: what
+    /// SQLite's `cache_size` is to its pread path. Default 64 MiB; 0 keeps nothing between
+    /// transactions (each still reads a page at most once). Only allocated as pages are
+    /// read, so it costs nothing when the whole file is mapped.
+    pub fn cache_size(mut self, bytes: u64) -> Options {
+        self.cache_size = bytes;
         self
     }
 
@@ -284,7 +299,12 @@ impl Database {
             .create_new(true)
             .open(path.as_ref())?;
         lock_file(&file, true)?;
-        let storage = Arc::new(Storage::new(Box::new(FileBackend { file }), geometry, 0)?);
+        let storage = Arc::new(Storage::new(
+            Box::new(FileBackend { file }),
+            geometry,
+            0,
+            0,
+        )?);
         let txn = TxnId(1);
         let mut out = SeqWriter::start(
             Arc::clone(&storage),
@@ -436,7 +456,12 @@ fn recover(
         if len < end {
             backend.set_len(end)?;
         }
-        let storage = Arc::new(Storage::new(backend, requested, options.mmap_size)?);
+        let storage = Arc::new(Storage::new(
+            backend,
+            requested,
+            options.mmap_size,
+            options.cache_size,
+        )?);
         write_meta_slot(&storage, 0, &meta)?;
         storage.sync()?;
         if let Some(path) = path {
@@ -467,6 +492,7 @@ fn recover(
             backend.take().expect("backend kept for the next candidate"),
             geometry,
             options.mmap_size,
+            options.cache_size,
         )?);
         let needed = geometry.offset(meta.page_count());
         let verified = if needed > len {

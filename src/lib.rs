@@ -44,6 +44,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod bulk;
+mod cache;
 mod check;
 mod cursor;
 mod db;

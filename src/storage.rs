@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use memmap2::{Mmap, MmapOptions};
 use parking_lot::Mutex;
 
+use crate::cache::{PageBuf, PageCache};
 use crate::error::{Error, Result};
 use crate::page::{Geometry, PageId, PageMap};
 
@@ -91,6 +92,8 @@ pub(crate) struct Storage {
     backend: Box<dyn Backend>,
     pub geometry: Geometry,
     mmap_size: u64,
+    /// Pages read with pread, kept across transactions.
+    cache: PageCache,
     /// The newest map and the file length, which only grows while the file is open.
     state: Mutex<MapState>,
     /// Set by the first failed write or sync. The kernel may have dropped the failed
@@ -109,12 +112,14 @@ impl Storage {
         backend: Box<dyn Backend>,
         geometry: Geometry,
         mmap_size: u64,
+        cache_size: u64,
     ) -> Result<Storage> {
         let file_len = backend.file_len()?;
         let storage = Storage {
             backend,
             geometry,
             mmap_size,
+            cache: PageCache::new(cache_size),
             state: Mutex::new(MapState {
                 map: None,
                 file_len,
@@ -211,10 +216,33 @@ impl Storage {
     }
 
     pub(crate) fn write_at(&self, offset: u64, bufs: &[&[u8]]) -> Result<()> {
+        let len = bufs.iter().map(|b| b.len() as u64).sum();
+        self.before_write(offset, len)?;
+        let written = self.backend.write_all_at(bufs, offset);
+        self.after_write(offset, len);
+        written.map_err(|e| self.poison(e))
+    }
+
+    /// To be called before `len` bytes at `offset` are written, by this handle or around
+    /// it (direct I/O): refuses if the handle is poisoned, and drops cached copies of the
+    /// pages in the range, so that no transaction that begins later can read them.
+    pub(crate) fn before_write(&self, offset: u64, len: u64) -> Result<()> {
         self.check_not_poisoned()?;
-        self.backend
-            .write_all_at(bufs, offset)
-            .map_err(|e| self.poison(e))
+        self.forget_cached(offset, len);
+        Ok(())
+    }
+
+    /// To be called after a write that `before_write` announced, failed or not: drops
+    /// what transactions may have cached of the range meanwhile.
+    pub(crate) fn after_write(&self, offset: u64, len: u64) {
+        self.forget_cached(offset, len);
+    }
+
+    fn forget_cached(&self, offset: u64, len: u64) {
+        let page = self.geometry.page_bytes();
+        let first = offset / page;
+        let end = offset.saturating_add(len).div_ceil(page);
+        self.cache.forget_range(PageId(first), end - first);
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
@@ -269,14 +297,14 @@ pub(crate) struct PageReader {
     map: Option<Arc<Mmap>>,
     window_end: u64,
     limit_bytes: u64,
-    /// Runs read with pread, by first page (a run read again at another length, which
-    /// only a corrupt file can ask for, replaces the cached one). Buffers are never dropped
-    /// or mutated while the reader lives: `forget` moves them to `retired`. `Vec`, not
-    /// `Box`: moving a `Box` asserts unique access to its contents, which would invalidate
-    /// the slices already handed out (Stacked Borrows; Miri reports it); moving a `Vec`
-    /// leaves its heap buffer alone.
-    buffers: RefCell<PageMap<Vec<u8>>>,
-    retired: RefCell<Vec<Vec<u8>>>,
+    /// Runs read with pread (or found in the shared cache), by first page (a run read
+    /// again at another length, which only a corrupt file can ask for, replaces the held
+    /// one). Buffers are never dropped or mutated while the reader lives: `forget` moves
+    /// them to `retired`. Shared `Arc`s, never `Box`es: moving a `Box` asserts unique
+    /// access to its contents, which would invalidate the slices already handed out
+    /// (Stacked Borrows; Miri reported it on an earlier version).
+    buffers: RefCell<PageMap<PageBuf>>,
+    retired: RefCell<Vec<PageBuf>>,
 }
 
 impl PageReader {
@@ -316,31 +344,46 @@ impl PageReader {
         let len = (end - start) as usize;
         let mut buffers = self.buffers.borrow_mut();
         let ptr = match buffers.get(&id) {
-            Some(b) if b.len() == len => b.as_slice() as *const [u8],
+            Some(b) if b.len() == len => Arc::as_ptr(b),
             _ => {
-                let mut buf = vec![0; len];
-                self.storage
-                    .backend
-                    .read_exact_at(&mut buf, start)
-                    .map_err(|e| match e.kind() {
-                        io::ErrorKind::UnexpectedEof => {
-                            Error::corrupted(id.0, "page lies past the end of the file")
-                        }
-                        _ => Error::Io(e),
-                    })?;
-                let ptr = buf.as_slice() as *const [u8];
+                let buf = match self.storage.cache.get(id, len) {
+                    Some(buf) => buf,
+                    None => self.read_from_file(id, start, len)?,
+                };
+                let ptr = Arc::as_ptr(&buf);
                 if let Some(old) = buffers.insert(id, buf) {
                     self.retired.borrow_mut().push(old);
                 }
                 ptr
             }
         };
-        // SAFETY: `ptr` points into the heap buffer of a `Vec` owned by `self.buffers`. The
-        // buffer never moves or reallocates (the `Vec` is never resized) when the map
-        // rehashes or the `Vec` moves to `retired`, and it is never dropped or written while
-        // `self` lives (`forget` moves it to `retired`, `Drop` frees both), so the slice is
-        // valid for the lifetime of `&self`.
+        // SAFETY: `ptr` points to the bytes of an `Arc<[u8]>` of which `self.buffers` holds
+        // a clone. The bytes are never written again: they were written (`read_from_file`)
+        // before the `Arc` was first cloned, and the cache writes a buffer again only after
+        // `Arc::get_mut` proved it unshared. Our clone is never dropped while `self` lives
+        // (`forget` moves it to `retired`, `Drop` frees both), and moving an `Arc` does
+        // not move its bytes, so the slice is valid for the lifetime of `&self`.
         Ok(unsafe { &*ptr })
+    }
+
+    /// Reads `len` bytes at `start` (the run at `id`) with pread and offers them to the
+    /// cache.
+    fn read_from_file(&self, id: PageId, start: u64, len: usize) -> Result<PageBuf> {
+        let cache = &self.storage.cache;
+        let epoch = cache.epoch();
+        let mut buf = cache.buffer(len);
+        let bytes = Arc::get_mut(&mut buf).expect("a new or recycled buffer is unshared");
+        self.storage
+            .backend
+            .read_exact_at(bytes, start)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    Error::corrupted(id.0, "page lies past the end of the file")
+                }
+                _ => Error::Io(e),
+            })?;
+        cache.insert(id, &buf, epoch);
+        Ok(buf)
     }
 
     /// Stops serving cached copies of the run at `id`: a write transaction calls this when
