@@ -1,8 +1,10 @@
 //! The same database read with different `Options::mmap_size` settings: no map at all
-//! (every page read with pread), a map over 25 %, 50 % or 100 % of the file, and the
-//! default (the whole file, however large it grows). Times random gets and a full scan
-//! for each and prints a table; the results must be identical whatever the setting, and
-//! are asserted to be.
+//! (every page read with pread, with and without the page cache that transactions
+//! share, `Options::cache_size`), a map over 25 %, 50 % or 100 % of the file, and the
+//! default (the whole file, however large it grows). Times random gets in a first
+//! transaction and again in a second one (which finds what the first read with pread in
+//! the page cache), and a full scan, for each; prints a table. The results must be
+//! identical whatever the setting, and are asserted to be.
 //!
 //! Run it with `cargo run --release --example mmap_size` (add `-- N` for another count).
 
@@ -14,6 +16,7 @@ use mapkv::{Database, Options, Result};
 /// What one setting read: timings and a digest of everything seen.
 struct Measured {
     gets: Duration,
+    gets_again: Duration,
     scan: Duration,
     /// A digest of every value got, then of every entry scanned, in order.
     digest: u64,
@@ -33,16 +36,10 @@ fn key(i: u64) -> [u8; 8] {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes()
 }
 
-/// Opens `path` read-only with `mmap_size` and reads it.
-fn measure(path: &Path, mmap_size: u64, n: u64, gets: u64) -> Result<Measured> {
-    let db = Options::new()
-        .read_only(true)
-        .mmap_size(mmap_size)
-        .open(path)?;
+/// `gets` random gets in one transaction, folded into `digest`.
+fn random_gets(db: &Database, n: u64, gets: u64, digest: &mut u64) -> Result<Duration> {
     let rtx = db.begin_read()?;
     let tree = rtx.open_tree("data")?;
-    let mut digest = 0xcbf2_9ce4_8422_2325;
-
     let started = Instant::now();
     let mut state = 1u64;
     for _ in 0..gets {
@@ -52,10 +49,24 @@ fn measure(path: &Path, mmap_size: u64, n: u64, gets: u64) -> Result<Measured> {
         let value = tree
             .get(&key((state >> 33) % n))?
             .expect("every key is present");
-        digest = fnv(digest, value);
+        *digest = fnv(*digest, value);
     }
-    let gets = started.elapsed();
+    Ok(started.elapsed())
+}
 
+/// Opens `path` read-only with `mmap_size` and `cache_size` and reads it.
+fn measure(path: &Path, mmap_size: u64, cache_size: u64, n: u64, gets: u64) -> Result<Measured> {
+    let db = Options::new()
+        .read_only(true)
+        .mmap_size(mmap_size)
+        .cache_size(cache_size)
+        .open(path)?;
+    let mut digest = 0xcbf2_9ce4_8422_2325;
+    let gets_time = random_gets(&db, n, gets, &mut digest)?;
+    let gets_again = random_gets(&db, n, gets, &mut digest)?;
+
+    let rtx = db.begin_read()?;
+    let tree = rtx.open_tree("data")?;
     let started = Instant::now();
     let mut entries = 0;
     for entry in tree.iter()? {
@@ -65,7 +76,8 @@ fn measure(path: &Path, mmap_size: u64, n: u64, gets: u64) -> Result<Measured> {
     }
     let scan = started.elapsed();
     Ok(Measured {
-        gets,
+        gets: gets_time,
+        gets_again,
         scan,
         digest,
         entries,
@@ -100,33 +112,36 @@ fn main() -> Result<()> {
     }
     let file_bytes = std::fs::metadata(&path)?.len();
     println!(
-        "{n} entries, file {:.1} MiB; {gets} random gets and a full scan per setting",
+        "{n} entries, file {:.1} MiB; {gets} random gets in each of two transactions and a full scan per setting",
         file_bytes as f64 / (1 << 20) as f64
     );
     println!(
-        "{:<22} {:>12} {:>12} {:>14} {:>12}",
-        "mmap_size", "bytes", "gets", "gets/s", "scan"
+        "{:<28} {:>12} {:>12} {:>16} {:>12}",
+        "mmap_size", "bytes", "gets/s", "gets/s (again)", "scan"
     );
 
+    let default_cache = 64 << 20;
     let settings = [
-        ("0 (pread only)", 0),
-        ("25 % of the file", file_bytes / 4),
-        ("50 % of the file", file_bytes / 2),
-        ("100 % of the file", file_bytes),
-        ("default (u64::MAX)", u64::MAX),
+        ("0 (pread), no page cache", 0, 0),
+        ("0 (pread), 64 MiB cache", 0, default_cache),
+        ("25 % of the file", file_bytes / 4, default_cache),
+        ("50 % of the file", file_bytes / 2, default_cache),
+        ("100 % of the file", file_bytes, default_cache),
+        ("default (u64::MAX)", u64::MAX, default_cache),
     ];
     let mut reference: Option<(u64, u64)> = None;
-    for (label, mmap_size) in settings {
-        let m = measure(&path, mmap_size, n, gets)?;
+    for (label, mmap_size, cache_size) in settings {
+        let m = measure(&path, mmap_size, cache_size, n, gets)?;
         let bytes = if mmap_size == u64::MAX {
             "all".to_string()
         } else {
             mmap_size.to_string()
         };
+        let rate = |d: Duration| gets as f64 / d.as_secs_f64();
         println!(
-            "{label:<22} {bytes:>12} {:>12.2?} {:>14.0} {:>12.2?}",
-            m.gets,
-            gets as f64 / m.gets.as_secs_f64(),
+            "{label:<28} {bytes:>12} {:>12.0} {:>16.0} {:>12.2?}",
+            rate(m.gets),
+            rate(m.gets_again),
             m.scan
         );
         match reference {

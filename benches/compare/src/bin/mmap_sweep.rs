@@ -6,7 +6,9 @@
 //! cargo run --release -p compare --bin mmap_sweep -- --n 1000000
 //! ```
 //! Cold runs drop the file's cached pages with `posix_fadvise(POSIX_FADV_DONTNEED)`
-//! before each timed run (the page cache is the kernel's; nothing else is flushed).
+//! and open the engine afresh before each timed run, so the engines' own page caches
+//! (the pread path's, `--cache-mib` each) start empty too; warm runs open afresh and
+//! scan once, untimed.
 
 #[path = "../data.rs"]
 #[allow(dead_code)]
@@ -38,6 +40,10 @@ struct Cli {
     /// Seed of the keys, values and orders.
     #[arg(long, default_value_t = 3)]
     seed: u64,
+    /// Page cache of each engine's pread path, in MiB: mapkv's `Options::cache_size`
+    /// and SQLite's `PRAGMA cache_size` [default: mapkv's default, 64 MiB].
+    #[arg(long, default_value_t = 64)]
+    cache_mib: u64,
 }
 
 /// One timed run's rates, in operations per second.
@@ -249,12 +255,13 @@ fn main() -> Result<()> {
         std::fs::metadata(&sqlite_path)?.len(),
     ];
     println!(
-        "n = {}, {} random gets and {} range scans of 10 per run; mapkv file {:.1} MiB, SQLite file {:.1} MiB\n",
+        "n = {}, {} random gets and {} range scans of 10 per run; mapkv file {:.1} MiB, SQLite file {:.1} MiB; page cache of the pread path {} MiB each\n",
         cli.n,
         gets.len(),
         starts.len(),
         sizes[0] as f64 / 1048576.0,
-        sizes[1] as f64 / 1048576.0
+        sizes[1] as f64 / 1048576.0,
+        cli.cache_mib,
     );
     println!(
         "| mmap_size | cache | mapkv gets | SQLite gets | ratio | mapkv ranges | SQLite ranges | ratio | mapkv scan | SQLite scan | ratio |"
@@ -268,13 +275,17 @@ fn main() -> Result<()> {
                 let db = Options::new()
                     .read_only(true)
                     .mmap_size(m_window)
+                    .cache_size(cli.cache_mib << 20)
                     .open(&mapkv_path)?;
                 Ok(Box::new(MapkvReader(db)))
             };
             let open_sqlite = || -> Result<Box<dyn Reader>> {
                 let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
                 let conn = Connection::open_with_flags(&sqlite_path, flags)?;
-                conn.execute_batch(&format!("PRAGMA mmap_size={s_window};"))?;
+                let cache_kib = cli.cache_mib << 10;
+                conn.execute_batch(&format!(
+                    "PRAGMA mmap_size={s_window}; PRAGMA cache_size=-{cache_kib};"
+                ))?;
                 Ok(Box::new(SqliteReader(conn)))
             };
             ensure!(
