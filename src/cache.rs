@@ -49,8 +49,10 @@ struct State {
     /// Counts `forget_range` calls: a run read while a write was under way is not kept.
     epoch: u64,
     /// Evicted buffers no transaction holds (unshared `Arc`s), ready to be read into
-    /// again (at most `SPARES_MAX`: a busy cache evicts one per read, a few are enough).
+    /// again: at most `SPARES_MAX` of them (a busy cache evicts about one per read, so a
+    /// few are enough) and `budget / RUN_SHARE_MAX` bytes.
     spare: Vec<PageBuf>,
+    spare_bytes: u64,
 }
 
 struct Entry {
@@ -86,6 +88,7 @@ impl PageCache {
         if self.budget > 0 {
             let mut state = self.state.lock();
             if let Some(pos) = state.spare.iter().rposition(|b| b.len() == len) {
+                state.spare_bytes -= len as u64;
                 return state.spare.swap_remove(pos);
             }
         }
@@ -111,7 +114,7 @@ impl PageCache {
             return;
         }
         state.remove(id);
-        state.make_room(self.budget - len);
+        state.make_room(self.budget - len, self.budget / RUN_SHARE_MAX);
         let pos = state.entries.len();
         state.index.insert(id, pos);
         state.entries.push(Entry {
@@ -158,8 +161,9 @@ impl State {
         Some(entry)
     }
 
-    /// Evicts until at most `bytes_max` bytes are cached.
-    fn make_room(&mut self, bytes_max: u64) {
+    /// Evicts until at most `bytes_max` bytes are cached, keeping evicted buffers as
+    /// spares up to `spare_bytes_max` bytes.
+    fn make_room(&mut self, bytes_max: u64, spare_bytes_max: u64) {
         while self.bytes > bytes_max {
             if self.hand >= self.entries.len() {
                 self.hand = 0;
@@ -173,7 +177,12 @@ impl State {
             // Only the cache hands out clones, so one that is unshared once out of the
             // cache stays unshared.
             if let Some(mut evicted) = self.remove(id) {
-                if Arc::get_mut(&mut evicted.buf).is_some() && self.spare.len() < SPARES_MAX {
+                let len = evicted.buf.len() as u64;
+                if Arc::get_mut(&mut evicted.buf).is_some()
+                    && self.spare.len() < SPARES_MAX
+                    && self.spare_bytes + len <= spare_bytes_max
+                {
+                    self.spare_bytes += len;
                     self.spare.push(evicted.buf);
                 }
             }
@@ -247,6 +256,7 @@ mod tests {
         assert_eq!(held[..], [1; PAGE][..], "a held buffer is never reused");
         let spare = cache.state.lock().spare.len();
         assert!(spare > 0);
+        assert!(cache.state.lock().spare_bytes <= cache.budget / RUN_SHARE_MAX);
         let mut reused = cache.buffer(PAGE);
         assert!(Arc::get_mut(&mut reused).is_some());
         assert_eq!(cache.state.lock().spare.len(), spare - 1);
