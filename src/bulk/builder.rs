@@ -95,7 +95,7 @@ impl TreeBuilder {
     /// An empty node of `kind`, in a buffer the writer gives back if it has one (no
     /// allocation and no zeroing of a whole page per page: the writer zeroes the free
     /// space of each page before sealing it).
-    fn fresh_page(&mut self, out: &SeqWriter, kind: PageKind) -> Box<[u8]> {
+    fn fresh_page(&mut self, out: &mut SeqWriter, kind: PageKind) -> Box<[u8]> {
         let mut page = out
             .spare_page()
             .unwrap_or_else(|| vec![0; self.geometry.page_size].into_boxed_slice());
@@ -103,7 +103,7 @@ impl TreeBuilder {
         page
     }
 
-    fn new_level(&mut self, out: &SeqWriter, kind: PageKind) -> Level {
+    fn new_level(&mut self, out: &mut SeqWriter, kind: PageKind) -> Level {
         let current = self.fresh_page(out, kind);
         Level {
             kind,
