@@ -434,13 +434,11 @@ pub(crate) fn push_inline_within(
         return false;
     }
     let at = cells_start - cell_len;
-    let (len_at, key_at) = (
-        at + LEAF_CELL_HEADER_BYTES,
-        at + LEAF_CELL_HEADER_BYTES + key.len(),
-    );
-    page[at..len_at].copy_from_slice(&(value.len() as u32).to_le_bytes());
-    page[len_at..key_at].copy_from_slice(key);
-    page[key_at..cells_start].copy_from_slice(value);
+    let (header, cell) = page[at..cells_start].split_at_mut(LEAF_CELL_HEADER_BYTES);
+    header.copy_from_slice(&(value.len() as u32).to_le_bytes());
+    let (key_bytes, value_bytes) = cell.split_at_mut(key.len());
+    key_bytes.copy_from_slice(key);
+    value_bytes.copy_from_slice(value);
     let slot = Slot {
         prefix: prefix_bytes(key),
         offset: U16::new(at as u16),
@@ -451,6 +449,17 @@ pub(crate) fn push_inline_within(
     h.page.count = U16::new(count as u16 + 1);
     h.cells_start = U32::new(at as u32);
     true
+}
+
+/// The key of a dirty leaf's last slot (panics if it has none): the bulk loader checks
+/// the order of its input against it instead of keeping a copy of the previous key.
+pub(crate) fn last_leaf_key(page: &[u8]) -> &[u8] {
+    let count = header(page).count.get() as usize;
+    assert!(count > 0, "an empty leaf has no last key");
+    let at = slots_start(PageKind::Leaf) + (count - 1) * SLOT_BYTES;
+    let slot = Slot::ref_from_bytes(&page[at..at + SLOT_BYTES]).expect("slot size");
+    let key_at = slot.offset.get() as usize + LEAF_CELL_HEADER_BYTES;
+    &page[key_at..key_at + slot.key_len.get() as usize]
 }
 
 /// Zeroes the free space between the slots and the cells, so that a page built in a

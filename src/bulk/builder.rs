@@ -8,12 +8,12 @@ use zerocopy::little_endian::{U32, U64};
 
 use super::writer::SeqWriter;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::node::{
     self, Cell, LeafValue, Node, Rebuilt, encode_branch_cell, encode_leaf_cell, is_underfull,
 };
 use crate::page::{Geometry, PageId, PageKind, TxnId};
-use crate::tree::{DEPTH_MAX, TreeRecord};
+use crate::tree::{self, DEPTH_MAX, TreeRecord};
 
 /// One level of the tree under construction: the page being filled and the full page
 /// before it, held back so the last two pages can be evened out at the end.
@@ -67,8 +67,18 @@ impl TreeBuilder {
         self.entries
     }
 
-    /// Adds the next entry; its key must be greater than every key added before.
+    /// Adds the next entry. `Unsorted` (its index) unless its key is greater than every
+    /// key added before, `KeyTooLarge` or `ValueTooLarge` if it is too large.
     pub(crate) fn add(&mut self, out: &mut SeqWriter, key: &[u8], value: &[u8]) -> Result<()> {
+        // The key before is the current leaf's last: no copy of it is needed.
+        if let Some(leaf) = self.levels.first()
+            && !ascending(node::last_leaf_key(&leaf.current), key)
+        {
+            return Err(Error::Unsorted {
+                index: self.entries,
+            });
+        }
+        tree::check_sizes(&self.geometry, key, value.len() as u64)?;
         let inline =
             node::value_fits_inline(key.len(), value.len() as u64, self.geometry.page_size);
         // The common case: the entry fits in the current leaf.
@@ -143,8 +153,7 @@ impl TreeBuilder {
         let level = &mut self.levels[at];
         let separator = match kind {
             PageKind::Leaf => {
-                let full = Node::parse(&level.current, PageId(0))?;
-                let last = full.key(full.len() - 1)?;
+                let last = node::last_leaf_key(&level.current);
                 let sep = node::separator(last, cell.key).to_vec();
                 assert!(
                     node::push_cell(&mut fresh, kind, cell),
@@ -192,16 +201,18 @@ impl TreeBuilder {
                 Ok(())
             }
             Some(sep) => {
-                let mut cell = Vec::new();
+                let mut cell = std::mem::take(&mut self.cell);
                 encode_branch_cell(&mut cell, &sep, &r);
-                self.push(
+                let pushed = self.push(
                     out,
                     at + 1,
                     Cell {
                         key: &sep,
                         bytes: &cell,
                     },
-                )
+                );
+                self.cell = cell;
+                pushed
             }
         }
     }
@@ -267,5 +278,42 @@ impl TreeBuilder {
             }
         }
         Ok(())
+    }
+}
+
+/// `before < key`, deciding most pairs of keys by their first eight bytes alone (one
+/// comparison of two integers rather than a call to `memcmp`).
+fn ascending(before: &[u8], key: &[u8]) -> bool {
+    if let (Some(a), Some(b)) = (before.first_chunk::<8>(), key.first_chunk::<8>()) {
+        let (a, b) = (u64::from_be_bytes(*a), u64::from_be_bytes(*b));
+        if a != b {
+            return a < b;
+        }
+    }
+    before < key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ascending;
+
+    #[test]
+    fn ascending_agrees_with_slice_order() {
+        let keys: [&[u8]; 9] = [
+            b"",
+            b"\0",
+            b"abc",
+            b"abcdefgh",
+            b"abcdefgh\0",
+            b"abcdefghz",
+            b"abcdefgi",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff\0",
+        ];
+        for a in keys {
+            for b in keys {
+                assert_eq!(ascending(a, b), a < b, "{a:?} < {b:?}");
+            }
+        }
     }
 }

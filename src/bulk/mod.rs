@@ -139,7 +139,6 @@ where
     let direct_path = options.direct_io.then_some(path);
     let mut out = SeqWriter::start(Arc::clone(storage), start, direct_path)?;
     let mut builder = TreeBuilder::new(geometry, txn_id).leaf_fill_percent(options.fill_percent);
-    let mut previous: Vec<u8> = Vec::new();
     // Entries are taken from the input LOOKAHEAD at a time and their first bytes loaded
     // together, before any is added: each entry is a few hundred instructions of work,
     // more than the CPU can look ahead by itself, so entries that are scattered in
@@ -147,7 +146,6 @@ where
     // full cache miss after another; loaded together, the misses overlap.
     let mut input = entries.into_iter();
     let mut ahead: VecDeque<(K, V)> = VecDeque::with_capacity(LOOKAHEAD);
-    let mut index = 0u64;
     loop {
         if ahead.is_empty() {
             let mut touched = 0;
@@ -160,15 +158,8 @@ where
         let Some((key, value)) = ahead.pop_front() else {
             break;
         };
-        let (key, value) = (key.as_ref(), value.as_ref());
-        if index > 0 && previous.as_slice() >= key {
-            return Err(Error::Unsorted { index });
-        }
-        tree::check_sizes(&geometry, key, value.len() as u64)?;
-        builder.add(&mut out, key, value)?;
-        previous.clear();
-        previous.extend_from_slice(key);
-        index += 1;
+        // The builder checks the order (`Unsorted`) and the sizes.
+        builder.add(&mut out, key.as_ref(), value.as_ref())?;
     }
     let entries = builder.entries();
     let record = builder.finish(&mut out)?;
