@@ -451,15 +451,14 @@ pub(crate) fn push_inline_within(
     true
 }
 
-/// The key of a dirty leaf's last slot (panics if it has none): the bulk loader checks
-/// the order of its input against it instead of keeping a copy of the previous key.
-pub(crate) fn last_leaf_key(page: &[u8]) -> &[u8] {
+/// The key of a dirty leaf's last slot (None if it has none): the bulk loader checks the
+/// order of its input against it instead of keeping a copy of the previous key.
+pub(crate) fn last_leaf_key(page: &[u8]) -> Option<&[u8]> {
     let count = header(page).count.get() as usize;
-    assert!(count > 0, "an empty leaf has no last key");
-    let at = slots_start(PageKind::Leaf) + (count - 1) * SLOT_BYTES;
+    let at = slots_start(PageKind::Leaf) + count.checked_sub(1)? * SLOT_BYTES;
     let slot = Slot::ref_from_bytes(&page[at..at + SLOT_BYTES]).expect("slot size");
     let key_at = slot.offset.get() as usize + LEAF_CELL_HEADER_BYTES;
-    &page[key_at..key_at + slot.key_len.get() as usize]
+    Some(&page[key_at..key_at + slot.key_len.get() as usize])
 }
 
 /// Zeroes the free space between the slots and the cells, so that a page built in a

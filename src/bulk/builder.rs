@@ -37,7 +37,9 @@ pub(crate) struct TreeBuilder {
     txn: TxnId,
     levels: Vec<Level>,
     entries: u64,
-    cell: Vec<u8>,
+    /// Buffers for encoding a leaf cell (values stored in a blob) and a branch cell.
+    leaf_cell: Vec<u8>,
+    branch_cell: Vec<u8>,
     /// Leaves take cells while they use at most this many bytes (the fill factor).
     leaf_bytes_max: usize,
 }
@@ -49,7 +51,8 @@ impl TreeBuilder {
             txn,
             levels: Vec::new(),
             entries: 0,
-            cell: Vec::new(),
+            leaf_cell: Vec::new(),
+            branch_cell: Vec::new(),
             leaf_bytes_max: geometry.page_size,
         }
     }
@@ -72,34 +75,46 @@ impl TreeBuilder {
     pub(crate) fn add(&mut self, out: &mut SeqWriter, key: &[u8], value: &[u8]) -> Result<()> {
         // The key before is the current leaf's last: no copy of it is needed.
         if let Some(leaf) = self.levels.first()
-            && !ascending(node::last_leaf_key(&leaf.current), key)
+            && let Some(before) = node::last_leaf_key(&leaf.current)
+            && !ascending(before, key)
         {
             return Err(Error::Unsorted {
                 index: self.entries,
             });
         }
         tree::check_sizes(&self.geometry, key, value.len() as u64)?;
-        let inline =
-            node::value_fits_inline(key.len(), value.len() as u64, self.geometry.page_size);
-        // The common case: the entry fits in the current leaf.
-        if inline
-            && let Some(leaf) = self.levels.first_mut()
-            && node::push_inline_within(&mut leaf.current, key, value, self.leaf_bytes_max)
+        if node::value_fits_inline(key.len(), value.len() as u64, self.geometry.page_size) {
+            self.add_inline(out, key, value)?;
+        } else {
+            let stored = LeafValue::Overflow(out.blob(value, self.txn)?);
+            let mut cell = std::mem::take(&mut self.leaf_cell);
+            encode_leaf_cell(&mut cell, key, &stored);
+            let pushed = self.push(out, 0, Cell { key, bytes: &cell });
+            self.leaf_cell = cell;
+            pushed?;
+        }
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Adds an entry whose value is stored inline, encoding its cell straight into the
+    /// leaf (the hot path: no intermediate copy of the cell).
+    fn add_inline(&mut self, out: &mut SeqWriter, key: &[u8], value: &[u8]) -> Result<()> {
+        let leaf_bytes_max = self.leaf_bytes_max;
+        if let Some(leaf) = self.levels.first_mut()
+            && node::push_inline_within(&mut leaf.current, key, value, leaf_bytes_max)
         {
-            self.entries += 1;
             return Ok(());
         }
-        let stored = if inline {
-            LeafValue::Inline(value)
-        } else {
-            LeafValue::Overflow(out.blob(value, self.txn)?)
-        };
-        let mut cell = std::mem::take(&mut self.cell);
-        encode_leaf_cell(&mut cell, key, &stored);
-        let r = self.push(out, 0, Cell { key, bytes: &cell });
-        self.cell = cell;
-        self.entries += 1;
-        r
+        let leaf = self.level(out, 0);
+        if let Some(last) = node::last_leaf_key(&leaf.current) {
+            let separator = node::separator(last, key).to_vec();
+            self.start_page(out, 0, separator)?;
+        }
+        let pushed =
+            node::push_inline_within(&mut self.levels[0].current, key, value, leaf_bytes_max);
+        assert!(pushed, "an entry stored inline fits an empty leaf");
+        Ok(())
     }
 
     /// An empty node of `kind`, in a buffer the writer gives back if it has one (no
@@ -113,59 +128,61 @@ impl TreeBuilder {
         page
     }
 
-    fn new_level(&mut self, out: &mut SeqWriter, kind: PageKind) -> Level {
-        let current = self.fresh_page(out, kind);
-        Level {
-            kind,
-            current,
-            separator_before_current: None,
-            held: None,
-            pages_written: 0,
-        }
-    }
-
-    /// Appends a cell to level `at`, starting a new page when the current one is full.
-    fn push(&mut self, out: &mut SeqWriter, at: usize, cell: Cell) -> Result<()> {
+    /// Level `at` (leaves are level 0), started with an empty page if it is new.
+    fn level(&mut self, out: &mut SeqWriter, at: usize) -> &mut Level {
         if self.levels.len() == at {
             let kind = if at == 0 {
                 PageKind::Leaf
             } else {
                 PageKind::Branch
             };
-            let level = self.new_level(out, kind);
-            self.levels.push(level);
+            let current = self.fresh_page(out, kind);
+            self.levels.push(Level {
+                kind,
+                current,
+                separator_before_current: None,
+                held: None,
+                pages_written: 0,
+            });
         }
+        &mut self.levels[at]
+    }
+
+    /// Appends a cell to level `at`, starting a new page when the current one is full.
+    fn push(&mut self, out: &mut SeqWriter, at: usize, cell: Cell) -> Result<()> {
         let leaf_bytes_max = self.leaf_bytes_max;
-        let level = &mut self.levels[at];
-        let pushed = match level.kind {
+        let level = self.level(out, at);
+        let kind = level.kind;
+        let pushed = match kind {
             PageKind::Leaf => {
-                node::push_cell_within(&mut level.current, level.kind, cell, leaf_bytes_max)
+                node::push_cell_within(&mut level.current, kind, cell, leaf_bytes_max)
             }
-            _ => node::push_cell(&mut level.current, level.kind, cell),
+            _ => node::push_cell(&mut level.current, kind, cell),
         };
         if pushed {
             return Ok(());
         }
-        // The page is full: it becomes the held page, and a new page starts with `cell`
-        // (for branches: with `cell`'s child as leftmost, its key as the separator).
-        let kind = level.kind;
-        let mut fresh = self.fresh_page(out, kind);
+        // The page is full. A new leaf starts with `cell`; a new branch with `cell`'s
+        // child as its leftmost, and `cell`'s key separates it from the full one.
+        if kind == PageKind::Leaf {
+            let last = node::last_leaf_key(&level.current).expect("a full leaf has keys");
+            let separator = node::separator(last, cell.key).to_vec();
+            self.start_page(out, at, separator)?;
+            let pushed = node::push_cell(&mut self.levels[at].current, kind, cell);
+            assert!(pushed, "one cell fits an empty page");
+        } else {
+            self.start_page(out, at, cell.key.to_vec())?;
+            node::set_leftmost(&mut self.levels[at].current, &cell.child());
+        }
+        Ok(())
+    }
+
+    /// Replaces level `at`'s full page with an empty one: the full page is held back
+    /// (`separator` is the key between it and the new page) and the page held before it
+    /// is written.
+    fn start_page(&mut self, out: &mut SeqWriter, at: usize, separator: Vec<u8>) -> Result<()> {
+        let fresh = self.fresh_page(out, self.levels[at].kind);
         let level = &mut self.levels[at];
-        let separator = match kind {
-            PageKind::Leaf => {
-                let last = node::last_leaf_key(&level.current);
-                let sep = node::separator(last, cell.key).to_vec();
-                assert!(
-                    node::push_cell(&mut fresh, kind, cell),
-                    "one cell fits an empty page"
-                );
-                sep
-            }
-            _ => {
-                node::set_leftmost(&mut fresh, &cell.child());
-                cell.key.to_vec()
-            }
-        };
         let full = std::mem::replace(&mut level.current, fresh);
         let full_separator = level.separator_before_current.replace(separator);
         if let Some((held, held_sep)) = level.held.replace((full, full_separator)) {
@@ -193,15 +210,11 @@ impl TreeBuilder {
         match separator {
             None => {
                 // The first page of this level: the leftmost child of the parent level.
-                if self.levels.len() == at + 1 {
-                    let level = self.new_level(out, PageKind::Branch);
-                    self.levels.push(level);
-                }
-                node::set_leftmost(&mut self.levels[at + 1].current, &r);
+                node::set_leftmost(&mut self.level(out, at + 1).current, &r);
                 Ok(())
             }
             Some(sep) => {
-                let mut cell = std::mem::take(&mut self.cell);
+                let mut cell = std::mem::take(&mut self.branch_cell);
                 encode_branch_cell(&mut cell, &sep, &r);
                 let pushed = self.push(
                     out,
@@ -211,7 +224,7 @@ impl TreeBuilder {
                         bytes: &cell,
                     },
                 );
-                self.cell = cell;
+                self.branch_cell = cell;
                 pushed
             }
         }
