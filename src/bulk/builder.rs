@@ -72,6 +72,10 @@ impl TreeBuilder {
 
     /// Adds the next entry. `Unsorted` (its index) unless its key is greater than every
     /// key added before, `KeyTooLarge` or `ValueTooLarge` if it is too large.
+    ///
+    /// Inlined into the caller's loop: the common case, an entry that fits in the
+    /// current leaf, is encoded straight into it in a few dozen instructions.
+    #[inline]
     pub(crate) fn add(&mut self, out: &mut SeqWriter, key: &[u8], value: &[u8]) -> Result<()> {
         // The key before is the current leaf's last: no copy of it is needed.
         if let Some(leaf) = self.levels.first()
@@ -83,8 +87,37 @@ impl TreeBuilder {
             });
         }
         tree::check_sizes(&self.geometry, key, value.len() as u64)?;
-        if node::value_fits_inline(key.len(), value.len() as u64, self.geometry.page_size) {
-            self.add_inline(out, key, value)?;
+        let inline =
+            node::value_fits_inline(key.len(), value.len() as u64, self.geometry.page_size);
+        if inline
+            && let Some(leaf) = self.levels.first_mut()
+            && node::push_inline_within(&mut leaf.current, key, value, self.leaf_bytes_max)
+        {
+            self.entries += 1;
+            return Ok(());
+        }
+        self.add_to_new_leaf_or_blob(out, key, value, inline)
+    }
+
+    /// The rest of `add`: a value stored in a blob, or an entry for a new leaf (the
+    /// current one is full, or there is none yet).
+    #[inline(never)]
+    fn add_to_new_leaf_or_blob(
+        &mut self,
+        out: &mut SeqWriter,
+        key: &[u8],
+        value: &[u8],
+        inline: bool,
+    ) -> Result<()> {
+        if inline {
+            let leaf = self.level(out, 0);
+            if let Some(last) = node::last_leaf_key(&leaf.current) {
+                let separator = node::separator(last, key).to_vec();
+                self.start_page(out, 0, separator)?;
+            }
+            let leaf = &mut self.levels[0].current;
+            let pushed = node::push_inline_within(leaf, key, value, self.leaf_bytes_max);
+            assert!(pushed, "an entry stored inline fits an empty leaf");
         } else {
             let stored = LeafValue::Overflow(out.blob(value, self.txn)?);
             let mut cell = std::mem::take(&mut self.leaf_cell);
@@ -94,26 +127,6 @@ impl TreeBuilder {
             pushed?;
         }
         self.entries += 1;
-        Ok(())
-    }
-
-    /// Adds an entry whose value is stored inline, encoding its cell straight into the
-    /// leaf (the hot path: no intermediate copy of the cell).
-    fn add_inline(&mut self, out: &mut SeqWriter, key: &[u8], value: &[u8]) -> Result<()> {
-        let leaf_bytes_max = self.leaf_bytes_max;
-        if let Some(leaf) = self.levels.first_mut()
-            && node::push_inline_within(&mut leaf.current, key, value, leaf_bytes_max)
-        {
-            return Ok(());
-        }
-        let leaf = self.level(out, 0);
-        if let Some(last) = node::last_leaf_key(&leaf.current) {
-            let separator = node::separator(last, key).to_vec();
-            self.start_page(out, 0, separator)?;
-        }
-        let pushed =
-            node::push_inline_within(&mut self.levels[0].current, key, value, leaf_bytes_max);
-        assert!(pushed, "an entry stored inline fits an empty leaf");
         Ok(())
     }
 
@@ -296,6 +309,7 @@ impl TreeBuilder {
 
 /// `before < key`, deciding most pairs of keys by their first eight bytes alone (one
 /// comparison of two integers rather than a call to `memcmp`).
+#[inline]
 fn ascending(before: &[u8], key: &[u8]) -> bool {
     if let (Some(a), Some(b)) = (before.first_chunk::<8>(), key.first_chunk::<8>()) {
         let (a, b) = (u64::from_be_bytes(*a), u64::from_be_bytes(*b));
