@@ -40,6 +40,9 @@ pub(crate) struct TreeBuilder {
     /// Buffers for encoding a leaf cell (values stored in a blob) and a branch cell.
     leaf_cell: Vec<u8>,
     branch_cell: Vec<u8>,
+    /// Separator buffers whose branch cell has been written, for the next separators
+    /// (so a page costs no allocation of its own).
+    spare_keys: Vec<Vec<u8>>,
     /// Leaves take cells while they use at most this many bytes (the fill factor).
     leaf_bytes_max: usize,
 }
@@ -53,6 +56,7 @@ impl TreeBuilder {
             entries: 0,
             leaf_cell: Vec::new(),
             branch_cell: Vec::new(),
+            spare_keys: Vec::new(),
             leaf_bytes_max: geometry.page_size,
         }
     }
@@ -112,7 +116,8 @@ impl TreeBuilder {
         if inline {
             let leaf = self.level(out, 0);
             if let Some(last) = node::last_leaf_key(&leaf.current) {
-                let separator = node::separator(last, key).to_vec();
+                let between = node::separator(last, key);
+                let separator = self.key_buffer(between);
                 self.start_page(out, 0, separator)?;
             }
             let leaf = &mut self.levels[0].current;
@@ -179,15 +184,25 @@ impl TreeBuilder {
         // child as its leftmost, and `cell`'s key separates it from the full one.
         if kind == PageKind::Leaf {
             let last = node::last_leaf_key(&level.current).expect("a full leaf has keys");
-            let separator = node::separator(last, cell.key).to_vec();
+            let between = node::separator(last, cell.key);
+            let separator = self.key_buffer(between);
             self.start_page(out, at, separator)?;
             let pushed = node::push_cell(&mut self.levels[at].current, kind, cell);
             assert!(pushed, "one cell fits an empty page");
         } else {
-            self.start_page(out, at, cell.key.to_vec())?;
+            let separator = self.key_buffer(cell.key);
+            self.start_page(out, at, separator)?;
             node::set_leftmost(&mut self.levels[at].current, &cell.child());
         }
         Ok(())
+    }
+
+    /// `key` in a separator buffer, reused if one is spare.
+    fn key_buffer(&mut self, key: &[u8]) -> Vec<u8> {
+        let mut buffer = self.spare_keys.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(key);
+        buffer
     }
 
     /// Replaces level `at`'s full page with an empty one: the full page is held back
@@ -238,6 +253,7 @@ impl TreeBuilder {
                     },
                 );
                 self.branch_cell = cell;
+                self.spare_keys.push(sep);
                 pushed
             }
         }
