@@ -395,6 +395,36 @@ pub(crate) fn set_child(page: &mut [u8], i: usize, child: &ChildRef) -> Result<(
     Ok(())
 }
 
+/// Branch: replaces each child reference `r`, leftmost first, with `f(i, r)`, in one
+/// pass over the page (`set_child` for each would parse the page for each).
+pub(crate) fn replace_children(
+    page: &mut [u8],
+    id: PageId,
+    mut f: impl FnMut(usize, ChildRef) -> Result<ChildRef>,
+) -> Result<()> {
+    let count = Node::parse(page, id)?.len();
+    for i in 0..=count {
+        let at = match i {
+            0 => NODE_HEADER_BYTES,
+            _ => {
+                // In bounds: parse checked that the slots end before the cells.
+                let slot_at = slots_start(PageKind::Branch) + (i - 1) * SLOT_BYTES;
+                let slot = Slot::ref_from_bytes(&page[slot_at..slot_at + SLOT_BYTES]);
+                slot.expect("slot size").offset.get() as usize
+            }
+        };
+        let Some(bytes) = page.get_mut(at..at + BRANCH_CELL_HEADER_BYTES) else {
+            return Err(Error::corrupted(
+                id.0,
+                format!("child {i} at {at} out of bounds"),
+            ));
+        };
+        let child = ChildRef::read_from_bytes(bytes).expect("ref size");
+        bytes.copy_from_slice(f(i, child)?.as_bytes());
+    }
+    Ok(())
+}
+
 /// Appends a cell after the existing slots (cells must arrive in key order). Returns
 /// false, changing nothing, if it does not fit contiguously.
 pub(crate) fn push_cell(page: &mut [u8], kind: PageKind, cell: Cell) -> bool {
@@ -787,6 +817,31 @@ mod tests {
         let n = Node::parse(&page, PageId(5)).unwrap();
         assert_eq!(n.len(), 3);
         assert!(n.used_bytes() > before);
+    }
+
+    #[test]
+    fn replace_children_rewrites_every_reference() {
+        let mut page = vec![0; 4096];
+        init(&mut page, PageKind::Branch, TxnId(1));
+        set_leftmost(&mut page, &ChildRef::new(PageId(10), 0, TxnId(1)));
+        let mut buf = Vec::new();
+        for (key, child) in [(b"b", 11), (b"d", 12)] {
+            encode_branch_cell(&mut buf, key, &ChildRef::new(PageId(child), 0, TxnId(1)));
+            assert!(push_cell(
+                &mut page,
+                PageKind::Branch,
+                Cell { key, bytes: &buf }
+            ));
+        }
+        replace_children(&mut page, PageId(5), |i, r| {
+            Ok(ChildRef::new(r.page(), 100 + i as u32, r.txn()))
+        })
+        .unwrap();
+        let n = Node::parse(&page, PageId(5)).unwrap();
+        for (i, id) in [10, 11, 12].into_iter().enumerate() {
+            let r = n.child(i).unwrap();
+            assert_eq!((r.page(), r.checksum.get()), (PageId(id), 100 + i as u32));
+        }
     }
 
     #[test]

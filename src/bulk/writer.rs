@@ -17,7 +17,7 @@ use zerocopy::little_endian::U64;
 
 use super::direct::{self, AlignedBuf, DirectFile};
 use crate::error::{Error, Result};
-use crate::node::{self, Node, OverflowRef};
+use crate::node::{self, OverflowRef};
 use crate::page::{ChildRef, Geometry, PageId, PageKind, TxnId, seal};
 use crate::storage::Storage;
 
@@ -330,13 +330,7 @@ fn fill_in_child_checksums(
     id: PageId,
     sealed: &mut HashMap<u64, u32>,
 ) -> Result<()> {
-    let children = {
-        let node = Node::parse(page, id)?;
-        (0..=node.len())
-            .map(|i| node.child(i))
-            .collect::<Result<Vec<ChildRef>>>()?
-    };
-    for (i, child) in children.into_iter().enumerate() {
+    node::replace_children(page, id, |i, child| {
         assert_eq!(
             child.checksum.get(),
             PLACEHOLDER_CHECKSUM,
@@ -345,9 +339,8 @@ fn fill_in_child_checksums(
         let checksum = sealed
             .remove(&child.page.get())
             .unwrap_or_else(|| panic!("child {:?} of {id:?} sealed before it", child.page()));
-        node::set_child(page, i, &ChildRef::new(child.page(), checksum, child.txn()))?;
-    }
-    Ok(())
+        Ok(ChildRef::new(child.page(), checksum, child.txn()))
+    })
 }
 
 /// Gathers the bytes of sequential pages from `start` into chunks for the writer
