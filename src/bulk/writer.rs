@@ -57,10 +57,11 @@ const BLOB_PIECE_BYTES: usize = 1 << 20;
 const PAGES_IN_FLIGHT: usize = 256;
 
 /// Messages the builder sends the sealer at once, unless they hold `BLOB_PIECE_BYTES`
-/// before that. Sent one by one, each page woke the sealer (a futex call on each side)
-/// and cost the builder, the bottleneck, more than it took to fill the page's last few
-/// entries; batched, the wake-ups are 32 times rarer.
-const BATCH_LEN: usize = 32;
+/// before that. The sealer, faster than the builder, sleeps whenever it has caught up,
+/// so each message costs the builder (the bottleneck) a futex wake: sent one by one,
+/// pages cost it more in wake-ups than in filling their last few entries. Batches of 64
+/// still leave three queued (with the one being filled, under `PAGES_IN_FLIGHT`).
+const BATCH_LEN: usize = 64;
 const _: () = assert!(PAGES_IN_FLIGHT % BATCH_LEN == 0);
 
 /// Messages for the sealer, in page order.
