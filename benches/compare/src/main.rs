@@ -69,6 +69,11 @@ struct Cli {
     /// Inserts per transaction in "batch writes".
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
+    /// How the sorted-load comparison's input lies in memory: `stream` (one buffer in key
+    /// order, as read from a sorted file) or `scattered` (gathered from the dataset's
+    /// arrays in key order).
+    #[arg(long, value_enum, default_value_t = sorted_load::InputLayout::Stream)]
+    sorted_input: sorted_load::InputLayout,
     /// List the engines and workloads, and exit.
     #[arg(long)]
     list: bool,
@@ -140,7 +145,13 @@ fn main() -> Result<()> {
         workloads::run(&cfg, &data, &engines)?
     };
     let sorted_load = if cfg.workloads.contains(&Workload::SortedLoadMethods) {
-        Some(sorted_load::run(&data, &engines, cfg.repeat, &cfg.root)?)
+        Some(sorted_load::run(
+            &data,
+            &engines,
+            cfg.repeat,
+            &cfg.root,
+            cli.sorted_input,
+        )?)
     } else {
         None
     };
