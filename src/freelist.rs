@@ -214,6 +214,11 @@ impl Pending {
         disjoint
     }
 
+    /// Runs kept for the durable fallback (at most: runs of two commits may touch).
+    pub(crate) fn fallback_runs(&self) -> usize {
+        self.durable.values().map(PageRuns::run_count).sum()
+    }
+
     pub(crate) fn all(&self) -> impl Iterator<Item = &PageRuns> {
         self.durable.values().chain(self.volatile.values())
     }

@@ -150,3 +150,44 @@ fn a_write_transaction_sees_its_own_writes_and_readers_do_not() -> Result<()> {
     assert!(db.begin_read()?.tree_names()?.is_empty());
     Ok(())
 }
+
+/// `Durability::None` commits keep the pages the last durable commit can reach (a crash
+/// falls back to it); past a bound, a commit is made durable so that they can be reused
+/// and the file stops growing.
+#[test]
+fn none_commits_do_not_grow_the_file_without_bound() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("db"))?;
+    let keys = 200_000u32;
+    let mut w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in 0..keys {
+            t.insert(&key(i), &[0; 100])?;
+        }
+    }
+    w.commit()?;
+    let before = db.stats()?.page_count;
+    // One key per commit, in leaves spread over the tree: each commit replaces a leaf
+    // path that the durable commit can reach.
+    for i in 0..3000u32 {
+        let mut w = db.begin_write()?;
+        w.set_durability(Durability::None);
+        w.open_tree("t")?
+            .insert(&key(i.wrapping_mul(7919) % keys), &[1; 100])?;
+        w.commit()?;
+    }
+    let grown = db.stats()?.page_count - before;
+    assert!(
+        grown < 1500,
+        "{grown} pages added by 3000 one-key commits: pages kept for the fallback were never released"
+    );
+    drop(db);
+    let db = Database::open(dir.path().join("db"))?;
+    db.check()?;
+    let r = db.begin_read()?;
+    let t = r.open_tree("t")?;
+    assert_eq!(t.get(&key(7919))?, Some(&[1; 100][..]));
+    assert_eq!(t.get(&key(2))?, Some(&[0; 100][..]));
+    Ok(())
+}
