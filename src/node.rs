@@ -382,16 +382,8 @@ pub(crate) fn set_leftmost(page: &mut [u8], child: &ChildRef) {
 
 /// Branch: replaces child `i` (0 = leftmost).
 pub(crate) fn set_child(page: &mut [u8], i: usize, child: &ChildRef) -> Result<()> {
-    if i == 0 {
-        set_leftmost(page, child);
-        return Ok(());
-    }
-    let at = {
-        let node = Node::parse(page, PageId(0))?;
-        let slot = node.slot(i - 1);
-        slot.offset.get() as usize
-    };
-    page[at..at + 20].copy_from_slice(child.as_bytes());
+    let count = Node::parse(page, PageId(0))?.len();
+    child_ref_bytes(page, PageId(0), count, i)?.copy_from_slice(child.as_bytes());
     Ok(())
 }
 
@@ -404,25 +396,29 @@ pub(crate) fn replace_children(
 ) -> Result<()> {
     let count = Node::parse(page, id)?.len();
     for i in 0..=count {
-        let at = match i {
-            0 => NODE_HEADER_BYTES,
-            _ => {
-                // In bounds: parse checked that the slots end before the cells.
-                let slot_at = slots_start(PageKind::Branch) + (i - 1) * SLOT_BYTES;
-                let slot = Slot::ref_from_bytes(&page[slot_at..slot_at + SLOT_BYTES]);
-                slot.expect("slot size").offset.get() as usize
-            }
-        };
-        let Some(bytes) = page.get_mut(at..at + BRANCH_CELL_HEADER_BYTES) else {
-            return Err(Error::corrupted(
-                id.0,
-                format!("child {i} at {at} out of bounds"),
-            ));
-        };
+        let bytes = child_ref_bytes(page, id, count, i)?;
         let child = ChildRef::read_from_bytes(bytes).expect("ref size");
         bytes.copy_from_slice(f(i, child)?.as_bytes());
     }
     Ok(())
+}
+
+/// Branch: the bytes of child `i`'s reference (0: the leftmost, in the header; else the
+/// start of slot `i - 1`'s cell), of a page whose header `parse` accepted with `count`
+/// slots.
+fn child_ref_bytes(page: &mut [u8], id: PageId, count: usize, i: usize) -> Result<&mut [u8]> {
+    assert!(i <= count, "child {i} of a branch with {count} slots");
+    let at = match i {
+        0 => NODE_HEADER_BYTES,
+        _ => {
+            // In bounds: parse checked that the slots end before the cells.
+            let slot_at = slots_start(PageKind::Branch) + (i - 1) * SLOT_BYTES;
+            let slot = Slot::ref_from_bytes(&page[slot_at..slot_at + SLOT_BYTES]);
+            slot.expect("slot size").offset.get() as usize
+        }
+    };
+    page.get_mut(at..at + BRANCH_CELL_HEADER_BYTES)
+        .ok_or_else(|| Error::corrupted(id.0, format!("child {i} at {at} out of bounds")))
 }
 
 /// Appends a cell after the existing slots (cells must arrive in key order). Returns

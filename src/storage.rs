@@ -217,32 +217,29 @@ impl Storage {
 
     pub(crate) fn write_at(&self, offset: u64, bufs: &[&[u8]]) -> Result<()> {
         let len = bufs.iter().map(|b| b.len() as u64).sum();
-        self.before_write(offset, len)?;
-        let written = self.backend.write_all_at(bufs, offset);
-        self.after_write(offset, len);
-        written.map_err(|e| self.poison(e))
+        self.guard_write(offset, len, || self.backend.write_all_at(bufs, offset))?
+            .map_err(|e| self.poison(e))
     }
 
-    /// To be called before `len` bytes at `offset` are written, by this handle or around
-    /// it (direct I/O): refuses if the handle is poisoned, and drops cached copies of the
-    /// pages in the range, so that no transaction that begins later can read them.
-    pub(crate) fn before_write(&self, offset: u64, len: u64) -> Result<()> {
+    /// Runs `write`, which writes `len` bytes at `offset` (through this handle, or around
+    /// it with direct I/O), unless the handle is poisoned. Cached copies of the pages in
+    /// the range are dropped before the write, so that no transaction that begins later
+    /// reads an old copy, and again after it, failed or not, so that none read during it
+    /// is kept. The write's own outcome is for the caller to judge.
+    pub(crate) fn guard_write(
+        &self,
+        offset: u64,
+        len: u64,
+        write: impl FnOnce() -> io::Result<()>,
+    ) -> Result<io::Result<()>> {
         self.check_not_poisoned()?;
-        self.forget_cached(offset, len);
-        Ok(())
-    }
-
-    /// To be called after a write that `before_write` announced, failed or not: drops
-    /// what transactions may have cached of the range meanwhile.
-    pub(crate) fn after_write(&self, offset: u64, len: u64) {
-        self.forget_cached(offset, len);
-    }
-
-    fn forget_cached(&self, offset: u64, len: u64) {
         let page = self.geometry.page_bytes();
         let first = offset / page;
-        let end = offset.saturating_add(len).div_ceil(page);
-        self.cache.forget_range(PageId(first), end - first);
+        let pages = offset.saturating_add(len).div_ceil(page) - first;
+        self.cache.forget_range(PageId(first), pages);
+        let written = write();
+        self.cache.forget_range(PageId(first), pages);
+        Ok(written)
     }
 
     pub(crate) fn sync(&self) -> Result<()> {

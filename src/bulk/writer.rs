@@ -578,9 +578,9 @@ fn write_chunk(shared: &WriterShared, data: &[u8], offset: u64) -> Result<()> {
         Some(d) if shared.state.lock().refused.is_none() => d,
         _ => return storage.write_at(offset, &[data]),
     };
-    storage.before_write(offset, data.len() as u64)?;
-    let written = write_direct(direct, data, offset);
-    storage.after_write(offset, data.len() as u64);
+    let written = storage.guard_write(offset, data.len() as u64, || {
+        write_direct(direct, data, offset)
+    })?;
     match written {
         Ok(()) => {
             shared.state.lock().direct_confirmed = true;
