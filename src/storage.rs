@@ -20,7 +20,16 @@ use crate::page::{Geometry, PageId, PageMap};
 
 /// The file operations the engine needs. The real file implements it; tests can put a
 /// recording, crashing or failing layer in its place.
-pub trait Backend: Send + Sync + 'static {
+///
+/// # Safety
+///
+/// The engine maps the file that [`Backend::file`] returns and hands out slices of the
+/// map for as long as transactions live. An implementation that returns `Some(file)`
+/// must make it the very file its reads and writes operate on, and must guarantee that
+/// nothing else writes to or truncates that file while the database is open (the engine
+/// takes a lock only when it opens the file itself). Returning `None` is always sound:
+/// every read then goes through [`Backend::read_exact_at`].
+pub unsafe trait Backend: Send + Sync + 'static {
     /// Fills `buf` from `offset`; `UnexpectedEof` if the file ends first.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes the buffers back to back starting at `offset`.
@@ -39,7 +48,10 @@ pub(crate) struct FileBackend {
     pub file: File,
 }
 
-impl Backend for FileBackend {
+// SAFETY: `file` is the file all operations use; `Database::open_with` locks it
+// exclusively (read-write) or shared (read-only) before the backend is made, and the lock
+// lives as long as the file.
+unsafe impl Backend for FileBackend {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
     }
@@ -332,7 +344,22 @@ impl PageReader {
         }
         if end <= self.window_end {
             let map = self.map.as_ref().expect("a window implies a map");
-            return Ok(&map[start as usize..end as usize]);
+            debug_assert!(end <= map.len() as u64);
+            // SAFETY: `start < end <= window_end <= map.len()` (`reader` and
+            // `extend_limit` cap `window_end` at the map's length), so the range lies in
+            // the mapping, which `self.map` keeps alive (and unmoved) as long as `self`.
+            // The slice covers only these pages, never the rest of the map: they lie below
+            // `limit_bytes`, which never exceeds the file length (the file only grows
+            // while transactions are open: `ensure_len`; `trim_to` runs when none can
+            // read), and they are committed pages this reader's snapshot reaches (or pages
+            // its own write transaction wrote and does not write again while it holds a
+            // slice of them), which no writer overwrites while a snapshot can reach them
+            // (FORMAT.md#page-reuse). Building the slice from the base pointer, rather
+            // than indexing `&map[..]`, matters: that would create a reference to the
+            // whole map, including free pages that `pwrite` is changing at that moment.
+            return Ok(unsafe {
+                std::slice::from_raw_parts(map.as_ptr().add(start as usize), (end - start) as usize)
+            });
         }
         self.read_owned(id, start, end)
     }

@@ -368,7 +368,8 @@ impl Disk {
     }
 }
 
-impl Backend for Disk {
+// SAFETY: `file()` is None: nothing is mapped.
+unsafe impl Backend for Disk {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let s = self.state();
         let start = offset as usize;

@@ -22,7 +22,8 @@ impl MemFile {
     }
 }
 
-impl Backend for MemFile {
+// SAFETY: `file()` is None: nothing is mapped.
+unsafe impl Backend for MemFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let data = self.0.lock();
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
