@@ -134,7 +134,6 @@ impl SessionStore {
             sessions.remove(id)?;
             ids.push(String::from_utf8_lossy(id).into_owned());
         }
-        drop(sessions);
         wtx.commit()?;
         Ok(ids)
     }

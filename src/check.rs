@@ -285,6 +285,7 @@ impl<'a> Walker<'a> {
         (lower, upper): (Option<&[u8]>, Option<&[u8]>),
     ) -> Result<()> {
         let id = node.id().0;
+        node.verify_layout()?;
         node.verify_prefixes()?;
         let mut prev: Option<&[u8]> = None;
         for i in 0..node.len() {

@@ -42,6 +42,17 @@ impl PageRuns {
             .is_some_and(|(&s, &n)| id.0 < s + n)
     }
 
+    /// Whether any of the `len` pages from `start` is in the set.
+    pub(crate) fn overlaps(&self, start: PageId, len: u64) -> bool {
+        let end = start.0.saturating_add(len);
+        self.contains(start)
+            || self
+                .runs
+                .range(start.0..end)
+                .next()
+                .is_some_and(|_| len > 0)
+    }
+
     /// Adds `len` pages from `start`. Returns false, changing nothing, if any of them is
     /// in the set already (a page freed twice: the file references it twice).
     pub(crate) fn insert(&mut self, start: PageId, len: u64) -> bool {
@@ -214,9 +225,14 @@ impl Pending {
         disjoint
     }
 
-    /// Runs kept for the durable fallback (at most: runs of two commits may touch).
-    pub(crate) fn fallback_runs(&self) -> usize {
-        self.durable.values().map(PageRuns::run_count).sum()
+    /// Runs that the durable fallback `durable` keeps from reuse: those freed by later
+    /// commits (at most: runs of two commits may touch). Runs freed by `durable` or
+    /// earlier wait only for readers, which a sync would not release.
+    pub(crate) fn fallback_runs(&self, durable: TxnId) -> usize {
+        self.durable
+            .range(TxnId(durable.0 + 1)..)
+            .map(|(_, runs)| runs.run_count())
+            .sum()
     }
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &PageRuns> {

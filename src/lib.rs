@@ -56,6 +56,7 @@ mod page;
 mod storage;
 mod tree;
 mod txn;
+mod txn_pages;
 
 pub use bulk::{BulkOptions, BulkStats};
 pub use check::CheckReport;

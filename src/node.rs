@@ -280,6 +280,55 @@ impl<'a> Node<'a> {
         })
     }
 
+    /// Checks what editing the page relies on: every cell lies in the cell area and is no
+    /// larger than a cell may be, and the live cells and the holes (`frag_bytes`) fill
+    /// the cell area exactly, so that compaction fits and a split always finds a cut.
+    /// The write path checks it before copying a committed page; `check` too.
+    pub(crate) fn verify_layout(&self) -> Result<()> {
+        let max = cell_bytes_max(self.kind, self.bytes.len());
+        let mut cells = Vec::with_capacity(self.count);
+        for i in 0..self.count {
+            let cell = self.cell(i)?;
+            if cell.footprint() > max {
+                return Err(self.bad(format!(
+                    "cell {i} takes {} bytes, more than a cell may ({max})",
+                    cell.footprint()
+                )));
+            }
+            let start = cell.bytes.as_ptr() as usize - self.bytes.as_ptr() as usize;
+            cells.push((start, start + cell.bytes.len()));
+        }
+        cells.sort_unstable();
+        if cells.windows(2).any(|w| w[0].1 > w[1].0) {
+            return Err(self.bad("cells overlap".into()));
+        }
+        let cell_bytes: usize = cells.iter().map(|(start, end)| end - start).sum();
+        let frag = NodeHeader::ref_from_prefix(self.bytes)
+            .expect("parsed")
+            .0
+            .frag_bytes
+            .get();
+        let area = self.bytes.len() - self.cells_start;
+        if cell_bytes + frag as usize != area {
+            return Err(self.bad(format!(
+                "cells of {cell_bytes} bytes and {frag} bytes of holes in a cell area of {area}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that the keys ascend strictly and each slot's prefix matches its key: what
+    /// searches rely on.
+    pub(crate) fn verify_order(&self) -> Result<()> {
+        self.verify_prefixes()?;
+        for i in 1..self.count {
+            if self.key(i - 1)? >= self.key(i)? {
+                return Err(self.bad(format!("keys out of order at slot {i}")));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the slot prefixes against the keys (check() uses it; searches rely on it).
     pub(crate) fn verify_prefixes(&self) -> Result<()> {
         for i in 0..self.count {
@@ -421,11 +470,11 @@ fn child_ref_bytes(page: &mut [u8], id: PageId, count: usize, i: usize) -> Resul
         .ok_or_else(|| Error::corrupted(id.0, format!("child {i} at {at} out of bounds")))
 }
 
-/// Appends a cell after the existing slots (cells must arrive in key order). Returns
-/// false, changing nothing, if it does not fit contiguously.
+/// Appends a cell after the existing slots (cells must arrive in key order) of a page
+/// being built. Returns false, changing nothing, if it does not fit contiguously.
 pub(crate) fn push_cell(page: &mut [u8], kind: PageKind, cell: Cell) -> bool {
     let count = header(page).count.get() as usize;
-    insert_cell(page, kind, count, cell)
+    place_cell(page, kind, count, cell)
 }
 
 /// `push_cell`, unless the node would then use more than `used_max` bytes (header, slots
@@ -504,18 +553,34 @@ pub(crate) fn zero_free_space(page: &mut [u8], kind: PageKind) {
     page[slots_start(kind) + count * SLOT_BYTES..cells_start].fill(0);
 }
 
-/// Inserts `cell` at slot `i`, compacting the page first if holes make that necessary.
-/// Returns false, changing nothing, if the page is too full.
-pub(crate) fn insert_cell(page: &mut [u8], kind: PageKind, i: usize, cell: Cell) -> bool {
+/// Inserts `cell` at slot `i` of dirty node `id`, compacting the page first if holes
+/// make that necessary. `Ok(false)`, changing nothing, if the page is too full.
+pub(crate) fn insert_cell(
+    page: &mut [u8],
+    id: PageId,
+    kind: PageKind,
+    i: usize,
+    cell: Cell,
+) -> Result<bool> {
+    if place_cell(page, kind, i, cell) {
+        return Ok(true);
+    }
     let (count, cells_start, frag) = layout(page);
+    let gap = cells_start - (slots_start(kind) + count * SLOT_BYTES);
+    if gap + frag < cell.footprint() {
+        return Ok(false);
+    }
+    compact(page, id, kind)?;
+    Ok(place_cell(page, kind, i, cell))
+}
+
+/// Inserts `cell` at slot `i` if it fits between the slots and the cells; false,
+/// changing nothing, if not.
+fn place_cell(page: &mut [u8], kind: PageKind, i: usize, cell: Cell) -> bool {
+    let (count, cells_start, _) = layout(page);
     let slots_end = slots_start(kind) + count * SLOT_BYTES;
-    let need = cell.footprint();
-    if cells_start - slots_end < need {
-        if cells_start - slots_end + frag < need {
-            return false;
-        }
-        compact(page, kind);
-        return insert_cell(page, kind, i, cell);
+    if cells_start - slots_end < cell.footprint() {
+        return false;
     }
     let at = cells_start - cell.bytes.len();
     page[at..cells_start].copy_from_slice(cell.bytes);
@@ -546,24 +611,29 @@ pub(crate) fn remove_cell(page: &mut [u8], kind: PageKind, i: usize) -> Result<(
     Ok(())
 }
 
-/// Rewrites the page with its cells packed against the end and no holes.
-fn compact(page: &mut [u8], kind: PageKind) {
+/// Rewrites the page with its cells packed against the end and no holes. Their sizes
+/// were accounted for in the header (`Node::verify_layout`), so they fit; if they do
+/// not, the page lied about its cells.
+fn compact(page: &mut [u8], id: PageId, kind: PageKind) -> Result<()> {
     let old = page.to_vec();
-    let node = Node::parse(&old, PageId(0)).expect("dirty pages are well formed");
+    let node = Node::parse(&old, id)?;
     let txn = node.txn();
-    let leftmost = (kind == PageKind::Branch).then(|| node.child(0).expect("leftmost"));
+    let leftmost = (kind == PageKind::Branch)
+        .then(|| node.child(0))
+        .transpose()?;
     init(page, kind, txn);
     if let Some(l) = leftmost {
         set_leftmost(page, &l);
     }
     for i in 0..node.len() {
-        let pushed = push_cell(
-            page,
-            kind,
-            node.cell(i).expect("dirty pages are well formed"),
-        );
-        assert!(pushed, "cells that fit before compaction fit after it");
+        if !push_cell(page, kind, node.cell(i)?) {
+            return Err(Error::corrupted(
+                id.0,
+                "cells overlap: they do not fit once compacted",
+            ));
+        }
     }
+    Ok(())
 }
 
 /// How a list of cells that overflows one page is cut into two.
@@ -580,8 +650,13 @@ pub(crate) fn fits_one(kind: PageKind, page_size: usize, cells: &[Cell]) -> bool
 
 /// Chooses the most even cut of `cells` into two pages that both fit. Leaves keep every
 /// cell; branches move the cut cell up. With cells at most `cell_bytes_max`, a cut
-/// always exists; failing to find one is a bug.
-pub(crate) fn split_point(kind: PageKind, page_size: usize, cells: &[Cell]) -> TwoWay {
+/// always exists; only cells from a corrupt page `id` can leave none.
+pub(crate) fn split_point(
+    id: PageId,
+    kind: PageKind,
+    page_size: usize,
+    cells: &[Cell],
+) -> Result<TwoWay> {
     let room = page_size - slots_start(kind);
     let total: usize = cells.iter().map(Cell::footprint).sum();
     let mut best: Option<(usize, usize)> = None;
@@ -600,13 +675,16 @@ pub(crate) fn split_point(kind: PageKind, page_size: usize, cells: &[Cell]) -> T
         }
         left += cell.footprint();
     }
-    let (at, _) = best.unwrap_or_else(|| {
-        panic!(
-            "no two-way split of {} cells ({total} bytes) in {kind:?} pages of {page_size}",
-            cells.len()
+    let (at, _) = best.ok_or_else(|| {
+        Error::corrupted(
+            id.0,
+            format!(
+                "no two-way split of {} cells ({total} bytes) in {kind:?} pages of {page_size}",
+                cells.len()
+            ),
         )
-    });
-    TwoWay { at }
+    })?;
+    Ok(TwoWay { at })
 }
 
 /// The shortest key `s` with `left < s <= right`, given `left < right`: branch pages
@@ -633,17 +711,21 @@ pub(crate) fn build(
     }
 }
 
+/// A node cut in two: the left page, the key that separates them, the right page.
+pub(crate) type TwoPages = (Box<[u8]>, Vec<u8>, Box<[u8]>);
+
 /// Cuts `cells` (too many for one page) into two new pages; returns them with the key
 /// that separates them. Branches move the cut cell's key up and its child becomes the
 /// right page's leftmost.
 pub(crate) fn build_two(
+    id: PageId,
     page_size: usize,
     kind: PageKind,
     txn: TxnId,
     leftmost: Option<&ChildRef>,
     cells: &[Cell],
-) -> (Box<[u8]>, Vec<u8>, Box<[u8]>) {
-    let cut = split_point(kind, page_size, cells).at;
+) -> Result<TwoPages> {
+    let cut = split_point(id, kind, page_size, cells)?.at;
     let mut left = vec![0; page_size].into_boxed_slice();
     let mut right = vec![0; page_size].into_boxed_slice();
     let (sep, right_leftmost, right_cells) = match kind {
@@ -660,7 +742,7 @@ pub(crate) fn build_two(
     };
     build(&mut left, kind, txn, leftmost, &cells[..cut]);
     build(&mut right, kind, txn, right_leftmost.as_ref(), right_cells);
-    (left, sep, right)
+    Ok((left, sep, right))
 }
 
 /// Two adjacent siblings rebuilt: one page if their cells fit, else two even pages.
@@ -707,7 +789,7 @@ pub(crate) fn rebuild_siblings(
         build(&mut one, kind, txn, leftmost.as_ref(), &cells);
         return Ok(Rebuilt::One(one));
     }
-    let (a, sep, b) = build_two(page_size, kind, txn, leftmost.as_ref(), &cells);
+    let (a, sep, b) = build_two(left.id(), page_size, kind, txn, leftmost.as_ref(), &cells)?;
     Ok(Rebuilt::Two(a, sep, b))
 }
 
@@ -768,15 +850,11 @@ mod tests {
             let n = Node::parse(&page, PageId(5)).unwrap();
             let i = n.search(k).unwrap().unwrap_err();
             encode_leaf_cell(&mut buf, k, &LeafValue::Inline(b"v"));
-            assert!(insert_cell(
-                &mut page,
-                PageKind::Leaf,
-                i,
-                Cell {
-                    key: k,
-                    bytes: &buf
-                }
-            ));
+            let cell = Cell {
+                key: k,
+                bytes: &buf,
+            };
+            assert!(insert_cell(&mut page, PageId(5), PageKind::Leaf, i, cell).unwrap());
         }
         page
     }

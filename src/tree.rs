@@ -12,7 +12,7 @@ use crate::node::{
     self, Cell, LeafValue, Node, OverflowRef, encode_branch_cell, encode_leaf_cell, is_underfull,
 };
 use crate::page::{ChildRef, Geometry, PageId, PageKind, VALUE_LEN_MAX, seal};
-use crate::txn::TxnPages;
+use crate::txn_pages::TxnPages;
 
 /// No tree is deeper than this; a descent that goes further has met a cycle in a corrupt
 /// file. Branch fan-out is at least 3, so 3^40 leaves is far beyond any file.
@@ -348,7 +348,7 @@ fn put_cell(
     pos: usize,
     cell: Cell,
 ) -> Result<Grow> {
-    if node::insert_cell(pages.dirty_mut(id), kind, pos, cell) {
+    if node::insert_cell(pages.dirty_mut(id), id, kind, pos, cell)? {
         return Ok(Grow::One(pages.dirty_ref(id)));
     }
     let old = pages.take(id);
@@ -362,12 +362,13 @@ fn put_cell(
             .then(|| node.child(0))
             .transpose()?;
         node::build_two(
+            id,
             pages.geometry().page_size,
             kind,
             pages.txn,
             leftmost.as_ref(),
             &cells,
-        )
+        )?
     };
     pages.put(id, left);
     let right_id = pages.add_page(right);
@@ -465,6 +466,9 @@ pub(crate) fn free_all(pages: &mut TxnPages, tree: &TreeRecord) -> Result<()> {
     Ok(())
 }
 
+/// Frees the node `r` before what it references, so that a corrupt file whose
+/// references share a page stops at the second visit (`a page was freed twice`) instead
+/// of walking the shared subtree again and again.
 fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Result<()> {
     let (children, blobs) = {
         let node = load(&*pages, &r, levels)?;
@@ -483,13 +487,14 @@ fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Result<()> {
         }
         (children, blobs)
     };
-    for c in children {
-        free_below(pages, c, levels - 1)?;
-    }
+    pages.free_page(&r)?;
     for o in blobs {
         pages.free_blob(&o)?;
     }
-    pages.free_page(&r)
+    for c in children {
+        free_below(pages, c, levels - 1)?;
+    }
+    Ok(())
 }
 
 /// Computes the checksums of this transaction's dirty pages below `r`, children first,

@@ -15,10 +15,11 @@ use crate::db::Shared;
 use crate::error::{Error, Result};
 use crate::freelist::{PageRuns, Pending};
 use crate::meta::Meta;
-use crate::node::{self, BLOB_HEADER_BYTES, OverflowRef};
-use crate::page::{ChildRef, Geometry, PageId, PageMap, TxnId, page_checksum};
+use crate::node;
+use crate::page::{ChildRef, TxnId, page_checksum};
 use crate::storage::{PageReader, Storage};
 use crate::tree::{self, Pages, TreeRecord};
+use crate::txn_pages::TxnPages;
 
 /// When `commit` returns relative to stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -231,246 +232,6 @@ impl<'t> ReadTree<'t> {
     }
 }
 
-// ---- the write transaction's pages -----------------------------------------------------
-
-/// Pages as one write transaction sees them: its dirty pages (in memory until commit)
-/// over the committed snapshot, the pages it may overwrite, and the pages it freed.
-pub(crate) struct TxnPages {
-    pub txn: TxnId,
-    /// Reused buffer for encoding cells.
-    pub scratch: Vec<u8>,
-    storage: Arc<Storage>,
-    reader: PageReader,
-    dirty: PageMap<Box<[u8]>>,
-    /// Pages no snapshot and no fallback meta can reach: this transaction may write them.
-    free: PageRuns,
-    /// Runs of committed pages this transaction stopped using, in the order freed; free
-    /// once no snapshot needs them (and, for `freed`, once the fallback cannot need them).
-    freed: Vec<(PageId, u64)>,
-    /// Freed pages written after the newest durable commit: the fallback cannot reach them.
-    freed_volatile: Vec<(PageId, u64)>,
-    /// The newest durable commit when this transaction began (it cannot change before
-    /// this transaction commits: there is one writer).
-    durable: TxnId,
-    /// One past the highest page in use or free (the file's logical end).
-    page_count: PageId,
-    /// Why a change failed half-way (an I/O error, a corrupt page): the transaction's
-    /// pages may be inconsistent, so `commit` refuses.
-    pub failed: Option<String>,
-}
-
-impl Pages for TxnPages {
-    fn page(&self, id: PageId) -> Result<&[u8]> {
-        match self.dirty.get(&id) {
-            Some(b) => Ok(b),
-            None => self.reader.page(id),
-        }
-    }
-
-    fn run(&self, id: PageId, pages: u64) -> Result<&[u8]> {
-        self.reader.run(id, pages)
-    }
-
-    fn geometry(&self) -> Geometry {
-        *self.reader.geometry()
-    }
-}
-
-impl Pages for PageReader {
-    fn page(&self, id: PageId) -> Result<&[u8]> {
-        PageReader::page(self, id)
-    }
-
-    fn run(&self, id: PageId, pages: u64) -> Result<&[u8]> {
-        PageReader::run(self, id, pages)
-    }
-
-    fn geometry(&self) -> Geometry {
-        *PageReader::geometry(self)
-    }
-}
-
-impl TxnPages {
-    /// Remembers an error that may have left a change half-done. Size errors are checked
-    /// before anything changes, so they leave the transaction usable.
-    pub(crate) fn note_failure<T>(&mut self, r: Result<T>) -> Result<T> {
-        if let Err(e @ (Error::Io(_) | Error::Corrupted { .. })) = &r {
-            self.failed.get_or_insert_with(|| e.to_string());
-        }
-        r
-    }
-
-    /// One past the last page in use or free: where sequential writes can go.
-    pub(crate) fn end(&self) -> PageId {
-        self.page_count
-    }
-
-    /// Claims the pages up to `end`, written directly (by the bulk loader).
-    pub(crate) fn set_end(&mut self, end: PageId) {
-        assert!(end >= self.page_count, "the end only grows");
-        self.page_count = end;
-        self.reader.extend_limit(end);
-    }
-
-    pub(crate) fn is_dirty(&self, id: PageId) -> bool {
-        self.dirty.contains_key(&id)
-    }
-
-    /// A reference to dirty page `id`; its checksum is filled in at commit.
-    pub(crate) fn dirty_ref(&self, id: PageId) -> ChildRef {
-        ChildRef::new(id, 0, self.txn)
-    }
-
-    pub(crate) fn dirty(&self, id: PageId) -> &[u8] {
-        self.dirty.get(&id).expect("page is dirty")
-    }
-
-    pub(crate) fn dirty_mut(&mut self, id: PageId) -> &mut [u8] {
-        self.dirty.get_mut(&id).expect("page is dirty")
-    }
-
-    pub(crate) fn take(&mut self, id: PageId) -> Box<[u8]> {
-        self.dirty.remove(&id).expect("page is dirty")
-    }
-
-    pub(crate) fn put(&mut self, id: PageId, page: Box<[u8]>) {
-        self.dirty.insert(id, page);
-    }
-
-    fn alloc_run(&mut self, pages: u64) -> PageId {
-        if let Some(id) = self.free.take(pages) {
-            return id;
-        }
-        let id = self.page_count;
-        self.page_count = PageId(id.0 + pages);
-        id
-    }
-
-    /// A new zeroed dirty page.
-    pub(crate) fn alloc_page(&mut self) -> (PageId, &mut [u8]) {
-        let page = vec![0; self.geometry().page_size].into_boxed_slice();
-        let id = self.add_page(page);
-        (id, self.dirty_mut(id))
-    }
-
-    pub(crate) fn add_page(&mut self, page: Box<[u8]>) -> PageId {
-        let id = self.alloc_run(1);
-        self.dirty.insert(id, page);
-        id
-    }
-
-    /// Copy-on-write: returns a dirty page with the content of `r`, which is `r` itself
-    /// if this transaction already made it dirty, else a copy at a new page id (the
-    /// committed page is freed: snapshots keep reading it).
-    pub(crate) fn shadow(&mut self, r: &ChildRef) -> Result<PageId> {
-        let id = r.page();
-        if self.dirty.contains_key(&id) {
-            return Ok(id);
-        }
-        let mut copy: Box<[u8]> = self.reader.page(id)?.into();
-        node::set_txn(&mut copy, self.txn);
-        self.free_page(r)?;
-        Ok(self.add_page(copy))
-    }
-
-    /// Frees a page this transaction no longer references.
-    pub(crate) fn free_page(&mut self, r: &ChildRef) -> Result<()> {
-        let id = r.page();
-        if self.dirty.remove(&id).is_some() {
-            // Written by this transaction only: nobody else can see it.
-            let fresh = self.free.insert(id, 1);
-            assert!(fresh, "dirty page {id:?} was also free");
-            return Ok(());
-        }
-        self.free_run(id, 1, r.txn())
-    }
-
-    /// Frees the blob holding an overflow value.
-    pub(crate) fn free_blob(&mut self, o: &OverflowRef) -> Result<()> {
-        let pages = self.geometry().blob_pages(o.len.get());
-        self.reader.forget(o.blob.page());
-        self.free_run(o.blob.page(), pages, o.blob.txn())
-    }
-
-    fn free_run(&mut self, id: PageId, pages: u64, writer: TxnId) -> Result<()> {
-        let out_of_range =
-            id.0.checked_add(pages)
-                .is_none_or(|end| end > self.page_count.0);
-        if out_of_range || id < self.geometry().first_data_page() || self.free.contains(id) {
-            return Err(Error::corrupted(
-                id.0,
-                "freed page is outside the file or already free",
-            ));
-        }
-        if writer == self.txn {
-            // Written by this transaction only: nobody else can see it.
-            if !self.free.insert(id, pages) {
-                return Err(Error::corrupted(id.0, "page freed twice"));
-            }
-        } else if writer > self.durable {
-            self.freed_volatile.push((id, pages));
-        } else {
-            self.freed.push((id, pages));
-        }
-        Ok(())
-    }
-
-    /// The committed pages this transaction freed, as a set. A page freed twice means the
-    /// file references it twice: `Corrupted`.
-    /// The committed pages this transaction freed: (reachable by the durable fallback,
-    /// written after it). A page freed twice means the file references it twice.
-    fn freed_runs(&mut self) -> Result<(PageRuns, PageRuns)> {
-        let mut sets = [PageRuns::new(), PageRuns::new()];
-        for (set, list) in sets
-            .iter_mut()
-            .zip([&mut self.freed, &mut self.freed_volatile])
-        {
-            list.sort_unstable();
-            *set = PageRuns::from_sorted(list)
-                .ok_or_else(|| Error::corrupted(list[0].0.0, "a page was freed twice"))?;
-        }
-        let [durable, volatile] = sets;
-        if PageRuns::union([&durable, &volatile]).is_none() {
-            return Err(Error::corrupted(0, "a page was freed twice"));
-        }
-        Ok((durable, volatile))
-    }
-
-    /// Writes a blob now (large values do not wait in memory for the commit) into pages
-    /// no snapshot can reach, and returns its reference with its checksum.
-    pub(crate) fn write_blob(&mut self, payload: &[u8]) -> Result<OverflowRef> {
-        let g = self.geometry();
-        let pages = g.blob_pages(payload.len() as u64);
-        let id = self.alloc_run(pages);
-        let blob = self.write_blob_at(id, pages, payload)?;
-        Ok(OverflowRef {
-            blob,
-            len: zerocopy::little_endian::U64::new(payload.len() as u64),
-        })
-    }
-
-    fn write_blob_at(&mut self, id: PageId, pages: u64, payload: &[u8]) -> Result<ChildRef> {
-        let g = self.geometry();
-        let mut head = [0u8; BLOB_HEADER_BYTES];
-        node::init_blob(&mut head, self.txn, payload.len() as u64);
-        let padding =
-            vec![0; (pages * g.page_bytes()) as usize - BLOB_HEADER_BYTES - payload.len()];
-        let mut h = crc32fast::Hasher::new();
-        h.update(&head[..4]);
-        h.update(&[0; 4]);
-        h.update(&head[8..]);
-        h.update(payload);
-        h.update(&padding);
-        let checksum = h.finalize();
-        head[4..8].copy_from_slice(&checksum.to_le_bytes());
-        let end = g.offset(PageId(id.0 + pages));
-        self.storage.ensure_len(end)?;
-        self.storage.write_pages(id, &[&head, payload, &padding])?;
-        self.reader.extend_limit(self.page_count);
-        Ok(ChildRef::new(id, checksum, self.txn))
-    }
-}
-
 // ---- write transactions ----------------------------------------------------------------
 
 /// State that belongs to whichever write transaction holds the writer lock.
@@ -488,15 +249,33 @@ pub(crate) struct Writer {
 /// The one write transaction. Changes are visible only to it until `commit`; dropping it
 /// without committing discards them.
 pub struct WriteTxn {
-    shared: Arc<Shared>,
+    // Declared first, so dropped first: when this transaction holds the last reference to
+    // `Shared`, dropping that reference closes the database (`Shared::drop`), which takes
+    // the writer lock; the lock must be free by then.
     writer: ArcMutexGuard<RawMutex, Writer>,
+    shared: Arc<Shared>,
     base: Arc<Snapshot>,
     pages: TxnPages,
     catalog: TreeRecord,
-    /// Trees opened or deleted in this transaction: (record now or None if deleted,
-    /// record at the start or None if absent).
-    trees: BTreeMap<String, (Option<TreeRecord>, Option<TreeRecord>)>,
+    trees: TouchedTrees,
     durability: Durability,
+}
+
+/// The trees a write transaction opened or deleted. Each record is kept here, and only
+/// here, from the moment it is looked up: a tree handle edits it in place, so the
+/// transaction knows every tree's current root whatever becomes of the handle.
+#[derive(Default)]
+struct TouchedTrees {
+    states: Vec<TreeState>,
+    by_name: HashMap<String, usize>,
+}
+
+struct TreeState {
+    name: String,
+    /// The record now; None if the tree is absent (never created, or deleted).
+    now: Option<TreeRecord>,
+    /// The record when the transaction began.
+    before: Option<TreeRecord>,
 }
 
 impl WriteTxn {
@@ -512,26 +291,20 @@ impl WriteTxn {
         if !w.pending.release(oldest_reader, w.durable, &mut w.free) {
             return Err(Error::corrupted(0, "a page was freed twice"));
         }
-        let pages = TxnPages {
-            txn: TxnId(base.meta.txn().0 + 1),
-            scratch: Vec::new(),
-            storage: Arc::clone(&shared.storage),
-            reader: shared.storage.reader(base.meta.page_count()),
-            dirty: HashMap::default(),
-            free: writer.free.clone(),
-            freed: Vec::new(),
-            freed_volatile: Vec::new(),
-            durable: writer.durable,
-            page_count: base.meta.page_count(),
-            failed: None,
-        };
+        let pages = TxnPages::new(
+            &shared.storage,
+            base.meta.txn(),
+            base.meta.page_count(),
+            writer.free.clone(),
+            writer.durable,
+        );
         Ok(WriteTxn {
-            shared: Arc::clone(shared),
             catalog: base.meta.catalog,
             writer,
+            shared: Arc::clone(shared),
             base,
             pages,
-            trees: BTreeMap::new(),
+            trees: TouchedTrees::default(),
             durability: shared.durability,
         })
     }
@@ -539,23 +312,21 @@ impl WriteTxn {
     /// Opens a tree for reading and writing, creating it if absent (the new tree exists
     /// once the transaction commits). One tree at a time: drop it to open another.
     pub fn open_tree(&mut self, name: &str) -> Result<WriteTree<'_>> {
-        let record = self.tree_record(name)?.unwrap_or(TreeRecord::EMPTY);
-        self.trees.entry(name.to_string()).or_insert((None, None)).0 = Some(record);
-        Ok(WriteTree {
-            txn: self,
-            name: name.to_string(),
-            record,
-        })
+        self.pages.usable()?;
+        let slot = self.tree_slot(name)?;
+        self.trees.states[slot].now.get_or_insert(TreeRecord::EMPTY);
+        Ok(WriteTree { txn: self, slot })
     }
 
     /// Deletes a tree and frees its pages; true if it existed.
     pub fn delete_tree(&mut self, name: &str) -> Result<bool> {
-        let Some(record) = self.tree_record(name)? else {
+        self.pages.usable()?;
+        let slot = self.tree_slot(name)?;
+        let Some(record) = self.trees.states[slot].now else {
             return Ok(false);
         };
-        let freed = tree::free_all(&mut self.pages, &record);
-        self.pages.note_failure(freed)?;
-        self.trees.get_mut(name).expect("looked up").0 = None;
+        self.pages.change(|pages| tree::free_all(pages, &record))?;
+        self.trees.states[slot].now = None;
         Ok(true)
     }
 
@@ -563,17 +334,24 @@ impl WriteTxn {
     pub fn tree_names(&self) -> Result<Vec<String>> {
         let mut names: std::collections::BTreeSet<String> =
             tree_names(&self.pages, self.catalog)?.into_iter().collect();
-        for (name, (now, _)) in &self.trees {
-            match now {
-                Some(_) => names.insert(name.clone()),
-                None => names.remove(name),
+        for state in &self.trees.states {
+            match state.now {
+                Some(_) => names.insert(state.name.clone()),
+                None => names.remove(&state.name),
             };
         }
         Ok(names.into_iter().collect())
     }
 
-    /// The current record of `name`, remembering its original in `self.trees`.
+    /// The current record of `name` (None if absent).
     pub(crate) fn tree_record(&mut self, name: &str) -> Result<Option<TreeRecord>> {
+        let slot = self.tree_slot(name)?;
+        Ok(self.trees.states[slot].now)
+    }
+
+    /// Where `name`'s record is kept in `self.trees`, looking it up in the catalog the
+    /// first time.
+    fn tree_slot(&mut self, name: &str) -> Result<usize> {
         let g = self.pages.geometry();
         if name.len() > g.key_len_max() {
             return Err(Error::KeyTooLarge {
@@ -581,12 +359,18 @@ impl WriteTxn {
                 max: g.key_len_max(),
             });
         }
-        if let Some((now, _)) = self.trees.get(name) {
-            return Ok(*now);
+        if let Some(&slot) = self.trees.by_name.get(name) {
+            return Ok(slot);
         }
         let found = find_tree(&self.pages, &self.catalog, name)?;
-        self.trees.insert(name.to_string(), (found, found));
-        Ok(found)
+        let slot = self.trees.states.len();
+        self.trees.states.push(TreeState {
+            name: name.to_string(),
+            now: found,
+            before: found,
+        });
+        self.trees.by_name.insert(name.to_string(), slot);
+        Ok(slot)
     }
 
     /// Sets the durability of this transaction's commit.
@@ -598,8 +382,10 @@ impl WriteTxn {
     pub fn abort(self) {}
 
     /// Replaces the record of `name` (the bulk loader's freshly built tree).
-    pub(crate) fn set_tree_record(&mut self, name: &str, record: TreeRecord) {
-        self.trees.entry(name.to_string()).or_insert((None, None)).0 = Some(record);
+    pub(crate) fn set_tree_record(&mut self, name: &str, record: TreeRecord) -> Result<()> {
+        let slot = self.tree_slot(name)?;
+        self.trees.states[slot].now = Some(record);
+        Ok(())
     }
 
     pub(crate) fn pages_mut(&mut self) -> &mut TxnPages {
@@ -609,24 +395,27 @@ impl WriteTxn {
     /// Makes the changes visible to new readers, and durable if the durability is
     /// `Immediate`. See FORMAT.md#commit-protocol.
     pub fn commit(mut self) -> Result<()> {
-        if let Some(why) = self.pages.failed.take() {
+        if let Err(e) = self.pages.usable() {
             return Err(Error::Io(std::io::Error::other(format!(
-                "nothing committed: an earlier change in this transaction failed ({why})"
+                "nothing committed: {e}"
             ))));
         }
-        let changed_trees: Vec<(String, Option<TreeRecord>)> = std::mem::take(&mut self.trees)
-            .into_iter()
-            .filter(|(_, (now, before))| match (now, before) {
-                (Some(a), Some(b)) => !a.same_as(b),
-                (None, None) => false,
-                _ => true,
-            })
-            .map(|(name, (now, _))| (name, now))
-            .collect();
+        // Past this point a panic could leave the file and this handle's idea of it apart
+        // (a meta written, the free pages not updated): refuse all writes after one.
+        let _poison_on_panic = PoisonOnPanic(Arc::clone(&self.shared.storage));
+        let changed_trees: Vec<(String, Option<TreeRecord>)> =
+            std::mem::take(&mut self.trees.states)
+                .into_iter()
+                .filter(|t| match (&t.now, &t.before) {
+                    (Some(a), Some(b)) => !a.same_as(b),
+                    (None, None) => false,
+                    _ => true,
+                })
+                .map(|t| (t.name, t.now))
+                .collect();
         let nothing_changed = changed_trees.is_empty()
-            && self.pages.dirty.is_empty()
-            && self.pages.freed.is_empty()
-            && self.pages.freed_volatile.is_empty();
+            && !self.pages.has_dirty_pages()
+            && !self.pages.has_freed_pages();
         if nothing_changed {
             if self.durability == Durability::Immediate
                 && self.writer.durable < self.base.meta.txn()
@@ -654,11 +443,9 @@ impl WriteTxn {
         self.catalog.root = tree::seal_dirty(&mut self.pages, self.catalog.root)?;
         let old_free_list = self.base.meta.free_list;
         if !old_free_list.is_null() {
-            let pages = self.old_free_list_pages(&old_free_list)?;
-            self.pages
-                .free_run(old_free_list.page(), pages, old_free_list.txn())?;
+            self.pages.free_old_free_list(&old_free_list)?;
         }
-        let (freed, freed_volatile) = self.pages.freed_runs()?;
+        let (freed, freed_volatile) = self.pages.take_freed();
         let free_list = self.write_free_list(&[&freed, &freed_volatile])?;
         let meta = Meta {
             txn: self.pages.txn.0.into(),
@@ -669,7 +456,8 @@ impl WriteTxn {
             ..self.base.meta
         };
         self.write_dirty_pages()?;
-        let fallback_runs = self.writer.pending.fallback_runs() + freed.run_count();
+        let fallback_runs =
+            self.writer.pending.fallback_runs(self.writer.durable) + freed.run_count();
         if self.durability == Durability::Immediate || fallback_runs > FALLBACK_RUNS_MAX {
             self.write_meta(&meta)?;
         }
@@ -733,39 +521,34 @@ impl WriteTxn {
         self.pages.write_blob_at(id, blob_pages, &payload)
     }
 
-    fn old_free_list_pages(&self, old: &ChildRef) -> Result<u64> {
-        let head = self.pages.reader.page(old.page())?;
-        let h = zerocopy::FromBytes::ref_from_prefix(head)
-            .map(|(h, _): (&node::BlobHeader, _)| h.len.get())
-            .map_err(|_| Error::corrupted(old.page.get(), "free list header"))?;
-        Ok(self.pages.geometry().blob_pages(h))
-    }
-
     /// Writes every dirty page, adjacent pages in one pwritev.
     fn write_dirty_pages(&mut self) -> Result<()> {
         let storage = Arc::clone(&self.shared.storage);
         let g = self.pages.geometry();
         storage.ensure_len(g.offset(self.pages.page_count))?;
-        let mut ids: Vec<PageId> = self.pages.dirty.keys().copied().collect();
-        ids.sort_unstable();
-        let mut start = 0;
-        while start < ids.len() {
-            let mut end = start + 1;
-            while end < ids.len() && ids[end].0 == ids[end - 1].0 + 1 {
-                end += 1;
-            }
-            let bufs: Vec<&[u8]> = ids[start..end]
-                .iter()
-                .map(|id| &self.pages.dirty[id][..])
-                .collect();
+        let pages = self.pages.dirty_pages();
+        for run in pages.chunk_by(|a, b| b.0.0 == a.0.0 + 1) {
+            let bufs: Vec<&[u8]> = run.iter().map(|(_, b)| *b).collect();
             debug_assert!(
                 bufs.iter()
                     .all(|b| page_checksum(b) == crate::page::header(b).checksum.get())
             );
-            storage.write_pages(ids[start], &bufs)?;
-            start = end;
+            storage.write_pages(run[0].0, &bufs)?;
         }
         Ok(())
+    }
+}
+
+/// Poisons the storage if dropped while the thread panics (see `WriteTxn::commit`).
+struct PoisonOnPanic(Arc<Storage>);
+
+impl Drop for PoisonOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self
+                .0
+                .poison(std::io::Error::other("a commit was interrupted by a panic"));
+        }
     }
 }
 
@@ -775,35 +558,38 @@ pub(crate) fn write_meta_slot(storage: &Storage, slot: u64, meta: &Meta) -> Resu
     storage.write_at(slot * crate::page::META_SLOT_BYTES, &[&bytes])
 }
 
-/// A tree in a [`WriteTxn`]: reads see the transaction's own writes.
+/// A tree in a [`WriteTxn`]: reads see the transaction's own writes. Every change goes
+/// straight into the transaction: leaking the handle loses nothing, and a change that is
+/// interrupted (an error, or a panic the caller catches) makes the transaction refuse to
+/// commit.
 pub struct WriteTree<'t> {
     txn: &'t mut WriteTxn,
-    name: String,
-    record: TreeRecord,
+    /// Where the tree's record is kept in `txn.trees`.
+    slot: usize,
 }
 
 impl WriteTree<'_> {
     /// Inserts `key` → `value`, replacing any previous value.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let r = tree::insert(&mut self.txn.pages, &mut self.record, key, value);
-        self.txn.pages.note_failure(r)
+        self.change(|pages, record| tree::insert(pages, record, key, value))
     }
 
     /// Removes `key`; true if it was present.
     pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
-        let r = tree::remove(&mut self.txn.pages, &mut self.record, key);
-        self.txn.pages.note_failure(r)
+        self.change(|pages, record| tree::remove(pages, record, key))
     }
 
     /// The value stored under `key`, borrowed until the tree is next modified.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        tree::get(&self.txn.pages, &self.record, key)
+        self.txn.pages.usable()?;
+        tree::get(&self.txn.pages, &self.record(), key)
     }
 
     /// Entries with keys in `range`, ascending (or descending with `.rev()`).
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<Range<'_>> {
+        self.txn.pages.usable()?;
         let (lower, upper) = owned_bounds(&range);
-        Ok(Range::new(&self.txn.pages, self.record, lower, upper))
+        Ok(Range::new(&self.txn.pages, self.record(), lower, upper))
     }
 
     /// All entries, ascending.
@@ -813,19 +599,30 @@ impl WriteTree<'_> {
 
     /// The number of entries.
     pub fn len(&self) -> Result<u64> {
-        Ok(self.record.entries.get())
+        Ok(self.record().entries.get())
     }
 
     /// Whether the tree has no entries.
     pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.record.entries.get() == 0)
+        Ok(self.record().entries.get() == 0)
     }
-}
 
-impl Drop for WriteTree<'_> {
-    fn drop(&mut self) {
-        if let Some(entry) = self.txn.trees.get_mut(&self.name) {
-            entry.0 = Some(self.record);
-        }
+    fn record(&self) -> TreeRecord {
+        self.txn.trees.states[self.slot]
+            .now
+            .expect("an open tree has a record")
+    }
+
+    /// Runs `f` on the transaction's pages and this tree's record, in place.
+    fn change<T>(
+        &mut self,
+        f: impl FnOnce(&mut TxnPages, &mut TreeRecord) -> Result<T>,
+    ) -> Result<T> {
+        let WriteTxn { pages, trees, .. } = &mut *self.txn;
+        let record = trees.states[self.slot]
+            .now
+            .as_mut()
+            .expect("an open tree has a record");
+        pages.change(|pages| f(pages, record))
     }
 }

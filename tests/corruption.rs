@@ -93,7 +93,6 @@ fn build(sealed: bool) -> Sample {
             t.insert(&key(i, false), &v).unwrap();
             mm.insert(key(i, false), v);
         }
-        drop(t);
         w.open_tree("empty").unwrap();
         m.entry("empty".into()).or_default();
     });
@@ -105,7 +104,6 @@ fn build(sealed: bool) -> Sample {
             t.remove(&k).unwrap();
             mm.remove(&k);
         }
-        drop(t);
         let mut t = w.open_tree("blobs").unwrap();
         let v = vec![9; 7000];
         t.insert(&key(1, false), &v).unwrap();

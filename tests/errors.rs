@@ -120,7 +120,6 @@ fn key_and_value_limits() -> Result<()> {
     }
     drop(huge);
     assert_eq!(t.get(b"")?, Some(&b""[..]));
-    drop(t);
     w.commit()?;
     db.check()?;
     Ok(())
@@ -275,7 +274,6 @@ fn a_transaction_whose_change_failed_half_way_refuses_to_commit() -> Result<()> 
     }));
     // A large value is written at once: the write fails half-way through the insert.
     assert!(matches!(t.insert(b"big", &[7; 100_000]), Err(Error::Io(_))));
-    drop(t);
     match w.commit() {
         Err(Error::Io(e)) => assert!(e.to_string().contains("earlier change")),
         other => panic!("expected the commit to be refused, got {other:?}"),

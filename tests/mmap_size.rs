@@ -57,7 +57,6 @@ fn every_setting_reads_what_every_setting_wrote() -> Result<()> {
                 for i in (batch * 3..5000).step_by(11) {
                     t.remove(&i.to_be_bytes())?;
                 }
-                drop(t);
                 w.commit()?;
             }
             db.check()?;

@@ -174,7 +174,7 @@ where
     // The pages up to `end` now belong to this transaction; the commit writes the
     // catalog, the free list and the meta after them (or in free pages), then syncs once.
     txn.pages_mut().set_end(end);
-    txn.set_tree_record(tree_name, record);
+    txn.set_tree_record(tree_name, record)?;
     txn.set_durability(Durability::Immediate);
     txn.commit()?;
     Ok(BulkStats {

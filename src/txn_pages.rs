@@ -1,0 +1,385 @@
+//! The pages of the write transaction: its dirty pages (in memory until commit) over the
+//! committed snapshot, the allocator of page ids, and the freeing of pages it stopped
+//! using. Everything read from the snapshot is untrusted: a page is verified against its
+//! parent's reference before it is copied or freed. See FORMAT.md#page-reuse.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::freelist::PageRuns;
+use crate::node::{self, BLOB_HEADER_BYTES, Node, OverflowRef};
+use crate::page::{ChildRef, Geometry, PageId, PageMap, TxnId, verify_ref};
+use crate::storage::{PageReader, Storage};
+use crate::tree::Pages;
+
+/// Pages as one write transaction sees them: its dirty pages over the committed snapshot,
+/// the pages it may overwrite, and the pages it freed.
+pub(crate) struct TxnPages {
+    pub txn: TxnId,
+    /// The snapshot this transaction started from: no committed reference may name a
+    /// later writer.
+    base: TxnId,
+    /// Reused buffer for encoding cells.
+    pub scratch: Vec<u8>,
+    storage: Arc<Storage>,
+    pub(crate) reader: PageReader,
+    dirty: PageMap<Box<[u8]>>,
+    /// Blobs this transaction wrote (first page → pages): values it may free at once.
+    own_blobs: PageMap<u64>,
+    /// Pages no snapshot and no fallback meta can reach: this transaction may write them.
+    pub(crate) free: PageRuns,
+    /// Committed pages this transaction stopped using: free once no snapshot needs them
+    /// (and, for `freed`, once the durable fallback cannot need them either).
+    freed: PageRuns,
+    /// Freed pages written after the newest durable commit: the fallback cannot reach them.
+    freed_volatile: PageRuns,
+    /// The newest durable commit when this transaction began (it cannot change before
+    /// this transaction commits: there is one writer).
+    durable: TxnId,
+    /// One past the highest page in use or free (the file's logical end).
+    pub(crate) page_count: PageId,
+    /// Why a change failed or was interrupted half-way (an I/O error, a corrupt page, a
+    /// panic): the transaction's pages may be inconsistent, so it refuses every further
+    /// change and `commit`.
+    failed: Option<String>,
+}
+
+impl Pages for TxnPages {
+    fn page(&self, id: PageId) -> Result<&[u8]> {
+        match self.dirty.get(&id) {
+            Some(b) => Ok(b),
+            None => self.reader.page(id),
+        }
+    }
+
+    fn run(&self, id: PageId, pages: u64) -> Result<&[u8]> {
+        self.reader.run(id, pages)
+    }
+
+    fn geometry(&self) -> Geometry {
+        *self.reader.geometry()
+    }
+}
+
+impl Pages for PageReader {
+    fn page(&self, id: PageId) -> Result<&[u8]> {
+        PageReader::page(self, id)
+    }
+
+    fn run(&self, id: PageId, pages: u64) -> Result<&[u8]> {
+        PageReader::run(self, id, pages)
+    }
+
+    fn geometry(&self) -> Geometry {
+        *PageReader::geometry(self)
+    }
+}
+
+/// Why a change that never finished leaves the transaction unusable.
+const INTERRUPTED: &str = "a change was interrupted (a panic) before it finished";
+
+impl TxnPages {
+    /// The pages of transaction `base + 1`, which may overwrite `free`.
+    pub(crate) fn new(
+        storage: &Arc<Storage>,
+        base: TxnId,
+        page_count: PageId,
+        free: PageRuns,
+        durable: TxnId,
+    ) -> TxnPages {
+        TxnPages {
+            txn: TxnId(base.0 + 1),
+            base,
+            scratch: Vec::new(),
+            storage: Arc::clone(storage),
+            reader: storage.reader(page_count),
+            dirty: HashMap::default(),
+            own_blobs: HashMap::default(),
+            free,
+            freed: PageRuns::new(),
+            freed_volatile: PageRuns::new(),
+            durable,
+            page_count,
+            failed: None,
+        }
+    }
+
+    /// Runs `change`, which may leave the pages half-edited if it does not finish. The
+    /// transaction is marked failed on entry and cleared only when `change` returns `Ok`
+    /// or an error raised before anything changed (sizes, order), so a panic that the
+    /// caller catches, or an I/O or corruption error, leaves it refusing to commit.
+    pub(crate) fn change<T>(&mut self, change: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.usable()?;
+        self.failed = Some(INTERRUPTED.to_string());
+        let r = change(self);
+        match &r {
+            Err(e @ (Error::Io(_) | Error::Corrupted { .. })) => self.failed = Some(e.to_string()),
+            _ => self.failed = None,
+        }
+        r
+    }
+
+    /// `Ok` unless an earlier change failed or was interrupted.
+    pub(crate) fn usable(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(Error::Io(std::io::Error::other(format!(
+                "an earlier change in this transaction failed ({why}); abort it"
+            )))),
+        }
+    }
+
+    /// One past the last page in use or free: where sequential writes can go.
+    pub(crate) fn end(&self) -> PageId {
+        self.page_count
+    }
+
+    /// Claims the pages up to `end`, written directly (by the bulk loader).
+    pub(crate) fn set_end(&mut self, end: PageId) {
+        assert!(end >= self.page_count, "the end only grows");
+        self.page_count = end;
+        self.reader.extend_limit(end);
+    }
+
+    pub(crate) fn is_dirty(&self, id: PageId) -> bool {
+        self.dirty.contains_key(&id)
+    }
+
+    pub(crate) fn has_dirty_pages(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    pub(crate) fn has_freed_pages(&self) -> bool {
+        !self.freed.is_empty() || !self.freed_volatile.is_empty()
+    }
+
+    /// A reference to dirty page `id`; its checksum is filled in at commit.
+    pub(crate) fn dirty_ref(&self, id: PageId) -> ChildRef {
+        ChildRef::new(id, 0, self.txn)
+    }
+
+    pub(crate) fn dirty(&self, id: PageId) -> &[u8] {
+        self.dirty.get(&id).expect("page is dirty")
+    }
+
+    pub(crate) fn dirty_mut(&mut self, id: PageId) -> &mut [u8] {
+        self.dirty.get_mut(&id).expect("page is dirty")
+    }
+
+    pub(crate) fn take(&mut self, id: PageId) -> Box<[u8]> {
+        self.dirty.remove(&id).expect("page is dirty")
+    }
+
+    pub(crate) fn put(&mut self, id: PageId, page: Box<[u8]>) {
+        self.dirty.insert(id, page);
+    }
+
+    /// The dirty pages in page order.
+    pub(crate) fn dirty_pages(&self) -> Vec<(PageId, &[u8])> {
+        let mut pages: Vec<(PageId, &[u8])> =
+            self.dirty.iter().map(|(&id, b)| (id, &b[..])).collect();
+        pages.sort_unstable_by_key(|(id, _)| *id);
+        pages
+    }
+
+    pub(crate) fn alloc_run(&mut self, pages: u64) -> PageId {
+        if let Some(id) = self.free.take(pages) {
+            return id;
+        }
+        let id = self.page_count;
+        self.page_count = PageId(id.0 + pages);
+        id
+    }
+
+    /// A new zeroed dirty page.
+    pub(crate) fn alloc_page(&mut self) -> (PageId, &mut [u8]) {
+        let page = vec![0; self.geometry().page_size].into_boxed_slice();
+        let id = self.add_page(page);
+        (id, self.dirty_mut(id))
+    }
+
+    pub(crate) fn add_page(&mut self, page: Box<[u8]>) -> PageId {
+        let id = self.alloc_run(1);
+        self.dirty.insert(id, page);
+        id
+    }
+
+    /// Copy-on-write: returns a dirty page with the content of `r`, which is `r` itself
+    /// if this transaction already made it dirty, else a copy at a new page id (the
+    /// committed page is freed: snapshots keep reading it). The committed page must be
+    /// what its parent's reference says and a well-formed node, or the copy would carry
+    /// corruption into a freshly checksummed page.
+    pub(crate) fn shadow(&mut self, r: &ChildRef) -> Result<PageId> {
+        let id = r.page();
+        if self.written_here(r, |p| p.dirty.contains_key(&id))? {
+            return Ok(id);
+        }
+        let page = self.reader.page(id)?;
+        verify_ref(page, r)?;
+        let node = Node::parse(page, id)?;
+        node.verify_layout()?;
+        node.verify_order()?;
+        let mut copy: Box<[u8]> = page.into();
+        node::set_txn(&mut copy, self.txn);
+        self.free_committed(id, 1, r.txn())?;
+        Ok(self.add_page(copy))
+    }
+
+    /// Whether `r` names a page this transaction wrote (`own` says whether it did);
+    /// otherwise checks that `r` is a plausible committed reference: written by the
+    /// snapshot or earlier, and not to a page this transaction took for itself (which
+    /// was free, so no committed page can reference it).
+    fn written_here(&self, r: &ChildRef, own: impl Fn(&Self) -> bool) -> Result<bool> {
+        let id = r.page();
+        if r.txn() == self.txn {
+            return match own(self) {
+                true => Ok(true),
+                false => Err(Error::corrupted(
+                    id.0,
+                    "a reference names the writing transaction, which did not write the page",
+                )),
+            };
+        }
+        if r.txn() > self.base {
+            return Err(Error::corrupted(
+                id.0,
+                format!(
+                    "reference names writer {} in snapshot {}",
+                    r.txn().0,
+                    self.base.0
+                ),
+            ));
+        }
+        if self.dirty.contains_key(&id) || self.own_blobs.contains_key(&id) {
+            return Err(Error::corrupted(
+                id.0,
+                "a committed reference names a page that was free",
+            ));
+        }
+        Ok(false)
+    }
+
+    /// Frees a node page this transaction no longer references.
+    pub(crate) fn free_page(&mut self, r: &ChildRef) -> Result<()> {
+        let id = r.page();
+        if self.written_here(r, |p| p.dirty.contains_key(&id))? {
+            // Written by this transaction only: nobody else can see it.
+            self.dirty.remove(&id);
+            return self.free_own(id, 1);
+        }
+        verify_ref(self.reader.page(id)?, r)?;
+        self.free_committed(id, 1, r.txn())
+    }
+
+    /// Frees the blob holding an overflow value.
+    pub(crate) fn free_blob(&mut self, o: &OverflowRef) -> Result<()> {
+        let r = o.blob;
+        let pages = self.geometry().blob_pages(o.len.get());
+        if self.written_here(&r, |p| p.own_blobs.get(&r.page()) == Some(&pages))? {
+            // It may be written again in this transaction: no read may serve the old copy.
+            self.own_blobs.remove(&r.page());
+            self.reader.forget(r.page());
+            return self.free_own(r.page(), pages);
+        }
+        verify_ref(self.reader.run(r.page(), pages)?, &r)?;
+        self.free_committed(r.page(), pages, r.txn())
+    }
+
+    /// Frees the old free-list blob `r` (committed by the base snapshot's writer).
+    pub(crate) fn free_old_free_list(&mut self, r: &ChildRef) -> Result<()> {
+        let head = self.reader.page(r.page())?;
+        let (h, _) = <node::BlobHeader as zerocopy::FromBytes>::ref_from_prefix(head)
+            .map_err(|_| Error::corrupted(r.page.get(), "free list header"))?;
+        let pages = self.geometry().blob_pages(h.len.get());
+        // Never written by this transaction: `written_here` refuses it if it says so.
+        self.written_here(r, |_| false)?;
+        verify_ref(self.reader.run(r.page(), pages)?, r)?;
+        self.free_committed(r.page(), pages, r.txn())
+    }
+
+    /// Pages written by this transaction become free for it again at once.
+    fn free_own(&mut self, id: PageId, pages: u64) -> Result<()> {
+        self.check_run(id, pages)?;
+        if !self.free.insert(id, pages) {
+            return Err(Error::corrupted(id.0, "page freed twice"));
+        }
+        Ok(())
+    }
+
+    /// Committed pages wait until no snapshot (and, if the durable fallback can reach
+    /// them, no recovery) needs them.
+    fn free_committed(&mut self, id: PageId, pages: u64, writer: TxnId) -> Result<()> {
+        self.check_run(id, pages)?;
+        let (set, other) = match writer > self.durable {
+            true => (&mut self.freed_volatile, &self.freed),
+            false => (&mut self.freed, &self.freed_volatile),
+        };
+        if other.overlaps(id, pages) || !set.insert(id, pages) {
+            return Err(Error::corrupted(id.0, "a page was freed twice"));
+        }
+        Ok(())
+    }
+
+    fn check_run(&self, id: PageId, pages: u64) -> Result<()> {
+        let out_of_range =
+            id.0.checked_add(pages)
+                .is_none_or(|end| end > self.page_count.0);
+        if out_of_range || id < self.geometry().first_data_page() || self.free.overlaps(id, pages) {
+            return Err(Error::corrupted(
+                id.0,
+                "freed page is outside the file or already free",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes the committed pages this transaction freed: (reachable by the durable
+    /// fallback, written after it).
+    pub(crate) fn take_freed(&mut self) -> (PageRuns, PageRuns) {
+        (
+            std::mem::take(&mut self.freed),
+            std::mem::take(&mut self.freed_volatile),
+        )
+    }
+
+    /// Writes a blob now (large values do not wait in memory for the commit) into pages
+    /// no snapshot can reach, and returns its reference with its checksum.
+    pub(crate) fn write_blob(&mut self, payload: &[u8]) -> Result<OverflowRef> {
+        let g = self.geometry();
+        let pages = g.blob_pages(payload.len() as u64);
+        let id = self.alloc_run(pages);
+        let blob = self.write_blob_at(id, pages, payload)?;
+        self.own_blobs.insert(id, pages);
+        Ok(OverflowRef {
+            blob,
+            len: zerocopy::little_endian::U64::new(payload.len() as u64),
+        })
+    }
+
+    pub(crate) fn write_blob_at(
+        &mut self,
+        id: PageId,
+        pages: u64,
+        payload: &[u8],
+    ) -> Result<ChildRef> {
+        let g = self.geometry();
+        let mut head = [0u8; BLOB_HEADER_BYTES];
+        node::init_blob(&mut head, self.txn, payload.len() as u64);
+        let padding =
+            vec![0; (pages * g.page_bytes()) as usize - BLOB_HEADER_BYTES - payload.len()];
+        let mut h = crc32fast::Hasher::new();
+        h.update(&head[..4]);
+        h.update(&[0; 4]);
+        h.update(&head[8..]);
+        h.update(payload);
+        h.update(&padding);
+        let checksum = h.finalize();
+        head[4..8].copy_from_slice(&checksum.to_le_bytes());
+        let end = g.offset(PageId(id.0 + pages));
+        self.storage.ensure_len(end)?;
+        self.storage.write_pages(id, &[&head, payload, &padding])?;
+        self.reader.extend_limit(self.page_count);
+        Ok(ChildRef::new(id, checksum, self.txn))
+    }
+}
