@@ -53,7 +53,9 @@ struct Chunk {
 /// huge value never needs a second copy of itself in memory).
 const BLOB_PIECE_BYTES: usize = 1 << 20;
 
-/// Pages in flight between the builder and the sealer.
+/// Pages queued between the builder and the sealer: the batches in the channel and the
+/// one being filled. With the batch the sealer is working on, at most
+/// `PAGES_IN_FLIGHT + BATCH_LEN` (320) pages are in flight (FORMAT.md#bulk-load).
 const PAGES_IN_FLIGHT: usize = 256;
 
 /// Messages the builder sends the sealer at once, unless they hold `BLOB_PIECE_BYTES`
@@ -126,7 +128,7 @@ impl SeqWriter {
     ) -> Result<SeqWriter> {
         let geometry = storage.geometry;
         let chunks = ChunkWriter::start(storage, start, direct_path)?;
-        // Queued batches and the one being filled hold fewer than PAGES_IN_FLIGHT pages.
+        // Queued batches and the one being filled hold at most PAGES_IN_FLIGHT pages.
         let (to_sealer, from_builder) = sync_channel(PAGES_IN_FLIGHT / BATCH_LEN - 1);
         let (give_back, returned) = channel();
         let sealer = std::thread::Builder::new()
