@@ -45,12 +45,7 @@ impl PageRuns {
     /// Whether any of the `len` pages from `start` is in the set.
     pub(crate) fn overlaps(&self, start: PageId, len: u64) -> bool {
         let end = start.0.saturating_add(len);
-        self.contains(start)
-            || self
-                .runs
-                .range(start.0..end)
-                .next()
-                .is_some_and(|_| len > 0)
+        len > 0 && (self.contains(start) || self.runs.range(start.0..end).next().is_some())
     }
 
     /// Adds `len` pages from `start`. Returns false, changing nothing, if any of them is
@@ -243,6 +238,34 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlaps_sees_every_page_of_a_run() {
+        let mut r = PageRuns::new();
+        assert!(r.insert(PageId(10), 3));
+        assert!(r.overlaps(PageId(12), 5), "starts inside");
+        assert!(r.overlaps(PageId(5), 6), "ends inside");
+        assert!(r.overlaps(PageId(5), 20), "covers");
+        assert!(!r.overlaps(PageId(13), 4) && !r.overlaps(PageId(5), 5));
+        assert!(!r.overlaps(PageId(11), 0));
+    }
+
+    #[test]
+    fn fallback_runs_count_only_what_the_fallback_holds() {
+        let mut p = Pending::default();
+        for t in [3, 5, 8] {
+            let mut r = PageRuns::new();
+            assert!(r.insert(PageId(t * 10), 1) && r.insert(PageId(t * 10 + 5), 1));
+            p.add(TxnId(t), r, true);
+        }
+        assert_eq!(p.fallback_runs(TxnId(2)), 6);
+        assert_eq!(
+            p.fallback_runs(TxnId(5)),
+            2,
+            "freed by 3 and 5: readers only"
+        );
+        assert_eq!(p.fallback_runs(TxnId(8)), 0);
+    }
 
     #[test]
     fn runs_coalesce_and_split() {

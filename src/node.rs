@@ -860,6 +860,65 @@ mod tests {
     }
 
     #[test]
+    fn verify_layout_accepts_edited_pages_and_rejects_lying_ones() {
+        let keys: Vec<Vec<u8>> = (0..60u8).map(|i| vec![b'k', i, i]).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let mut page = leaf_with(&refs);
+        for i in (0..40).step_by(3) {
+            remove_cell(&mut page, PageKind::Leaf, i).unwrap();
+        }
+        let good = Node::parse(&page, PageId(5)).unwrap();
+        good.verify_layout().unwrap();
+        good.verify_order().unwrap();
+        let (count, cells_start) = (good.len(), good.cells_start);
+
+        let slot_offset = |i: usize| slots_start(PageKind::Leaf) + i * SLOT_BYTES + 4;
+        let mut overlapping = page.clone();
+        let second = u16::from_le_bytes(overlapping[slot_offset(1)..][..2].try_into().unwrap());
+        overlapping[slot_offset(0)..][..2].copy_from_slice(&(second + 1).to_le_bytes());
+        let mut holes_miscounted = page.clone();
+        node_header_mut(&mut holes_miscounted).frag_bytes = U32::new(3);
+        let mut oversized = page.clone();
+        let len = (4096 - cells_start - 8) as u32;
+        let at = cells_start;
+        let first_slot = (0..count)
+            .find(|&i| {
+                u16::from_le_bytes(page[slot_offset(i)..][..2].try_into().unwrap()) as usize == at
+            })
+            .unwrap();
+        oversized[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        for (what, bad) in [
+            ("overlapping", &overlapping),
+            ("holes miscounted", &holes_miscounted),
+            ("oversized", &oversized),
+        ] {
+            let n = Node::parse(bad, PageId(5)).unwrap();
+            assert!(
+                matches!(n.verify_layout(), Err(Error::Corrupted { page: 5, .. })),
+                "{what} (first slot {first_slot})"
+            );
+        }
+    }
+
+    #[test]
+    fn split_point_of_cells_too_large_is_an_error() {
+        // No cut leaves both sides within a page.
+        let (small, big) = (vec![0u8; 100], vec![0u8; 5000]);
+        let cells = [
+            Cell {
+                key: b"a",
+                bytes: &small,
+            },
+            Cell {
+                key: b"b",
+                bytes: &big,
+            },
+        ];
+        let r = split_point(PageId(9), PageKind::Leaf, 4096, &cells);
+        assert!(matches!(r, Err(Error::Corrupted { page: 9, .. })));
+    }
+
+    #[test]
     fn search_orders_keys_that_share_a_padded_prefix() {
         let page = leaf_with(&[b"a\0", b"a", b"ab", b"", b"abcdz", b"abcda"]);
         let n = Node::parse(&page, PageId(5)).unwrap();
