@@ -1,12 +1,12 @@
 //! Random operations against mapkv and a `BTreeMap` model, checked after every step.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::ops::Bound;
 
 use mapkv::{Database, Durability, Error, Options, Result, WriteTxn};
 use quickcheck::{Arbitrary, Gen, QuickCheck};
-
-type Trees = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+use support::model::{Tree, Trees, Walk, check_range};
 
 const TREES: [&str; 3] = ["alpha", "beta", "gamma"];
 const VALUE_SIZES: [usize; 7] = [0, 3, 150, 900, 1700, 5000, 70_000];
@@ -34,12 +34,13 @@ enum Op {
         key: u16,
         long_keys: bool,
     },
+    /// Every bound kind at either end (inverted and equal bounds included), read forward,
+    /// backward, and from both ends in an order drawn from `seed`.
     Range {
         tree: u8,
-        from: Option<u16>,
-        to: Option<u16>,
-        inclusive: bool,
-        rev: bool,
+        lower: Bound<BoundKey>,
+        upper: Bound<BoundKey>,
+        seed: u64,
     },
     DeleteTree {
         tree: u8,
@@ -49,6 +50,57 @@ enum Op {
     },
     Abort,
     Reopen,
+}
+
+/// The key of a range bound, resolved against the model when the range is read.
+#[derive(Clone, Copy, Debug)]
+enum BoundKey {
+    /// The model's key at this index (modulo its length): bounds on present keys are
+    /// where inclusive and exclusive differ.
+    Present(u16),
+    /// `key_bytes(key, long)`, present or not.
+    Drawn(u16, bool),
+}
+
+impl BoundKey {
+    fn arbitrary(g: &mut Gen) -> BoundKey {
+        if bool::arbitrary(g) {
+            BoundKey::Present(u16::arbitrary(g))
+        } else {
+            BoundKey::Drawn(u16::arbitrary(g) % 2000, u8::arbitrary(g) % 5 == 0)
+        }
+    }
+
+    /// An upper key drawn near `lower` a third of the time, so that equal and inverted
+    /// bounds come up often.
+    fn arbitrary_after(g: &mut Gen, lower: &Bound<BoundKey>) -> BoundKey {
+        match lower {
+            Bound::Included(BoundKey::Present(i)) | Bound::Excluded(BoundKey::Present(i))
+                if u8::arbitrary(g) % 3 == 0 =>
+            {
+                BoundKey::Present(i.wrapping_add(u16::arbitrary(g) % 3).wrapping_sub(1))
+            }
+            _ => BoundKey::arbitrary(g),
+        }
+    }
+
+    fn resolve(self, model: &Tree) -> Vec<u8> {
+        match self {
+            BoundKey::Present(i) if !model.is_empty() => {
+                model.keys().nth(i as usize % model.len()).unwrap().clone()
+            }
+            BoundKey::Present(i) => key_bytes(i % 2000, false),
+            BoundKey::Drawn(k, long) => key_bytes(k, long),
+        }
+    }
+}
+
+fn arbitrary_bound(g: &mut Gen, key: impl FnOnce(&mut Gen) -> BoundKey) -> Bound<BoundKey> {
+    match u8::arbitrary(g) % 3 {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(key(g)),
+        _ => Bound::Excluded(key(g)),
+    }
 }
 
 impl Arbitrary for Op {
@@ -76,13 +128,16 @@ impl Arbitrary for Op {
                 key: key(g),
                 long_keys: bool::arbitrary(g),
             },
-            12..=13 => Op::Range {
-                tree,
-                from: Option::arbitrary(g).map(|k: u16| k % 2000),
-                to: Option::arbitrary(g).map(|k: u16| k % 2000),
-                inclusive: bool::arbitrary(g),
-                rev: bool::arbitrary(g),
-            },
+            12..=13 => {
+                let lower = arbitrary_bound(g, BoundKey::arbitrary);
+                let upper = arbitrary_bound(g, |g| BoundKey::arbitrary_after(g, &lower));
+                Op::Range {
+                    tree,
+                    lower,
+                    upper,
+                    seed: u64::arbitrary(g),
+                }
+            }
             14 => Op::DeleteTree { tree },
             15..=17 => Op::Commit {
                 durable: u8::arbitrary(g) % 3 != 0,
@@ -301,59 +356,18 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
         }
         Op::Range {
             tree,
-            from,
-            to,
-            inclusive,
-            rev,
+            lower,
+            upper,
+            seed,
         } => {
             let name = TREES[tree as usize];
             let m = model.entry(name.to_string()).or_default();
             let t = w.open_tree(name)?;
-            let lower = from.map_or(Bound::Unbounded, |k| Bound::Included(key_bytes(k, false)));
-            let upper = to.map_or(Bound::Unbounded, |k| {
-                if inclusive {
-                    Bound::Included(key_bytes(k, false))
-                } else {
-                    Bound::Excluded(key_bytes(k, false))
-                }
-            });
-            let valid = match (&lower, &upper) {
-                (Bound::Included(a), Bound::Included(b)) => a <= b,
-                (Bound::Included(a), Bound::Excluded(b)) => a < b,
-                _ => true,
-            };
-            let want: Vec<(&[u8], &[u8])> = if valid {
-                m.range((lower.clone(), upper.clone()))
-                    .map(|(k, v)| (&k[..], &v[..]))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let range = t.range((lower, upper))?;
-            let got: Vec<(&[u8], &[u8])> = if rev {
-                let mut v = range.rev().collect::<Result<Vec<_>>>()?;
-                v.reverse();
-                v
-            } else {
-                range.collect::<Result<_>>()?
-            };
-            assert!(got == want, "range {from:?}..{to:?} differs");
-            // Meeting in the middle: alternate ends.
-            let mut both = t.range((Bound::<Vec<u8>>::Unbounded, Bound::Unbounded))?;
-            let (mut front, mut back) = (Vec::new(), Vec::new());
-            while let Some(e) = both.next() {
-                front.push(e?.0);
-                match both.next_back() {
-                    Some(e) => back.push(e?.0),
-                    None => break,
-                }
+            let (lower, upper) = (lower.map(|k| k.resolve(m)), upper.map(|k| k.resolve(m)));
+            for walk in [Walk::Forward, Walk::Reverse, Walk::Mixed(seed)] {
+                let range = t.range::<Vec<u8>, _>((lower.clone(), upper.clone()))?;
+                check_range(range, m, as_slice(&lower), as_slice(&upper), walk)?;
             }
-            back.reverse();
-            front.extend(back);
-            assert!(
-                front.iter().copied().eq(m.keys().map(|k| &k[..])),
-                "two-ended walk differs"
-            );
         }
         Op::DeleteTree { tree } => {
             let name = TREES[tree as usize];
@@ -362,6 +376,10 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
         Op::Commit { .. } | Op::Abort | Op::Reopen => unreachable!(),
     }
     Ok(())
+}
+
+fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    b.as_ref().map(Vec::as_slice)
 }
 
 /// Whole file mapped, nothing mapped (every page read with pread), and a 96 KiB window
