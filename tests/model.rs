@@ -29,6 +29,17 @@ enum Op {
         stride: u8,
         long_keys: bool,
     },
+    /// Inserts keys `start..start + count` once per round, each round with new values of
+    /// one size class, and reads every key back after each round: a round reuses the
+    /// overflow pages the one before freed, which must not be read back stale.
+    Overwrite {
+        tree: u8,
+        start: u16,
+        count: u8,
+        size: u8,
+        rounds: u8,
+        seed: u8,
+    },
     Get {
         tree: u8,
         key: u16,
@@ -107,7 +118,7 @@ impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Op {
         let tree = u8::arbitrary(g) % TREES.len() as u8;
         let key = |g: &mut Gen| u16::arbitrary(g) % 2000;
-        match u8::arbitrary(g) % 20 {
+        match u8::arbitrary(g) % 22 {
             0..=6 => Op::Insert {
                 tree,
                 start: key(g),
@@ -143,7 +154,17 @@ impl Arbitrary for Op {
                 durable: u8::arbitrary(g) % 3 != 0,
             },
             18 => Op::Abort,
-            _ => Op::Reopen,
+            19 => Op::Reopen,
+            _ => Op::Overwrite {
+                tree,
+                start: key(g),
+                count: u8::arbitrary(g) % 16 + 1,
+                // The three largest classes: overflow values at every page size
+                // (70,000), at 4 KiB pages (5000), and inline ones (1700).
+                size: VALUE_SIZES.len() as u8 - 1 - u8::arbitrary(g) % 3,
+                rounds: u8::arbitrary(g) % 2 + 2,
+                seed: u8::arbitrary(g),
+            },
         }
     }
 
@@ -342,6 +363,37 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
                 assert_eq!(t.remove(&key)?, m.remove(&key).is_some());
             }
             assert_eq!(t.len()?, m.len() as u64);
+        }
+        Op::Overwrite {
+            tree,
+            start,
+            count,
+            size,
+            rounds,
+            seed,
+        } => {
+            let name = TREES[tree as usize];
+            let mut t = w.open_tree(name)?;
+            let m = model.entry(name.to_string()).or_default();
+            let keys = start..start.saturating_add(count.into());
+            for round in 0..rounds {
+                let seed = seed.wrapping_add(round.wrapping_mul(101));
+                for k in keys.clone() {
+                    let (key, value) = (
+                        key_bytes(k, false),
+                        value_bytes(k, VALUE_SIZES[size as usize], seed),
+                    );
+                    t.insert(&key, &value)?;
+                    m.insert(key, value);
+                }
+                for k in keys.clone() {
+                    let key = key_bytes(k, false);
+                    assert!(
+                        t.get(&key)? == m.get(&key).map(|v| &v[..]),
+                        "key {k} reads back a stale value after overwrite round {round}"
+                    );
+                }
+            }
         }
         Op::Get {
             tree,
