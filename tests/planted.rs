@@ -236,3 +236,162 @@ fn open_falls_back_when_the_newest_commit_tore_an_overflow_value() {
         db.check().expect("check");
     }
 }
+
+/// A blob of `len` payload bytes takes `ceil((24 + len) / page_size)` pages. Values
+/// whose blob ends one byte before, at, and one byte after a page end (one and two
+/// pages), written, overwritten (freeing blobs of every such length) and removed: the
+/// page count `check` reports must be exact, and every page accounted for.
+///
+/// Catches: `Geometry::blob_pages` off by one at a page end (a panic writing the blob,
+/// a page too many, or a run that `check` finds leaked or doubly used).
+#[test]
+fn overflow_page_count_at_page_boundaries() -> Result<()> {
+    for page_size in [4096usize, 65536] {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db");
+        let totals = [-1i64, 0, 1, -1, 0, 1]
+            .iter()
+            .zip([1, 1, 1, 2, 2, 2])
+            .map(|(d, pages)| (pages * page_size as i64 + d) as usize);
+        let lens: Vec<usize> = totals.map(|t| t - BLOB_HEADER_BYTES).collect();
+        let pages_of = |len: usize| (BLOB_HEADER_BYTES + len).div_ceil(page_size) as u64;
+        let value = |len: usize, fill: u8| vec![fill; len];
+        let db = Options::new().page_size(page_size).open(&path)?;
+        // One value a commit: the overflow page count grows by exactly its pages.
+        let mut model = Tree::new();
+        let mut pages = 0;
+        for (i, &len) in lens.iter().enumerate() {
+            let (k, v) = (vec![i as u8], value(len, i as u8));
+            let mut w = db.begin_write()?;
+            w.open_tree("t")?.insert(&k, &v)?;
+            w.commit()?;
+            model.insert(k, v);
+            pages += pages_of(len);
+            let report = db.check()?;
+            assert_eq!(
+                report.overflow_pages,
+                pages,
+                "page size {page_size}: after a value of {len} bytes (blob of {} bytes)",
+                len + BLOB_HEADER_BYTES
+            );
+        }
+        // Each value overwritten with the next length (every blob freed), then read back.
+        let mut w = db.begin_write()?;
+        let mut t = w.open_tree("t")?;
+        for (i, _) in lens.iter().enumerate() {
+            let (k, v) = (
+                vec![i as u8],
+                value(lens[(i + 1) % lens.len()], 0xF0 | i as u8),
+            );
+            t.insert(&k, &v)?;
+            model.insert(k, v);
+        }
+        drop(t);
+        w.commit()?;
+        assert_eq!(
+            db.check()?.overflow_pages,
+            pages,
+            "page size {page_size}: after overwrites"
+        );
+        assert_read(&db, &model, page_size)?;
+        // Half removed: their blobs are free, and every page still accounted for.
+        let mut w = db.begin_write()?;
+        let mut t = w.open_tree("t")?;
+        for i in (0..lens.len()).step_by(2) {
+            assert!(t.remove(&[i as u8])?);
+            model.remove(&vec![i as u8]);
+            pages -= pages_of(lens[(i + 1) % lens.len()]);
+        }
+        drop(t);
+        w.commit()?;
+        assert_eq!(
+            db.check()?.overflow_pages,
+            pages,
+            "page size {page_size}: after removes"
+        );
+        drop(db);
+        let db = Options::new().page_size(page_size).open(&path)?;
+        db.check()?;
+        assert_read(&db, &model, page_size)?;
+    }
+    Ok(())
+}
+
+fn assert_read(db: &Database, model: &Tree, page_size: usize) -> Result<()> {
+    let r = db.begin_read()?;
+    let t = r.open_tree("t")?;
+    for (k, v) in model {
+        let got = t.get(k)?;
+        assert!(
+            got == Some(&v[..]),
+            "page size {page_size}: key {k:?}: {:?} bytes, expected {}",
+            got.map(<[u8]>::len),
+            v.len()
+        );
+    }
+    assert_eq!(t.len()?, model.len() as u64);
+    Ok(())
+}
+
+/// A non-root leaf is merged with its sibling when, after a remove, it uses fewer than a
+/// quarter of the page; at a quarter or more it stays. Two leaves under one root: a
+/// remove leaves the left one at a quarter page minus one byte, exactly, or plus one
+/// byte; only the first merges, and the root (a branch with one child left) collapses.
+///
+/// Catches: `node::is_underfull` moved off the quarter page by one byte either way
+/// (`<=` for `<`, or a bound one byte lower).
+#[test]
+fn merge_threshold_is_a_quarter_page() -> Result<()> {
+    // Leaf layout (FORMAT.md#node-pages): 24-byte header, then per entry an 8-byte slot
+    // and a cell of a 4-byte value length, the key and the inline value.
+    const LEAF_HEADER: usize = 24;
+    let footprint = |key: &[u8], value_len: usize| 8 + 4 + key.len() + value_len;
+    for page_size in [4096usize, 65536] {
+        let quarter = page_size / 4;
+        // The largest entry a leaf takes (two always fit in one page).
+        let largest = (page_size - LEAF_HEADER) / 2;
+        for delta in [-1i64, 0, 1] {
+            let left_used = (quarter as i64 + delta) as usize;
+            // "a" and "a2" fill the left leaf, "b" the right one: the most even cut of
+            // the three, as "a2" makes them overflow one page.
+            let a = left_used - LEAF_HEADER - footprint(b"a", 0);
+            let b = largest - footprint(b"b", 0);
+            let a2 = largest - footprint(b"a", a) + 8 - footprint(b"a2", 0);
+            let what = format!("page size {page_size}, left leaf at a quarter page {delta:+} byte");
+            let dir = tempfile::tempdir()?;
+            let db = Options::new()
+                .page_size(page_size)
+                .open(dir.path().join("db"))?;
+            let mut w = db.begin_write()?;
+            let mut t = w.open_tree("t")?;
+            for (k, len) in [(&b"b"[..], b), (b"a", a), (b"a2", a2)] {
+                t.insert(k, &vec![k[0]; len])?;
+            }
+            drop(t);
+            w.commit()?;
+            assert_eq!(
+                db.stats()?.trees[0].depth,
+                2,
+                "{what}: a split into two leaves"
+            );
+            let mut w = db.begin_write()?;
+            assert!(w.open_tree("t")?.remove(b"a2")?);
+            w.commit()?;
+            db.check()?;
+            let merged = left_used < quarter;
+            assert_eq!(
+                db.stats()?.trees[0].depth,
+                if merged { 1 } else { 2 },
+                "{what}: the leaves were {}merged",
+                if merged { "not " } else { "" }
+            );
+            let r = db.begin_read()?;
+            let t = r.open_tree("t")?;
+            assert!(t.get(b"a")? == Some(&vec![b'a'; a][..]), "{what}: a");
+            assert!(t.get(b"b")? == Some(&vec![b'b'; b][..]), "{what}: b");
+            assert!(t.get(b"a2")?.is_none(), "{what}: a2 removed");
+            assert_eq!(t.len()?, 2, "{what}");
+        }
+    }
+    Ok(())
+}
