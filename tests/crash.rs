@@ -9,9 +9,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mapkv::testing::open_with_backend;
-use mapkv::{Database, Durability, Options};
+use mapkv::Durability;
 use support::model::{History, Shape, Trees, digest, random_durability, random_ops, read_all};
+use support::recovery::{open, recover};
 use support::rng::{Rng, heavy, seed};
 use support::simdisk::{CrashImages, SimDisk};
 
@@ -20,10 +20,6 @@ struct Run {
     disk: Arc<SimDisk>,
     hist: History,
     commits: usize,
-}
-
-fn open(disk: &Arc<SimDisk>) -> mapkv::Result<Database> {
-    open_with_backend(disk.backend(), Options::new())
 }
 
 /// Runs `txns` random write transactions (with aborts and reopens) on a fresh disk.
@@ -123,34 +119,6 @@ struct Figures {
     fallbacks: u64,
 }
 
-/// Length and non-zero extent of an image, for failure messages.
-fn describe(image: &[u8]) -> String {
-    let nonzero: Vec<usize> = image
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b != 0)
-        .map(|(i, _)| i)
-        .collect();
-    format!(
-        "image of {} bytes, non-zero bytes {} in {:?}..={:?}",
-        image.len(),
-        nonzero.len(),
-        nonzero.first(),
-        nonzero.last()
-    )
-}
-
-/// Opens `image`, checks it and returns its content's digest, or why it failed.
-fn recover(image: Vec<u8>) -> Result<(Arc<SimDisk>, Database, u128), String> {
-    let summary = describe(&image);
-    let disk = SimDisk::new(image);
-    let db = open(&disk).map_err(|e| format!("open failed: {e} ({summary})"))?;
-    db.check().map_err(|e| format!("check failed: {e}"))?;
-    let content = read_all(&db).map_err(|e| format!("read failed: {e}"))?;
-    let d = digest(&content);
-    Ok((disk, db, d))
-}
-
 /// Checks one crash image; then crashes its recovery (the clean close, and a commit made
 /// after recovery) at every point and checks those images too.
 fn check_image(
@@ -162,7 +130,8 @@ fn check_image(
     figures: &mut Figures,
 ) -> Result<(), String> {
     figures.images += 1;
-    let (disk, db, got) = recover(image)?;
+    let (disk, db, content) = recover(image)?;
+    let got = digest(&content);
     let state = run.hist.check(at, got)?;
     if state < *run.hist.allowed(at).end() {
         figures.fallbacks += 1;
@@ -201,9 +170,9 @@ fn check_image(
     let mut images = CrashImages::new(&disk);
     for at2 in 0..=images.log_len() {
         figures.recovery_images += 1;
-        let (_, _, got2) = recover(images.image(at2, rng))
+        let (_, _, content2) = recover(images.image(at2, rng))
             .map_err(|e| format!("after a crash during recovery at {at2}: {e}"))?;
-        hist.check(at2, got2)
+        hist.check(at2, digest(&content2))
             .map_err(|e| format!("after a crash during recovery: {e}"))?;
     }
     Ok(())

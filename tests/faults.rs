@@ -10,9 +10,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mapkv::testing::open_with_backend;
-use mapkv::{Database, Durability, Error, Options};
+use mapkv::{Durability, Error};
 use support::model::{History, Shape, Trees, digest, random_durability, random_ops, read_all};
+use support::recovery::{open, recover};
 use support::rng::{Rng, heavy, seed};
 use support::simdisk::{CrashImages, Fault, OP_KINDS, OpKind, SimDisk};
 
@@ -21,10 +21,6 @@ const SHAPE: Shape = Shape {
     ops: 6,
     max_value: 12_000,
 };
-
-fn open(disk: &Arc<SimDisk>) -> mapkv::Result<Database> {
-    open_with_backend(disk.backend(), Options::new())
-}
 
 fn expect_io(e: &Error, what: &str, fault: &Fault) {
     assert!(
@@ -129,10 +125,7 @@ fn run(seed: u64, txns: usize, fault: Fault) -> (Arc<SimDisk>, History) {
 
 /// Opens `image` without faults: it must hold a state `hist` allows at `at`.
 fn reopen(image: Vec<u8>, hist: &History, at: usize) -> Result<(), String> {
-    let disk = SimDisk::new(image);
-    let db = open(&disk).map_err(|e| format!("reopen failed: {e}"))?;
-    db.check().map_err(|e| format!("check failed: {e}"))?;
-    let content = read_all(&db).map_err(|e| format!("read failed: {e}"))?;
+    let (_, _, content) = recover(image)?;
     hist.check(at, digest(&content)).map(|_| ())
 }
 

@@ -1,12 +1,12 @@
 //! Random operations against mapkv and a `BTreeMap` model, checked after every step.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::ops::Bound;
 
 use mapkv::{Database, Durability, Error, Options, Result, WriteTxn};
 use quickcheck::{Arbitrary, Gen, QuickCheck};
-
-type Trees = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+use support::model::{Tree, Trees, Walk, check_range};
 
 const TREES: [&str; 3] = ["alpha", "beta", "gamma"];
 const VALUE_SIZES: [usize; 7] = [0, 3, 150, 900, 1700, 5000, 70_000];
@@ -29,17 +29,29 @@ enum Op {
         stride: u8,
         long_keys: bool,
     },
+    /// Inserts keys `start..start + count` once per round, each round with new values of
+    /// one size class, and reads every key back after each round: a round reuses the
+    /// overflow pages the one before freed, which must not be read back stale.
+    Overwrite {
+        tree: u8,
+        start: u16,
+        count: u8,
+        size: u8,
+        rounds: u8,
+        seed: u8,
+    },
     Get {
         tree: u8,
         key: u16,
         long_keys: bool,
     },
+    /// Every bound kind at either end (inverted and equal bounds included), read forward,
+    /// backward, and from both ends in an order drawn from `seed`.
     Range {
         tree: u8,
-        from: Option<u16>,
-        to: Option<u16>,
-        inclusive: bool,
-        rev: bool,
+        lower: Bound<BoundKey>,
+        upper: Bound<BoundKey>,
+        seed: u64,
     },
     DeleteTree {
         tree: u8,
@@ -51,11 +63,62 @@ enum Op {
     Reopen,
 }
 
+/// The key of a range bound, resolved against the model when the range is read.
+#[derive(Clone, Copy, Debug)]
+enum BoundKey {
+    /// The model's key at this index (modulo its length): bounds on present keys are
+    /// where inclusive and exclusive differ.
+    Present(u16),
+    /// `key_bytes(key, long)`, present or not.
+    Drawn(u16, bool),
+}
+
+impl BoundKey {
+    fn arbitrary(g: &mut Gen) -> BoundKey {
+        if bool::arbitrary(g) {
+            BoundKey::Present(u16::arbitrary(g))
+        } else {
+            BoundKey::Drawn(u16::arbitrary(g) % 2000, u8::arbitrary(g) % 5 == 0)
+        }
+    }
+
+    /// An upper key drawn near `lower` a third of the time, so that equal and inverted
+    /// bounds come up often.
+    fn arbitrary_after(g: &mut Gen, lower: &Bound<BoundKey>) -> BoundKey {
+        match lower {
+            Bound::Included(BoundKey::Present(i)) | Bound::Excluded(BoundKey::Present(i))
+                if u8::arbitrary(g) % 3 == 0 =>
+            {
+                BoundKey::Present(i.wrapping_add(u16::arbitrary(g) % 3).wrapping_sub(1))
+            }
+            _ => BoundKey::arbitrary(g),
+        }
+    }
+
+    fn resolve(self, model: &Tree) -> Vec<u8> {
+        match self {
+            BoundKey::Present(i) if !model.is_empty() => {
+                model.keys().nth(i as usize % model.len()).unwrap().clone()
+            }
+            BoundKey::Present(i) => key_bytes(i % 2000, false),
+            BoundKey::Drawn(k, long) => key_bytes(k, long),
+        }
+    }
+}
+
+fn arbitrary_bound(g: &mut Gen, key: impl FnOnce(&mut Gen) -> BoundKey) -> Bound<BoundKey> {
+    match u8::arbitrary(g) % 3 {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(key(g)),
+        _ => Bound::Excluded(key(g)),
+    }
+}
+
 impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Op {
         let tree = u8::arbitrary(g) % TREES.len() as u8;
         let key = |g: &mut Gen| u16::arbitrary(g) % 2000;
-        match u8::arbitrary(g) % 20 {
+        match u8::arbitrary(g) % 22 {
             0..=6 => Op::Insert {
                 tree,
                 start: key(g),
@@ -76,19 +139,32 @@ impl Arbitrary for Op {
                 key: key(g),
                 long_keys: bool::arbitrary(g),
             },
-            12..=13 => Op::Range {
-                tree,
-                from: Option::arbitrary(g).map(|k: u16| k % 2000),
-                to: Option::arbitrary(g).map(|k: u16| k % 2000),
-                inclusive: bool::arbitrary(g),
-                rev: bool::arbitrary(g),
-            },
+            12..=13 => {
+                let lower = arbitrary_bound(g, BoundKey::arbitrary);
+                let upper = arbitrary_bound(g, |g| BoundKey::arbitrary_after(g, &lower));
+                Op::Range {
+                    tree,
+                    lower,
+                    upper,
+                    seed: u64::arbitrary(g),
+                }
+            }
             14 => Op::DeleteTree { tree },
             15..=17 => Op::Commit {
                 durable: u8::arbitrary(g) % 3 != 0,
             },
             18 => Op::Abort,
-            _ => Op::Reopen,
+            19 => Op::Reopen,
+            _ => Op::Overwrite {
+                tree,
+                start: key(g),
+                count: u8::arbitrary(g) % 16 + 1,
+                // The three largest classes: overflow values at every page size
+                // (70,000), at 4 KiB pages (5000), and inline ones (1700).
+                size: VALUE_SIZES.len() as u8 - 1 - u8::arbitrary(g) % 3,
+                rounds: u8::arbitrary(g) % 2 + 2,
+                seed: u8::arbitrary(g),
+            },
         }
     }
 
@@ -288,6 +364,37 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
             }
             assert_eq!(t.len()?, m.len() as u64);
         }
+        Op::Overwrite {
+            tree,
+            start,
+            count,
+            size,
+            rounds,
+            seed,
+        } => {
+            let name = TREES[tree as usize];
+            let mut t = w.open_tree(name)?;
+            let m = model.entry(name.to_string()).or_default();
+            let keys = start..start.saturating_add(count.into());
+            for round in 0..rounds {
+                let seed = seed.wrapping_add(round.wrapping_mul(101));
+                for k in keys.clone() {
+                    let (key, value) = (
+                        key_bytes(k, false),
+                        value_bytes(k, VALUE_SIZES[size as usize], seed),
+                    );
+                    t.insert(&key, &value)?;
+                    m.insert(key, value);
+                }
+                for k in keys.clone() {
+                    let key = key_bytes(k, false);
+                    assert!(
+                        t.get(&key)? == m.get(&key).map(|v| &v[..]),
+                        "key {k} reads back a stale value after overwrite round {round}"
+                    );
+                }
+            }
+        }
         Op::Get {
             tree,
             key,
@@ -301,59 +408,18 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
         }
         Op::Range {
             tree,
-            from,
-            to,
-            inclusive,
-            rev,
+            lower,
+            upper,
+            seed,
         } => {
             let name = TREES[tree as usize];
             let m = model.entry(name.to_string()).or_default();
             let t = w.open_tree(name)?;
-            let lower = from.map_or(Bound::Unbounded, |k| Bound::Included(key_bytes(k, false)));
-            let upper = to.map_or(Bound::Unbounded, |k| {
-                if inclusive {
-                    Bound::Included(key_bytes(k, false))
-                } else {
-                    Bound::Excluded(key_bytes(k, false))
-                }
-            });
-            let valid = match (&lower, &upper) {
-                (Bound::Included(a), Bound::Included(b)) => a <= b,
-                (Bound::Included(a), Bound::Excluded(b)) => a < b,
-                _ => true,
-            };
-            let want: Vec<(&[u8], &[u8])> = if valid {
-                m.range((lower.clone(), upper.clone()))
-                    .map(|(k, v)| (&k[..], &v[..]))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let range = t.range((lower, upper))?;
-            let got: Vec<(&[u8], &[u8])> = if rev {
-                let mut v = range.rev().collect::<Result<Vec<_>>>()?;
-                v.reverse();
-                v
-            } else {
-                range.collect::<Result<_>>()?
-            };
-            assert!(got == want, "range {from:?}..{to:?} differs");
-            // Meeting in the middle: alternate ends.
-            let mut both = t.range((Bound::<Vec<u8>>::Unbounded, Bound::Unbounded))?;
-            let (mut front, mut back) = (Vec::new(), Vec::new());
-            while let Some(e) = both.next() {
-                front.push(e?.0);
-                match both.next_back() {
-                    Some(e) => back.push(e?.0),
-                    None => break,
-                }
+            let (lower, upper) = (lower.map(|k| k.resolve(m)), upper.map(|k| k.resolve(m)));
+            for walk in [Walk::Forward, Walk::Reverse, Walk::Mixed(seed)] {
+                let range = t.range::<Vec<u8>, _>((lower.clone(), upper.clone()))?;
+                check_range(range, m, as_slice(&lower), as_slice(&upper), walk)?;
             }
-            back.reverse();
-            front.extend(back);
-            assert!(
-                front.iter().copied().eq(m.keys().map(|k| &k[..])),
-                "two-ended walk differs"
-            );
         }
         Op::DeleteTree { tree } => {
             let name = TREES[tree as usize];
@@ -362,6 +428,10 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
         Op::Commit { .. } | Op::Abort | Op::Reopen => unreachable!(),
     }
     Ok(())
+}
+
+fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    b.as_ref().map(Vec::as_slice)
 }
 
 /// Whole file mapped, nothing mapped (every page read with pread), and a 96 KiB window

@@ -4,13 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Bound;
 
-use mapkv::{Database, Durability, Result, WriteTxn};
+use mapkv::{Database, Durability, Range, Result, WriteTxn};
 
 use super::rng::Rng;
 
+/// Key → value: one tree.
+pub type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Tree name → key → value.
-pub type Trees = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+pub type Trees = BTreeMap<String, Tree>;
 
 pub const TREE_NAMES: [&str; 3] = ["apple", "birch", "cedar"];
 
@@ -200,4 +204,142 @@ pub fn random_durability(rng: &mut Rng) -> Durability {
     } else {
         Durability::Immediate
     }
+}
+
+/// The entries of `model` between `lower` and `upper`, in key order. A range whose lower
+/// bound lies above its upper bound, or two equal bounds not both included, holds no key:
+/// mapkv returns it empty, while `BTreeMap::range` panics on it (start > end, or
+/// start == end with both excluded), so such ranges are answered here without asking it.
+pub fn model_range<'m>(
+    model: &'m Tree,
+    lower: Bound<&[u8]>,
+    upper: Bound<&[u8]>,
+) -> Vec<(&'m [u8], &'m [u8])> {
+    let empty = match (lower, upper) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
+        _ => false,
+    };
+    if empty {
+        return Vec::new();
+    }
+    model
+        .range::<[u8], _>((lower, upper))
+        .map(|(k, v)| (&k[..], &v[..]))
+        .collect()
+}
+
+/// How a range is read: from the front (`next`), from the back (`next_back`), or from
+/// both ends in an order drawn from a seed.
+#[derive(Clone, Copy, Debug)]
+pub enum Walk {
+    Forward,
+    Reverse,
+    Mixed(u64),
+}
+
+/// Reads `range` by `walk` until it ends and asserts that it yields exactly
+/// `model_range(model, lower, upper)`: the front in ascending order, the back in
+/// descending order, together every entry once, and nothing from either end once it
+/// has ended. Panics with the bounds and the walk on a difference.
+pub fn check_range(
+    mut range: Range<'_>,
+    model: &Tree,
+    lower: Bound<&[u8]>,
+    upper: Bound<&[u8]>,
+    walk: Walk,
+) -> Result<()> {
+    let want = model_range(model, lower, upper);
+    let what = || {
+        format!(
+            "range {}..{} ({walk:?})",
+            show_bound(lower),
+            show_bound(upper)
+        )
+    };
+    let mut rng = Rng::new(match walk {
+        Walk::Mixed(seed) => seed,
+        _ => 0,
+    });
+    let (mut front, mut back) = (Vec::new(), Vec::new());
+    // Entries from both ends, at most one more than the model holds.
+    while front.len() + back.len() <= want.len() {
+        let from_front = match walk {
+            Walk::Forward => true,
+            Walk::Reverse => false,
+            Walk::Mixed(_) => rng.chance(1, 2),
+        };
+        let (entry, side) = if from_front {
+            (range.next(), &mut front)
+        } else {
+            (range.next_back(), &mut back)
+        };
+        match entry {
+            Some(e) => side.push(e?),
+            None => break,
+        }
+    }
+    let want_back: Vec<_> = want.iter().rev().copied().collect();
+    for (end, got, want) in [("front", &front, &want), ("back", &back, &want_back)] {
+        if let Some(i) = got.iter().zip(want.iter()).position(|(g, w)| g != w) {
+            panic!(
+                "{}: entry {i} from the {end} is {}, the model's is {}",
+                what(),
+                show_entry(got[i]),
+                show_entry(want[i])
+            );
+        }
+        if let Some(extra) = got.get(want.len()) {
+            panic!(
+                "{}: entry {} from the {end} is {}, beyond the model's {} entries",
+                what(),
+                want.len(),
+                show_entry(*extra),
+                want.len()
+            );
+        }
+    }
+    assert_eq!(
+        front.len() + back.len(),
+        want.len(),
+        "{}: {} entries from the front and {} from the back, the model has {}",
+        what(),
+        front.len(),
+        back.len(),
+        want.len()
+    );
+    assert!(
+        range.next().is_none() && range.next_back().is_none(),
+        "{}: an entry after the end",
+        what()
+    );
+    Ok(())
+}
+
+/// A key for messages: long keys (700 bytes in the model test) shortened.
+fn show(key: &[u8]) -> String {
+    match key.len() {
+        0..=8 => format!("{key:02x?}"),
+        n => format!("({n} bytes ..{:02x?})", &key[n - 4..]),
+    }
+}
+
+fn show_bound(b: Bound<&[u8]>) -> String {
+    match b {
+        Bound::Included(k) => format!("Included({})", show(k)),
+        Bound::Excluded(k) => format!("Excluded({})", show(k)),
+        Bound::Unbounded => "Unbounded".to_string(),
+    }
+}
+
+fn show_entry((key, value): (&[u8], &[u8])) -> String {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    format!(
+        "{} -> {} bytes (hash {:016x})",
+        show(key),
+        value.len(),
+        h.finish()
+    )
 }

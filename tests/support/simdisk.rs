@@ -141,6 +141,34 @@ impl SimDisk {
             .collect()
     }
 
+    /// The file as if every logged event reached the disk except the write at log index
+    /// `event`, of which only the first `sectors_kept` sectors did (the others keep what
+    /// the disk held before it): one torn write, whatever was written after it intact,
+    /// as a power loss before the next sync can leave it.
+    pub fn image_tearing(&self, event: usize, sectors_kept: usize) -> Vec<u8> {
+        let inner = self.inner.lock();
+        assert!(
+            matches!(inner.log.get(event), Some(Event::Write { .. })),
+            "event {event} is not a write"
+        );
+        let mut image = inner.initial.clone();
+        for (i, ev) in inner.log.iter().enumerate() {
+            match ev {
+                Event::Write { offset, data } => {
+                    let kept = if i == event {
+                        data.len().min(sectors_kept * SECTOR)
+                    } else {
+                        data.len()
+                    };
+                    apply_write(&mut image, *offset as usize, &data[..kept]);
+                }
+                Event::SetLen(n) => image.resize(*n as usize, 0),
+                Event::Sync => {}
+            }
+        }
+        image
+    }
+
     /// A crash image for one crash point (`0..=log_len`): see `CrashImages`.
     pub fn crash_image(&self, at: usize, rng: &mut Rng) -> Vec<u8> {
         let mut images = CrashImages::new(self);
