@@ -36,7 +36,6 @@ fn every_bound_kind_in_every_direction() -> Result<()> {
     for (k, v) in &model {
         t.insert(k, v)?;
     }
-    drop(t);
     w.commit()?;
     let mut probes: Vec<Vec<u8>> = vec![Vec::new(), vec![0xFF; 3]];
     for k in [0u16, 1, 2, 3, 63, 64, 65, 300, 301, 595, 596, 597, 598, 599] {
@@ -95,7 +94,6 @@ fn overwritten_overflow_value_is_read_fresh_without_the_map() -> Result<()> {
         Some(3),
         "first byte of the value after two overwrites (1: the first value's)"
     );
-    drop(t);
     w.commit()?;
     db.check()?;
     let r = db.begin_read()?;
@@ -138,7 +136,6 @@ fn empty_immediate_commit_makes_none_commits_durable() {
                 }
             }
         }
-        drop(t);
         w.set_durability(durability);
         let state = hist.push(digest(model), disk.log_len());
         w.commit().expect("commit");
@@ -197,7 +194,6 @@ fn open_falls_back_when_the_newest_commit_tore_an_overflow_value() {
         let mut t = w.open_tree("t").expect("open_tree");
         t.insert(b"blob", value).expect("insert");
         t.insert(b"small", &value[..8]).expect("insert");
-        drop(t);
         w.commit().expect("commit");
     }
     disk.kill(); // no clean close: the newest commit is verified at open
@@ -286,7 +282,6 @@ fn overflow_page_count_at_page_boundaries() -> Result<()> {
             t.insert(&k, &v)?;
             model.insert(k, v);
         }
-        drop(t);
         w.commit()?;
         assert_eq!(
             db.check()?.overflow_pages,
@@ -302,7 +297,6 @@ fn overflow_page_count_at_page_boundaries() -> Result<()> {
             model.remove(&vec![i as u8]);
             pages -= pages_of(lens[(i + 1) % lens.len()]);
         }
-        drop(t);
         w.commit()?;
         assert_eq!(
             db.check()?.overflow_pages,
@@ -367,7 +361,6 @@ fn merge_threshold_is_a_quarter_page() -> Result<()> {
             for (k, len) in [(&b"b"[..], b), (b"a", a), (b"a2", a2)] {
                 t.insert(k, &vec![k[0]; len])?;
             }
-            drop(t);
             w.commit()?;
             assert_eq!(
                 db.stats()?.trees[0].depth,
