@@ -113,6 +113,13 @@ fn blob_run<'a>(pages: &'a PageReader, g: &Geometry, r: &ChildRef) -> Result<&'a
     Ok(run)
 }
 
+/// `sum + n` for counts of entries read from the file: no file holds 2^64 entries, so
+/// counts that add up past that are corrupt (`r` is the page they come from).
+fn add_count(sum: u64, n: u64, r: &ChildRef) -> Result<u64> {
+    sum.checked_add(n)
+        .ok_or_else(|| Error::corrupted(r.page.get(), "entry counts add up past 2^64"))
+}
+
 impl<'a> Walker<'a> {
     fn new(pages: &'a PageReader, meta: &'a Meta, scope: Scope) -> Walker<'a> {
         let seen = match scope {
@@ -146,7 +153,8 @@ impl<'a> Walker<'a> {
                 ));
             }
             self.report.trees += 1;
-            self.report.entries += record.entries.get();
+            self.report.entries =
+                add_count(self.report.entries, record.entries.get(), &catalog.root)?;
             self.walk_tree(&record, &mut None)?;
         }
         let free_list = self.meta.free_list;
@@ -232,7 +240,7 @@ impl<'a> Walker<'a> {
             self.check_node_shape(&node, is_root, fences)?;
         }
         if node.is_leaf() {
-            *entries += node.len() as u64;
+            *entries = add_count(*entries, node.len() as u64, r)?;
             for i in 0..node.len() {
                 let key = node.key(i)?;
                 match node.value(i)? {

@@ -397,3 +397,51 @@ fn flipped_bytes_truncations_and_garbage_metas() {
         started.elapsed()
     );
 }
+
+// ---- crafted files: well sealed, but not trees ------------------------------------------
+
+fn expect_corrupted<T: std::fmt::Debug>(r: Result<T>, what: &str) -> String {
+    match r {
+        Err(Error::Corrupted { reason, .. }) => reason,
+        other => panic!("{what}: expected Error::Corrupted, got {other:?}"),
+    }
+}
+
+#[test]
+fn entry_counts_near_u64_max_are_corrupt_not_overflows() -> Result<()> {
+    use support::image::{META_SLOT, META_TXN, RECORD_ENTRIES, catalog_leaf, leaf_values};
+    use support::image::{newest_meta_slot, put_u64, reseal_catalog, u64_at};
+    const PAGE: usize = 4096;
+    let disk = SimDisk::new(Vec::new());
+    let db = open_with_backend(disk.backend(), Options::new())?;
+    let mut w = db.begin_write()?;
+    for name in ["a", "b"] {
+        w.open_tree(name)?.insert(b"k", b"v")?;
+    }
+    w.commit()?;
+    drop(db);
+    let mut img = disk.contents();
+    let (leaf, _) = catalog_leaf(&img, PAGE);
+    for (_, record) in leaf_values(&img, leaf) {
+        put_u64(&mut img, record + RECORD_ENTRIES, u64::MAX);
+    }
+    let txn = u64_at(&img, newest_meta_slot(&img) * META_SLOT + META_TXN);
+    for sealed in [false, true] {
+        let mut img = img.clone();
+        reseal_catalog(&mut img, PAGE, if sealed { txn } else { txn - 1 });
+        let disk = SimDisk::new(img);
+        // Recovery need not add the counts up; if it does, an overflow is corruption.
+        let Some(db) = corrupted_or_ok(open_with_backend(disk.backend(), Options::new()), "open")
+        else {
+            continue;
+        };
+        expect_corrupted(db.check(), "check");
+        let mut w = db.begin_write()?;
+        let mut t = w.open_tree("a")?;
+        expect_corrupted(
+            t.insert(b"k2", b"v"),
+            "an insert that would count past u64::MAX",
+        );
+    }
+    Ok(())
+}
