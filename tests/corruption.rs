@@ -465,11 +465,13 @@ fn references_that_all_lead_to_one_child_are_corrupt_and_walked_once() -> Result
     point_every_child_at_the_first(&mut img, PAGE, record);
     let txn = u64_at(&img, newest_meta_slot(&img) * META_SLOT + META_TXN);
     let pages = img.len() / PAGE;
+    let dir = tempfile::tempdir()?;
     for sealed in [false, true] {
         // Unsealed: the commit's pages are verified at open. Sealed: they are not, so the
         // database opens, and `check` and `compact_to` meet the crafted tree.
         let mut img = img.clone();
         reseal_catalog(&mut img, PAGE, if sealed { txn } else { txn - 1 });
+        let copy = dir.path().join(format!("copy-{sealed}"));
         let (reasons, reads) = within_a_minute(move || {
             let disk = SimDisk::new(img);
             let db = open_with_backend(disk.backend(), Options::new().cache_size(0));
@@ -477,6 +479,7 @@ fn references_that_all_lead_to_one_child_are_corrupt_and_walked_once() -> Result
             if sealed {
                 let db = db.expect("a sealed meta opens without verification");
                 reasons.push(expect_corrupted(db.check(), "check"));
+                reasons.push(expect_corrupted(db.compact_to(&copy), "compact_to"));
             } else {
                 reasons.push(expect_corrupted(db.map(|_| ()), "open"));
             }
