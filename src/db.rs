@@ -210,7 +210,9 @@ impl Database {
     /// Loads `entries`, whose keys must be strictly ascending, into the tree `tree`,
     /// which must be absent or empty. The tree is built bottom-up with full leaves written
     /// sequentially past the end of the file (with `O_DIRECT` where the file system
-    /// allows), then committed atomically and durably (one fdatasync). On
+    /// allows), then committed atomically and durably (one fdatasync); a second copy of
+    /// the commit's meta then records that the tree is durable, so the next open, even
+    /// after a crash, does not read it back to verify it. On
     /// `Error::Unsorted` or `Error::TreeNotEmpty` the database is unchanged. To merge
     /// sorted data into a tree that has entries, insert it in a write transaction.
     /// See FORMAT.md#bulk-load.
@@ -236,14 +238,7 @@ impl Database {
         V: AsRef<[u8]>,
     {
         let txn = self.begin_write()?;
-        bulk::load(
-            txn,
-            &self.shared.storage,
-            &self.path,
-            tree,
-            entries,
-            &options,
-        )
+        bulk::load(txn, &self.shared, &self.path, tree, entries, &options)
     }
 
     /// Verifies everything the newest commit reaches: checksums against the parents'
@@ -408,7 +403,7 @@ impl Drop for Shared {
 
 /// Syncs everything, then writes `meta` into `slot` marked as needing no verification
 /// (every page it reaches is already durable), then syncs again.
-fn seal_file(storage: &Storage, meta: &Meta, slot: u64) -> Result<()> {
+pub(crate) fn seal_file(storage: &Storage, meta: &Meta, slot: u64) -> Result<()> {
     storage.sync()?;
     let sealed = Meta {
         durable_before: meta.txn,
