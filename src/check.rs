@@ -1,14 +1,22 @@
-//! The integrity walker: `Database::check` runs it over everything a snapshot reaches;
-//! recovery runs it over the pages of the newest commit only.
-//! See FORMAT.md#invariants.
+//! The integrity walker: `Database::check` runs it over everything a snapshot reaches,
+//! `Database::compact_to` copies the entries it hands out, and recovery runs it over the
+//! pages of the newest commit only. It holds one root-to-leaf path of pages (read with
+//! `PageReader::fetch`, which keeps nothing in the transaction's table) and verifies
+//! large values piece by piece, so its memory does not grow with the file; it reaches
+//! each page at most once, so its work does not either. See FORMAT.md#invariants.
 
 use crate::error::{Error, Result};
 use crate::freelist::PageRuns;
 use crate::meta::Meta;
-use crate::node::{self, BlobHeader, LeafValue, Node, is_underfull};
-use crate::page::{ChildRef, Geometry, PageId, PageKind, TxnId, verify_ref};
+use crate::node::{self, BlobHeader, LeafValue, Node, OverflowRef, is_underfull};
+use crate::page::{
+    ChildRef, Geometry, PageId, PageKind, RunVerifier, TxnId, VALUE_LEN_MAX, verify_ref,
+};
 use crate::storage::PageReader;
-use crate::tree::{DEPTH_MAX, TreeRecord, load};
+use crate::tree::{DEPTH_MAX, TreeRecord};
+
+/// Bytes of a large value (or the free list) held at once while it is verified.
+const PIECE_BYTES: usize = 1 << 20;
 
 /// What `Database::check` verified.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +35,34 @@ pub struct CheckReport {
     pub data_pages: u64,
 }
 
+/// What a walk hands out, in order: each tree by name, each tree's entries by key.
+/// Every method but `entry` is also called by a walk that wants no entries.
+pub(crate) trait Visitor {
+    /// Whether to call `entry`, with each value read whole (large ones included).
+    fn wants_entries(&self) -> bool {
+        false
+    }
+
+    /// Before the entries of the tree `name`.
+    fn tree_start(&mut self, _name: &str, _record: &TreeRecord) -> Result<()> {
+        Ok(())
+    }
+
+    fn entry(&mut self, _key: &[u8], _value: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    /// After the last entry of the tree named in `tree_start`.
+    fn tree_end(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A walk that only checks.
+struct JustCheck;
+
+impl Visitor for JustCheck {}
+
 /// How far a walk goes.
 #[derive(Clone, Copy, PartialEq)]
 enum Scope {
@@ -37,15 +73,33 @@ enum Scope {
     WrittenAfter(TxnId),
 }
 
-/// Called with each entry of the catalog walk.
-type EntryFn<'f, 'a> = &'f mut dyn FnMut(&mut Walker<'a>, &[u8], &[u8]) -> Result<()>;
+/// What the leaves of a tree hold.
+#[derive(Clone, Copy, PartialEq)]
+enum Leaves {
+    /// The catalog: tree names and records.
+    TreeRecords,
+    Entries,
+}
+
+/// Where a node lies in its tree, from its parent.
+#[derive(Clone, Copy)]
+struct Place<'k> {
+    /// Levels from this node down to the leaves (1: a leaf).
+    levels: u32,
+    is_root: bool,
+    /// The parent's keys around this child: every key here is `>= lower` and `< upper`.
+    lower: Option<&'k [u8]>,
+    upper: Option<&'k [u8]>,
+}
 
 struct Walker<'a> {
     pages: &'a PageReader,
     geometry: Geometry,
     meta: &'a Meta,
     scope: Scope,
-    /// One bit per page: reached already (Full scope only).
+    /// One bit per page: reached already. A page reached twice is an error in every
+    /// scope: without this, branches of a crafted file whose references all lead to one
+    /// child make a walk exponential in the depth (each page still matches its parent).
     seen: Vec<u64>,
     report: CheckReport,
 }
@@ -58,13 +112,22 @@ pub(crate) fn verify_commit(pages: &PageReader, meta: &Meta) -> Result<()> {
         meta,
         Scope::WrittenAfter(TxnId(meta.durable_before.get())),
     );
-    w.walk_all().map(|_| ())
+    w.walk_trees(&mut JustCheck)?;
+    let free_list = meta.free_list;
+    if w.visits(&free_list) {
+        w.verify_blob_in_pieces(&free_list)?;
+    }
+    Ok(())
 }
 
 /// The full check of one snapshot.
 pub(crate) fn check_snapshot(pages: &PageReader, meta: &Meta) -> Result<CheckReport> {
     let mut w = Walker::new(pages, meta, Scope::Full);
-    let free = w.walk_all()?;
+    w.walk_trees(&mut JustCheck)?;
+    if !meta.free_list.is_null() {
+        w.mark_blob(&meta.free_list)?;
+    }
+    let free = read_free_list(pages, meta)?;
     let g = w.geometry;
     for (start, n) in free.runs() {
         for id in start.0..start.0 + n {
@@ -84,6 +147,19 @@ pub(crate) fn check_snapshot(pages: &PageReader, meta: &Meta) -> Result<CheckRep
     Ok(w.report)
 }
 
+/// Walks every tree of one snapshot and hands `visitor` the trees and their entries,
+/// checking on the way everything `check_snapshot` does except the page accounting
+/// (the free list, leaked pages).
+pub(crate) fn visit_snapshot(
+    pages: &PageReader,
+    meta: &Meta,
+    visitor: &mut dyn Visitor,
+) -> Result<CheckReport> {
+    let mut w = Walker::new(pages, meta, Scope::Full);
+    w.walk_trees(visitor)?;
+    Ok(w.report)
+}
+
 /// Reads and checks the free list blob of `meta`.
 pub(crate) fn read_free_list(pages: &PageReader, meta: &Meta) -> Result<PageRuns> {
     let r = meta.free_list;
@@ -91,34 +167,66 @@ pub(crate) fn read_free_list(pages: &PageReader, meta: &Meta) -> Result<PageRuns
         return Ok(PageRuns::new());
     }
     let g = *pages.geometry();
-    let run = blob_run(pages, &g, &r)?;
-    let payload = node::blob_payload(run, r.page())?;
+    let (_, run_pages) = blob_len(pages, &r)?;
+    let run = pages.fetch(r.page(), run_pages)?;
+    verify_ref(&run, &r)?;
+    let payload = node::blob_payload(&run, r.page())?;
     PageRuns::decode(payload, g.first_data_page(), meta.page_count(), r.page())
 }
 
-/// The pages of the blob `r` points to, sized by the length in its first page.
-fn blob_run<'a>(pages: &'a PageReader, g: &Geometry, r: &ChildRef) -> Result<&'a [u8]> {
-    let head = pages.page(r.page())?;
-    let (h, _) = <BlobHeader as zerocopy::FromBytes>::ref_from_prefix(head)
+/// The payload length in the header of the blob `r` points to, and its pages.
+fn blob_len(pages: &PageReader, r: &ChildRef) -> Result<(u64, u64)> {
+    let head = pages.fetch(r.page(), 1)?;
+    let (h, _) = <BlobHeader as zerocopy::FromBytes>::ref_from_prefix(&head)
         .map_err(|_| Error::corrupted(r.page.get(), "blob header"))?;
     let len = h.len.get();
-    if len > crate::page::VALUE_LEN_MAX {
+    if len > VALUE_LEN_MAX {
         return Err(Error::corrupted(
             r.page.get(),
             format!("blob of {len} bytes"),
         ));
     }
-    let run = pages.run(r.page(), g.blob_pages(len))?;
-    verify_ref(run, r)?;
-    Ok(run)
+    Ok((len, pages.geometry().blob_pages(len)))
+}
+
+/// `sum + n` for counts of entries read from the file: no file holds 2^64 entries, so
+/// counts that add up past that are corrupt (`page` is where `n` comes from).
+fn add_count(sum: u64, n: u64, page: PageId) -> Result<u64> {
+    sum.checked_add(n)
+        .ok_or_else(|| Error::corrupted(page.0, "entry counts add up past 2^64"))
+}
+
+/// The length of a large value's blob must be the one its leaf records.
+fn check_overflow_len(o: &OverflowRef, blob_len: u64) -> Result<()> {
+    if blob_len != o.len.get() {
+        return Err(Error::corrupted(
+            o.blob.page.get(),
+            format!("blob of {blob_len} bytes, its leaf says {}", o.len.get()),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the node at `id`, which its parent places `levels` levels above the leaves:
+/// leaves exactly at the bottom, branches above it (the check `tree::load` makes).
+fn parse_node(bytes: &[u8], id: PageId, levels: u32) -> Result<Node<'_>> {
+    let node = Node::parse(bytes, id)?;
+    if node.is_leaf() != (levels == 1) || levels == 0 {
+        return Err(Error::corrupted(
+            id.0,
+            format!(
+                "{:?} page found where the tree has {levels} levels left",
+                node.kind()
+            ),
+        ));
+    }
+    Ok(node)
 }
 
 impl<'a> Walker<'a> {
     fn new(pages: &'a PageReader, meta: &'a Meta, scope: Scope) -> Walker<'a> {
-        let seen = match scope {
-            Scope::Full => vec![0; (meta.page_count.get() as usize).div_ceil(64)],
-            Scope::WrittenAfter(_) => Vec::new(),
-        };
+        // A zeroed allocation: the bits of pages a walk never reaches cost no memory.
+        let seen = vec![0; (meta.page_count.get() as usize).div_ceil(64)];
         Walker {
             pages,
             geometry: *pages.geometry(),
@@ -129,38 +237,10 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Walks the catalog, every tree and the free list blob; returns the free list.
-    fn walk_all(&mut self) -> Result<PageRuns> {
+    /// Walks the catalog and, at each of its entries, the tree it names.
+    fn walk_trees(&mut self, visitor: &mut dyn Visitor) -> Result<()> {
         let catalog = self.meta.catalog;
-        let mut trees = Vec::new();
-        let collect: EntryFn<'_, 'a> = &mut |_, key, value| {
-            trees.push((key.to_vec(), TreeRecord::decode(value, PageId(0))?));
-            Ok(())
-        };
-        self.walk_tree(&catalog, &mut Some(collect))?;
-        for (name, record) in trees {
-            if std::str::from_utf8(&name).is_err() {
-                return Err(Error::corrupted(
-                    catalog.root.page.get(),
-                    "tree name is not UTF-8",
-                ));
-            }
-            self.report.trees += 1;
-            self.report.entries += record.entries.get();
-            self.walk_tree(&record, &mut None)?;
-        }
-        let free_list = self.meta.free_list;
-        if self.visits(&free_list) {
-            let run = blob_run(self.pages, &self.geometry, &free_list)?;
-            self.mark_run(
-                free_list.page(),
-                run.len() as u64 / self.geometry.page_bytes(),
-            )?;
-        }
-        match self.scope {
-            Scope::Full => read_free_list(self.pages, self.meta),
-            Scope::WrittenAfter(_) => Ok(PageRuns::new()),
-        }
+        self.walk_tree(&catalog, Leaves::TreeRecords, visitor)
     }
 
     fn visits(&self, r: &ChildRef) -> bool {
@@ -174,7 +254,8 @@ impl<'a> Walker<'a> {
     fn walk_tree(
         &mut self,
         tree: &TreeRecord,
-        on_entry: &mut Option<EntryFn<'_, 'a>>,
+        leaves: Leaves,
+        visitor: &mut dyn Visitor,
     ) -> Result<()> {
         if !self.visits(&tree.root) {
             return Ok(());
@@ -186,15 +267,14 @@ impl<'a> Walker<'a> {
                 format!("tree depth {depth}"),
             ));
         }
+        let root = Place {
+            levels: depth,
+            is_root: true,
+            lower: None,
+            upper: None,
+        };
         let mut entries = 0;
-        self.walk_node(
-            &tree.root,
-            depth,
-            true,
-            (None, None),
-            &mut entries,
-            on_entry,
-        )?;
+        self.walk_node(&tree.root, root, leaves, &mut entries, visitor)?;
         if self.scope == Scope::Full && entries != tree.entries.get() {
             return Err(Error::corrupted(
                 tree.root.page.get(),
@@ -207,51 +287,33 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Walks the subtree at `r`, adding the entries of its leaves to `entries`. The
+    /// page is held (in `page`) only while its subtree is walked.
     fn walk_node(
         &mut self,
         r: &ChildRef,
-        levels: u32,
-        is_root: bool,
-        fences: (Option<&[u8]>, Option<&[u8]>),
+        place: Place,
+        leaves: Leaves,
         entries: &mut u64,
-        on_entry: &mut Option<EntryFn<'_, 'a>>,
+        visitor: &mut dyn Visitor,
     ) -> Result<()> {
         let id = r.page();
-        if r.txn() > self.meta.txn() {
-            return Err(Error::corrupted(
-                id.0,
-                "page written by a future transaction",
-            ));
-        }
-        let node = load(self.pages, r, levels)?;
-        verify_ref(node.bytes(), r)?;
+        self.check_not_future(r)?;
         self.mark_run(id, 1)?;
+        let page = self.pages.fetch(id, 1)?;
+        let node = parse_node(&page, id, place.levels)?;
+        verify_ref(node.bytes(), r)?;
         self.report.node_pages += 1;
         if self.scope == Scope::Full {
-            self.check_node_shape(&node, is_root, fences)?;
+            self.check_node_shape(&node, &place)?;
         }
         if node.is_leaf() {
-            *entries += node.len() as u64;
+            *entries = add_count(*entries, node.len() as u64, id)?;
             for i in 0..node.len() {
-                let key = node.key(i)?;
-                match node.value(i)? {
-                    LeafValue::Inline(v) => {
-                        if let Some(f) = on_entry.as_mut() {
-                            f(self, key, v)?;
-                        }
-                    }
-                    LeafValue::Overflow(o) => {
-                        if self.visits(&o.blob) {
-                            let run = blob_run(self.pages, &self.geometry, &o.blob)?;
-                            let pages = run.len() as u64 / self.geometry.page_bytes();
-                            self.mark_run(o.blob.page(), pages)?;
-                            self.report.overflow_pages += pages;
-                        }
-                        if let Some(f) = on_entry.as_mut() {
-                            f(self, key, crate::tree::overflow_value(self.pages, &o)?)?;
-                        }
-                    }
+                let (key, value) = (node.key(i)?, node.value(i)?);
+                match leaves {
+                    Leaves::TreeRecords => self.enter_tree(id, key, value, visitor)?,
+                    Leaves::Entries => self.leaf_entry(key, value, visitor)?,
                 }
             }
             return Ok(());
@@ -261,29 +323,116 @@ impl<'a> Walker<'a> {
             if !self.visits(&child) {
                 continue;
             }
-            let lower = if i == 0 {
-                fences.0
-            } else {
-                Some(node.key(i - 1)?)
+            let below = Place {
+                levels: place.levels - 1,
+                is_root: false,
+                lower: if i == 0 {
+                    place.lower
+                } else {
+                    Some(node.key(i - 1)?)
+                },
+                upper: if i == node.len() {
+                    place.upper
+                } else {
+                    Some(node.key(i)?)
+                },
             };
-            let upper = if i == node.len() {
-                fences.1
-            } else {
-                Some(node.key(i)?)
-            };
-            self.walk_node(&child, levels - 1, false, (lower, upper), entries, on_entry)?;
+            self.walk_node(&child, below, leaves, entries, visitor)?;
+        }
+        Ok(())
+    }
+
+    /// A catalog entry in leaf `leaf`: walks the tree it names.
+    fn enter_tree(
+        &mut self,
+        leaf: PageId,
+        name: &[u8],
+        value: LeafValue,
+        visitor: &mut dyn Visitor,
+    ) -> Result<()> {
+        // Names are at most `key_len_max` bytes, so a record always fits inline.
+        let LeafValue::Inline(value) = value else {
+            return Err(Error::corrupted(leaf.0, "tree record in an overflow blob"));
+        };
+        let name = std::str::from_utf8(name)
+            .map_err(|_| Error::corrupted(leaf.0, "tree name is not UTF-8"))?;
+        let record = TreeRecord::decode(value, leaf)?;
+        self.report.trees += 1;
+        self.report.entries = add_count(self.report.entries, record.entries.get(), leaf)?;
+        visitor.tree_start(name, &record)?;
+        self.walk_tree(&record, Leaves::Entries, visitor)?;
+        visitor.tree_end()
+    }
+
+    /// An entry of a tree's leaf: verifies its large value, if it has one, and hands
+    /// the entry to `visitor` if it wants it.
+    fn leaf_entry(
+        &mut self,
+        key: &[u8],
+        value: LeafValue,
+        visitor: &mut dyn Visitor,
+    ) -> Result<()> {
+        let o = match value {
+            LeafValue::Inline(v) if visitor.wants_entries() => return visitor.entry(key, v),
+            LeafValue::Inline(_) => return Ok(()),
+            LeafValue::Overflow(o) => o,
+        };
+        if !self.visits(&o.blob) {
+            // Only recovery skips pages, and it wants no entries.
+            debug_assert!(!visitor.wants_entries());
+            return Ok(());
+        }
+        if !visitor.wants_entries() {
+            let (len, pages) = self.verify_blob_in_pieces(&o.blob)?;
+            self.report.overflow_pages += pages;
+            return check_overflow_len(&o, len);
+        }
+        let (_, pages) = self.mark_blob(&o.blob)?;
+        self.report.overflow_pages += pages;
+        let run = self.pages.fetch(o.blob.page(), pages)?;
+        verify_ref(&run, &o.blob)?;
+        let payload = node::blob_payload(&run, o.blob.page())?;
+        check_overflow_len(&o, payload.len() as u64)?;
+        visitor.entry(key, payload)
+    }
+
+    /// Verifies the blob `r` points to while holding at most `PIECE_BYTES` of it; marks
+    /// its pages. Returns its payload length and pages.
+    fn verify_blob_in_pieces(&mut self, r: &ChildRef) -> Result<(u64, u64)> {
+        let (len, pages) = self.mark_blob(r)?;
+        let mut run = RunVerifier::new();
+        self.pages.stream(r.page(), pages, PIECE_BYTES, |piece| {
+            run.update(piece);
+            Ok(())
+        })?;
+        run.verify(r)?;
+        Ok((len, pages))
+    }
+
+    /// Marks the pages of the blob `r` points to, sized by the length in its header
+    /// (its first page is marked before it is read); returns that length and the pages.
+    fn mark_blob(&mut self, r: &ChildRef) -> Result<(u64, u64)> {
+        self.check_not_future(r)?;
+        self.mark(r.page())?;
+        let (len, pages) = blob_len(self.pages, r)?;
+        self.mark_run(PageId(r.page().0 + 1), pages - 1)?;
+        Ok((len, pages))
+    }
+
+    fn check_not_future(&self, r: &ChildRef) -> Result<()> {
+        if r.txn() > self.meta.txn() {
+            return Err(Error::corrupted(
+                r.page.get(),
+                "page written by a future transaction",
+            ));
         }
         Ok(())
     }
 
     /// Key order inside the node and against the fences from its parent, slot prefixes,
     /// and fill.
-    fn check_node_shape(
-        &self,
-        node: &Node,
-        is_root: bool,
-        (lower, upper): (Option<&[u8]>, Option<&[u8]>),
-    ) -> Result<()> {
+    fn check_node_shape(&self, node: &Node, place: &Place) -> Result<()> {
+        let (lower, upper) = (place.lower, place.upper);
         let id = node.id().0;
         node.verify_layout()?;
         node.verify_prefixes()?;
@@ -304,7 +453,7 @@ impl<'a> Walker<'a> {
             }
             prev = Some(key);
         }
-        if !is_root {
+        if !place.is_root {
             let underfull = match node.kind() {
                 PageKind::Leaf => is_underfull(node.used_bytes(), self.geometry.page_size),
                 _ => node.len() == 0,
@@ -324,10 +473,8 @@ impl<'a> Walker<'a> {
     }
 
     fn mark_run(&mut self, start: PageId, pages: u64) -> Result<()> {
-        if self.scope == Scope::Full {
-            for id in start.0..start.0 + pages {
-                self.mark(PageId(id))?;
-            }
+        for id in start.0..start.0 + pages {
+            self.mark(PageId(id))?;
         }
         Ok(())
     }

@@ -210,7 +210,9 @@ impl Database {
     /// Loads `entries`, whose keys must be strictly ascending, into the tree `tree`,
     /// which must be absent or empty. The tree is built bottom-up with full leaves written
     /// sequentially past the end of the file (with `O_DIRECT` where the file system
-    /// allows), then committed atomically and durably (one fdatasync). On
+    /// allows), then committed atomically and durably (one fdatasync); a second copy of
+    /// the commit's meta then records that the tree is durable, so the next open, even
+    /// after a crash, does not read it back to verify it. On
     /// `Error::Unsorted` or `Error::TreeNotEmpty` the database is unchanged. To merge
     /// sorted data into a tree that has entries, insert it in a write transaction.
     /// See FORMAT.md#bulk-load.
@@ -236,14 +238,7 @@ impl Database {
         V: AsRef<[u8]>,
     {
         let txn = self.begin_write()?;
-        bulk::load(
-            txn,
-            &self.shared.storage,
-            &self.path,
-            tree,
-            entries,
-            &options,
-        )
+        bulk::load(txn, &self.shared, &self.path, tree, entries, &options)
     }
 
     /// Verifies everything the newest commit reaches: checksums against the parents'
@@ -289,7 +284,10 @@ impl Database {
 
     /// Writes a compacted copy of the newest commit to `path` (which must not exist):
     /// every tree rebuilt with full pages, no free pages. Runs on a snapshot, so writers
-    /// may continue meanwhile.
+    /// may continue meanwhile. Everything copied is checked as `check` checks it (a
+    /// corrupt page stops the copy with `Error::Corrupted`); memory stays bounded
+    /// whatever the file's size (a path of pages, the value being copied, the writer's
+    /// buffers).
     pub fn compact_to(&self, path: impl AsRef<Path>) -> Result<()> {
         let rtx = self.begin_read()?;
         let geometry = self.shared.storage.geometry;
@@ -306,29 +304,22 @@ impl Database {
             0,
         )?);
         let txn = TxnId(1);
-        let mut out = SeqWriter::start(
+        let out = SeqWriter::start(
             Arc::clone(&storage),
             geometry.first_data_page(),
             Some(path.as_ref()),
         )?;
-        let mut records = Vec::new();
-        for name in rtx.tree_names()? {
-            let tree = rtx.open_tree(&name)?;
-            let mut builder = TreeBuilder::new(geometry, txn);
-            for entry in tree.iter()? {
-                let (k, v) = entry?;
-                builder.add(&mut out, k, v)?;
-            }
-            records.push((name, builder.finish(&mut out)?));
-        }
-        let mut catalog = TreeBuilder::new(geometry, txn);
-        for (name, record) in &records {
-            catalog.add(
-                &mut out,
-                name.as_bytes(),
-                zerocopy::IntoBytes::as_bytes(record),
-            )?;
-        }
+        let mut copier = Copier {
+            out,
+            geometry,
+            txn,
+            catalog: TreeBuilder::new(geometry, txn),
+            tree: None,
+        };
+        check::visit_snapshot(rtx.pages(), rtx.meta(), &mut copier)?;
+        let Copier {
+            mut out, catalog, ..
+        } = copier;
         let catalog = catalog.finish(&mut out)?;
         let end = out.next();
         out.finish()?;
@@ -348,6 +339,42 @@ impl Database {
     /// The path this database was opened with (empty for a test backend).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// `compact_to`'s visitor: each tree's entries into a builder of its own, each tree's
+/// record into the catalog's builder as the tree is finished (trees come in name
+/// order), all into one sequential writer.
+struct Copier {
+    out: SeqWriter,
+    geometry: Geometry,
+    txn: TxnId,
+    catalog: TreeBuilder,
+    /// The tree being copied: its name and builder.
+    tree: Option<(String, TreeBuilder)>,
+}
+
+impl check::Visitor for Copier {
+    fn wants_entries(&self) -> bool {
+        true
+    }
+
+    fn tree_start(&mut self, name: &str, _: &TreeRecord) -> Result<()> {
+        let builder = TreeBuilder::new(self.geometry, self.txn);
+        self.tree = Some((name.to_string(), builder));
+        Ok(())
+    }
+
+    fn entry(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let (_, builder) = self.tree.as_mut().expect("entries come inside a tree");
+        builder.add(&mut self.out, key, value)
+    }
+
+    fn tree_end(&mut self) -> Result<()> {
+        let (name, builder) = self.tree.take().expect("a tree was started");
+        let record = builder.finish(&mut self.out)?;
+        let record = zerocopy::IntoBytes::as_bytes(&record);
+        self.catalog.add(&mut self.out, name.as_bytes(), record)
     }
 }
 
@@ -376,7 +403,7 @@ impl Drop for Shared {
 
 /// Syncs everything, then writes `meta` into `slot` marked as needing no verification
 /// (every page it reaches is already durable), then syncs again.
-fn seal_file(storage: &Storage, meta: &Meta, slot: u64) -> Result<()> {
+pub(crate) fn seal_file(storage: &Storage, meta: &Meta, slot: u64) -> Result<()> {
     storage.sync()?;
     let sealed = Meta {
         durable_before: meta.txn,

@@ -137,7 +137,44 @@ pub(crate) fn header_mut(bytes: &mut [u8]) -> &mut PageHeader {
 /// Checks that `bytes` (a page, or a blob run) is what `r` says: same writer and same
 /// checksum. Used by recovery and `check`.
 pub(crate) fn verify_ref(bytes: &[u8], r: &ChildRef) -> Result<()> {
-    let h = header(bytes);
+    verify_header_and_sum(header(bytes), page_checksum(bytes), r)
+}
+
+/// `verify_ref` for a run read piece by piece, in order: `page_checksum` of the run
+/// computed as the pieces come (the first holds the header).
+pub(crate) struct RunVerifier {
+    hasher: crc32fast::Hasher,
+    header: Option<PageHeader>,
+}
+
+impl RunVerifier {
+    pub(crate) fn new() -> RunVerifier {
+        RunVerifier {
+            hasher: crc32fast::Hasher::new(),
+            header: None,
+        }
+    }
+
+    /// The next piece of the run; the first must hold the whole header.
+    pub(crate) fn update(&mut self, piece: &[u8]) {
+        if self.header.is_some() {
+            self.hasher.update(piece);
+            return;
+        }
+        self.header = Some(*header(piece));
+        self.hasher.update(&piece[..4]);
+        self.hasher.update(&[0; 4]);
+        self.hasher.update(&piece[8..]);
+    }
+
+    /// Checks the run against `r`, as `verify_ref` does.
+    pub(crate) fn verify(self, r: &ChildRef) -> Result<()> {
+        let h = self.header.expect("a run holds at least one page");
+        verify_header_and_sum(&h, self.hasher.finalize(), r)
+    }
+}
+
+fn verify_header_and_sum(h: &PageHeader, sum: u32, r: &ChildRef) -> Result<()> {
     if h.txn.get() != r.txn.get() {
         return Err(Error::corrupted(
             r.page.get(),
@@ -148,7 +185,6 @@ pub(crate) fn verify_ref(bytes: &[u8], r: &ChildRef) -> Result<()> {
             ),
         ));
     }
-    let sum = page_checksum(bytes);
     if sum != r.checksum.get() || sum != h.checksum.get() {
         return Err(Error::corrupted(
             r.page.get(),

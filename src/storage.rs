@@ -427,6 +427,116 @@ impl PageReader {
         self.window_end = map_len.min(self.storage.mmap_size).min(self.limit_bytes);
         self.map = map;
     }
+
+    // ---- reads that the reader does not keep: for walks over the whole file ----------
+
+    /// `pages` pages at `id`, like `run`, but not kept in this reader's table: a walk
+    /// over the whole file would otherwise hold every page it reads until the
+    /// transaction ends. Found in the table or the page cache if there; otherwise read
+    /// into a buffer that is freed with the last [`Fetched`] of it. Such reads are not
+    /// offered to the page cache: a walk reads each page once, and keeping them would
+    /// push out the pages that lookups use.
+    pub(crate) fn fetch(&self, id: PageId, pages: u64) -> Result<Fetched<'_>> {
+        let (start, end) = self.run_bytes(id, pages)?;
+        if end <= self.window_end {
+            let map = self.map.as_ref().expect("a window implies a map");
+            return Ok(Fetched::Mapped(&map[start as usize..end as usize]));
+        }
+        let len = (end - start) as usize;
+        if let Some(held) = self.buffers.borrow().get(&id).filter(|b| b.len() == len) {
+            return Ok(Fetched::Owned(Arc::clone(held)));
+        }
+        if let Some(cached) = self.storage.cache.get(id, len) {
+            return Ok(Fetched::Owned(cached));
+        }
+        let mut buf = self.storage.cache.buffer(len);
+        let bytes = Arc::get_mut(&mut buf).expect("a new or recycled buffer is unshared");
+        self.read_into(id, bytes, start)?;
+        Ok(Fetched::Owned(buf))
+    }
+
+    /// Hands the bytes of the `pages` pages at `id` to `f` in order, in pieces of at
+    /// most `piece_bytes` (rounded down to whole pages, at least one), holding one piece
+    /// at a time: for verifying runs too long to hold whole.
+    pub(crate) fn stream(
+        &self,
+        id: PageId,
+        pages: u64,
+        piece_bytes: usize,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let (start, end) = self.run_bytes(id, pages)?;
+        let page = self.storage.geometry.page_bytes();
+        let piece = (piece_bytes as u64 / page).max(1) * page;
+        let mut buf = Vec::new();
+        let mut at = start;
+        while at < end {
+            let next = end.min(at + piece);
+            if next <= self.window_end {
+                let map = self.map.as_ref().expect("a window implies a map");
+                f(&map[at as usize..next as usize])?;
+            } else {
+                buf.resize((next - at) as usize, 0);
+                self.read_into(id, &mut buf, at)?;
+                f(&buf)?;
+            }
+            at = next;
+        }
+        Ok(())
+    }
+
+    /// The byte range of the `pages` pages at `id`: checked as `run` checks it (inside
+    /// the data pages below the limit, no overflow).
+    fn run_bytes(&self, id: PageId, pages: u64) -> Result<(u64, u64)> {
+        let g = self.storage.geometry;
+        let start = id.0.checked_mul(g.page_bytes());
+        let end = pages
+            .checked_mul(g.page_bytes())
+            .and_then(|len| start?.checked_add(len));
+        match (start, end) {
+            (Some(start), Some(end))
+                if id >= g.first_data_page() && end <= self.limit_bytes && pages > 0 =>
+            {
+                Ok((start, end))
+            }
+            (Some(_), Some(_)) => Err(Error::corrupted(
+                id.0,
+                format!("reference to {pages} pages at {id:?} outside the data pages"),
+            )),
+            _ => Err(Error::corrupted(id.0, "page reference overflows")),
+        }
+    }
+
+    /// Fills `buf` from byte `offset` of the file (a part of the run at `id`).
+    fn read_into(&self, id: PageId, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.storage
+            .backend
+            .read_exact_at(buf, offset)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    Error::corrupted(id.0, "page lies past the end of the file")
+                }
+                _ => Error::Io(e),
+            })
+    }
+}
+
+/// The bytes of a page or run from [`PageReader::fetch`]: borrowed from the map, or a
+/// buffer shared with the page cache (or this reader's table) or read just now.
+pub(crate) enum Fetched<'a> {
+    Mapped(&'a [u8]),
+    Owned(PageBuf),
+}
+
+impl std::ops::Deref for Fetched<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Fetched::Mapped(bytes) => bytes,
+            Fetched::Owned(buf) => buf,
+        }
+    }
 }
 
 /// Takes the lock that keeps other handles out: exclusive for read-write, shared for
@@ -442,5 +552,65 @@ pub(crate) fn lock_file(file: &File, exclusive: bool) -> Result<()> {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked),
         Err(e) => Err(Error::Io(e.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: usize = 4096;
+
+    /// A file of `pages` pages whose bytes all differ from their neighbours', read
+    /// through a map of its first `mapped_pages` pages and pread beyond.
+    fn reader(pages: u64, mapped_pages: u64) -> (tempfile::NamedTempFile, Vec<u8>, PageReader) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let bytes: Vec<u8> = (0..pages as usize * PAGE)
+            .map(|i| (i % 251) as u8 ^ (i / PAGE) as u8)
+            .collect();
+        std::fs::write(file.path(), &bytes).unwrap();
+        let backend = FileBackend {
+            file: File::open(file.path()).unwrap(),
+        };
+        let g = Geometry::new(PAGE).unwrap();
+        let storage = Storage::new(Box::new(backend), g, mapped_pages * PAGE as u64, 0);
+        let reader = Arc::new(storage.unwrap()).reader(PageId(pages));
+        (file, bytes, reader)
+    }
+
+    #[test]
+    fn fetch_and_stream_read_what_run_reads_on_both_sides_of_the_window() {
+        let (_file, bytes, r) = reader(40, 9);
+        for (first, pages) in [(2, 1), (2, 7), (5, 10), (8, 1), (9, 31), (3, 37)] {
+            let want = &bytes[first * PAGE..(first + pages) * PAGE];
+            let (id, n) = (PageId(first as u64), pages as u64);
+            assert_eq!(&r.fetch(id, n).unwrap()[..], want, "fetch {first}+{pages}");
+            for piece in [1, PAGE, 3 * PAGE, 1 << 20] {
+                let mut got = Vec::new();
+                r.stream(id, n, piece, |p| {
+                    assert!(p.len() <= piece.max(PAGE) && p.len() % PAGE == 0);
+                    got.extend_from_slice(p);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(got, want, "stream {first}+{pages} in pieces of {piece}");
+            }
+            assert_eq!(r.run(id, n).unwrap(), want, "run {first}+{pages}");
+        }
+        // Only the three runs that `run` read past the window stay in the reader's table.
+        assert_eq!(r.buffers.borrow().len(), 3);
+    }
+
+    #[test]
+    fn fetch_and_stream_refuse_what_run_refuses() {
+        let (_file, _, r) = reader(10, 0);
+        for (id, n) in [(0, 1), (1, 1), (9, 2), (10, 1), (2, 0), (u64::MAX / 2, 4)] {
+            let (id, pages) = (PageId(id), n);
+            let run = r.run(id, pages).map(|_| ()).unwrap_err().to_string();
+            let fetch = r.fetch(id, pages).map(|_| ()).unwrap_err().to_string();
+            let stream = r.stream(id, pages, PAGE, |_| Ok(())).unwrap_err();
+            assert_eq!(fetch, run);
+            assert_eq!(stream.to_string(), run);
+        }
     }
 }

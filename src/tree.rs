@@ -203,7 +203,11 @@ fn insert_cell(pages: &mut TxnPages, tree: &mut TreeRecord, cell: Cell) -> Resul
     }
     let existed = edit(pages, tree, cell.key, LeafEdit::Put(cell))?;
     if !existed {
-        tree.entries = U64::new(tree.entries.get() + 1);
+        // The count comes from the file: one that cannot grow is corrupt.
+        let entries = tree.entries.get().checked_add(1).ok_or_else(|| {
+            Error::corrupted(tree.root.page.get(), "tree record counts 2^64 - 1 entries")
+        })?;
+        tree.entries = U64::new(entries);
     }
     Ok(())
 }

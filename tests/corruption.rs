@@ -395,3 +395,138 @@ fn flipped_bytes_truncations_and_garbage_metas() {
         started.elapsed()
     );
 }
+
+// ---- crafted files: well sealed, but not trees ------------------------------------------
+
+/// Runs `f` on a thread of its own and fails the test if it has not returned within a
+/// minute: a walk of a crafted file that went exponential would hang here.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    match result.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // It panicked: pass the panic on.
+            std::panic::resume_unwind(thread.join().expect_err("no result, so a panic"))
+        }
+        Err(_) => panic!("the walk neither finished nor failed within a minute"),
+    }
+}
+
+fn expect_corrupted<T: std::fmt::Debug>(r: Result<T>, what: &str) -> String {
+    match r {
+        Err(Error::Corrupted { reason, .. }) => reason,
+        other => panic!("{what}: expected Error::Corrupted, got {other:?}"),
+    }
+}
+
+/// Points every child reference of the branch that `ref_at` points to at its first
+/// child, and so on down to the leaves, resealing bottom-up (the reference at `ref_at`
+/// gets the new checksum): every page checks out against its parent, but a walk that
+/// follows every reference reaches the one leaf 3^(depth-1) times.
+fn point_every_child_at_the_first(img: &mut [u8], page_size: usize, ref_at: usize) {
+    use support::image::{REF_BYTES, child_refs, is_branch, seal_page, target};
+    let page = target(img, page_size, ref_at);
+    if is_branch(img, page) {
+        let refs = child_refs(img, page);
+        point_every_child_at_the_first(img, page_size, refs[0]);
+        let first = img[refs[0]..refs[0] + REF_BYTES].to_vec();
+        for &r in &refs[1..] {
+            img[r..r + REF_BYTES].copy_from_slice(&first);
+        }
+    }
+    seal_page(img, page, page_size, ref_at);
+}
+
+#[test]
+fn references_that_all_lead_to_one_child_are_corrupt_and_walked_once() -> Result<()> {
+    use support::image::{META_SLOT, META_TXN, catalog_leaf, leaf_values, newest_meta_slot};
+    use support::image::{reseal_catalog, u64_at};
+    use support::simdisk::OpKind;
+    const PAGE: usize = 4096;
+    // Keys of 1808 bytes that differ only in their last 8: two fill a leaf and their
+    // separators are as long, so a branch has three children and 2200 keys make a tree
+    // eight levels deep.
+    let disk = SimDisk::new(Vec::new());
+    let db = open_with_backend(disk.backend(), Options::new())?;
+    let prefix = vec![b'p'; 1800];
+    let keys = (0..2200u64).map(|i| ([&prefix[..], &i.to_be_bytes()].concat(), b""));
+    db.bulk_load("deep", keys)?;
+    let depth = db.stats()?.trees[0].depth;
+    assert!(depth >= 8, "depth {depth}");
+    drop(db);
+    let mut img = disk.contents();
+    let (leaf, _) = catalog_leaf(&img, PAGE);
+    let (_, record) = leaf_values(&img, leaf)[0].clone();
+    point_every_child_at_the_first(&mut img, PAGE, record);
+    let txn = u64_at(&img, newest_meta_slot(&img) * META_SLOT + META_TXN);
+    let pages = img.len() / PAGE;
+    let dir = tempfile::tempdir()?;
+    for sealed in [false, true] {
+        // Unsealed: the commit's pages are verified at open. Sealed: they are not, so the
+        // database opens, and `check` and `compact_to` meet the crafted tree.
+        let mut img = img.clone();
+        reseal_catalog(&mut img, PAGE, if sealed { txn } else { txn - 1 });
+        let copy = dir.path().join(format!("copy-{sealed}"));
+        let (reasons, reads) = within_a_minute(move || {
+            let disk = SimDisk::new(img);
+            let db = open_with_backend(disk.backend(), Options::new().cache_size(0));
+            let mut reasons = Vec::new();
+            if sealed {
+                let db = db.expect("a sealed meta opens without verification");
+                reasons.push(expect_corrupted(db.check(), "check"));
+                reasons.push(expect_corrupted(db.compact_to(&copy), "compact_to"));
+            } else {
+                reasons.push(expect_corrupted(db.map(|_| ()), "open"));
+            }
+            (reasons, disk.count(OpKind::Read))
+        });
+        for r in &reasons {
+            assert!(r.contains("reached twice"), "sealed {sealed}: {r}");
+        }
+        // Each walk reads each page at most once.
+        assert!(reads <= 3 * pages as u64, "{reads} reads of {pages} pages");
+    }
+    Ok(())
+}
+
+#[test]
+fn entry_counts_near_u64_max_are_corrupt_not_overflows() -> Result<()> {
+    use support::image::{META_SLOT, META_TXN, RECORD_ENTRIES, catalog_leaf, leaf_values};
+    use support::image::{newest_meta_slot, put_u64, reseal_catalog, u64_at};
+    const PAGE: usize = 4096;
+    let disk = SimDisk::new(Vec::new());
+    let db = open_with_backend(disk.backend(), Options::new())?;
+    let mut w = db.begin_write()?;
+    for name in ["a", "b"] {
+        w.open_tree(name)?.insert(b"k", b"v")?;
+    }
+    w.commit()?;
+    drop(db);
+    let mut img = disk.contents();
+    let (leaf, _) = catalog_leaf(&img, PAGE);
+    for (_, record) in leaf_values(&img, leaf) {
+        put_u64(&mut img, record + RECORD_ENTRIES, u64::MAX);
+    }
+    let txn = u64_at(&img, newest_meta_slot(&img) * META_SLOT + META_TXN);
+    for sealed in [false, true] {
+        let mut img = img.clone();
+        reseal_catalog(&mut img, PAGE, if sealed { txn } else { txn - 1 });
+        let disk = SimDisk::new(img);
+        // Recovery need not add the counts up; if it does, an overflow is corruption.
+        let Some(db) = corrupted_or_ok(open_with_backend(disk.backend(), Options::new()), "open")
+        else {
+            continue;
+        };
+        expect_corrupted(db.check(), "check");
+        let mut w = db.begin_write()?;
+        let mut t = w.open_tree("a")?;
+        expect_corrupted(
+            t.insert(b"k2", b"v"),
+            "an insert that would count past u64::MAX",
+        );
+    }
+    Ok(())
+}

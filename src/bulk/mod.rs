@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 pub(crate) use builder::TreeBuilder;
 pub(crate) use writer::SeqWriter;
 
+use crate::db::{Shared, seal_file};
 use crate::error::{Error, Result};
-use crate::storage::Storage;
+use crate::page::TxnId;
 use crate::tree::{self, TreeRecord};
-use crate::txn::{Durability, WriteTxn};
+use crate::txn::{Durability, Snapshot, WriteTxn};
 
 /// How [`Database::bulk_load_with`](crate::Database::bulk_load_with) builds and writes
 /// the tree. `BulkOptions::new()` gives the defaults, which `bulk_load` uses.
@@ -114,11 +115,12 @@ fn touch(bytes: &[u8]) -> u8 {
 
 /// `Database::bulk_load_with` on the write transaction `txn`: builds the tree from
 /// `entries`, writes it past the committed end (`path`: the database file, for the
-/// direct descriptor), and commits once, durably. Any error drops `txn`, which leaves
-/// the database as it was: the pages written belong to nothing.
+/// direct descriptor), and commits once, durably; then seals the commit (`seal_load`).
+/// Any error before the commit drops `txn`, which leaves the database as it was: the
+/// pages written belong to nothing.
 pub(crate) fn load<I, K, V>(
     mut txn: WriteTxn,
-    storage: &Arc<Storage>,
+    shared: &Shared,
     path: &Path,
     tree_name: &str,
     entries: I,
@@ -137,6 +139,7 @@ where
     }
     // An emptied tree may still own a root leaf: free it, or it would leak.
     tree::free_all(txn.pages_mut(), &existing)?;
+    let storage = &shared.storage;
     let geometry = storage.geometry;
     let (start, txn_id) = {
         let pages = txn.pages_mut();
@@ -177,6 +180,7 @@ where
     txn.set_tree_record(tree_name, record)?;
     txn.set_durability(Durability::Immediate);
     txn.commit()?;
+    seal_load(shared, txn_id);
     Ok(BulkStats {
         entries,
         pages: end.0 - start.0,
@@ -185,4 +189,32 @@ where
         direct_io_refused: report.refused,
         elapsed: started.elapsed(),
     })
+}
+
+/// After the load's commit `txn` (its meta in slot `s`, synced): writes the same meta,
+/// marked as needing no verification, into the other slot, syncs, and makes that the
+/// writer's durable slot; so a crash right after a load opens without reading the loaded
+/// tree back, which verification at open would otherwise do in full. FORMAT.md#bulk-load
+/// says why a crash at any point of this is safe.
+///
+/// Nothing is done if another commit came in between. A failed write or sync here
+/// poisons the handle like any other (the next write reports it), but the load stands:
+/// its commit was durable before this began, and slot `s` still holds it.
+fn seal_load(shared: &Shared, txn: TxnId) {
+    let mut writer = shared.writer.lock();
+    let meta = shared.current.read().meta;
+    if meta.txn() != txn || writer.durable != txn {
+        return;
+    }
+    let slot = 1 - writer.durable_slot;
+    if seal_file(&shared.storage, &meta, slot).is_ok() {
+        writer.durable_slot = slot;
+        let sealed = crate::meta::Meta {
+            durable_before: meta.txn,
+            ..meta
+        };
+        // The snapshot differs from the one published only in `durable_before`, which
+        // tells the clean close that nothing is left to seal.
+        *shared.current.write() = Arc::new(Snapshot { meta: sealed });
+    }
 }
