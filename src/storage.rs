@@ -328,40 +328,35 @@ impl PageReader {
 
     /// `pages` contiguous pages starting at `id`.
     pub(crate) fn run(&self, id: PageId, pages: u64) -> Result<&[u8]> {
-        let g = self.storage.geometry;
-        let start = id.0.checked_mul(g.page_bytes());
-        let end = pages
-            .checked_mul(g.page_bytes())
-            .and_then(|len| start?.checked_add(len));
-        let (Some(start), Some(end)) = (start, end) else {
-            return Err(Error::corrupted(id.0, "page reference overflows"));
-        };
-        if id < g.first_data_page() || end > self.limit_bytes || pages == 0 {
-            return Err(Error::corrupted(
-                id.0,
-                format!("reference to {pages} pages at {id:?} outside the data pages"),
-            ));
-        }
+        let (start, end) = self.run_bytes(id, pages)?;
         if end <= self.window_end {
-            let map = self.map.as_ref().expect("a window implies a map");
-            debug_assert!(end <= map.len() as u64);
-            // SAFETY: `start < end <= window_end <= map.len()` (`reader` and
-            // `extend_limit` cap `window_end` at the map's length), so the range lies in
-            // the mapping, which `self.map` keeps alive (and unmoved) as long as `self`.
-            // The slice covers only these pages, never the rest of the map: they lie below
-            // `limit_bytes`, which never exceeds the file length (the file only grows
-            // while transactions are open: `ensure_len`; `trim_to` runs when none can
-            // read), and they are committed pages this reader's snapshot reaches (or pages
-            // its own write transaction wrote and does not write again while it holds a
-            // slice of them), which no writer overwrites while a snapshot can reach them
-            // (FORMAT.md#page-reuse). Building the slice from the base pointer, rather
-            // than indexing `&map[..]`, matters: that would create a reference to the
-            // whole map, including free pages that `pwrite` is changing at that moment.
-            return Ok(unsafe {
-                std::slice::from_raw_parts(map.as_ptr().add(start as usize), (end - start) as usize)
-            });
+            return Ok(self.mapped(start, end));
         }
         self.read_owned(id, start, end)
+    }
+
+    /// The bytes `start..end` of the map, which must lie below `window_end`.
+    fn mapped(&self, start: u64, end: u64) -> &[u8] {
+        assert!(
+            start <= end && end <= self.window_end,
+            "{start}..{end} outside the window"
+        );
+        let map = self.map.as_ref().expect("a window implies a map");
+        // SAFETY: `start <= end <= window_end <= map.len()` (asserted above; `reader` and
+        // `extend_limit` cap `window_end` at the map's length), so the range lies in the
+        // mapping, which `self.map` keeps alive (and unmoved) as long as `self`. The slice
+        // covers only these bytes, never the rest of the map: they lie below
+        // `limit_bytes`, which never exceeds the file length (the file only grows while
+        // transactions are open: `ensure_len`; `trim_to` runs when none can read), and
+        // callers ask only for pages (from `run_bytes`) that this reader's snapshot
+        // reaches, or that its own write transaction wrote and does not write again while
+        // it holds a slice of them; no writer overwrites such pages while a snapshot can
+        // reach them (FORMAT.md#page-reuse). Building the slice from the base pointer,
+        // rather than indexing `&map[..]`, matters: that would create a reference to the
+        // whole map, including free pages that `pwrite` is changing at that moment.
+        unsafe {
+            std::slice::from_raw_parts(map.as_ptr().add(start as usize), (end - start) as usize)
+        }
     }
 
     fn read_owned(&self, id: PageId, start: u64, end: u64) -> Result<&[u8]> {
@@ -397,15 +392,7 @@ impl PageReader {
         let epoch = cache.epoch();
         let mut buf = cache.buffer(len);
         let bytes = Arc::get_mut(&mut buf).expect("a new or recycled buffer is unshared");
-        self.storage
-            .backend
-            .read_exact_at(bytes, start)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => {
-                    Error::corrupted(id.0, "page lies past the end of the file")
-                }
-                _ => Error::Io(e),
-            })?;
+        self.read_into(id, bytes, start)?;
         cache.insert(id, &buf, epoch);
         Ok(buf)
     }
@@ -439,8 +426,7 @@ impl PageReader {
     pub(crate) fn fetch(&self, id: PageId, pages: u64) -> Result<Fetched<'_>> {
         let (start, end) = self.run_bytes(id, pages)?;
         if end <= self.window_end {
-            let map = self.map.as_ref().expect("a window implies a map");
-            return Ok(Fetched::Mapped(&map[start as usize..end as usize]));
+            return Ok(Fetched::Mapped(self.mapped(start, end)));
         }
         let len = (end - start) as usize;
         if let Some(held) = self.buffers.borrow().get(&id).filter(|b| b.len() == len) {
@@ -473,8 +459,7 @@ impl PageReader {
         while at < end {
             let next = end.min(at + piece);
             if next <= self.window_end {
-                let map = self.map.as_ref().expect("a window implies a map");
-                f(&map[at as usize..next as usize])?;
+                f(self.mapped(at, next))?;
             } else {
                 buf.resize((next - at) as usize, 0);
                 self.read_into(id, &mut buf, at)?;
