@@ -33,6 +33,16 @@ pub trait Backend: Send + Sync + 'static {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file to map, if this backend has one (None: every read goes through pread).
     fn file(&self) -> Option<&File>;
+    /// Drops the operating system's clean cached copies of the bytes `offset..offset +
+    /// len` (`len` 0: to the end of the file), so that later reads see what the disk
+    /// holds; dirty copies stay (and a sync writes them). After a failed sync, Linux may
+    /// keep pages that never reached the disk in its cache, marked clean: recovery calls
+    /// this before it trusts what it reads. The default does nothing (a backend with no
+    /// cache of its own).
+    fn drop_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 pub(crate) struct FileBackend {
