@@ -411,17 +411,35 @@ fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The start of the file that recovery reads before it chooses a meta: both meta slots,
+/// and all that an unfinished creation can have written (at the largest page size). Its
+/// cached pages are dropped before it is read; 64 KiB is whole pages at every page size
+/// Linux uses, so the drop is not rounded away to nothing.
+const HEAD_BYTES: usize = 65536;
+
 /// Picks the newest meta whose commit verifies, falling back to the other slot if the
 /// newest commit was torn. Creates the file if it is new. Returns the storage, the meta
-/// and the slot it came from.
+/// and the slot it came from. See FORMAT.md#recovery.
 fn recover(
     backend: Box<dyn Backend>,
     requested: Geometry,
     options: &Options,
     path: Option<&Path>,
 ) -> Result<(Arc<Storage>, Meta, u64)> {
+    // After a failed fdatasync, Linux may keep pages that never reached the disk in its
+    // page cache, marked clean: reads return them, and this descriptor's sync succeeds
+    // without writing them. So the metas are read from the disk, and the whole file's
+    // cached pages are dropped before a commit is verified (below). Dirty pages (of a
+    // process killed before its sync) stay, and the sync at the end of a read-write open
+    // writes them.
+    backend.drop_cached(0, HEAD_BYTES as u64)?;
     let len = backend.file_len()?;
-    let mut head = vec![0u8; (len as usize).min(65536).max(2 * META_SLOT_BYTES as usize)];
+    let mut head = vec![
+        0u8;
+        (len as usize)
+            .min(HEAD_BYTES)
+            .max(2 * META_SLOT_BYTES as usize)
+    ];
     let readable = (len as usize).min(head.len());
     backend.read_exact_at(&mut head[..readable], 0)?;
     let decoded: Vec<Result<Meta>> = (0..2)
@@ -485,11 +503,21 @@ fn recover(
         }
     }
     candidates.sort_by_key(|(m, _)| std::cmp::Reverse((m.txn.get(), m.durable_before.get())));
-    let mut backend = Some(backend);
+    let mut spare = Some(backend);
+    let mut file_dropped = false;
     for (meta, slot) in candidates {
         let geometry = Geometry::new(meta.page_size.get() as usize)?;
+        let backend = spare.take().expect("backend kept for the next candidate");
+        if meta.durable_before.get() < meta.txn.get() && !file_dropped {
+            // The pages to verify must be read from the disk. A meta that needs no
+            // verification was written after a sync that succeeded, so every page it
+            // reaches is on the disk; dropping the cache then would only slow the reads
+            // after a clean close.
+            backend.drop_cached(0, 0)?;
+            file_dropped = true;
+        }
         let storage = Arc::new(Storage::new(
-            backend.take().expect("backend kept for the next candidate"),
+            backend,
             geometry,
             options.mmap_size,
             options.cache_size,
@@ -505,9 +533,9 @@ fn recover(
         };
         match verified {
             Ok(()) => {
-                // What was read may still be only in the page cache (a process killed
-                // before its sync, a sync that failed): make it durable before treating
-                // this meta as the fallback whose pages the next commits must not reuse.
+                // What was read may be dirty pages in the page cache (a process killed
+                // before its sync): make them durable before treating this meta as the
+                // fallback whose pages the next commits must not reuse.
                 if !options.read_only {
                     storage.sync()?;
                 }
@@ -515,7 +543,7 @@ fn recover(
             }
             Err(e) => {
                 errors.push(e.to_string());
-                backend = Some(Arc::into_inner(storage).expect("only ref").into_backend());
+                spare = Some(Arc::into_inner(storage).expect("only ref").into_backend());
             }
         }
     }

@@ -88,6 +88,22 @@ impl Backend for FileBackend {
     fn file(&self) -> Option<&File> {
         Some(&self.file)
     }
+
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)`: Linux starts writeback of dirty pages, then
+    /// drops the clean pages of the range that no process maps and no writeback holds.
+    /// Other systems: nothing (see README, Crash safety).
+    fn drop_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        rustix::fs::fadvise(
+            &self.file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        )?;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 /// Address space reserved for the map beyond the file, so that it rarely has to move.
