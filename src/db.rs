@@ -411,6 +411,42 @@ fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Initialises a file in which nothing was ever committed (`len` bytes long) as an empty
+/// database: its length set to exactly the meta slots (not a growth step: a creation cut
+/// short must leave a file that `recover` recognises), the initial meta written into slot
+/// 0, one sync, and the directory's sync.
+fn create(
+    backend: Box<dyn Backend>,
+    geometry: Geometry,
+    len: u64,
+    options: &Options,
+    path: Option<&Path>,
+) -> Result<(Arc<Storage>, Meta, u64)> {
+    if options.read_only {
+        return Err(Error::corrupted(
+            0,
+            "the file is empty, or its creation did not finish (a read-write open finishes it)",
+        ));
+    }
+    let meta = new_meta(geometry);
+    let end = geometry.offset(meta.page_count());
+    if len < end {
+        backend.set_len(end)?;
+    }
+    let storage = Arc::new(Storage::new(
+        backend,
+        geometry,
+        options.mmap_size,
+        options.cache_size,
+    )?);
+    write_meta_slot(&storage, 0, &meta)?;
+    storage.sync()?;
+    if let Some(path) = path {
+        sync_dir(path)?;
+    }
+    Ok((storage, meta, 0))
+}
+
 /// The start of the file that recovery reads before it chooses a meta: both meta slots,
 /// and all that an unfinished creation can have written (at the largest page size). Its
 /// cached pages are dropped before it is read; 64 KiB is whole pages at every page size
@@ -434,12 +470,8 @@ fn recover(
     // writes them.
     backend.drop_cached(0, HEAD_BYTES as u64)?;
     let len = backend.file_len()?;
-    let mut head = vec![
-        0u8;
-        (len as usize)
-            .min(HEAD_BYTES)
-            .max(2 * META_SLOT_BYTES as usize)
-    ];
+    let head_len = (len as usize).clamp(2 * META_SLOT_BYTES as usize, HEAD_BYTES);
+    let mut head = vec![0u8; head_len];
     let readable = (len as usize).min(head.len());
     backend.read_exact_at(&mut head[..readable], 0)?;
     let decoded: Vec<Result<Meta>> = (0..2)
@@ -460,32 +492,24 @@ fn recover(
         && len <= 65536
         && zeros(&head[META_SLOT_BYTES as usize..])
         && (zeros(slot_0) || slot_0.starts_with(&MAGIC) || (creation_len && zeros(&slot_0[512..])));
-    if never_committed {
-        if options.read_only {
-            return Err(Error::corrupted(
-                0,
-                "the file is empty or not a mapkv database",
-            ));
-        }
-        let meta = new_meta(requested);
-        // Exactly the meta slots, not a growth step: a creation cut short must leave a
-        // file that the test above recognises.
-        let end = requested.offset(meta.page_count());
-        if len < end {
-            backend.set_len(end)?;
-        }
-        let storage = Arc::new(Storage::new(
+    // The creation's write of the initial meta may also survive a power loss that the
+    // length change before it did not (FORMAT.md#disk-assumptions): then the file is
+    // shorter than that meta says, and holds nothing else. The creation is finished with
+    // the page size it chose.
+    let short_creation = decoded[0].as_ref().ok().and_then(|m| {
+        let geometry = Geometry::new(m.page_size.get() as usize).ok()?;
+        let initial = new_meta(geometry).encode();
+        let short = len < geometry.offset(m.page_count());
+        (short && head[..META_BYTES] == initial && zeros(&head[META_BYTES..])).then_some(geometry)
+    });
+    if never_committed || short_creation.is_some() {
+        return create(
             backend,
-            requested,
-            options.mmap_size,
-            options.cache_size,
-        )?);
-        write_meta_slot(&storage, 0, &meta)?;
-        storage.sync()?;
-        if let Some(path) = path {
-            sync_dir(path)?;
-        }
-        return Ok((storage, meta, 0));
+            short_creation.unwrap_or(requested),
+            len,
+            options,
+            path,
+        );
     }
     let has_magic = |slot: usize| head[slot * META_SLOT_BYTES as usize..].starts_with(&MAGIC);
     if !has_magic(0) && !has_magic(1) {

@@ -351,10 +351,7 @@ impl Backend for SimBackend {
 ///
 /// The image for crash point `at` (the first `at` events happened, the rest did not):
 /// everything up to the last sync before `at` is as that sync left it (kept, or lost if
-/// the sync failed); every write after it is independently kept, dropped, or torn at
-/// sector boundaries (each sector new, old, or garbage); every size change after it is
-/// kept or dropped (the file's final size is the durable size or that of a kept change),
-/// and bytes past the final size are gone.
+/// the sync failed); what happens to the events after it is an `Unsynced` choice.
 pub struct CrashImages {
     log: Vec<Event>,
     initial: Vec<u8>,
@@ -362,6 +359,23 @@ pub struct CrashImages {
     /// past a sync of either kind).
     durable: Vec<u8>,
     durable_at: usize,
+}
+
+/// What a crash image keeps of the writes and size changes since the last sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsynced {
+    /// Every write independently kept, dropped, or torn at sector boundaries (each sector
+    /// new, old, or garbage); every size change kept or dropped. The file's final size is
+    /// the durable size or that of a kept change, and bytes past it are gone.
+    Random,
+    /// Every size change dropped. The part of a write inside the file as it is then is
+    /// kept, dropped or torn as in `Random`; of the part past its end, a prefix of whole
+    /// sectors (possibly none) survives intact and extends the file, as a file system
+    /// that records a larger size only once the data it covers is on the disk leaves it.
+    SizesLost,
+    /// Every size change dropped, every write kept (extending the file where it reaches
+    /// past the end).
+    OnlyWrites,
 }
 
 impl CrashImages {
@@ -379,9 +393,20 @@ impl CrashImages {
         self.log.len()
     }
 
-    /// The image for crash point `at`; points may be asked in any order (asking an
+    /// The image for crash point `at`, with the unsynced events `Random` three times in
+    /// four and `SizesLost` otherwise; points may be asked in any order (asking an
     /// earlier one than before replays from the start).
     pub fn image(&mut self, at: usize, rng: &mut Rng) -> Vec<u8> {
+        let unsynced = if rng.chance(1, 4) {
+            Unsynced::SizesLost
+        } else {
+            Unsynced::Random
+        };
+        self.image_with(at, unsynced, rng)
+    }
+
+    /// The image for crash point `at` with the unsynced events treated as `unsynced` says.
+    pub fn image_with(&mut self, at: usize, unsynced: Unsynced, rng: &mut Rng) -> Vec<u8> {
         assert!(at <= self.log.len());
         let last_sync = (0..at)
             .rev()
@@ -399,7 +424,7 @@ impl CrashImages {
             match ev {
                 Event::Sync | Event::SyncFailed => unreachable!("no sync after the last one"),
                 Event::SetLen(n) => {
-                    if rng.chance(1, 2) {
+                    if unsynced == Unsynced::Random && rng.chance(1, 2) {
                         let n = *n as usize;
                         if n < image.len() {
                             // A kept shrink: whatever grows back reads as zeros.
@@ -408,11 +433,34 @@ impl CrashImages {
                         len = n;
                     }
                 }
-                Event::Write { offset, data } => match rng.below(10) {
-                    0..=3 => apply_write(&mut image, *offset as usize, data),
-                    4..=6 => {}
-                    _ => torn_write(&mut image, *offset as usize, data, rng),
-                },
+                Event::Write { offset, data } => {
+                    let offset = *offset as usize;
+                    // Without size changes, the file ends at `len` until a write extends it.
+                    let inside = match unsynced {
+                        Unsynced::Random => data.len(),
+                        _ => len.saturating_sub(offset).min(data.len()),
+                    };
+                    let fate = match unsynced {
+                        Unsynced::OnlyWrites => 0,
+                        _ => rng.below(10),
+                    };
+                    match fate {
+                        0..=3 => apply_write(&mut image, offset, &data[..inside]),
+                        4..=6 => {}
+                        _ => torn_write(&mut image, offset, &data[..inside], rng),
+                    }
+                    if inside < data.len() {
+                        let past = &data[inside..];
+                        let sectors = past.len().div_ceil(SECTOR);
+                        let kept = match unsynced {
+                            Unsynced::OnlyWrites => sectors,
+                            _ => rng.below(sectors as u64 + 1) as usize,
+                        };
+                        let kept = past.len().min(kept * SECTOR);
+                        apply_write(&mut image, offset + inside, &past[..kept]);
+                        len = len.max(offset + inside + kept);
+                    }
+                }
             }
         }
         image.resize(len, 0);
