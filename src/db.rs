@@ -453,6 +453,10 @@ fn create(
 /// Linux uses, so the drop is not rounded away to nothing.
 const HEAD_BYTES: usize = 65536;
 
+/// The sector that the creation's first meta lies in: what a power loss can garble
+/// (FORMAT.md#disk-assumptions).
+const CREATION_SECTOR_BYTES: usize = 512;
+
 /// Picks the newest meta whose commit verifies, falling back to the other slot if the
 /// newest commit was torn. Creates the file if it is new. Returns the storage, the meta
 /// and the slot it came from. See FORMAT.md#recovery.
@@ -484,14 +488,15 @@ fn recover(
     // creation was being written, is a creation that did not finish: nothing was ever
     // committed in it. Anything else that is not a valid database is left alone.
     let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
-    let slot_0 = &head[..META_SLOT_BYTES as usize];
-    // The first meta (100 bytes) lies in the first 512-byte sector of a file that holds
-    // just the meta slots; a power loss can leave that one sector as garbage.
+    // The creation writes its first meta (100 bytes) into the first 512-byte sector, and
+    // a power loss can leave that one sector as garbage but nothing past it: a non-zero
+    // byte past it was written by something else.
+    let (first_sector, rest) = head.split_at(CREATION_SECTOR_BYTES);
     let creation_len = [8192, 16384, 32768, 65536].contains(&len);
     let never_committed = decoded[0].is_err()
-        && len <= 65536
-        && zeros(&head[META_SLOT_BYTES as usize..])
-        && (zeros(slot_0) || slot_0.starts_with(&MAGIC) || (creation_len && zeros(&slot_0[512..])));
+        && len <= HEAD_BYTES as u64
+        && zeros(rest)
+        && (zeros(first_sector) || first_sector.starts_with(&MAGIC) || creation_len);
     // The creation's write of the initial meta may also survive a power loss that the
     // length change before it did not (FORMAT.md#disk-assumptions): then the file is
     // shorter than that meta says, and holds nothing else. The creation is finished with

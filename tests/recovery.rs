@@ -182,3 +182,31 @@ fn a_creation_whose_size_change_was_lost_is_finished() -> Result<()> {
     }
     Ok(())
 }
+
+/// The creation writes its first meta (100 bytes) into the first 512-byte sector, and a
+/// torn write garbles at most that sector: a short file with a non-zero byte past byte 512
+/// is not an unfinished creation, even with our magic at its start, and is left alone.
+#[test]
+fn only_the_first_sector_of_an_unfinished_creation_may_hold_anything() -> Result<()> {
+    for (len, at) in [(8192, 512), (8192, 4095), (100_000 % 65536, 600)] {
+        let mut image = vec![0u8; len];
+        image[..8].copy_from_slice(b"mapkv\0db");
+        image[at] = 1;
+        let disk = SimDisk::new(image.clone());
+        match open(&disk) {
+            Err(Error::Corrupted { .. }) => {}
+            Err(e) => panic!("{len} bytes, byte {at} set: {e}"),
+            Ok(_) => panic!("{len} bytes, byte {at} set: initialised as a new database"),
+        }
+        assert!(
+            disk.contents() == image,
+            "{len} bytes, byte {at} set: changed"
+        );
+    }
+    // Within the first sector, anything: a torn write of the first meta.
+    let mut image = vec![0u8; 8192];
+    image[..8].copy_from_slice(b"mapkv\0db");
+    image[511] = 1;
+    open(&SimDisk::new(image))?.check()?;
+    Ok(())
+}
