@@ -469,7 +469,7 @@ impl CrashImages {
 }
 
 /// Applies `data` at `offset` sector by sector: each sector it touches ends up new, old,
-/// or garbage.
+/// or garbage (all of the sector).
 fn torn_write(image: &mut Vec<u8>, offset: usize, data: &[u8], rng: &mut Rng) {
     let end = offset + data.len();
     if image.len() < end {
@@ -482,8 +482,13 @@ fn torn_write(image: &mut Vec<u8>, offset: usize, data: &[u8], rng: &mut Rng) {
             0..=4 => image[lo..hi].copy_from_slice(&data[lo - offset..hi - offset]),
             5..=7 => {}
             _ => {
-                let s_end = (sector + SECTOR).min(image.len());
-                rng.fill(&mut image[sector..s_end]);
+                // The whole sector, also where the write covers only part of it (a meta
+                // slot's 100 bytes): the disk writes sectors, not bytes. Whatever lies
+                // past the file's final size is cut off afterwards.
+                if image.len() < sector + SECTOR {
+                    image.resize(sector + SECTOR, 0);
+                }
+                rng.fill(&mut image[sector..sector + SECTOR]);
             }
         }
         sector += SECTOR;
