@@ -85,6 +85,11 @@ impl Options {
 
     /// Opens without write access: `begin_write` and `bulk_load` give `Error::ReadOnly`.
     /// Several read-only handles may share a file; a read-write one excludes them.
+    ///
+    /// A read-only open cannot `fdatasync`, so it may serve a commit that was never
+    /// synced: the last commit of a writer killed before its sync returned, still only in
+    /// the operating system's page cache. A power loss before a read-write open (which
+    /// syncs what it opens) can take that commit away. See FORMAT.md#recovery.
     pub fn read_only(mut self, yes: bool) -> Options {
         self.read_only = yes;
         self
