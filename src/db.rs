@@ -85,6 +85,11 @@ impl Options {
 
     /// Opens without write access: `begin_write` and `bulk_load` give `Error::ReadOnly`.
     /// Several read-only handles may share a file; a read-write one excludes them.
+    ///
+    /// A read-only open cannot `fdatasync`, so it may serve a commit that was never
+    /// synced: the last commit of a writer killed before its sync returned, still only in
+    /// the operating system's page cache. A power loss before a read-write open (which
+    /// syncs what it opens) can take that commit away. See FORMAT.md#recovery.
     pub fn read_only(mut self, yes: bool) -> Options {
         self.read_only = yes;
         self
@@ -438,17 +443,71 @@ fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Initialises a file in which nothing was ever committed (`len` bytes long) as an empty
+/// database: its length set to exactly the meta slots (not a growth step: a creation cut
+/// short must leave a file that `recover` recognises), the initial meta written into slot
+/// 0, one sync, and the directory's sync.
+fn create(
+    backend: Box<dyn Backend>,
+    geometry: Geometry,
+    len: u64,
+    options: &Options,
+    path: Option<&Path>,
+) -> Result<(Arc<Storage>, Meta, u64)> {
+    if options.read_only {
+        return Err(Error::corrupted(
+            0,
+            "the file is empty, or its creation did not finish (a read-write open finishes it)",
+        ));
+    }
+    let meta = new_meta(geometry);
+    let end = geometry.offset(meta.page_count());
+    if len < end {
+        backend.set_len(end)?;
+    }
+    let storage = Arc::new(Storage::new(
+        backend,
+        geometry,
+        options.mmap_size,
+        options.cache_size,
+    )?);
+    write_meta_slot(&storage, 0, &meta)?;
+    storage.sync()?;
+    if let Some(path) = path {
+        sync_dir(path)?;
+    }
+    Ok((storage, meta, 0))
+}
+
+/// The start of the file that recovery reads before it chooses a meta: both meta slots,
+/// and all that an unfinished creation can have written (at the largest page size). Its
+/// cached pages are dropped before it is read; 64 KiB is whole pages at every page size
+/// Linux uses, so the drop is not rounded away to nothing.
+const HEAD_BYTES: usize = 65536;
+
+/// The sector that the creation's first meta lies in: what a power loss can garble
+/// (FORMAT.md#disk-assumptions).
+const CREATION_SECTOR_BYTES: usize = 512;
+
 /// Picks the newest meta whose commit verifies, falling back to the other slot if the
 /// newest commit was torn. Creates the file if it is new. Returns the storage, the meta
-/// and the slot it came from.
+/// and the slot it came from. See FORMAT.md#recovery.
 fn recover(
     backend: Box<dyn Backend>,
     requested: Geometry,
     options: &Options,
     path: Option<&Path>,
 ) -> Result<(Arc<Storage>, Meta, u64)> {
+    // After a failed fdatasync, Linux may keep pages that never reached the disk in its
+    // page cache, marked clean: reads return them, and this descriptor's sync succeeds
+    // without writing them. So the metas are read from the disk, and the whole file's
+    // cached pages are dropped before a commit is verified (below). Dirty pages (of a
+    // process killed before its sync) stay, and the sync at the end of a read-write open
+    // writes them.
+    backend.drop_cached(0, HEAD_BYTES as u64)?;
     let len = backend.file_len()?;
-    let mut head = vec![0u8; (len as usize).min(65536).max(2 * META_SLOT_BYTES as usize)];
+    let head_len = (len as usize).clamp(2 * META_SLOT_BYTES as usize, HEAD_BYTES);
+    let mut head = vec![0u8; head_len];
     let readable = (len as usize).min(head.len());
     backend.read_exact_at(&mut head[..readable], 0)?;
     let decoded: Vec<Result<Meta>> = (0..2)
@@ -461,40 +520,33 @@ fn recover(
     // creation was being written, is a creation that did not finish: nothing was ever
     // committed in it. Anything else that is not a valid database is left alone.
     let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
-    let slot_0 = &head[..META_SLOT_BYTES as usize];
-    // The first meta (100 bytes) lies in the first 512-byte sector of a file that holds
-    // just the meta slots; a power loss can leave that one sector as garbage.
+    // The creation writes its first meta (100 bytes) into the first 512-byte sector, and
+    // a power loss can leave that one sector as garbage but nothing past it: a non-zero
+    // byte past it was written by something else.
+    let (first_sector, rest) = head.split_at(CREATION_SECTOR_BYTES);
     let creation_len = [8192, 16384, 32768, 65536].contains(&len);
     let never_committed = decoded[0].is_err()
-        && len <= 65536
-        && zeros(&head[META_SLOT_BYTES as usize..])
-        && (zeros(slot_0) || slot_0.starts_with(&MAGIC) || (creation_len && zeros(&slot_0[512..])));
-    if never_committed {
-        if options.read_only {
-            return Err(Error::corrupted(
-                0,
-                "the file is empty or not a mapkv database",
-            ));
-        }
-        let meta = new_meta(requested);
-        // Exactly the meta slots, not a growth step: a creation cut short must leave a
-        // file that the test above recognises.
-        let end = requested.offset(meta.page_count());
-        if len < end {
-            backend.set_len(end)?;
-        }
-        let storage = Arc::new(Storage::new(
+        && len <= HEAD_BYTES as u64
+        && zeros(rest)
+        && (zeros(first_sector) || first_sector.starts_with(&MAGIC) || creation_len);
+    // The creation's write of the initial meta may also survive a power loss that the
+    // length change before it did not (FORMAT.md#disk-assumptions): then the file is
+    // shorter than that meta says, and holds nothing else. The creation is finished with
+    // the page size it chose.
+    let short_creation = decoded[0].as_ref().ok().and_then(|m| {
+        let geometry = Geometry::new(m.page_size.get() as usize).ok()?;
+        let initial = new_meta(geometry).encode();
+        let short = len < geometry.offset(m.page_count());
+        (short && head[..META_BYTES] == initial && zeros(&head[META_BYTES..])).then_some(geometry)
+    });
+    if never_committed || short_creation.is_some() {
+        return create(
             backend,
-            requested,
-            options.mmap_size,
-            options.cache_size,
-        )?);
-        write_meta_slot(&storage, 0, &meta)?;
-        storage.sync()?;
-        if let Some(path) = path {
-            sync_dir(path)?;
-        }
-        return Ok((storage, meta, 0));
+            short_creation.unwrap_or(requested),
+            len,
+            options,
+            path,
+        );
     }
     let has_magic = |slot: usize| head[slot * META_SLOT_BYTES as usize..].starts_with(&MAGIC);
     if !has_magic(0) && !has_magic(1) {
@@ -512,11 +564,21 @@ fn recover(
         }
     }
     candidates.sort_by_key(|(m, _)| std::cmp::Reverse((m.txn.get(), m.durable_before.get())));
-    let mut backend = Some(backend);
+    let mut spare = Some(backend);
+    let mut file_dropped = false;
     for (meta, slot) in candidates {
         let geometry = Geometry::new(meta.page_size.get() as usize)?;
+        let backend = spare.take().expect("backend kept for the next candidate");
+        if meta.durable_before.get() < meta.txn.get() && !file_dropped {
+            // The pages to verify must be read from the disk. A meta that needs no
+            // verification was written after a sync that succeeded, so every page it
+            // reaches is on the disk; dropping the cache then would only slow the reads
+            // after a clean close.
+            backend.drop_cached(0, 0)?;
+            file_dropped = true;
+        }
         let storage = Arc::new(Storage::new(
-            backend.take().expect("backend kept for the next candidate"),
+            backend,
             geometry,
             options.mmap_size,
             options.cache_size,
@@ -532,9 +594,9 @@ fn recover(
         };
         match verified {
             Ok(()) => {
-                // What was read may still be only in the page cache (a process killed
-                // before its sync, a sync that failed): make it durable before treating
-                // this meta as the fallback whose pages the next commits must not reuse.
+                // What was read may be dirty pages in the page cache (a process killed
+                // before its sync): make them durable before treating this meta as the
+                // fallback whose pages the next commits must not reuse.
                 if !options.read_only {
                     storage.sync()?;
                 }
@@ -542,7 +604,7 @@ fn recover(
             }
             Err(e) => {
                 errors.push(e.to_string());
-                backend = Some(Arc::into_inner(storage).expect("only ref").into_backend());
+                spare = Some(Arc::into_inner(storage).expect("only ref").into_backend());
             }
         }
     }

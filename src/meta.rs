@@ -109,11 +109,20 @@ impl Meta {
         if pages < geometry.first_data_page().0 || pages > max_pages {
             return Err(format!("page count {pages} out of range"));
         }
-        // The catalog's record is not decoded like a tree's: bound its depth here (it
-        // sizes a cursor's path).
-        let depth = self.catalog.depth.get();
+        // The catalog's record is not decoded like a tree's: check it here as
+        // `TreeRecord::decode` checks a tree's (its depth sizes a cursor's path, and a
+        // descent trusts it to say where the leaves are).
+        let c = &self.catalog;
+        let depth = c.depth.get();
         if depth > crate::tree::DEPTH_MAX {
             return Err(format!("catalog depth {depth}"));
+        }
+        if (depth == 0) != c.root.is_null() || (c.entries.get() != 0 && c.root.is_null()) {
+            return Err(format!(
+                "catalog of depth {depth} with {} entries and root {:?}",
+                c.entries.get(),
+                c.root
+            ));
         }
         for (what, r) in [
             ("catalog", &self.catalog.root),
@@ -126,5 +135,79 @@ impl Meta {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::catch_unwind;
+
+    use super::*;
+
+    /// A valid meta at 4 KiB pages: transaction 5, ten pages, an empty catalog.
+    fn meta() -> Meta {
+        Meta {
+            magic: MAGIC,
+            version: U32::new(FORMAT_VERSION),
+            page_size: U32::new(4096),
+            txn: U64::new(5),
+            durable_before: U64::new(4),
+            page_count: U64::new(10),
+            catalog: TreeRecord::EMPTY,
+            free_list: ChildRef::NULL,
+            checksum: U32::ZERO,
+        }
+    }
+
+    /// The slot bytes of `m` with a correct checksum, whether `m` is valid or not.
+    fn slot_bytes(mut m: Meta) -> Vec<u8> {
+        m.checksum = U32::new(m.computed_checksum());
+        let mut slot = vec![0; 4096];
+        slot[..META_BYTES].copy_from_slice(m.as_bytes());
+        slot
+    }
+
+    #[test]
+    fn a_valid_meta_round_trips() {
+        let m = meta();
+        let mut slot = vec![0; 4096];
+        slot[..META_BYTES].copy_from_slice(&m.encode());
+        let back = Meta::decode(&slot, 0).expect("decode");
+        assert_eq!(
+            back.as_bytes()[..META_BYTES - 4],
+            m.as_bytes()[..META_BYTES - 4]
+        );
+    }
+
+    /// The catalog's record is checked as a tree's is: depth 0 exactly when the root is
+    /// null, and no entries without a root. Decoding refuses it; encoding panics.
+    #[test]
+    fn catalog_depth_is_zero_exactly_when_its_root_is_null() {
+        let root = ChildRef::new(PageId(3), 0x1234, TxnId(5));
+        let mut consistent = meta();
+        consistent.catalog.root = root;
+        consistent.catalog.entries = U64::new(2);
+        consistent.catalog.depth = U32::new(1);
+        Meta::decode(&slot_bytes(consistent), 0).expect("a catalog of one leaf");
+        let mut inconsistent = Vec::new();
+        let mut m = meta();
+        m.catalog.depth = U32::new(1); // depth without a root
+        inconsistent.push(m);
+        let mut m = consistent;
+        m.catalog.depth = U32::ZERO; // a root at depth 0
+        inconsistent.push(m);
+        let mut m = meta();
+        m.catalog.entries = U64::new(1); // entries without a root
+        inconsistent.push(m);
+        for m in inconsistent {
+            let catalog = m.catalog;
+            match Meta::decode(&slot_bytes(m), 1) {
+                Err(Error::Corrupted { reason, .. }) => {
+                    assert!(reason.contains("catalog"), "{catalog:?}: {reason}")
+                }
+                other => panic!("{catalog:?} decoded: {other:?}"),
+            }
+            assert!(catch_unwind(|| m.encode()).is_err(), "{catalog:?} encoded");
+        }
     }
 }

@@ -42,6 +42,16 @@ pub unsafe trait Backend: Send + Sync + 'static {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file to map, if this backend has one (None: every read goes through pread).
     fn file(&self) -> Option<&File>;
+    /// Drops the operating system's clean cached copies of the bytes `offset..offset +
+    /// len` (`len` 0: to the end of the file), so that later reads see what the disk
+    /// holds; dirty copies stay (and a sync writes them). After a failed sync, Linux may
+    /// keep pages that never reached the disk in its cache, marked clean: recovery calls
+    /// this before it trusts what it reads. The default does nothing (a backend with no
+    /// cache of its own).
+    fn drop_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 pub(crate) struct FileBackend {
@@ -89,6 +99,22 @@ unsafe impl Backend for FileBackend {
 
     fn file(&self) -> Option<&File> {
         Some(&self.file)
+    }
+
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)`: Linux starts writeback of dirty pages, then
+    /// drops the clean pages of the range that no process maps and no writeback holds.
+    /// Other systems: nothing (see README, Crash safety).
+    fn drop_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        rustix::fs::fadvise(
+            &self.file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        )?;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = (offset, len);
+        Ok(())
     }
 }
 

@@ -1,8 +1,10 @@
-//! Simulated power loss: a workload runs on a simulated disk that records every write and
-//! sync; crash images are made at chosen points of that log (everything before the last
-//! completed sync kept, each later write kept, dropped or torn at 512-byte boundaries),
-//! and each must open, pass `check`, and hold exactly one committed state no older than
-//! the last `Immediate` commit that had returned. Recovery of each image is crashed too.
+//! Simulated power loss: a workload runs on a simulated disk that records every write,
+//! size change and sync; crash images are made at chosen points of that log (everything
+//! before the last completed sync kept, each later write kept, dropped or torn at 512-byte
+//! boundaries, each later size change kept or dropped, or all of them dropped while the
+//! writes are kept), and each must open, pass `check`, and hold exactly one committed
+//! state no older than the last `Immediate` commit that had returned. Recovery of each
+//! image is crashed too.
 
 mod support;
 

@@ -1,6 +1,11 @@
 //! A simulated disk behind `mapkv::testing::Backend`: it keeps the file in memory, records
 //! every write, size change and sync in order, and produces the file as a power loss at
 //! any point of that log could leave it. It can also fail the Nth operation of a kind.
+//!
+//! A failed sync is modelled as Linux reports a failed writeback: the writes since the
+//! previous sync never reach the disk, yet the program goes on reading them from the page
+//! cache, where they are marked clean, until the cache is dropped (`drop_cached`); then
+//! reads show what the disk holds.
 
 use std::fs::File;
 use std::io;
@@ -17,9 +22,17 @@ pub const SECTOR: usize = 512;
 /// One recorded operation.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Write { offset: u64, data: Vec<u8> },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+    },
     SetLen(u64),
     Sync,
+    /// A sync that failed: every write since the previous sync (of either kind) is lost
+    /// from the disk for good (a size it extended the file to stays), though the program
+    /// still reads it from the page cache until the cache is dropped. Size changes are
+    /// kept.
+    SyncFailed,
 }
 
 /// The kinds of operation a fault can hit.
@@ -55,6 +68,8 @@ struct Inner {
     generation: u64,
     /// `kill_after`: writes, syncs and size changes left before the kill.
     kill_in: Option<u64>,
+    /// The ranges (offset, length; 0: to the end) asked of `drop_cached`, in order.
+    drops: Vec<(u64, u64)>,
 }
 
 /// The disk; share it in an `Arc` and hand `SimBackend`s to databases.
@@ -75,6 +90,7 @@ impl SimDisk {
                 fired: 0,
                 generation: 0,
                 kill_in: None,
+                drops: Vec::new(),
             }),
         })
     }
@@ -112,9 +128,24 @@ impl SimDisk {
         self.inner.lock().log.clone()
     }
 
-    /// The file as it is now, every write included (what a kill -9 leaves).
+    /// The file as it is now, every write included (what a kill -9 leaves): as the
+    /// program reads it, so after a failed sync with the cache's copies of the lost
+    /// writes.
     pub fn contents(&self) -> Vec<u8> {
         self.inner.lock().data.clone()
+    }
+
+    /// The file as a read would show it once the page cache is dropped: what the disk
+    /// holds, with the writes since the last sync still cached (dirty) on top. Equal to
+    /// `contents` unless a sync failed.
+    pub fn uncached_contents(&self) -> Vec<u8> {
+        self.inner.lock().uncached()
+    }
+
+    /// The ranges (offset, length; 0: to the end) the databases asked to drop from the
+    /// page cache, in order.
+    pub fn cache_drops(&self) -> Vec<(u64, u64)> {
+        self.inner.lock().drops.clone()
     }
 
     pub fn set_fault(&self, fault: Option<Fault>) {
@@ -203,6 +234,18 @@ impl Inner {
         }
         Ok(())
     }
+
+    /// See `SimDisk::uncached_contents`.
+    fn uncached(&self) -> Vec<u8> {
+        if !self.log.iter().any(|e| matches!(e, Event::SyncFailed)) {
+            return self.data.clone();
+        }
+        let mut image = self.initial.clone();
+        let tail = settle(&mut image, &self.log);
+        apply_events(&mut image, &self.log[tail..], true);
+        debug_assert_eq!(image.len(), self.data.len(), "sizes are never lost");
+        image
+    }
 }
 
 fn apply_write(image: &mut Vec<u8>, offset: usize, data: &[u8]) {
@@ -211,6 +254,41 @@ fn apply_write(image: &mut Vec<u8>, offset: usize, data: &[u8]) {
         image.resize(end, 0);
     }
     image[offset..end].copy_from_slice(data);
+}
+
+/// Applies `events` (none of them a sync) to `image`; without `writes_kept`, writes change
+/// only the length (a failed writeback: the bytes are lost, the size is not).
+fn apply_events(image: &mut Vec<u8>, events: &[Event], writes_kept: bool) {
+    for ev in events {
+        match ev {
+            Event::Write { offset, data } if writes_kept => {
+                apply_write(image, *offset as usize, data)
+            }
+            Event::Write { offset, data } => {
+                let end = *offset as usize + data.len();
+                if image.len() < end {
+                    image.resize(end, 0);
+                }
+            }
+            Event::SetLen(n) => image.resize(*n as usize, 0),
+            Event::Sync | Event::SyncFailed => unreachable!("a sync inside a window"),
+        }
+    }
+}
+
+/// Applies the events up to the last sync of `log` (of either kind) to `image`, as the
+/// disk holds them for good: writes before a sync that succeeded are kept, writes before
+/// one that failed lost. Returns the index after that last sync: the events after it are
+/// still unsynced.
+fn settle(image: &mut Vec<u8>, log: &[Event]) -> usize {
+    let mut start = 0;
+    for (i, ev) in log.iter().enumerate() {
+        if matches!(ev, Event::Sync | Event::SyncFailed) {
+            apply_events(image, &log[start..i], matches!(ev, Event::Sync));
+            start = i + 1;
+        }
+    }
+    start
 }
 
 /// The handle a database uses; every operation goes to the shared disk.
@@ -252,7 +330,12 @@ unsafe impl Backend for SimBackend {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut inner = self.0.inner.lock();
-        inner.tick(OpKind::Sync, self.1)?;
+        if let Err(e) = inner.tick(OpKind::Sync, self.1) {
+            if self.1 == inner.generation {
+                inner.log.push(Event::SyncFailed); // injected, not a kill
+            }
+            return Err(e);
+        }
         inner.log.push(Event::Sync);
         Ok(())
     }
@@ -272,23 +355,56 @@ unsafe impl Backend for SimBackend {
     fn file(&self) -> Option<&File> {
         None
     }
+
+    fn drop_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut inner = self.0.inner.lock();
+        if self.1 != inner.generation {
+            return Err(io::Error::other("the process was killed"));
+        }
+        inner.drops.push((offset, len));
+        let uncached = inner.uncached();
+        let file_len = inner.data.len();
+        let end = if len == 0 {
+            file_len
+        } else {
+            offset.saturating_add(len).min(file_len as u64) as usize
+        };
+        let start = (offset as usize).min(end);
+        inner.data[start..end].copy_from_slice(&uncached[start..end]);
+        Ok(())
+    }
 }
 
 /// Produces crash images for increasing crash points without replaying the whole log
 /// each time: it keeps the durable image at the last sync it passed.
 ///
 /// The image for crash point `at` (the first `at` events happened, the rest did not):
-/// everything up to the last sync before `at` is kept; every write after it is
-/// independently kept, dropped, or torn at sector boundaries (each sector new, old, or
-/// garbage); every size change after it is kept or dropped (the file's final size is the
-/// durable size or that of a kept change), and bytes past the final size are gone.
+/// everything up to the last sync before `at` is as that sync left it (kept, or lost if
+/// the sync failed); what happens to the events after it is an `Unsynced` choice.
 pub struct CrashImages {
     log: Vec<Event>,
     initial: Vec<u8>,
     /// The durable image after the first `durable_at` events (`durable_at` is 0 or one
-    /// past a sync).
+    /// past a sync of either kind).
     durable: Vec<u8>,
     durable_at: usize,
+}
+
+/// What a crash image keeps of the writes and size changes since the last sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsynced {
+    /// Every write independently kept, dropped, or torn at sector boundaries (each sector
+    /// new, old, or garbage); every size change kept or dropped. The file's final size is
+    /// the durable size or that of a kept change, and bytes past it are gone.
+    Random,
+    /// Every size change dropped. The part of a write inside the file as it is then is
+    /// kept, dropped or torn as in `Random`; of the part past its end, a prefix of whole
+    /// sectors (possibly none) survives intact and extends the file, as a file system
+    /// that records a larger size only once the data it covers is on the disk leaves it.
+    SizesLost,
+    /// Every size change dropped, every write kept (extending the file where it reaches
+    /// past the end).
+    OnlyWrites,
 }
 
 impl CrashImages {
@@ -306,35 +422,38 @@ impl CrashImages {
         self.log.len()
     }
 
-    /// The image for crash point `at`; points may be asked in any order (asking an
+    /// The image for crash point `at`, with the unsynced events `Random` three times in
+    /// four and `SizesLost` otherwise; points may be asked in any order (asking an
     /// earlier one than before replays from the start).
     pub fn image(&mut self, at: usize, rng: &mut Rng) -> Vec<u8> {
+        let unsynced = if rng.chance(1, 4) {
+            Unsynced::SizesLost
+        } else {
+            Unsynced::Random
+        };
+        self.image_with(at, unsynced, rng)
+    }
+
+    /// The image for crash point `at` with the unsynced events treated as `unsynced` says.
+    pub fn image_with(&mut self, at: usize, unsynced: Unsynced, rng: &mut Rng) -> Vec<u8> {
         assert!(at <= self.log.len());
         let last_sync = (0..at)
             .rev()
-            .find(|&i| matches!(self.log[i], Event::Sync))
+            .find(|&i| matches!(self.log[i], Event::Sync | Event::SyncFailed))
             .map_or(0, |i| i + 1);
         if last_sync < self.durable_at {
             self.durable = self.initial.clone();
             self.durable_at = 0;
         }
-        for ev in &self.log[self.durable_at..last_sync] {
-            match ev {
-                Event::Write { offset, data } => {
-                    apply_write(&mut self.durable, *offset as usize, data)
-                }
-                Event::SetLen(n) => self.durable.resize(*n as usize, 0),
-                Event::Sync => {}
-            }
-        }
+        settle(&mut self.durable, &self.log[self.durable_at..last_sync]);
         self.durable_at = last_sync;
         let mut image = self.durable.clone();
         let mut len = image.len();
         for ev in &self.log[last_sync..at] {
             match ev {
-                Event::Sync => unreachable!("no sync after the last one"),
+                Event::Sync | Event::SyncFailed => unreachable!("no sync after the last one"),
                 Event::SetLen(n) => {
-                    if rng.chance(1, 2) {
+                    if unsynced == Unsynced::Random && rng.chance(1, 2) {
                         let n = *n as usize;
                         if n < image.len() {
                             // A kept shrink: whatever grows back reads as zeros.
@@ -343,11 +462,34 @@ impl CrashImages {
                         len = n;
                     }
                 }
-                Event::Write { offset, data } => match rng.below(10) {
-                    0..=3 => apply_write(&mut image, *offset as usize, data),
-                    4..=6 => {}
-                    _ => torn_write(&mut image, *offset as usize, data, rng),
-                },
+                Event::Write { offset, data } => {
+                    let offset = *offset as usize;
+                    // Without size changes, the file ends at `len` until a write extends it.
+                    let inside = match unsynced {
+                        Unsynced::Random => data.len(),
+                        _ => len.saturating_sub(offset).min(data.len()),
+                    };
+                    let fate = match unsynced {
+                        Unsynced::OnlyWrites => 0,
+                        _ => rng.below(10),
+                    };
+                    match fate {
+                        0..=3 => apply_write(&mut image, offset, &data[..inside]),
+                        4..=6 => {}
+                        _ => torn_write(&mut image, offset, &data[..inside], rng),
+                    }
+                    if inside < data.len() {
+                        let past = &data[inside..];
+                        let sectors = past.len().div_ceil(SECTOR);
+                        let kept = match unsynced {
+                            Unsynced::OnlyWrites => sectors,
+                            _ => rng.below(sectors as u64 + 1) as usize,
+                        };
+                        let kept = past.len().min(kept * SECTOR);
+                        apply_write(&mut image, offset + inside, &past[..kept]);
+                        len = len.max(offset + inside + kept);
+                    }
+                }
             }
         }
         image.resize(len, 0);
@@ -356,7 +498,7 @@ impl CrashImages {
 }
 
 /// Applies `data` at `offset` sector by sector: each sector it touches ends up new, old,
-/// or garbage.
+/// or garbage (all of the sector).
 fn torn_write(image: &mut Vec<u8>, offset: usize, data: &[u8], rng: &mut Rng) {
     let end = offset + data.len();
     if image.len() < end {
@@ -369,8 +511,13 @@ fn torn_write(image: &mut Vec<u8>, offset: usize, data: &[u8], rng: &mut Rng) {
             0..=4 => image[lo..hi].copy_from_slice(&data[lo - offset..hi - offset]),
             5..=7 => {}
             _ => {
-                let s_end = (sector + SECTOR).min(image.len());
-                rng.fill(&mut image[sector..s_end]);
+                // The whole sector, also where the write covers only part of it (a meta
+                // slot's 100 bytes): the disk writes sectors, not bytes. Whatever lies
+                // past the file's final size is cut off afterwards.
+                if image.len() < sector + SECTOR {
+                    image.resize(sector + SECTOR, 0);
+                }
+                rng.fill(&mut image[sector..sector + SECTOR]);
             }
         }
         sector += SECTOR;
@@ -405,6 +552,7 @@ pub fn print_log(disk: &SimDisk) {
             }
             Event::SetLen(n) => eprintln!("{i}: set_len {n}"),
             Event::Sync => eprintln!("{i}: sync"),
+            Event::SyncFailed => eprintln!("{i}: sync failed"),
         }
     }
 }
