@@ -108,9 +108,19 @@ pub fn build_variants() -> Vec<Variant> {
 /// the older slot: pages only it reaches may have been reused since.)
 pub fn reseal(img: &mut [u8], page_size: usize) {
     let mut budget = 20_000u32;
+    // The slot the engine tries first: the newest `txn`, then the larger `durable_before`
+    // (a clean close writes the newest commit again, sealed, into the other slot), then
+    // slot 0.
     let newest = (0..2)
         .filter(|s| img.get(s * META_SLOT..s * META_SLOT + 8) == Some(&MAGIC[..]))
-        .max_by_key(|s| u64_at(img, s * META_SLOT + 16));
+        .max_by_key(|s| {
+            let at = s * META_SLOT;
+            (
+                u64_at(img, at + 16),
+                u64_at(img, at + 24),
+                std::cmp::Reverse(*s),
+            )
+        });
     if let Some(slot) = newest {
         let m = slot * META_SLOT;
         if img.len() < m + 100 {
