@@ -258,6 +258,147 @@ OPS_PENDING = {
 }
 
 
+# ---- open_corrupt -----------------------------------------------------------------------
+
+EDIT = enum(
+    [
+        "Byte",
+        "Xor",
+        "U16",
+        "U32",
+        "U64",
+        "Small",
+        "Fill",
+        "CopyPage",
+        "ZeroPage",
+        "Truncate",
+        "Extend",
+        "Dag",
+        "RefTxn",
+    ]
+)
+# Each field's encoder, in declaration order.
+EDIT_FIELDS = {
+    "Byte": [("page", u16), ("offset", u16), ("value", u8)],
+    "Xor": [("page", u16), ("offset", u16), ("mask", u8)],
+    "U16": [("page", u16), ("offset", u16), ("value", u16)],
+    "U32": [("page", u16), ("offset", u16), ("value", u32)],
+    "U64": [("page", u16), ("offset", u16), ("value", u64)],
+    "Small": [("page", u16), ("offset", u16), ("value", u8), ("width", u8)],
+    "Fill": [("page", u16), ("offset", u16), ("len", u16), ("value", u8)],
+    "CopyPage": [("from", u16), ("to", u16)],
+    "ZeroPage": [("page", u16)],
+    "Truncate": [("pages", u16), ("bytes", u16)],
+    "Extend": [("pages", u8), ("fill", u8)],
+}
+REF_KIND = enum(["Catalog", "FreeList", "TreeRoot", "Branch", "Overflow"])
+TXN_TO = enum(["Snapshot", "Next", "Above", "Below", "Zero"])
+# The variants of common/corrupt.rs, by index.
+VARIANTS = {"small": 0, "small-killed": 1, "catalog": 2, "tiny-killed": 3, "deep-killed": 4}
+
+
+def edit(name, **fields):
+    return EDIT(name, *(enc(fields[f]) for f, enc in EDIT_FIELDS[name]))
+
+
+def dag(tree, levels, child=0, wide=False, empty_leaf=False, verify=False):
+    """levels: 0..7 for 1..8 levels."""
+    return EDIT(
+        "Dag",
+        u8(tree),
+        u8(levels),
+        u8(child),
+        boolean(wide),
+        boolean(empty_leaf),
+        boolean(verify),
+    )
+
+
+def ref_txn(kind, pick, to, n=0, header_too=False):
+    to = TXN_TO(to, u8(n)) if to in ("Above", "Below") else TXN_TO(to)
+    return EDIT("RefTxn", REF_KIND(kind), u16(pick), to, boolean(header_too))
+
+
+def corrupt_input(variant, edits, reseal=False, file=2, writes=()):
+    """file: 0 mod 32 a real file, 1 mod 8 also compacts."""
+    return (
+        u8(VARIANTS.get(variant, variant) if isinstance(variant, str) else variant)
+        + vec(edits)
+        + boolean(reseal)
+        + u8(file)
+        + vec([u16(k) + u16(v) for k, v in writes], last=True)
+    )
+
+
+# Writes: (k, v) pairs; k picks the tree (k % (trees + 1), the last a new one) and the key
+# (k % 7 == 0 deletes the tree), v the change (v % 6: 0 and 1 remove a key the tree has,
+# 2 an overflow value, else a small one).
+SOME_WRITES = [(1, 3), (2, 4), (1, 0), (2, 2), (3, 9), (8, 1), (1, 5), (2, 0), (7, 1), (10, 3)]
+
+CORRUPT_PASSING = {
+    # Collapsed DAGs: check and the write path meet a page twice; both say Corrupted.
+    "seed-dag-collapse": corrupt_input("deep-killed", [dag(1, 3, child=1)], writes=SOME_WRITES),
+    "seed-dag-collapse-small": corrupt_input(
+        "small", [dag(2, 0, child=3)], reseal=True, writes=SOME_WRITES
+    ),
+    # References with an older writer, consistent with their pages and resealed: the
+    # database passes check, and a commit must keep it so.
+    "seed-txn-below-branch": corrupt_input(
+        "small",
+        [ref_txn("Branch", 3, "Below", n=0, header_too=True)],
+        reseal=True,
+        writes=SOME_WRITES,
+    ),
+    "seed-txn-below-overflow-compact": corrupt_input(
+        "small",
+        [ref_txn("Overflow", 1, "Below", n=1, header_too=True)],
+        reseal=True,
+        file=1,
+        writes=SOME_WRITES,
+    ),
+    "seed-txn-free-list-zero": corrupt_input(
+        "small-killed", [ref_txn("FreeList", 0, "Zero", header_too=True)], reseal=True,
+        writes=SOME_WRITES,
+    ),
+    "seed-txn-tree-root-above": corrupt_input(
+        "small", [ref_txn("TreeRoot", 1, "Above", n=3)], reseal=False, writes=SOME_WRITES
+    ),
+}
+
+CORRUPT_PENDING = {
+    # Wide DAGs: 135 children a branch, all one page. Today every walk but check's
+    # follows each reference: reads, tree_names, delete_tree, compact_to and (`verify`)
+    # the open's verification take 135^levels steps.
+    "seed-dag-wide-read": corrupt_input(
+        "small", [dag(1, 4, wide=True, empty_leaf=True)], writes=[]
+    ),
+    "seed-dag-wide-open": corrupt_input(
+        "deep-killed", [dag(1, 5, wide=True, verify=True)], writes=[]
+    ),
+    "seed-dag-wide-catalog": corrupt_input("catalog", [dag(0, 3, wide=True)], writes=[]),
+    # (28: tree 28 % 4 = 0 of three and a new one; 28 % 7 == 0: delete it.)
+    "seed-dag-wide-delete-tree": corrupt_input(
+        "small", [dag(1, 3, wide=True)], writes=[(28, 1)]
+    ),
+    "seed-dag-wide-compact": corrupt_input(
+        "small", [dag(2, 4, wide=True, empty_leaf=True)], file=1, writes=[]
+    ),
+    # A reference claiming the next transaction wrote its page (the first leaf of the first
+    # tree; the clean variant's open verifies nothing): the writer frees the page at once
+    # and reuses it while the snapshot still reaches it. (8, 1): remove that tree's first
+    # key; the other writes allocate pages.
+    "seed-txn-next-leaf": corrupt_input(
+        "small",
+        [ref_txn("Branch", 0, "Next", header_too=True)],
+        reseal=True,
+        writes=[(8, 1)] + SOME_WRITES * 3,
+    ),
+    "seed-txn-next-leaf-unsealed": corrupt_input(
+        "small", [ref_txn("Branch", 0, "Next")], writes=[(8, 1)] + SOME_WRITES * 3
+    ),
+}
+
+
 def write(folder, seeds):
     os.makedirs(folder, exist_ok=True)
     for name, data in seeds.items():
@@ -268,3 +409,5 @@ def write(folder, seeds):
 if __name__ == "__main__":
     write(os.path.join(HERE, "corpus", "ops"), OPS_PASSING)
     write(os.path.join(HERE, "pending-seeds", "ops"), OPS_PENDING)
+    write(os.path.join(HERE, "corpus", "open_corrupt"), CORRUPT_PASSING)
+    write(os.path.join(HERE, "pending-seeds", "open_corrupt"), CORRUPT_PENDING)
