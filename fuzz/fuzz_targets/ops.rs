@@ -3,14 +3,25 @@
 //! aborts, reopens (with another mmap_size, durability, read-only), long-lived snapshots,
 //! at every page size; `check()` after the run. Mostly on an in-memory backend (fast, no
 //! files); one input in sixteen on a real temporary file, so the map is exercised too.
+//!
+//! What safe code may do to handles is fuzzed too: a `WriteTree` forgotten
+//! (`mem::forget`) after some changes, a panic from user code while a tree is borrowed
+//! (caught), and the database, readers and the writer dropped, aborted or committed in
+//! any order, the database first included.
 
 #![no_main]
 
 #[path = "common/mem.rs"]
 mod mem;
 
+// The model's digest and a full read of a database, shared with the crash target.
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::c_char;
 use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +29,7 @@ use mapkv::testing::open_with_backend;
 use mapkv::{Database, Durability, Error, Options, ReadTxn, WriteTxn};
 
 use mem::MemFile;
+use support::model::{digest, read_all};
 
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 type Trees = BTreeMap<String, Tree>;
@@ -53,6 +65,59 @@ enum MmapSize {
     Zero,
     /// This many pages of 4 KiB.
     Pages(u8),
+}
+
+/// Where a panic from user code strikes while a `WriteTree` is borrowed. Each is between
+/// two changes of the engine: the transaction must stay usable and keep every change
+/// made before the panic.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum PanicPoint {
+    /// Right after `open_tree`, before any change.
+    Opened,
+    /// After `insert` returned.
+    AfterInsert,
+    /// After `remove` returned.
+    AfterRemove,
+    /// While a `Range` over the tree is alive (after its first entry).
+    InRange,
+    /// After a run of inserts and removes.
+    AfterRun,
+    // A panic in the middle of the engine's change needs a hook in the engine: see
+    // `Harness::user_panic`.
+}
+
+/// What becomes of the write transaction when its turn comes in a `Lifecycle`.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Fate {
+    Commit,
+    Abort,
+    Drop,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+struct WriterEnd {
+    /// Inserted into this tree just before the fate, when the database may be gone.
+    tree: u8,
+    start: u16,
+    count: u8,
+    immediate: bool,
+    fate: Fate,
+}
+
+/// Every handle ends, in a fuzzer-chosen order: the database, the long-lived snapshot
+/// and a few new readers (each checked against its model first), the write transaction
+/// (the one in progress, or a new one). Then the file is reopened.
+#[derive(Arbitrary, Debug)]
+struct Lifecycle {
+    /// New readers (0 to 3).
+    readers: u8,
+    /// Begins a write transaction if none is in progress; its end (otherwise the one in
+    /// progress is dropped when its turn comes).
+    writer: Option<WriterEnd>,
+    /// Which handle ends next, as an index into those still alive (default: the first).
+    order: Vec<u8>,
+    /// For the reopen.
+    mmap: MmapSize,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -117,6 +182,23 @@ enum Op {
     Snapshot,
     CheckSnapshot,
     Check,
+    /// Opens a tree, makes `count` changes (a remove every `remove_every`-th), and
+    /// `mem::forget`s the `WriteTree`.
+    ForgetTree {
+        tree: u8,
+        start: u16,
+        count: u8,
+        value_len: u16,
+        remove_every: u8,
+    },
+    /// Opens a tree and panics (caught) at `point`.
+    UserPanic {
+        tree: u8,
+        key: Key,
+        value: Value,
+        point: PanicPoint,
+    },
+    Lifecycle(Lifecycle),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -206,7 +288,18 @@ struct Harness {
     /// The write transaction's view (meaningful while `wtx` is Some).
     pending: Trees,
     snapshot: Option<(ReadTxn, Trees)>,
+    /// A `WriteTree` of the write transaction in progress was forgotten: `check()` right
+    /// after its commit.
+    forgot: bool,
+    /// Digests of the states a kill -9 may leave: the last durable commit's, then each
+    /// later commit's (`Durability::None`). Kept only when the input has a `Lifecycle`
+    /// (`track_chain`); None while unknown (more than `CHAIN_MAX` states).
+    chain: Option<Vec<u128>>,
+    track_chain: bool,
 }
+
+/// States of `Harness::chain` kept at most.
+const CHAIN_MAX: usize = 16;
 
 impl Harness {
     fn open(&mut self, mmap: MmapSize, page_size: usize, read_only: bool) {
@@ -221,6 +314,29 @@ impl Harness {
         };
         self.db = Some(db.expect("open"));
         self.read_only = read_only;
+        // What was opened is durable: the open synced, or a clean close did.
+        self.chain = self.track_chain.then(|| vec![digest(&self.committed)]);
+    }
+
+    /// The file as a kill -9 would leave it now.
+    fn image(&self) -> Vec<u8> {
+        match &self.store {
+            Store::Mem(m) => m.0.lock().clone(),
+            Store::File(dir) => std::fs::read(dir.path().join("fuzz.mapkv")).expect("read"),
+        }
+    }
+
+    /// `committed` has just been committed with `durability`.
+    fn note_commit(&mut self, durability: Durability) {
+        if !self.track_chain {
+            return;
+        }
+        let d = digest(&self.committed);
+        match &mut self.chain {
+            _ if durability == Durability::Immediate => self.chain = Some(vec![d]),
+            Some(chain) if chain.len() < CHAIN_MAX => chain.push(d),
+            _ => self.chain = None,
+        }
     }
 
     fn db(&self) -> &Database {
@@ -305,13 +421,269 @@ impl Harness {
         if let Some(w) = self.wtx.take() {
             w.commit().expect("commit");
             self.committed = std::mem::take(&mut self.pending);
+            self.note_commit(self.durability);
+            if std::mem::take(&mut self.forgot) {
+                self.db()
+                    .check()
+                    .expect("check after a commit with a forgotten tree");
+            }
+        }
+    }
+
+    fn abort(&mut self) {
+        if let Some(w) = self.wtx.take() {
+            w.abort();
+            self.forgot = false;
         }
     }
 
     fn close(&mut self) {
         self.snapshot = None;
         self.wtx = None;
+        self.forgot = false;
         self.db = None;
+    }
+
+    /// Changes made through a tree that is then forgotten are kept, as if it had been
+    /// dropped: the transaction must know every change at every moment.
+    fn forget_tree(&mut self, tree: &str, start: u16, count: u8, value_len: u16, every: u8) {
+        if self.wtx().is_none() {
+            return;
+        }
+        let (Some(wtx), pending) = (self.wtx.as_mut(), &mut self.pending) else {
+            unreachable!("begun above");
+        };
+        let m = pending.entry(tree.to_string()).or_default();
+        forget_write_tree(wtx, m, tree, start, count, value_len, every);
+        self.forgot = true;
+    }
+
+    /// A panic from user code while a tree is borrowed, caught by the user: it strikes
+    /// between changes, so the transaction goes on with every change made before it.
+    fn user_panic(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>, point: PanicPoint) {
+        let key_max = self.page_size / 2 - 128;
+        if self.wtx().is_none() {
+            return;
+        }
+        let (Some(wtx), pending) = (self.wtx.as_mut(), &mut self.pending) else {
+            unreachable!("begun above");
+        };
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            let mut t = wtx.open_tree(tree).expect("open_tree");
+            let m = pending.entry(tree.to_string()).or_default();
+            match point {
+                PanicPoint::Opened => {}
+                PanicPoint::AfterInsert if k.len() <= key_max => {
+                    t.insert(&k, &v).expect("insert");
+                    m.insert(k, v);
+                }
+                PanicPoint::AfterInsert => {}
+                PanicPoint::AfterRemove => {
+                    let was = t.remove(&k).expect("remove");
+                    assert_eq!(was, m.remove(&k).is_some(), "remove {k:?}");
+                }
+                PanicPoint::InRange => {
+                    let mut range = t.range::<&[u8], _>(..).expect("range");
+                    let first = range.next().map(|e| e.expect("range entry").0.to_vec());
+                    assert_eq!(first.as_ref(), m.keys().next(), "first key");
+                    panic_any(UserPanic);
+                }
+                PanicPoint::AfterRun => {
+                    let start = v.len() as u16;
+                    for i in 0..24u16 {
+                        let n = start.wrapping_add(i * 7) % 400;
+                        let key = format!("k{n:04}").into_bytes();
+                        if i % 3 == 2 {
+                            let was = t.remove(&key).expect("remove");
+                            assert_eq!(was, m.remove(&key).is_some(), "remove {key:?}");
+                        } else {
+                            let value = vec![i as u8; (i as usize * 211) % 3000];
+                            t.insert(&key, &value).expect("insert");
+                            m.insert(key, value);
+                        }
+                    }
+                }
+            }
+            // ENGINE PANIC HOOK (not in src/ yet): a panic raised inside the engine, in
+            // the middle of a change (half-way through a split, say), must poison the
+            // transaction: `commit()` returns an error, nothing of the transaction
+            // becomes visible, and the model rolls back to `committed`. When the engine
+            // has a hook to inject one, add a `PanicPoint::MidChange` that arms it
+            // before the change, and after catching it expect
+            //     assert!(self.wtx.take().unwrap().commit().is_err());
+            //     self.pending = self.committed.clone(); // or nothing: no wtx now
+            panic_any(UserPanic);
+        }));
+        let payload = caught.expect_err("the closure panics");
+        assert!(payload.is::<UserPanic>(), "not our panic");
+    }
+}
+
+/// The payload of the panics this target raises on purpose, as user code would. The
+/// panic hook lets them through to `catch_unwind`; any other panic still aborts, as
+/// libFuzzer's hook makes every panic do.
+struct UserPanic;
+
+fn let_user_panics_through() {
+    let fuzzer_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.payload().is::<UserPanic>() {
+            fuzzer_hook(info);
+        }
+    }));
+}
+
+/// Makes `count` changes through a `WriteTree` of `tree` (model: `m`), then forgets it.
+/// Not inlined: LeakSanitizer is told, by this function's name, that what a forgotten
+/// tree owns (its name) is leaked on purpose.
+#[inline(never)]
+fn forget_write_tree(
+    wtx: &mut WriteTxn,
+    m: &mut Tree,
+    tree: &str,
+    start: u16,
+    count: u8,
+    value_len: u16,
+    remove_every: u8,
+) {
+    let mut t = wtx.open_tree(tree).expect("open_tree");
+    for i in 0..u16::from(count) {
+        let n = start.wrapping_add(i) % 400;
+        let key = format!("k{n:04}").into_bytes();
+        if remove_every > 0 && i % u16::from(remove_every) == 0 {
+            let was = t.remove(&key).expect("remove");
+            assert_eq!(was, m.remove(&key).is_some(), "remove {key:?}");
+        } else {
+            let value = vec![(n % 251) as u8; (value_len as usize + i as usize) % 5000];
+            t.insert(&key, &value).expect("insert");
+            m.insert(key, value);
+        }
+    }
+    std::mem::forget(t);
+}
+
+/// LeakSanitizer's default suppressions (it calls this at start): a forgotten `WriteTree`
+/// leaks what it owns by definition.
+#[unsafe(no_mangle)]
+pub extern "C" fn __lsan_default_suppressions() -> *const c_char {
+    c"leak:forget_write_tree\n".as_ptr()
+}
+
+/// A handle alive in a `Lifecycle`.
+enum Handle {
+    Db(Database),
+    /// A reader and the state it must see.
+    Reader(ReadTxn, Trees),
+    /// The writer, its view, and its end (None: dropped as it is).
+    Writer(WriteTxn, Trees, Option<WriterEnd>),
+}
+
+/// Ends every handle in the order the input gives, then reopens the file: it must hold
+/// the last commit (a clean close makes `Durability::None` commits durable too). The file
+/// as it was before the last handle ended (a kill -9 then) must hold the last durable
+/// commit or a later one.
+fn lifecycle(h: &mut Harness, plan: &Lifecycle) {
+    let db = h.db.take().expect("open");
+    let mut handles = Vec::new();
+    if let Some((r, m)) = h.snapshot.take() {
+        handles.push(Handle::Reader(r, m));
+    }
+    for _ in 0..plan.readers % 4 {
+        let r = db.begin_read().expect("begin_read");
+        handles.push(Handle::Reader(r, h.committed.clone()));
+    }
+    match (h.wtx.take(), plan.writer) {
+        (Some(w), end) => handles.push(Handle::Writer(w, std::mem::take(&mut h.pending), end)),
+        (None, Some(end)) if !h.read_only => {
+            let w = db.begin_write().expect("begin_write");
+            handles.push(Handle::Writer(w, h.committed.clone(), Some(end)));
+        }
+        (None, _) => {}
+    }
+    handles.push(Handle::Db(db));
+    let mut order = plan.order.iter();
+    let mut kill = None;
+    while !handles.is_empty() {
+        if handles.len() == 1 {
+            kill = Some((h.image(), h.chain.clone()));
+        }
+        let next = order.next().map_or(0, |&o| o as usize % handles.len());
+        match handles.remove(next) {
+            Handle::Db(db) => drop(db),
+            Handle::Reader(r, m) => {
+                check_view(&r, &m, "a reader");
+                drop(r);
+            }
+            Handle::Writer(w, _, None) => drop(w),
+            Handle::Writer(mut w, mut m, Some(end)) => {
+                let tree = name(end.tree);
+                let key_max = h.page_size / 2 - 128;
+                {
+                    let mut t = w.open_tree(tree).expect("open_tree");
+                    let mt = m.entry(tree.to_string()).or_default();
+                    for i in 0..u16::from(end.count) {
+                        let n = end.start.wrapping_add(i) % 400;
+                        let key = format!("k{n:04}").into_bytes();
+                        let value = vec![i as u8; (i as usize * 37) % 3000];
+                        assert!(key.len() <= key_max);
+                        t.insert(&key, &value).expect("insert");
+                        mt.insert(key, value);
+                    }
+                }
+                let durability = if end.immediate {
+                    Durability::Immediate
+                } else {
+                    Durability::None
+                };
+                w.set_durability(durability);
+                match end.fate {
+                    Fate::Commit => {
+                        w.commit().expect("commit");
+                        h.committed = m;
+                        // After the reopen, `check_all` checks it (and any forgotten tree).
+                        h.note_commit(durability);
+                    }
+                    Fate::Abort => w.abort(),
+                    Fate::Drop => drop(w),
+                }
+            }
+        }
+    }
+    h.forgot = false;
+    // Every handle is gone: the last one closed the file.
+    h.open(plan.mmap, h.page_size, false);
+    check_all(h.db(), &h.committed);
+    if let Some((image, Some(chain))) = kill {
+        let db = open_with_backend(MemFile::new(image).backend(), Options::new())
+            .expect("open the file as a kill -9 before the last handle ended leaves it");
+        db.check().expect("check the kill -9 image");
+        let got = digest(&read_all(&db).expect("read the kill -9 image"));
+        assert!(
+            chain.contains(&got),
+            "the kill -9 image holds neither the last durable commit nor a later one"
+        );
+    }
+}
+
+/// Reads every tree of `r` and compares with `model`.
+fn check_view(r: &ReadTxn, model: &Trees, what: &str) {
+    let names = r.tree_names().expect("tree_names");
+    assert_eq!(
+        names,
+        model.keys().cloned().collect::<Vec<_>>(),
+        "tree names of {what}"
+    );
+    for (name, m) in model {
+        let t = r.open_tree(name).expect("open_tree");
+        let got: Vec<(Vec<u8>, Vec<u8>)> = t
+            .iter()
+            .expect("iter")
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("entry"))
+            .collect();
+        assert!(
+            got.iter().map(|(k, v)| (k, v)).eq(m.iter()),
+            "{name:?} as {what} sees it"
+        );
     }
 }
 
@@ -401,7 +773,7 @@ fn check_all(db: &Database, model: &Trees) {
     }
 }
 
-fuzz_target!(|input: Input| {
+fuzz_target!(init: let_user_panics_through(), |input: Input| {
     let page_size = page_size_of(input.page_size);
     let store = if input.file % 16 == 0 {
         Store::File(tempfile::tempdir().expect("tempdir"))
@@ -418,6 +790,9 @@ fuzz_target!(|input: Input| {
         committed: Trees::new(),
         pending: Trees::new(),
         snapshot: None,
+        forgot: false,
+        chain: None,
+        track_chain: input.ops.iter().any(|op| matches!(op, Op::Lifecycle(_))),
     };
     h.open(input.mmap, page_size, false);
     for op in input.ops.iter().take(200) {
@@ -524,11 +899,7 @@ fuzz_target!(|input: Input| {
                 );
             }
             Op::Commit => h.commit(),
-            Op::Abort => {
-                if let Some(w) = h.wtx.take() {
-                    w.abort();
-                }
-            }
+            Op::Abort => h.abort(),
             Op::Durability(immediate) => {
                 h.durability = if *immediate {
                     Durability::Immediate
@@ -561,29 +932,26 @@ fuzz_target!(|input: Input| {
             }
             Op::CheckSnapshot => {
                 if let Some((r, model)) = &h.snapshot {
-                    let names = r.tree_names().expect("tree_names");
-                    assert_eq!(
-                        names,
-                        model.keys().cloned().collect::<Vec<_>>(),
-                        "snapshot names"
-                    );
-                    for (name, m) in model {
-                        let t = r.open_tree(name).expect("open_tree");
-                        let got: Vec<(Vec<u8>, Vec<u8>)> = t
-                            .iter()
-                            .expect("iter")
-                            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("entry"))
-                            .collect();
-                        assert!(
-                            got.iter().map(|(k, v)| (k, v)).eq(m.iter()),
-                            "snapshot of {name:?} changed"
-                        );
-                    }
+                    check_view(r, model, "the snapshot");
                 }
             }
             Op::Check => {
                 h.db().check().expect("check");
             }
+            Op::ForgetTree {
+                tree,
+                start,
+                count,
+                value_len,
+                remove_every,
+            } => h.forget_tree(name(*tree), *start, *count, *value_len, *remove_every),
+            Op::UserPanic {
+                tree,
+                key,
+                value,
+                point,
+            } => h.user_panic(name(*tree), key_bytes(key), value_bytes(value), *point),
+            Op::Lifecycle(plan) => lifecycle(&mut h, plan),
         }
     }
     if input.ops.len() % 2 == 0 {
