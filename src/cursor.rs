@@ -3,7 +3,7 @@
 
 use std::ops::Bound;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::tree::{Pages, TreeRecord, load, resolve};
 
@@ -12,6 +12,10 @@ use crate::tree::{Pages, TreeRecord, load, resolve};
 struct Cursor<'a> {
     path: Vec<(Node<'a>, usize)>,
     depth: u32,
+    /// Nodes it may still load. A walk of a sound tree loads each node once, so at most
+    /// as many as the file has pages; a corrupt file whose references share pages (a
+    /// DAG) would otherwise take exponential time.
+    loads_left: u64,
 }
 
 /// Which end a cursor starts from when a branch is entered without a key.
@@ -33,6 +37,7 @@ impl<'a> Cursor<'a> {
         let mut cursor = Cursor {
             path: Vec::with_capacity(tree.depth.get() as usize),
             depth: tree.depth.get(),
+            loads_left: pages.pages_readable(),
         };
         if tree.root.is_null() {
             return Ok((cursor, Err(0)));
@@ -158,7 +163,14 @@ impl<'a> Cursor<'a> {
     fn push_child(&mut self, pages: &'a dyn Pages, end: End) -> Result<()> {
         let (node, i) = *self.path.last().expect("a branch to descend from");
         let levels = self.levels_below();
-        let child = load(pages, &node.child(i)?, levels)?;
+        let r = node.child(i)?;
+        self.loads_left = self.loads_left.checked_sub(1).ok_or_else(|| {
+            Error::corrupted(
+                r.page.get(),
+                "a walk reached more nodes than the file has pages: references share pages",
+            )
+        })?;
+        let child = load(pages, &r, levels)?;
         // Last: the last child of a branch, one past the last entry of a leaf.
         let index = match end {
             End::First => 0,

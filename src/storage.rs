@@ -347,6 +347,11 @@ impl PageReader {
         &self.storage.geometry
     }
 
+    /// Pages below this reader's limit.
+    pub(crate) fn pages_readable(&self) -> u64 {
+        self.limit_bytes / self.storage.geometry.page_bytes()
+    }
+
     /// One page.
     pub(crate) fn page(&self, id: PageId) -> Result<&[u8]> {
         self.run(id, 1)

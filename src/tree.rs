@@ -66,6 +66,9 @@ pub(crate) trait Pages {
     fn page(&self, id: PageId) -> Result<&[u8]>;
     fn run(&self, id: PageId, pages: u64) -> Result<&[u8]>;
     fn geometry(&self) -> Geometry;
+    /// How many pages can be read: a walk that loads more nodes than this has met
+    /// references that share pages (a corrupt file), however it is shaped.
+    fn pages_readable(&self) -> u64;
 }
 
 /// Parses the node `r` points to, checking that it lies at the depth the parent implies:

@@ -60,6 +60,10 @@ impl Pages for TxnPages {
     fn geometry(&self) -> Geometry {
         *self.reader.geometry()
     }
+
+    fn pages_readable(&self) -> u64 {
+        self.page_count.0
+    }
 }
 
 impl Pages for PageReader {
@@ -73,6 +77,10 @@ impl Pages for PageReader {
 
     fn geometry(&self) -> Geometry {
         *PageReader::geometry(self)
+    }
+
+    fn pages_readable(&self) -> u64 {
+        PageReader::pages_readable(self)
     }
 }
 

@@ -478,6 +478,19 @@ fn references_that_all_lead_to_one_child_are_corrupt_and_walked_once() -> Result
                 let db = db.expect("a sealed meta opens without verification");
                 reasons.push(expect_corrupted(db.check(), "check"));
                 reasons.push(expect_corrupted(db.compact_to(&copy), "compact_to"));
+                // Iterating the crafted tree (either way) and deleting it also stop.
+                let rtx = db.begin_read().expect("begin_read");
+                let tree = rtx.open_tree("deep").expect("open_tree");
+                let forward = tree.iter().expect("iter").find_map(|e| e.err());
+                let backward = tree.iter().expect("iter").rev().find_map(|e| e.err());
+                for (walk, err) in [("iter", forward), ("iter().rev()", backward)] {
+                    let err = err.unwrap_or_else(|| panic!("{walk} ended without an error"));
+                    let r = expect_corrupted(Err::<(), _>(err), walk);
+                    assert!(r.contains("references share pages"), "{walk}: {r}");
+                }
+                let mut w = db.begin_write().expect("begin_write");
+                let r = expect_corrupted(w.delete_tree("deep").map(|_| ()), "delete_tree");
+                assert!(r.contains("freed twice"), "delete_tree: {r}");
             } else {
                 reasons.push(expect_corrupted(db.map(|_| ()), "open"));
             }
