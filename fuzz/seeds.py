@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes hand-made seed inputs for the new actions of the `ops` and `open_corrupt` targets.
 
-    fuzz/seeds.py              # writes fuzz/corpus/<target>/seed-* and fuzz/pending-seeds/<target>/seed-*
+    fuzz/seeds.py              # writes fuzz/corpus/<target>/seed-*
 
 The inputs are `arbitrary` 1.x encodings of the targets' `Input` structs, written by hand
 here because `arbitrary` has no encoder: integers little-endian; `bool` the low bit of a
@@ -11,9 +11,9 @@ without it (or by the end of the input, for the last field). The variant lists b
 follow the enums' order in fuzz_targets/*.rs: when an enum changes, update them and run
 this again (the old seeds then decode to something else).
 
-Seeds that pass on today's engine go to corpus/<target>; those that find a known engine
-bug (they crash or hang until the fix lands) go to pending-seeds/<target>, to be moved
-into corpus/ after the fix.
+All seeds go to corpus/<target>. The ones named *_REGRESSION below found engine bugs
+when they were written (issue 12: forgotten write trees, a writer outliving its
+database, references naming a later writer, DAG-shaped files); they pass since the fix.
 """
 
 import os
@@ -229,7 +229,7 @@ OPS_PASSING = {
     ),
 }
 
-OPS_PENDING = {
+OPS_REGRESSION = {
     # Changes through a forgotten WriteTree are lost today (its record is written back
     # only by Drop): a later get disagrees with the model; the commit leaks pages and
     # frees pages that stay reachable.
@@ -365,7 +365,7 @@ CORRUPT_PASSING = {
     ),
 }
 
-CORRUPT_PENDING = {
+CORRUPT_REGRESSION = {
     # Wide DAGs: 135 children a branch, all one page. Today every walk but check's
     # follows each reference: reads, tree_names, delete_tree, compact_to and (`verify`)
     # the open's verification take 135^levels steps.
@@ -408,6 +408,6 @@ def write(folder, seeds):
 
 if __name__ == "__main__":
     write(os.path.join(HERE, "corpus", "ops"), OPS_PASSING)
-    write(os.path.join(HERE, "pending-seeds", "ops"), OPS_PENDING)
+    write(os.path.join(HERE, "corpus", "ops"), OPS_REGRESSION)
     write(os.path.join(HERE, "corpus", "open_corrupt"), CORRUPT_PASSING)
-    write(os.path.join(HERE, "pending-seeds", "open_corrupt"), CORRUPT_PENDING)
+    write(os.path.join(HERE, "corpus", "open_corrupt"), CORRUPT_REGRESSION)
