@@ -95,7 +95,7 @@ MMAP = enum(["Whole", "Zero", "Pages"])
 KEY = enum(["Index", "Bytes", "Long"])
 VALUE = enum(["Small", "Sized"])
 KEY_BOUND = enum(["Unbounded", "Included", "Excluded"])
-PANIC_POINT = enum(["Opened", "AfterInsert", "AfterRemove", "InRange", "AfterRun"])
+PANIC_POINT = enum(["Opened", "AfterInsert", "AfterRemove", "InRange", "AfterRun", "MidChange"])
 FATE = enum(["Commit", "Abort", "Drop"])
 
 
@@ -132,13 +132,15 @@ def forget(tree, start, count, value_len=60, remove_every=0):
     return OP("ForgetTree", u8(tree), u16(start), u8(count), u16(value_len), u8(remove_every))
 
 
-def user_panic(tree, point, index=7, value_len=30):
+def user_panic(tree, point, index=7, value_len=30, nth=None):
+    """nth: for "MidChange", the engine's read or write (n % 8 + 1) that panics."""
+    fields = () if nth is None else (u8(nth),)
     return OP(
         "UserPanic",
         u8(tree),
         KEY("Index", u16(index)),
         VALUE("Sized", u32(value_len), u8(9)),
-        PANIC_POINT(point),
+        PANIC_POINT(point, *fields),
     )
 
 
@@ -188,6 +190,15 @@ OPS_PASSING = {
         ],
         page_size=1,
     ),
+    **{
+        f"seed-panic-mid-change-{n}": ops_input(
+            [insert_run(0, 0, 200, value_len=150), COMMIT,
+             user_panic(0, "MidChange", value_len=2500, nth=n),
+             full_range(0, committed=True), COMMIT, CHECK],
+            mmap=MMAP("Zero"),
+        )
+        for n in range(0, 8, 2)
+    },
     "seed-user-panic-then-abort": ops_input(
         [insert_run(0, 0, 30), COMMIT, user_panic(0, "AfterRun", value_len=3), ABORT,
          full_range(0, committed=True), CHECK]

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ffi::c_char;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
+use std::sync::atomic::Ordering;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -67,9 +68,9 @@ enum MmapSize {
     Pages(u8),
 }
 
-/// Where a panic from user code strikes while a `WriteTree` is borrowed. Each is between
-/// two changes of the engine: the transaction must stay usable and keep every change
-/// made before the panic.
+/// Where a panic strikes while a `WriteTree` is borrowed. All but `MidChange` come from
+/// user code between two changes of the engine: the transaction must stay usable and
+/// keep every change made before the panic.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum PanicPoint {
     /// Right after `open_tree`, before any change.
@@ -82,8 +83,11 @@ enum PanicPoint {
     InRange,
     /// After a run of inserts and removes.
     AfterRun,
-    // A panic in the middle of the engine's change needs a hook in the engine: see
-    // `Harness::user_panic`.
+    /// Inside the engine, at its `n % 8 + 1`th read or write of the in-memory file during
+    /// a run of inserts and removes (if it gets that far): the change is cut half-way, so
+    /// the transaction must refuse further changes and its commit, and nothing of it
+    /// may become visible. Only where the database lives in a `MemFile`.
+    MidChange(u8),
 }
 
 /// What becomes of the write transaction when its turn comes in a `Lifecycle`.
@@ -465,6 +469,7 @@ impl Harness {
         if self.wtx().is_none() {
             return;
         }
+        let in_memory = matches!(self.store, Store::Mem(_));
         let (Some(wtx), pending) = (self.wtx.as_mut(), &mut self.pending) else {
             unreachable!("begun above");
         };
@@ -488,7 +493,10 @@ impl Harness {
                     assert_eq!(first.as_ref(), m.keys().next(), "first key");
                     panic_any(UserPanic);
                 }
-                PanicPoint::AfterRun => {
+                PanicPoint::AfterRun | PanicPoint::MidChange(_) => {
+                    if let (PanicPoint::MidChange(n), true) = (point, in_memory) {
+                        mem::PANIC_IN_OPS.store(u64::from(n % 8) + 1, Ordering::Relaxed);
+                    }
                     let start = v.len() as u16;
                     for i in 0..24u16 {
                         let n = start.wrapping_add(i * 7) % 400;
@@ -504,17 +512,21 @@ impl Harness {
                     }
                 }
             }
-            // ENGINE PANIC HOOK (not in src/ yet): a panic raised inside the engine, in
-            // the middle of a change (half-way through a split, say), must poison the
-            // transaction: `commit()` returns an error, nothing of the transaction
-            // becomes visible, and the model rolls back to `committed`. When the engine
-            // has a hook to inject one, add a `PanicPoint::MidChange` that arms it
-            // before the change, and after catching it expect
-            //     assert!(self.wtx.take().unwrap().commit().is_err());
-            //     self.pending = self.committed.clone(); // or nothing: no wtx now
             panic_any(UserPanic);
         }));
+        mem::PANIC_IN_OPS.store(0, Ordering::Relaxed);
         let payload = caught.expect_err("the closure panics");
+        if payload.is::<mem::InjectedPanic>() {
+            // Cut inside a change: the transaction refuses everything, and its commit.
+            let mut wtx = self.wtx.take().expect("a write transaction");
+            assert!(
+                wtx.open_tree(tree).is_err(),
+                "a change after an interrupted one"
+            );
+            assert!(wtx.commit().is_err(), "commit after an interrupted change");
+            self.pending = self.committed.clone();
+            return;
+        }
         assert!(payload.is::<UserPanic>(), "not our panic");
     }
 }
@@ -527,7 +539,8 @@ struct UserPanic;
 fn let_user_panics_through() {
     let fuzzer_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !info.payload().is::<UserPanic>() {
+        let ours = info.payload().is::<UserPanic>() || info.payload().is::<mem::InjectedPanic>();
+        if !ours {
             fuzzer_hook(info);
         }
     }));

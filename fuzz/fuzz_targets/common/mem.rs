@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mapkv::testing::Backend;
 use parking_lot::Mutex;
@@ -22,9 +23,27 @@ impl MemFile {
     }
 }
 
+/// Reads and writes left before one panics with [`InjectedPanic`] (0: never): a panic
+/// raised inside the engine, in the middle of whatever it was doing.
+pub static PANIC_IN_OPS: AtomicU64 = AtomicU64::new(0);
+
+/// The payload of the panic `PANIC_IN_OPS` raises.
+pub struct InjectedPanic;
+
+fn count_op() {
+    let left = PANIC_IN_OPS.load(Ordering::Relaxed);
+    if left > 0 {
+        PANIC_IN_OPS.store(left - 1, Ordering::Relaxed);
+        if left == 1 {
+            std::panic::panic_any(InjectedPanic);
+        }
+    }
+}
+
 // SAFETY: `file()` is None: nothing is mapped.
 unsafe impl Backend for MemFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        count_op();
         let data = self.0.lock();
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
         match start.checked_add(buf.len()) {
@@ -37,6 +56,7 @@ unsafe impl Backend for MemFile {
     }
 
     fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        count_op();
         let mut data = self.0.lock();
         let mut at = offset as usize;
         for b in bufs {
