@@ -7,6 +7,10 @@ use std::thread;
 use std::time::Duration;
 
 use mapkv::{Database, Durability, Error, Options, Result};
+use support::image;
+use support::simdisk::{OpKind, SimDisk};
+
+mod support;
 
 const PAGE: usize = 4096;
 
@@ -55,77 +59,43 @@ fn a_forgotten_write_tree_keeps_the_transaction_consistent() -> Result<()> {
     Ok(())
 }
 
-/// An in-memory backend that counts syncs and panics on the read it is told to (to
-/// interrupt a change half-way).
-mod memdisk {
+/// A backend that panics at the read it is told to, to interrupt a change half-way;
+/// everything else goes to the simulated disk behind it.
+mod panicking {
     use std::fs::File;
     use std::io;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use mapkv::testing::Backend;
-    use parking_lot::Mutex;
 
-    pub struct PanicDisk {
-        pub data: Mutex<Vec<u8>>,
+    pub struct PanicBackend {
+        pub inner: Box<dyn Backend>,
         /// Reads left before one panics (0: never).
-        pub panic_in: AtomicU64,
-        pub syncs: AtomicU64,
+        pub panic_in: Arc<AtomicU64>,
     }
-
-    impl PanicDisk {
-        pub fn new() -> Arc<PanicDisk> {
-            Arc::new(PanicDisk {
-                data: Mutex::new(Vec::new()),
-                panic_in: AtomicU64::new(0),
-                syncs: AtomicU64::new(0),
-            })
-        }
-    }
-
-    pub struct PanicBackend(pub Arc<PanicDisk>);
 
     // SAFETY: `file()` is None: nothing is mapped.
     unsafe impl Backend for PanicBackend {
         fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-            if self.0.panic_in.load(Ordering::SeqCst) == 1 {
-                self.0.panic_in.store(0, Ordering::SeqCst);
-                panic!("injected panic in a read");
+            let left = self.panic_in.load(Ordering::SeqCst);
+            if left > 0 {
+                self.panic_in.store(left - 1, Ordering::SeqCst);
+                assert!(left != 1, "injected panic in a read");
             }
-            let _ = self
-                .0
-                .panic_in
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-            let data = self.0.data.lock();
-            let end = offset as usize + buf.len();
-            if end > data.len() {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            buf.copy_from_slice(&data[offset as usize..end]);
-            Ok(())
+            self.inner.read_exact_at(buf, offset)
         }
         fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
-            let mut data = self.0.data.lock();
-            let mut at = offset as usize;
-            for b in bufs {
-                if data.len() < at + b.len() {
-                    data.resize(at + b.len(), 0);
-                }
-                data[at..at + b.len()].copy_from_slice(b);
-                at += b.len();
-            }
-            Ok(())
+            self.inner.write_all_at(bufs, offset)
         }
         fn sync_data(&self) -> io::Result<()> {
-            self.0.syncs.fetch_add(1, Ordering::SeqCst);
-            Ok(())
+            self.inner.sync_data()
         }
         fn file_len(&self) -> io::Result<u64> {
-            Ok(self.0.data.lock().len() as u64)
+            self.inner.file_len()
         }
         fn set_len(&self, len: u64) -> io::Result<()> {
-            self.0.data.lock().resize(len as usize, 0);
-            Ok(())
+            self.inner.set_len(len)
         }
         fn file(&self) -> Option<&File> {
             None
@@ -137,17 +107,19 @@ mod memdisk {
 fn a_panic_in_the_middle_of_a_change_poisons_the_transaction() -> Result<()> {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     use std::sync::Arc;
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     // Removes that merge leaves and collapse branches, interrupted at the 1st, 2nd, ...
     // page they read.
     for nth_read in 1..=6 {
-        let disk = memdisk::PanicDisk::new();
+        let disk = SimDisk::new(Vec::new());
+        let panic_in = Arc::new(AtomicU64::new(0));
         let open = || {
-            mapkv::testing::open_with_backend(
-                Box::new(memdisk::PanicBackend(Arc::clone(&disk))),
-                Options::new().cache_size(0),
-            )
+            let backend = panicking::PanicBackend {
+                inner: disk.backend(),
+                panic_in: Arc::clone(&panic_in),
+            };
+            mapkv::testing::open_with_backend(Box::new(backend), Options::new().cache_size(0))
         };
         let db = open()?;
         let mut w = db.begin_write()?;
@@ -161,7 +133,7 @@ fn a_panic_in_the_middle_of_a_change_poisons_the_transaction() -> Result<()> {
         let mut w = db.begin_write()?;
         let mut t = w.open_tree("t")?;
         t.insert(&key(1), b"first")?; // a change that completes
-        disk.panic_in.store(nth_read, Ordering::SeqCst);
+        panic_in.store(nth_read, Ordering::SeqCst);
         let caught = catch_unwind(AssertUnwindSafe(|| {
             for i in 3000..3600 {
                 t.remove(&key(i))?;
@@ -281,104 +253,87 @@ fn handles_drop_in_any_order_without_hanging() -> Result<()> {
 
 // ---- the write path trusts nothing it read ------------------------------------------
 
-/// Little helpers over a file image, enough to find and reseal pages (FORMAT.md).
-mod image {
-    use super::PAGE;
-
-    pub fn u64_at(b: &[u8], at: usize) -> u64 {
-        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-    }
-
-    pub fn u16_at(b: &[u8], at: usize) -> usize {
-        u16::from_le_bytes(b[at..at + 2].try_into().unwrap()) as usize
-    }
-
-    /// The newer meta slot's offset.
-    pub fn newest_meta(img: &[u8]) -> usize {
-        let txn = |slot: usize| u64_at(img, slot * 4096 + 16);
-        if txn(1) > txn(0) { 4096 } else { 0 }
-    }
-
-    pub fn page(img: &mut [u8], id: u64) -> &mut [u8] {
-        &mut img[id as usize * PAGE..(id as usize + 1) * PAGE]
-    }
-
-    /// Recomputes a page's checksum (bytes 4..8, computed with them zero); returns it.
-    pub fn reseal(page: &mut [u8]) -> u32 {
-        page[4..8].fill(0);
-        let sum = crc32fast::hash(page);
-        page[4..8].copy_from_slice(&sum.to_le_bytes());
-        sum
-    }
-
-    /// Recomputes a meta slot's checksum (the last 4 of its 100 bytes).
-    pub fn reseal_meta(img: &mut [u8], at: usize) {
-        let sum = crc32fast::hash(&img[at..at + 96]);
-        img[at + 96..at + 100].copy_from_slice(&sum.to_le_bytes());
-    }
-
-    /// Writes a child reference (page, checksum, txn) at `at`.
-    pub fn set_ref(b: &mut [u8], at: usize, page: u64, checksum: u32, txn: u64) {
-        b[at..at + 8].copy_from_slice(&page.to_le_bytes());
-        b[at + 8..at + 12].copy_from_slice(&checksum.to_le_bytes());
-        b[at + 12..at + 20].copy_from_slice(&txn.to_le_bytes());
-    }
-
-    /// Where the value of the catalog leaf's only entry (a tree record) starts.
-    pub fn catalog_record_at(catalog: &[u8]) -> usize {
-        let offset = u16_at(catalog, 24 + 4);
-        let key_len = u16_at(catalog, 24 + 6);
-        offset + 4 + key_len
-    }
+/// A cleanly closed database whose one tree "t" has a branch root: its image, and the
+/// byte offsets of the pages and references a test edits.
+struct TwoLevel {
+    img: Vec<u8>,
+    /// The newest meta slot, the catalog leaf, the reference to the tree's root (in the
+    /// catalog), the root, the root's reference to its leftmost child, and that child.
+    slot: usize,
+    catalog: usize,
+    root_ref: usize,
+    root: usize,
+    child_ref: usize,
+    child: usize,
 }
 
-/// The image of a cleanly closed database whose one tree "t" has a branch root, and
-/// the ids of (catalog leaf, tree root, the root's leftmost child).
-fn sealed_two_level(dir: &Path) -> Result<(Vec<u8>, u64, u64, u64)> {
+fn sealed_two_level(dir: &Path) -> Result<TwoLevel> {
     let path = dir.join("db");
     drop(filled(&path, 300)?);
     let img = std::fs::read(&path)?;
-    let meta = image::newest_meta(&img);
-    let catalog = image::u64_at(&img, meta + 40);
-    let rec = image::catalog_record_at(&img[catalog as usize * PAGE..]);
-    let root = image::u64_at(&img, catalog as usize * PAGE + rec);
-    let root_page = &img[root as usize * PAGE..];
-    assert_eq!(root_page[0], 1, "the root is a branch");
-    let child = image::u64_at(root_page, 24);
-    Ok((img, catalog, root, child))
+    let (catalog, slot) = image::catalog_leaf(&img, PAGE);
+    let (_, root_ref) = image::leaf_values(&img, catalog)[0].clone();
+    let root = image::target(&img, PAGE, root_ref);
+    assert!(image::is_branch(&img, root), "the root is a branch");
+    let child_ref = image::child_refs(&img, root)[0];
+    let child = image::target(&img, PAGE, child_ref);
+    Ok(TwoLevel {
+        img,
+        slot,
+        catalog,
+        root_ref,
+        root,
+        child_ref,
+        child,
+    })
 }
 
-/// Reseals the chain root → catalog → meta after the root page changed.
-fn reseal_from_root(img: &mut [u8], catalog: u64, root: u64) {
-    let meta = image::newest_meta(img);
-    let root_sum = image::reseal(image::page(img, root));
-    let cat = image::page(img, catalog);
-    let rec = image::catalog_record_at(cat);
-    let root_txn = image::u64_at(cat, rec + 12);
-    image::set_ref(cat, rec, root, root_sum, root_txn);
-    let cat_sum = image::reseal(cat);
-    let cat_txn = image::u64_at(img, meta + 52);
-    image::set_ref(img, meta + 40, catalog, cat_sum, cat_txn);
-    image::reseal_meta(img, meta);
+impl TwoLevel {
+    /// Reseals the leftmost child after an edit, and every page above it up to the meta.
+    fn reseal_from_child(&mut self) {
+        let img = &mut self.img;
+        image::seal_page(img, self.child, PAGE, self.child_ref);
+        image::seal_page(img, self.root, PAGE, self.root_ref);
+        let meta_catalog = self.slot * image::META_SLOT + image::META_CATALOG;
+        image::seal_page(img, self.catalog, PAGE, meta_catalog);
+        image::seal_meta(img, self.slot);
+    }
+
+    fn child_mut(&mut self) -> &mut [u8] {
+        &mut self.img[self.child..self.child + PAGE]
+    }
+
+    fn write_to(&self, dir: &Path) -> Result<std::path::PathBuf> {
+        let path = dir.join("db");
+        std::fs::write(&path, &self.img)?;
+        Ok(path)
+    }
 }
 
 fn is_corrupted<T: std::fmt::Debug>(r: &Result<T>) -> bool {
     matches!(r, Err(Error::Corrupted { .. }))
 }
 
+/// Whether `r` is `Corrupted` for the reason `why` (so a test cannot pass on another
+/// corruption, such as a resealing mistake of its own).
+fn corrupted_for<T: std::fmt::Debug>(r: &Result<T>, why: &str) -> bool {
+    matches!(r, Err(Error::Corrupted { reason, .. }) if reason.contains(why))
+}
+
 #[test]
 fn shadowing_a_page_verifies_its_checksum() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (mut img, _, _, child) = sealed_two_level(dir.path())?;
+    let mut file = sealed_two_level(dir.path())?;
     // One flipped bit in a leaf's last value byte: the header and the parent are intact.
-    image::page(&mut img, child)[PAGE - 1] ^= 1;
-    let path = dir.path().join("db");
-    std::fs::write(&path, &img)?;
-    let db = Database::open(&path)?;
+    file.child_mut()[PAGE - 1] ^= 1;
+    let db = Database::open(file.write_to(dir.path())?)?;
     let mut w = db.begin_write()?;
     let mut t = w.open_tree("t")?;
     let inserted = t.insert(&key(0), b"new");
-    assert!(is_corrupted(&inserted), "{inserted:?}");
+    assert!(
+        corrupted_for(&inserted, "checksum mismatch"),
+        "{inserted:?}"
+    );
     assert!(
         w.commit().is_err(),
         "a failed change poisons the transaction"
@@ -390,20 +345,19 @@ fn shadowing_a_page_verifies_its_checksum() -> Result<()> {
 #[test]
 fn a_reference_from_the_future_is_refused() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (img, catalog, root, child) = sealed_two_level(dir.path())?;
-    let snapshot = image::u64_at(&img, image::newest_meta(&img) + 16);
+    let file = sealed_two_level(dir.path())?;
+    let snapshot = image::u64_at(&file.img, file.slot * image::META_SLOT + image::META_TXN);
     // The leftmost leaf and its reference claim a later writer, consistently resealed:
     // equal to the next write transaction's id, and beyond it.
     for claimed in [snapshot + 1, snapshot + 7] {
-        let mut img = img.clone();
-        let leaf = image::page(&mut img, child);
-        leaf[8..16].copy_from_slice(&claimed.to_le_bytes());
-        let leaf_sum = image::reseal(leaf);
-        image::set_ref(image::page(&mut img, root), 24, child, leaf_sum, claimed);
-        reseal_from_root(&mut img, catalog, root);
-        let path = dir.path().join("db");
-        std::fs::write(&path, &img)?;
-        let db = Database::open(&path)?;
+        let mut file = TwoLevel {
+            img: file.img.clone(),
+            ..file
+        };
+        image::put_u64(file.child_mut(), 8, claimed);
+        image::put_u64(&mut file.img, file.child_ref + 12, claimed);
+        file.reseal_from_child();
+        let db = Database::open(file.write_to(dir.path())?)?;
         let r = db.begin_read()?;
         let before: Vec<(Vec<u8>, Vec<u8>)> = r
             .open_tree("t")?
@@ -413,7 +367,12 @@ fn a_reference_from_the_future_is_refused() -> Result<()> {
         let mut w = db.begin_write()?;
         let mut t = w.open_tree("t")?;
         let inserted = t.insert(&key(0), b"new");
-        assert!(is_corrupted(&inserted), "txn {claimed}: {inserted:?}");
+        let why = if claimed == snapshot + 1 {
+            "names the writing transaction"
+        } else {
+            "reference names writer"
+        };
+        assert!(corrupted_for(&inserted, why), "txn {claimed}: {inserted:?}");
         assert!(w.commit().is_err());
         // Whatever the writer did, the reader's pages did not change under it.
         let after: Vec<(Vec<u8>, Vec<u8>)> = r
@@ -429,40 +388,37 @@ fn a_reference_from_the_future_is_refused() -> Result<()> {
 #[test]
 fn a_corrupt_node_layout_is_an_error_on_the_write_path() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (img, catalog, root, child) = sealed_two_level(dir.path())?;
-    // Two slots pointing at one cell (overlapping cells), and a cell too large to split:
-    // both resealed, so only the layout gives them away.
+    let file = sealed_two_level(dir.path())?;
+    // Two slots pointing at one cell, holes miscounted, a cell that runs over the others:
+    // all resealed, so only the layout gives them away.
     type Edit = fn(&mut [u8]);
-    let edits: [(&str, Edit); 3] = [
-        ("overlapping cells", |leaf| {
+    let edits: [(&str, &str, Edit); 3] = [
+        ("overlapping cells", "overlap", |leaf| {
             let second = image::u16_at(leaf, 24 + 8 + 4);
             leaf[24 + 4..24 + 6].copy_from_slice(&(second as u16).to_le_bytes());
             let key = leaf[second + 4..second + 8].to_vec();
             leaf[24..28].copy_from_slice(&key);
         }),
-        ("fragment count too small", |leaf| {
+        ("fragment count too small", "holes in a cell area", |leaf| {
             leaf[20..24].copy_from_slice(&0u32.to_le_bytes());
             let count = image::u16_at(leaf, 2);
             leaf[2..4].copy_from_slice(&((count - 1) as u16).to_le_bytes());
         }),
-        ("value longer than a cell may be", |leaf| {
+        ("a value running over the other cells", "overlap", |leaf| {
             // The cell nearest the slots grows to the page end, over all the others.
             let first = image::u16_at(leaf, 16);
             let room = (PAGE - first - 8) as u32;
             leaf[first..first + 4].copy_from_slice(&room.to_le_bytes());
         }),
     ];
-    for (what, edit) in edits {
-        let mut img = img.clone();
-        let leaf = image::page(&mut img, child);
-        edit(leaf);
-        let leaf_sum = image::reseal(leaf);
-        let txn = image::u64_at(image::page(&mut img, child), 8);
-        image::set_ref(image::page(&mut img, root), 24, child, leaf_sum, txn);
-        reseal_from_root(&mut img, catalog, root);
-        let path = dir.path().join("db");
-        std::fs::write(&path, &img)?;
-        let db = Database::open(&path)?;
+    for (what, why, edit) in edits {
+        let mut file = TwoLevel {
+            img: file.img.clone(),
+            ..file
+        };
+        edit(file.child_mut());
+        file.reseal_from_child();
+        let db = Database::open(file.write_to(dir.path())?)?;
         assert!(is_corrupted(&db.check()), "{what}: check");
         let mut w = db.begin_write()?;
         let mut t = w.open_tree("t")?;
@@ -474,17 +430,16 @@ fn a_corrupt_node_layout_is_an_error_on_the_write_path() -> Result<()> {
                 break;
             }
         }
-        assert!(is_corrupted(&result), "{what}: {result:?}");
+        assert!(corrupted_for(&result, why), "{what}: {result:?}");
     }
     Ok(())
 }
 
 #[test]
 fn a_long_reader_does_not_make_none_commits_sync() -> Result<()> {
-    use std::sync::atomic::Ordering;
-    let disk = memdisk::PanicDisk::new();
+    let disk = SimDisk::new(Vec::new());
     let db = mapkv::testing::open_with_backend(
-        Box::new(memdisk::PanicBackend(std::sync::Arc::clone(&disk))),
+        disk.backend(),
         Options::new().durability(Durability::None),
     )?;
     let mut w = db.begin_write()?;
@@ -498,14 +453,14 @@ fn a_long_reader_does_not_make_none_commits_sync() -> Result<()> {
     w.commit()?;
     // Scattered one-key commits free separate runs while the reader pins them all.
     let reader = db.begin_read()?;
-    let syncs_before = disk.syncs.load(Ordering::SeqCst);
+    let syncs_before = disk.count(OpKind::Sync);
     let commits = 1500;
     for i in 0..commits {
         let mut w = db.begin_write()?;
         w.open_tree("t")?.insert(&key(i * 13 % 20_000), b"x")?;
         w.commit()?;
     }
-    let syncs = disk.syncs.load(Ordering::SeqCst) - syncs_before;
+    let syncs = disk.count(OpKind::Sync) - syncs_before;
     drop(reader);
     // A None commit syncs when the pages kept for the durable fallback pass 512 runs; a
     // sync moves the fallback on, so the runs only the reader pins do not count again.
