@@ -433,6 +433,20 @@ fn new_meta(geometry: Geometry) -> Meta {
     }
 }
 
+/// The storage over `backend` with the map and cache that `options` ask for.
+fn open_storage(
+    backend: Box<dyn Backend>,
+    geometry: Geometry,
+    options: &Options,
+) -> Result<Arc<Storage>> {
+    Ok(Arc::new(Storage::new(
+        backend,
+        geometry,
+        options.mmap_size,
+        options.cache_size,
+    )?))
+}
+
 /// Makes the file's directory entry durable (after creating a file).
 fn sync_dir(path: &Path) -> Result<()> {
     let dir = match path.parent() {
@@ -465,12 +479,7 @@ fn create(
     if len < end {
         backend.set_len(end)?;
     }
-    let storage = Arc::new(Storage::new(
-        backend,
-        geometry,
-        options.mmap_size,
-        options.cache_size,
-    )?);
+    let storage = open_storage(backend, geometry, options)?;
     write_meta_slot(&storage, 0, &meta)?;
     storage.sync()?;
     if let Some(path) = path {
@@ -577,12 +586,7 @@ fn recover(
             backend.drop_cached(0, 0)?;
             file_dropped = true;
         }
-        let storage = Arc::new(Storage::new(
-            backend,
-            geometry,
-            options.mmap_size,
-            options.cache_size,
-        )?);
+        let storage = open_storage(backend, geometry, options)?;
         let needed = geometry.offset(meta.page_count());
         let verified = if needed > len {
             Err(Error::corrupted(
