@@ -84,6 +84,17 @@ where
 }
 
 /// A temporary directory and a database path inside it.
+/// Runs the tests one at a time. A child process that another test thread spawns
+/// inherits, between its fork and its exec, every descriptor of this process, including
+/// a database file a test has just closed: the child then briefly holds that file's lock,
+/// and the tool run on the file next says "database is locked".
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn temp_db() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("test.mapkv");
@@ -121,6 +132,7 @@ fn contents(path: &Path) -> Vec<(String, Entries)> {
 
 #[test]
 fn put_get_del() {
+    let _serial = serial();
     let (_dir, db) = temp_db();
     let db = arg(&db);
     assert_eq!(mapkv(["put", db, "users", "alice", "admin"]).ok(), "");
@@ -154,6 +166,7 @@ fn put_get_del() {
 
 #[test]
 fn values_print_escaped_raw_or_hex() {
+    let _serial = serial();
     let (_dir, db) = temp_db();
     let db = arg(&db);
     mapkv(["put", db, "t", "k", "tab\there back\\slash café"]).ok();
@@ -191,6 +204,7 @@ fn values_print_escaped_raw_or_hex() {
 
 #[test]
 fn scan_bounds_order_and_limit() {
+    let _serial = serial();
     let (_dir, path) = temp_db();
     {
         let db = Database::open(&path).expect("open");
@@ -286,6 +300,7 @@ fn awkward_db(path: &Path) {
 
 #[test]
 fn dump_load_round_trip_is_byte_exact() {
+    let _serial = serial();
     let (dir, source) = temp_db();
     awkward_db(&source);
     let dump = mapkv(["dump", arg(&source)]);
@@ -351,6 +366,7 @@ fn dump_load_round_trip_is_byte_exact() {
 
 #[test]
 fn load_accepts_hand_written_input() {
+    let _serial = serial();
     let (_dir, db) = temp_db();
     let input = "# a comment\n\
                  # mapkv-dump v1 tree=fruit\n\
@@ -387,6 +403,7 @@ fn load_accepts_hand_written_input() {
 
 #[test]
 fn load_rejects_bad_input_with_the_line() {
+    let _serial = serial();
     let (dir, db) = temp_db();
     let cases: [(&str, &str); 7] = [
         ("k\tv\n", "line 1: record before the first"),
@@ -450,6 +467,7 @@ fn load_rejects_bad_input_with_the_line() {
 
 #[test]
 fn check_passes_a_good_file_and_fails_a_corrupted_copy() {
+    let _serial = serial();
     let (dir, path) = temp_db();
     {
         let db = Database::open(&path).expect("open");
@@ -479,6 +497,7 @@ fn check_passes_a_good_file_and_fails_a_corrupted_copy() {
 
 #[test]
 fn missing_file_is_one_line_and_not_created() {
+    let _serial = serial();
     let (_dir, path) = temp_db();
     let db = arg(&path);
     let commands: [&[&str]; 7] = [
@@ -503,6 +522,7 @@ fn missing_file_is_one_line_and_not_created() {
 
 #[test]
 fn locked_file_is_one_line() {
+    let _serial = serial();
     let (_dir, path) = temp_db();
     let held = Database::open(&path).expect("open");
     let db = arg(&path);
@@ -522,6 +542,7 @@ fn locked_file_is_one_line() {
 
 #[test]
 fn refuses_to_write_into_a_file_that_is_not_a_database() {
+    let _serial = serial();
     let (dir, _) = temp_db();
     let notes = dir.path().join("notes.txt");
     std::fs::write(&notes, "my notes\n").expect("write");
@@ -542,6 +563,7 @@ fn refuses_to_write_into_a_file_that_is_not_a_database() {
 
 #[test]
 fn stat_lists_trees_and_compact_keeps_contents() {
+    let _serial = serial();
     let (dir, path) = temp_db();
     awkward_db(&path);
     let out = mapkv(["stat", arg(&path)]).ok();
@@ -566,6 +588,7 @@ fn stat_lists_trees_and_compact_keeps_contents() {
 
 #[test]
 fn help_and_usage_errors() {
+    let _serial = serial();
     for sub in [
         "stat", "check", "get", "put", "del", "scan", "dump", "load", "compact", "bench",
     ] {
@@ -583,6 +606,7 @@ fn help_and_usage_errors() {
 
 #[test]
 fn bench_runs() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let out = mapkv(["bench", "--n", "200", "--dir", arg(dir.path())]).ok();
     for workload in ["insert", "get", "scan", "bulk load", "commit"] {
