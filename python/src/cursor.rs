@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyMemoryView, PyTuple};
 use crate::bytes::BytesIn;
 use crate::errors::{IntoPy, ended};
 use crate::read::{Guard, Snapshot, value_out};
+use crate::view::Exporter;
 use crate::write::WriteTransaction;
 
 /// A position in a tree, from `txn.cursor(tree)`.
@@ -62,6 +63,8 @@ struct ReadCursor {
     position: Option<(&'static [u8], &'static [u8])>,
     tree: Option<String>,
     snapshot: Arc<Snapshot>,
+    /// The owner of the snapshot's views (the transaction's).
+    exporter: Exporter,
 }
 
 /// The ranges that produced the current position, kept so that stepping on in the same
@@ -99,13 +102,19 @@ struct WriteCursor {
 }
 
 impl Cursor {
-    pub(crate) fn read(snapshot: Arc<Snapshot>, tree: Option<String>, buffer: bool) -> Cursor {
+    pub(crate) fn read(
+        snapshot: Arc<Snapshot>,
+        exporter: Exporter,
+        tree: Option<String>,
+        buffer: bool,
+    ) -> Cursor {
         Cursor {
             source: Source::Read(Box::new(ReadCursor {
                 ranges: Ranges::default(),
                 position: None,
                 tree,
                 snapshot,
+                exporter,
             })),
             buffer,
         }
@@ -164,9 +173,9 @@ impl Cursor {
         match &self.source {
             Source::Read(c) => {
                 let value = c.position.map_or(&[][..], |(_, v)| v);
-                // SAFETY: the position's bytes were returned by `c.snapshot`'s
-                // transaction (or are the empty static slice).
-                unsafe { value_out(py, &c.snapshot, value, self.buffer) }
+                // SAFETY: the position's bytes were returned by the transaction of
+                // `c.snapshot`, which is `c.exporter`'s (or are the empty static slice).
+                unsafe { value_out(py, &c.exporter, value, self.buffer) }
             }
             Source::Write(c) => {
                 let value = c.position.as_ref().map_or(&[][..], |(_, v)| v);

@@ -131,18 +131,21 @@ pub(crate) fn open(
 impl Database {
     /// Begins a transaction: a read snapshot, or with `write=True` the write
     /// transaction (waiting, without holding the GIL, while another thread has it).
+    /// `buffers=True` makes `buffer=True` the default of the transaction's `get` and
+    /// `cursor` (as py-lmdb's `begin(buffers=True)`, but the views stay valid).
     /// `durability` ("immediate" or "none") overrides the database's for this commit.
-    #[pyo3(signature = (write=false, *, durability=None))]
+    #[pyo3(signature = (write=false, *, buffers=false, durability=None))]
     fn begin(
         &self,
         py: Python<'_>,
         write: bool,
+        buffers: bool,
         durability: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let handle = self.handle()?;
         if !write {
             let txn = handle.db.begin_read().py_err()?;
-            return Ok(Py::new(py, ReadTransaction::new(txn))?.into_any());
+            return Ok(Py::new(py, ReadTransaction::new(py, txn, buffers)?)?.into_any());
         }
         let durability = durability.as_deref().map(parse_durability).transpose()?;
         handle.check_not_writer()?;
@@ -156,7 +159,7 @@ impl Database {
             .py_err()?
             .into_inner();
         *handle.writer() = Some(thread::current().id());
-        let mut txn = WriteTransaction::new(txn, Arc::clone(&handle));
+        let mut txn = WriteTransaction::new(txn, Arc::clone(&handle), buffers);
         if let Some(d) = durability {
             txn.set_durability(d)?;
         }

@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyList};
 use crate::bytes::BytesIn;
 use crate::cursor::Cursor;
 use crate::errors::{IntoPy, ended};
-use crate::view::value_view;
+use crate::view::Exporter;
 
 /// The tree that `tree=None` names. It reads as empty while it does not exist; any other
 /// tree that does not exist is `TreeNotFound`.
@@ -127,18 +127,16 @@ impl Guard<'_> {
 /// A value as Python gets it: `bytes`, or a zero-copy `memoryview`.
 ///
 /// # Safety
-/// `value` must be bytes that `snapshot`'s transaction returned.
+/// `value` must be bytes that the transaction of `exporter`'s snapshot returned.
 pub(crate) unsafe fn value_out<'py>(
     py: Python<'py>,
-    snapshot: &Arc<Snapshot>,
+    exporter: &Exporter,
     value: &[u8],
     buffer: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     if buffer {
-        // SAFETY: the caller guarantees `value` comes from `snapshot`'s transaction,
-        // and mapkv keeps what a read transaction returned valid and unchanged until
-        // the transaction drops, which happens only after the last `Arc` of it.
-        unsafe { value_view(py, snapshot, value) }
+        // SAFETY: the caller's guarantee is `view`'s.
+        unsafe { exporter.view(py, value) }
     } else {
         Ok(PyBytes::new(py, value).into_any())
     }
@@ -152,24 +150,28 @@ pub(crate) unsafe fn value_out<'py>(
 /// until the last view is gone).
 #[pyclass(module = "mapkv")]
 pub struct ReadTransaction {
-    snapshot: Option<Arc<Snapshot>>,
+    /// The snapshot, and the owner of its views; `None` once the transaction ended.
+    open: Option<(Arc<Snapshot>, Exporter)>,
+    /// Values as memoryviews unless a call says otherwise (`begin(buffers=True)`).
+    buffers: bool,
 }
 
 impl ReadTransaction {
-    pub(crate) fn new(txn: ReadTxn) -> ReadTransaction {
-        ReadTransaction {
-            snapshot: Some(Snapshot::new(txn)),
-        }
+    pub(crate) fn new(py: Python<'_>, txn: ReadTxn, buffers: bool) -> PyResult<ReadTransaction> {
+        let snapshot = Snapshot::new(txn);
+        let exporter = Exporter::new(py, &snapshot)?;
+        Ok(ReadTransaction {
+            open: Some((snapshot, exporter)),
+            buffers,
+        })
     }
 
-    fn snapshot(&self) -> PyResult<&Arc<Snapshot>> {
-        self.snapshot
-            .as_ref()
-            .ok_or_else(|| ended("read transaction"))
+    fn snapshot(&self) -> PyResult<&(Arc<Snapshot>, Exporter)> {
+        self.open.as_ref().ok_or_else(|| ended("read transaction"))
     }
 
     fn end(&mut self) {
-        if let Some(snapshot) = self.snapshot.take() {
+        if let Some((snapshot, _)) = self.open.take() {
             snapshot.lock().end();
         }
     }
@@ -179,18 +181,20 @@ impl ReadTransaction {
 impl ReadTransaction {
     /// The value stored under `key` in `tree`, or `default` if there is none.
     ///
-    /// With `buffer=True` the value is a read-only `memoryview` of the database's own
-    /// bytes, without a copy; it stays valid after the transaction ends.
-    #[pyo3(signature = (key, default=None, *, tree=None, buffer=false))]
+    /// With `buffer=True` (the default in a transaction begun with `buffers=True`) the
+    /// value is a read-only `memoryview` of the database's own bytes, without a copy; it
+    /// stays valid after the transaction ends.
+    #[pyo3(signature = (key, default=None, *, tree=None, buffer=None))]
     fn get<'py>(
         &self,
         py: Python<'py>,
         key: BytesIn<'_, 'py>,
         default: Option<Bound<'py, PyAny>>,
         tree: Option<String>,
-        buffer: bool,
+        buffer: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let snapshot = self.snapshot()?;
+        let buffer = buffer.unwrap_or(self.buffers);
+        let (snapshot, exporter) = self.snapshot()?;
         let found = {
             let mut guard = snapshot.lock();
             match guard.tree(tree.as_deref()) {
@@ -200,24 +204,37 @@ impl ReadTransaction {
             }
         };
         match found.py_err()? {
-            // SAFETY: `value` was returned by `snapshot`'s transaction.
-            Some(value) => unsafe { value_out(py, snapshot, value, buffer) },
+            // SAFETY: `value` was returned by the transaction of `snapshot`, which is
+            // `exporter`'s.
+            Some(value) => unsafe { value_out(py, exporter, value, buffer) },
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
         }
     }
 
     /// A cursor over `tree`, unpositioned. Iterating over it yields `(key, value)` pairs
-    /// in key order; with `buffer=True` values are zero-copy memoryviews (keys are
-    /// always `bytes`).
-    #[pyo3(signature = (tree=None, *, buffer=false))]
-    fn cursor(&self, tree: Option<String>, buffer: bool) -> PyResult<Cursor> {
-        Ok(Cursor::read(Arc::clone(self.snapshot()?), tree, buffer))
+    /// in key order; with `buffer=True` (the transaction's `buffers` by default) values
+    /// are zero-copy memoryviews (keys are always `bytes`).
+    #[pyo3(signature = (tree=None, *, buffer=None))]
+    fn cursor(
+        &self,
+        py: Python<'_>,
+        tree: Option<String>,
+        buffer: Option<bool>,
+    ) -> PyResult<Cursor> {
+        let buffer = buffer.unwrap_or(self.buffers);
+        let (snapshot, exporter) = self.snapshot()?;
+        Ok(Cursor::read(
+            Arc::clone(snapshot),
+            exporter.clone_ref(py),
+            tree,
+            buffer,
+        ))
     }
 
     /// The number of entries in `tree` (stored in the tree: no scan).
     #[pyo3(signature = (tree=None))]
     fn len(&self, tree: Option<String>) -> PyResult<u64> {
-        let snapshot = self.snapshot()?;
+        let (snapshot, _) = self.snapshot()?;
         let n = {
             let mut guard = snapshot.lock();
             match guard.tree(tree.as_deref()) {
@@ -231,7 +248,7 @@ impl ReadTransaction {
 
     /// The names of all trees in this snapshot, in byte order.
     fn tree_names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let names = self.snapshot()?.lock().tree_names();
+        let names = self.snapshot()?.0.lock().tree_names();
         PyList::new(py, names.py_err()?)
     }
 
@@ -256,7 +273,7 @@ impl ReadTransaction {
     }
 
     fn __repr__(&self) -> &'static str {
-        match self.snapshot {
+        match self.open {
             Some(_) => "<mapkv.ReadTransaction open>",
             None => "<mapkv.ReadTransaction ended>",
         }

@@ -1,15 +1,21 @@
 //! Zero-copy `memoryview`s of a snapshot's bytes that keep the snapshot alive.
 //!
 //! A view returned by `get(..., buffer=True)` is a `memoryview` whose exporter (its
-//! `obj`) is a `ValueOwner`: a small object holding a strong reference to the
-//! [`Snapshot`] (the mapkv read transaction) and the address and length of the value.
-//! The memoryview holds the owner, the owner holds the snapshot, and mapkv keeps every
-//! page that a live snapshot can reach unchanged (mapped pages are never written while
-//! a snapshot reaches them; pread buffers belong to the transaction until it drops).
-//! So the bytes stay valid, and equal to what `get` found, for as long as any view of
-//! them exists, whatever became of the transaction object, its cursors or the database
-//! object that made them. A view that its holder `release()`d raises Python's own
-//! `ValueError`.
+//! `obj`) is the transaction's `SnapshotOwner`: a small object, one per read
+//! transaction, holding a strong reference to the [`Snapshot`] (the mapkv read
+//! transaction). The memoryview holds the owner, the owner holds the snapshot, and mapkv
+//! keeps every page that a live snapshot can reach unchanged (mapped pages are never
+//! written while a snapshot reaches them; pread buffers belong to the transaction until
+//! it drops). So the bytes stay valid, and equal to what `get` found, for as long as any
+//! view of them exists, whatever became of the transaction object, its cursors or the
+//! database object that made them. A view that its holder `release()`d raises Python's
+//! own `ValueError`.
+//!
+//! The buffer protocol gives the exporter no say in which bytes it exports, so
+//! [`Exporter::view`] leaves the value's address in the owner (`pending`) just for the
+//! one `PyMemoryView_FromObject` call that asks for them. One owner for all of a
+//! transaction's views, rather than one per view, saves an object and two atomic
+//! reference-count changes on every zero-copy read.
 //!
 //! PyO3 implements `__getbuffer__` only where the buffer protocol is in the limited API
 //! (CPython 3.11 and later), and the extension is built for the stable ABI of 3.9, so the
@@ -53,27 +59,31 @@ const PYBUF_FORMAT: c_int = 0x0004;
 const PYBUF_ND: c_int = 0x0008;
 const PYBUF_STRIDES: c_int = 0x0010 | PYBUF_ND;
 
-/// The exporter of a value's view. Never made from Python (`tp_new` refuses), only by
-/// [`value_view`], which fills every field before anything else can see the object.
+/// The exporter of a snapshot's views. Never made from Python (`tp_new` refuses),
+/// only by [`Exporter::new`], which fills every field before anything else sees it.
 #[repr(C)]
-struct ValueOwner {
+struct SnapshotOwner {
     ob_base: ffi::PyObject,
     /// A strong reference from `Arc::into_raw`, released by `dealloc`.
     snapshot: *const Snapshot,
-    /// The value's bytes: valid and unchanged while `snapshot` lives.
-    ptr: *const u8,
-    len: usize,
+    /// The bytes the next export hands out (null: none), set by `Exporter::view` around
+    /// its memoryview call and taken by `getbuffer`. Read and written only with the GIL
+    /// held, which the interpreter this module is built for (the stable ABI, which
+    /// free-threaded builds do not load) always holds while Python code or these
+    /// functions run.
+    pending: *const u8,
+    pending_len: usize,
 }
 
 static OWNER_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-const OWNER_DOC: &std::ffi::CStr = c"The exporter of a mapkv value's memoryview: it keeps the \
-read snapshot that holds the bytes alive while any view of them exists.";
+const OWNER_DOC: &std::ffi::CStr = c"The exporter of a mapkv read transaction's \
+memoryviews: it keeps the snapshot that holds their bytes alive while any of them exists.";
 
 /// Makes the owner type; called once, at module initialisation.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let ty = OWNER_TYPE.get_or_try_init(m.py(), || make_owner_type(m.py()))?;
-    m.add("ValueOwner", ty.bind(m.py()))
+    m.add("SnapshotOwner", ty.bind(m.py()))
 }
 
 fn make_owner_type(py: Python<'_>) -> PyResult<Py<PyType>> {
@@ -101,8 +111,8 @@ fn make_owner_type(py: Python<'_>) -> PyResult<Py<PyType>> {
     ];
     let mut spec = ffi::PyType_Spec {
         // Static: CPython before 3.12 keeps this pointer as the type's tp_name.
-        name: c"mapkv.ValueOwner".as_ptr(),
-        basicsize: size_of::<ValueOwner>() as c_int,
+        name: c"mapkv.SnapshotOwner".as_ptr(),
+        basicsize: size_of::<SnapshotOwner>() as c_int,
         itemsize: 0,
         flags: ffi::Py_TPFLAGS_DEFAULT as c_uint,
         slots: slots.as_mut_ptr(),
@@ -117,38 +127,70 @@ fn make_owner_type(py: Python<'_>) -> PyResult<Py<PyType>> {
     Ok(ty.cast_into::<PyType>()?.unbind())
 }
 
-/// A read-only `memoryview` of `bytes` that keeps `snapshot` alive while it (or any
-/// view, slice or array made from it) lives.
-///
-/// # Safety
-/// `bytes` must stay valid, and unchanged, for as long as `snapshot` is alive: it must be
-/// a value or key that `snapshot`'s read transaction returned.
-pub(crate) unsafe fn value_view<'py>(
-    py: Python<'py>,
-    snapshot: &Arc<Snapshot>,
-    bytes: &[u8],
-) -> PyResult<Bound<'py, PyAny>> {
-    let ty = OWNER_TYPE
-        .get(py)
-        .expect("the module made the owner type when it was imported")
-        .bind(py);
-    // SAFETY: `ty` is a live type object whose instances are `ValueOwner`s
-    // (`basicsize`); `PyType_GenericAlloc` returns a new zero-filled instance holding a
-    // reference to its type, or null with an exception set.
-    let obj = unsafe {
-        Bound::from_owned_ptr_or_err(py, ffi::PyType_GenericAlloc(ty.as_ptr().cast(), 0))?
-    };
-    let owner = obj.as_ptr().cast::<ValueOwner>();
-    // SAFETY: `owner` is the fresh object just allocated, with room for a `ValueOwner`
-    // and no other reference to it yet; the fields are plain data, so writing them
-    // over the zeros drops nothing. The caller guarantees `bytes` lives as long as
-    // `snapshot`, and the owner keeps a strong reference to `snapshot` until `dealloc`.
-    unsafe {
-        (*owner).snapshot = Arc::into_raw(Arc::clone(snapshot));
-        (*owner).ptr = bytes.as_ptr();
-        (*owner).len = bytes.len();
+/// A `SnapshotOwner`: what makes a read transaction's zero-copy views.
+pub(crate) struct Exporter(Py<PyAny>);
+
+impl Exporter {
+    /// An owner holding a strong reference to `snapshot`.
+    pub(crate) fn new(py: Python<'_>, snapshot: &Arc<Snapshot>) -> PyResult<Exporter> {
+        let ty = OWNER_TYPE
+            .get(py)
+            .expect("the module made the owner type when it was imported")
+            .bind(py);
+        // SAFETY: `ty` is a live type object whose instances are `SnapshotOwner`s
+        // (`basicsize`); `PyType_GenericAlloc` returns a new zero-filled instance holding
+        // a reference to its type, or null with an exception set.
+        let obj = unsafe {
+            Bound::from_owned_ptr_or_err(py, ffi::PyType_GenericAlloc(ty.as_ptr().cast(), 0))?
+        };
+        let owner = obj.as_ptr().cast::<SnapshotOwner>();
+        // SAFETY: `owner` is the fresh object just allocated, with room for a
+        // `SnapshotOwner` and no other reference to it yet; the fields are plain data,
+        // so writing them over the zeros drops nothing.
+        unsafe {
+            (*owner).snapshot = Arc::into_raw(Arc::clone(snapshot));
+            (*owner).pending = ptr::null();
+            (*owner).pending_len = 0;
+        }
+        Ok(Exporter(obj.unbind()))
     }
-    Ok(PyMemoryView::from(&obj)?.into_any())
+
+    pub(crate) fn clone_ref(&self, py: Python<'_>) -> Exporter {
+        Exporter(self.0.clone_ref(py))
+    }
+
+    /// A read-only `memoryview` of `bytes` that keeps this owner, and so its snapshot,
+    /// alive while it (or any view, slice or array made from it) lives.
+    ///
+    /// # Safety
+    /// `bytes` must have been returned by this owner's snapshot's transaction: mapkv
+    /// keeps those valid and unchanged until the transaction drops, which the owner
+    /// prevents while it lives.
+    pub(crate) unsafe fn view<'py>(
+        &self,
+        py: Python<'py>,
+        bytes: &[u8],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let owner = self.0.as_ptr().cast::<SnapshotOwner>();
+        // SAFETY: `self.0` is a live `SnapshotOwner` (only `Exporter::new` makes an
+        // `Exporter`), and the GIL is held (`py`). A view made while this one is being
+        // made (by code that a garbage collection inside `PyMemoryView_FromObject` runs)
+        // saves and restores `pending` the same way, so each call's own bytes are in
+        // place when its export happens; an export of the owner that nobody prepared
+        // finds `pending` null and fails cleanly.
+        let saved = unsafe {
+            let saved = ((*owner).pending, (*owner).pending_len);
+            (*owner).pending = bytes.as_ptr();
+            (*owner).pending_len = bytes.len();
+            saved
+        };
+        let view = PyMemoryView::from(self.0.bind(py));
+        // SAFETY: as above.
+        unsafe {
+            ((*owner).pending, (*owner).pending_len) = saved;
+        }
+        Ok(view?.into_any())
+    }
 }
 
 /// `bf_getbuffer`: what `PyBuffer_FillInfo` fills for a read-only byte buffer.
@@ -157,7 +199,7 @@ unsafe extern "C" fn getbuffer(
     view: *mut PyBuffer,
     flags: c_int,
 ) -> c_int {
-    let owner = obj.cast::<ValueOwner>();
+    let owner = obj.cast::<SnapshotOwner>();
     let refuse = |message: &std::ffi::CStr| {
         // SAFETY: called with the GIL held (CPython calls bf_getbuffer so); the
         // exception type is a static CPython object and the message a C string. `view`
@@ -171,14 +213,21 @@ unsafe extern "C" fn getbuffer(
         -1
     };
     if view.is_null() {
-        return refuse(c"mapkv.ValueOwner: a buffer request without a view");
+        return refuse(c"mapkv.SnapshotOwner: a buffer request without a view");
     }
     // SAFETY: this function is installed only in the owner type, so `obj` is a
-    // `ValueOwner`, alive while CPython calls it; its fields were set by `value_view`
-    // (or are still zeros in an instance made some other way, if one ever is).
-    let (snapshot, bytes, len) = unsafe { ((*owner).snapshot, (*owner).ptr, (*owner).len) };
-    if snapshot.is_null() {
-        return refuse(c"mapkv.ValueOwner holds no value");
+    // `SnapshotOwner`, alive while CPython calls it (with the GIL held); its fields were
+    // set by `Exporter::new`, and `pending` by `Exporter::view`, whose bytes it takes.
+    let (bytes, len) = unsafe {
+        let taken = ((*owner).pending, (*owner).pending_len);
+        (*owner).pending = ptr::null();
+        (*owner).pending_len = 0;
+        taken
+    };
+    if bytes.is_null() {
+        return refuse(
+            c"a mapkv snapshot exports values only through get(buffer=True) and cursors",
+        );
     }
     if flags & PYBUF_WRITABLE != 0 {
         return refuse(c"mapkv values are read-only");
@@ -187,7 +236,7 @@ unsafe extern "C" fn getbuffer(
     // fill. `shape` and `strides` point into the struct itself, as
     // `PyBuffer_FillInfo` makes them. The new reference to `obj` is what the view keeps
     // and `PyBuffer_Release` drops: it keeps the owner, and so the snapshot that keeps
-    // `bytes` valid, alive while the view exists.
+    // `bytes` valid (`Exporter::view`'s contract), alive while the view exists.
     unsafe {
         (*view).buf = bytes.cast_mut().cast();
         ffi::Py_INCREF(obj);
@@ -219,11 +268,11 @@ unsafe extern "C" fn getbuffer(
 
 /// `tp_dealloc`: releases the snapshot, frees the object and its reference to its type.
 unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
-    let owner = obj.cast::<ValueOwner>();
+    let owner = obj.cast::<SnapshotOwner>();
     // SAFETY: CPython calls tp_dealloc once, with the GIL held, when the last reference
-    // to this `ValueOwner` is gone: no view of its bytes remains (each view holds a
-    // reference). `snapshot` came from `Arc::into_raw` in `value_view` (or is null), so
-    // it is released exactly once here. The object is then freed with its type's
+    // to this `SnapshotOwner` is gone: no view of its snapshot's bytes remains (each view
+    // holds a reference). `snapshot` came from `Arc::into_raw` in `Exporter::new` (or is
+    // null in a zeroed instance), so it is released exactly once here. The object is then freed with its type's
     // tp_free, and the reference every heap type's instance holds to its type dropped
     // after, as heap types' deallocators must.
     unsafe {
@@ -243,7 +292,7 @@ unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
     }
 }
 
-/// `tp_new`: owners are made only by `value_view`.
+/// `tp_new`: owners are made only by `Exporter::new`.
 unsafe extern "C" fn refuse_new(
     _ty: *mut ffi::PyTypeObject,
     _args: *mut ffi::PyObject,
@@ -253,7 +302,7 @@ unsafe extern "C" fn refuse_new(
     unsafe {
         ffi::PyErr_SetString(
             ffi::PyExc_TypeError,
-            c"mapkv.ValueOwner cannot be made from Python".as_ptr(),
+            c"mapkv.SnapshotOwner cannot be made from Python".as_ptr(),
         );
     }
     ptr::null_mut()

@@ -33,14 +33,17 @@ pub struct WriteTransaction {
     /// The trees that exist as this transaction sees them, loaded when first needed
     /// (reads of a tree that does not exist must not create it).
     trees: Option<HashSet<String>>,
+    /// Values as memoryviews (of copies) unless a call says otherwise.
+    buffers: bool,
 }
 
 impl WriteTransaction {
-    pub(crate) fn new(txn: WriteTxn, handle: Arc<Handle>) -> WriteTransaction {
+    pub(crate) fn new(txn: WriteTxn, handle: Arc<Handle>, buffers: bool) -> WriteTransaction {
         WriteTransaction {
             txn: Some(txn),
             handle: Some(handle),
             trees: None,
+            buffers,
         }
     }
 
@@ -132,15 +135,16 @@ impl Drop for WriteTransaction {
 impl WriteTransaction {
     /// The value stored under `key` in `tree`, or `default` if there is none (this
     /// transaction's writes included). `buffer=True` gives a memoryview of a copy.
-    #[pyo3(signature = (key, default=None, *, tree=None, buffer=false))]
+    #[pyo3(signature = (key, default=None, *, tree=None, buffer=None))]
     fn get<'py>(
         &mut self,
         py: Python<'py>,
         key: BytesIn<'_, 'py>,
         default: Option<Bound<'py, PyAny>>,
         tree: Option<String>,
-        buffer: bool,
+        buffer: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let buffer = buffer.unwrap_or(self.buffers);
         let key = key.as_slice();
         let found = self
             .with_tree(tree.as_deref(), false, |t| {
@@ -186,9 +190,17 @@ impl WriteTransaction {
     }
 
     /// A cursor over `tree` that sees this transaction's writes (see `Cursor`).
-    #[pyo3(signature = (tree=None, *, buffer=false))]
-    fn cursor(slf: Bound<'_, Self>, tree: Option<String>, buffer: bool) -> PyResult<Cursor> {
-        slf.borrow_mut().txn()?;
+    #[pyo3(signature = (tree=None, *, buffer=None))]
+    fn cursor(
+        slf: Bound<'_, Self>,
+        tree: Option<String>,
+        buffer: Option<bool>,
+    ) -> PyResult<Cursor> {
+        let buffer = {
+            let mut txn = slf.borrow_mut();
+            txn.txn()?;
+            buffer.unwrap_or(txn.buffers)
+        };
         Ok(Cursor::write(slf.unbind(), tree, buffer))
     }
 

@@ -142,16 +142,36 @@ def test_views_of_a_view_and_its_owner(db):
     fill(db)
     with db.begin() as txn:
         v = txn.get(b"big", buffer=True)
+        w = txn.get(b"00001", buffer=True)
+    assert v.obj is w.obj  # one owner per transaction: it holds the snapshot
     sliced = v[100:200]
-    again = memoryview(v.obj)  # a second export from the same owner
+    arr_like = memoryview(v).cast("B")  # a view of the view
     del v
     gc.collect()
-    assert sliced == VALUE[100:200]
-    assert again == VALUE
+    assert sliced == VALUE[100:200] and arr_like == VALUE
+    owner = w.obj
+    assert type(owner).__name__ == "SnapshotOwner"
     with pytest.raises(TypeError):
-        type(again.obj)()
+        type(owner)()
+    # The owner exports only what get() and cursors ask it to.
+    with pytest.raises(BufferError):
+        memoryview(owner)
     with pytest.raises((BufferError, TypeError)):
-        ctypes.c_char.from_buffer(again.obj)  # asks for a writable buffer
+        ctypes.c_char.from_buffer(owner)  # asks for a writable buffer
+    assert w == b"value 00001"
+
+
+def test_buffers_is_the_transaction_default(db):
+    fill(db)
+    with db.begin(buffers=True) as txn:
+        assert isinstance(txn.get(b"big"), memoryview)
+        assert type(txn.get(b"big", buffer=False)) is bytes
+        assert all(isinstance(v, memoryview) for _, v in txn.cursor())
+        assert all(type(v) is bytes for _, v in txn.cursor(buffer=False))
+    with db.begin(write=True, buffers=True) as txn:
+        assert isinstance(txn.get(b"big"), memoryview)
+        assert isinstance(next(iter(txn.cursor()))[1], memoryview)
+        assert type(txn.get(b"big", buffer=False)) is bytes
 
 
 def test_write_transaction_views_are_copies(db):
