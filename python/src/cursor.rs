@@ -57,14 +57,19 @@ enum Direction {
 }
 
 struct ReadCursor {
-    /// Declared before `snapshot`: the ranges borrow from it.
-    ranges: Ranges,
-    /// The current entry: bytes of `snapshot`'s transaction.
-    position: Option<(&'static [u8], &'static [u8])>,
-    tree: Option<String>,
+    /// Declared before `snapshot`: it borrows from it.
+    walk: Walk,
     snapshot: Arc<Snapshot>,
     /// The owner of the snapshot's views (the transaction's).
     exporter: Exporter,
+}
+
+/// Where a read cursor stands, in bytes and ranges of its snapshot.
+struct Walk {
+    ranges: Ranges,
+    /// The current entry.
+    position: Option<(&'static [u8], &'static [u8])>,
+    tree: Option<String>,
 }
 
 /// The ranges that produced the current position, kept so that stepping on in the same
@@ -110,9 +115,11 @@ impl Cursor {
     ) -> Cursor {
         Cursor {
             source: Source::Read(Box::new(ReadCursor {
-                ranges: Ranges::default(),
-                position: None,
-                tree,
+                walk: Walk {
+                    ranges: Ranges::default(),
+                    position: None,
+                    tree,
+                },
                 snapshot,
                 exporter,
             })),
@@ -135,11 +142,11 @@ impl Cursor {
     fn seek(&mut self, py: Python<'_>, seek: Seek<'_>) -> PyResult<bool> {
         match &mut self.source {
             Source::Read(c) => {
-                let snapshot = Arc::clone(&c.snapshot);
+                let ReadCursor { walk, snapshot, .. } = &mut **c;
                 let moved = {
                     let mut guard = snapshot.lock();
                     if guard.is_open() {
-                        Some(c.seek(&mut guard, seek))
+                        Some(walk.seek(&mut guard, seek))
                     } else {
                         None
                     }
@@ -162,7 +169,7 @@ impl Cursor {
         Ok(PyBytes::new(
             py,
             match &self.source {
-                Source::Read(c) => c.position.map_or(&[][..], |(k, _)| k),
+                Source::Read(c) => c.walk.position.map_or(&[][..], |(k, _)| k),
                 Source::Write(c) => c.position.as_ref().map_or(&[][..], |(k, _)| k),
                 Source::Closed => return Err(ended("cursor")),
             },
@@ -172,7 +179,7 @@ impl Cursor {
     fn value_out<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match &self.source {
             Source::Read(c) => {
-                let value = c.position.map_or(&[][..], |(_, v)| v);
+                let value = c.walk.position.map_or(&[][..], |(_, v)| v);
                 // SAFETY: the position's bytes were returned by the transaction of
                 // `c.snapshot`, which is `c.exporter`'s (or are the empty static slice).
                 unsafe { value_out(py, &c.exporter, value, self.buffer) }
@@ -192,15 +199,15 @@ impl Cursor {
 
     fn positioned(&self) -> bool {
         match &self.source {
-            Source::Read(c) => c.position.is_some(),
+            Source::Read(c) => c.walk.position.is_some(),
             Source::Write(c) => c.position.is_some(),
             Source::Closed => false,
         }
     }
 }
 
-impl ReadCursor {
-    /// `guard` is the lock of `self.snapshot`.
+impl Walk {
+    /// `guard` is the lock of the snapshot the walk reads.
     fn seek(&mut self, guard: &mut Guard<'_>, seek: Seek<'_>) -> mapkv::Result<bool> {
         // SAFETY: `guard` holds the lock of the snapshot the ranges read from.
         let ranges = unsafe { self.ranges.get_mut() };
@@ -243,13 +250,15 @@ impl ReadCursor {
         self.position = Some((key, value));
         Ok(true)
     }
+}
 
+impl ReadCursor {
     fn unposition(&mut self) {
         let guard = self.snapshot.lock();
         // SAFETY: `guard` holds the lock of the snapshot the ranges read from.
-        *unsafe { self.ranges.get_mut() } = Ranges::default();
+        *unsafe { self.walk.ranges.get_mut() } = Ranges::default();
         drop(guard);
-        self.position = None;
+        self.walk.position = None;
     }
 }
 
