@@ -12,10 +12,10 @@
 //! own `ValueError`.
 //!
 //! The buffer protocol gives the exporter no say in which bytes it exports, so
-//! [`Exporter::view`] leaves the value's address in the owner (`pending`) just for the
-//! one `PyMemoryView_FromObject` call that asks for them. One owner for all of a
-//! transaction's views, rather than one per view, saves an object and two atomic
-//! reference-count changes on every zero-copy read.
+//! [`Exporter::view`] leaves the value's address and its owner in a thread-local slot
+//! (`PENDING`) just for the one `PyMemoryView_FromObject` call that asks for them. One
+//! owner for all of a transaction's views, rather than one per view, saves an object and
+//! two atomic reference-count changes on every zero-copy read.
 //!
 //! PyO3 implements `__getbuffer__` only where the buffer protocol is in the limited API
 //! (CPython 3.11 and later), and the extension is built for the stable ABI of 3.9, so the
@@ -66,13 +66,28 @@ struct SnapshotOwner {
     ob_base: ffi::PyObject,
     /// A strong reference from `Arc::into_raw`, released by `dealloc`.
     snapshot: *const Snapshot,
-    /// The bytes the next export hands out (null: none), set by `Exporter::view` around
-    /// its memoryview call and taken by `getbuffer`. Read and written only with the GIL
-    /// held, which the interpreter this module is built for (the stable ABI, which
-    /// free-threaded builds do not load) always holds while Python code or these
-    /// functions run.
-    pending: *const u8,
-    pending_len: usize,
+}
+
+/// The export that `Exporter::view` asked for: the bytes, and the owner whose snapshot
+/// keeps them valid. Thread-local, so that which bytes a view gets never depends on what
+/// the interpreter may run inside `PyMemoryView_FromObject` (a garbage collection there
+/// runs finalizers, which can make views themselves and let other threads run); on one
+/// thread such nested views nest properly, and each restores what it found.
+#[derive(Clone, Copy)]
+struct Pending {
+    owner: *const ffi::PyObject,
+    bytes: *const u8,
+    len: usize,
+}
+
+const NO_EXPORT: Pending = Pending {
+    owner: ptr::null(),
+    bytes: ptr::null(),
+    len: 0,
+};
+
+thread_local! {
+    static PENDING: std::cell::Cell<Pending> = const { std::cell::Cell::new(NO_EXPORT) };
 }
 
 static OWNER_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -149,8 +164,6 @@ impl Exporter {
         // so writing them over the zeros drops nothing.
         unsafe {
             (*owner).snapshot = Arc::into_raw(Arc::clone(snapshot));
-            (*owner).pending = ptr::null();
-            (*owner).pending_len = 0;
         }
         Ok(Exporter(obj.unbind()))
     }
@@ -171,24 +184,13 @@ impl Exporter {
         py: Python<'py>,
         bytes: &[u8],
     ) -> PyResult<Bound<'py, PyAny>> {
-        let owner = self.0.as_ptr().cast::<SnapshotOwner>();
-        // SAFETY: `self.0` is a live `SnapshotOwner` (only `Exporter::new` makes an
-        // `Exporter`), and the GIL is held (`py`). A view made while this one is being
-        // made (by code that a garbage collection inside `PyMemoryView_FromObject` runs)
-        // saves and restores `pending` the same way, so each call's own bytes are in
-        // place when its export happens; an export of the owner that nobody prepared
-        // finds `pending` null and fails cleanly.
-        let saved = unsafe {
-            let saved = ((*owner).pending, (*owner).pending_len);
-            (*owner).pending = bytes.as_ptr();
-            (*owner).pending_len = bytes.len();
-            saved
-        };
+        let saved = PENDING.replace(Pending {
+            owner: self.0.as_ptr(),
+            bytes: bytes.as_ptr(),
+            len: bytes.len(),
+        });
         let view = PyMemoryView::from(self.0.bind(py));
-        // SAFETY: as above.
-        unsafe {
-            ((*owner).pending, (*owner).pending_len) = saved;
-        }
+        PENDING.set(saved);
         Ok(view?.into_any())
     }
 }
@@ -199,7 +201,6 @@ unsafe extern "C" fn getbuffer(
     view: *mut PyBuffer,
     flags: c_int,
 ) -> c_int {
-    let owner = obj.cast::<SnapshotOwner>();
     let refuse = |message: &std::ffi::CStr| {
         // SAFETY: called with the GIL held (CPython calls bf_getbuffer so); the
         // exception type is a static CPython object and the message a C string. `view`
@@ -215,20 +216,16 @@ unsafe extern "C" fn getbuffer(
     if view.is_null() {
         return refuse(c"mapkv.SnapshotOwner: a buffer request without a view");
     }
-    // SAFETY: this function is installed only in the owner type, so `obj` is a
-    // `SnapshotOwner`, alive while CPython calls it (with the GIL held); its fields were
-    // set by `Exporter::new`, and `pending` by `Exporter::view`, whose bytes it takes.
-    let (bytes, len) = unsafe {
-        let taken = ((*owner).pending, (*owner).pending_len);
-        (*owner).pending = ptr::null();
-        (*owner).pending_len = 0;
-        taken
-    };
-    if bytes.is_null() {
+    // Only the export that `Exporter::view` prepared on this thread, for this owner:
+    // its bytes are valid while this owner (which the view will hold) lives.
+    let pending = PENDING.get();
+    if pending.owner != obj.cast_const() {
         return refuse(
             c"a mapkv snapshot exports values only through get(buffer=True) and cursors",
         );
     }
+    PENDING.set(NO_EXPORT);
+    let (bytes, len) = (pending.bytes, pending.len);
     if flags & PYBUF_WRITABLE != 0 {
         return refuse(c"mapkv values are read-only");
     }

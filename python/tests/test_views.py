@@ -2,6 +2,8 @@
 
 import ctypes
 import gc
+import random
+import sys
 import threading
 
 import pytest
@@ -211,3 +213,56 @@ def test_numpy_frombuffer_without_a_copy(db):
     gc.collect()
     assert np.array_equal(a, arr) and np.array_equal(s, np.arange(10))
     assert a.sum() == arr.sum()
+
+
+def test_views_right_under_gc_reentrancy_and_thread_switches(db):
+    # Views are made while a garbage collection inside the memoryview call runs
+    # finalizers that make views of the same transaction, on several threads that the
+    # interpreter switches between as often as it can. Each view must hold its own key's
+    # value.
+    expected = {b"%04d" % i: b"value of %d " % i * (i % 7 + 1) for i in range(500)}
+    with db.begin(write=True) as txn:
+        for k, v in expected.items():
+            txn.put(k, v)
+    txn = db.begin(buffers=True)
+    keys = sorted(expected)
+    wrong = []
+
+    class Reenter:
+        def __init__(self, key):
+            self.cycle = self  # only the cycle collector frees it, inside an allocation
+            self.key = key
+
+        def __del__(self):
+            try:
+                if bytes(txn.get(self.key)) != expected[self.key]:
+                    wrong.append(self.key)
+            except BaseException as e:  # a finalizer's exception would go unseen
+                wrong.append(e)
+
+    def work(seed):
+        rng = random.Random(seed)
+        try:
+            for _ in range(3000):
+                Reenter(rng.choice(keys))
+                k = rng.choice(keys)
+                if bytes(txn.get(k)) != expected[k]:
+                    wrong.append(k)
+        except BaseException as e:
+            wrong.append(e)
+
+    threshold, interval = gc.get_threshold(), sys.getswitchinterval()
+    gc.set_threshold(1)  # a collection at nearly every allocation: inside get too
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gc.set_threshold(*threshold)
+        sys.setswitchinterval(interval)
+    gc.collect()
+    assert wrong == []
+    txn.abort()
