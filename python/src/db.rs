@@ -39,7 +39,13 @@ impl Handle {
         Ok(())
     }
 
-    /// Called by the write transaction just before it releases the writer lock.
+    /// Called by whoever just took the writer lock.
+    fn writer_started(&self) {
+        *self.writer() = Some(thread::current().id());
+    }
+
+    /// Called by the holder of the writer lock when it is done with it (before or after
+    /// releasing it: the claim is cleared only if it is still this thread's).
     pub(crate) fn writer_finished(&self) {
         let mut writer = self.writer();
         if *writer == Some(thread::current().id()) {
@@ -158,7 +164,7 @@ impl Database {
             })
             .py_err()?
             .into_inner();
-        *handle.writer() = Some(thread::current().id());
+        handle.writer_started();
         let mut txn = WriteTransaction::new(txn, Arc::clone(&handle), buffers);
         if let Some(d) = durability {
             txn.set_durability(d)?;
@@ -181,9 +187,10 @@ impl Database {
     ) -> PyResult<Bound<'py, PyDict>> {
         let handle = self.handle()?;
         handle.check_not_writer()?;
-        let mut feed = Feed::new(entries.try_iter()?.unbind());
+        let mut feed = Feed::new(entries.try_iter()?.unbind(), Arc::clone(&handle));
         feed.fill(py)?;
         let result = py.detach(|| handle.db.bulk_load(&tree, &mut feed));
+        handle.writer_finished();
         let stats = match (result, feed.error.take()) {
             (Err(mapkv::Error::Unsorted { index }), Some(e)) if Some(index) == feed.stop_index => {
                 return Err(e);
@@ -311,6 +318,10 @@ const BATCH_BYTES: usize = 16 << 20;
 /// the Python exception is raised instead.
 struct Feed {
     source: Py<PyIterator>,
+    /// Told when the load holds the writer lock (the feed is pulled only then), so
+    /// that Python code the iterable runs cannot wait for the lock on this thread.
+    handle: Arc<Handle>,
+    claimed: bool,
     batch: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
     exhausted: bool,
     /// Entries handed out so far.
@@ -323,9 +334,11 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(source: Py<PyIterator>) -> Feed {
+    fn new(source: Py<PyIterator>, handle: Arc<Handle>) -> Feed {
         Feed {
             source,
+            handle,
+            claimed: false,
             batch: Vec::new().into_iter(),
             exhausted: false,
             handed_out: 0,
@@ -362,6 +375,10 @@ impl Iterator for Feed {
     type Item = (Vec<u8>, Vec<u8>);
 
     fn next(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+        if !self.claimed {
+            self.handle.writer_started();
+            self.claimed = true;
+        }
         loop {
             if let Some(entry) = self.batch.next() {
                 self.handed_out += 1;

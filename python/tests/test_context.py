@@ -1,5 +1,7 @@
 """Transactions as context managers: commit on success, abort on exception."""
 
+import threading
+
 import pytest
 
 import mapkv
@@ -72,6 +74,33 @@ def test_second_write_transaction_on_the_same_thread_is_refused(db):
             db.bulk_load("t", [])
     with db.begin(write=True):
         pass
+
+
+def test_bulk_load_input_cannot_wait_for_the_writer_it_holds(db):
+    def entries():
+        for i in range(10_000):  # several batches: the later ones are pulled by the load
+            if i == 5000:
+                db.begin(write=True)  # would wait for the bulk load on this thread
+            yield b"%05d" % i, b"v"
+
+    outcome = []
+
+    def load():
+        try:
+            db.bulk_load("t", entries())
+        except mapkv.Error as e:
+            outcome.append(e)
+
+    # In a thread, so that a regression hangs only that thread, not the test run.
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(timeout=60)
+    assert not t.is_alive(), "the iterable waited for the writer lock its own load holds"
+    assert len(outcome) == 1 and "holds the write transaction" in str(outcome[0])
+    assert db.tree_names() == []
+    db.bulk_load("t", [(b"k", b"v")])
+    with db.begin(write=True) as txn:  # nothing claims the writer any more
+        txn.put(b"k2", b"v")
 
 
 def test_snapshot_isolation(db):
