@@ -393,7 +393,16 @@ pub struct CursorIter {
     direction: Direction,
     keys: bool,
     values: bool,
-    started: bool,
+    state: IterState,
+}
+
+#[derive(PartialEq)]
+enum IterState {
+    /// The first item is the cursor's current entry, if it has one.
+    Fresh,
+    Walking,
+    /// Past the end: stays so (an unpositioned cursor's next step would start over).
+    Done,
 }
 
 impl CursorIter {
@@ -403,7 +412,7 @@ impl CursorIter {
             direction,
             keys,
             values,
-            started: false,
+            state: IterState::Fresh,
         }
     }
 }
@@ -415,19 +424,22 @@ impl CursorIter {
     }
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if self.state == IterState::Done {
+            return Ok(None);
+        }
         let mut cursor = self.cursor.bind(py).try_borrow_mut()?;
-        let forward = self.direction == Direction::Forward;
-        let on_entry = if !self.started && cursor.positioned() {
+        let on_entry = if self.state == IterState::Fresh && cursor.positioned() {
             true
-        } else if forward {
+        } else if self.direction == Direction::Forward {
             cursor.seek(py, Seek::Next)?
         } else {
             cursor.seek(py, Seek::Prev)?
         };
-        self.started = true;
         if !on_entry {
+            self.state = IterState::Done;
             return Ok(None);
         }
+        self.state = IterState::Walking;
         Ok(Some(match (self.keys, self.values) {
             (true, true) => {
                 PyTuple::new(py, [cursor.key_out(py)?.into_any(), cursor.value_out(py)?])?

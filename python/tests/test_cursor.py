@@ -61,6 +61,9 @@ def test_iteration(filled, kind):
     assert list(c.iternext(keys=False)) == [v for k, v in ENTRIES if k >= b"150"]
     c.set_range(b"050")
     assert list(c.iterprev()) == [e for e in ENTRIES if e[0] <= b"050"][::-1]
+    it = iter(txn.cursor())
+    assert len(list(it)) == len(ENTRIES)
+    assert next(it, None) is None  # an exhausted iterator stays exhausted
     txn.abort()
 
 
