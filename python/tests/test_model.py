@@ -39,12 +39,16 @@ class Model(RuleBasedStateMachine):
             self.txn.abort()
         for r, _ in self.snapshots:
             r.abort()
-        for v, expected in self.views:
-            assert v == expected
+        self.check_views()
         self.views.clear()
         self.db.close()
         gc.collect()
         self.dir.cleanup()
+
+    def check_views(self):
+        """Every view made so far still holds the value it was made with."""
+        for view, expected in self.views:
+            assert view == expected
 
     def model(self):
         return self.pending if self.txn is not None else self.committed
@@ -160,6 +164,9 @@ class Model(RuleBasedStateMachine):
     @precondition(lambda self: self.txn is None and not self.snapshots)
     @rule()
     def reopen(self):
+        # Views keep their snapshot, and so the file, open: let go of them first.
+        self.check_views()
+        self.views.clear()
         self.db.close()
         gc.collect()
         self.db = mapkv.open(self.path)
