@@ -75,19 +75,23 @@ impl WriteTransaction {
         f: impl FnOnce(&mut WriteTree<'_>) -> mapkv::Result<R>,
     ) -> PyResult<Option<R>> {
         let name = name.unwrap_or(DEFAULT_TREE);
-        if create {
-            if let Some(trees) = &mut self.trees
-                && !trees.contains(name)
-            {
-                trees.insert(name.to_string());
-            }
-        } else if !self.exists(name)? {
+        if !create && !self.exists(name)? {
             return match name {
                 DEFAULT_TREE => Ok(None),
                 _ => Err(to_py(mapkv::Error::TreeNotFound(name.to_string()))),
             };
         }
-        let mut tree = self.txn()?.open_tree(name).py_err()?;
+        let txn = self
+            .txn
+            .as_mut()
+            .ok_or_else(|| ended("write transaction"))?;
+        // Opening creates the tree (it exists from here on, whatever `f` does).
+        let mut tree = txn.open_tree(name).py_err()?;
+        if let Some(trees) = &mut self.trees
+            && !trees.contains(name)
+        {
+            trees.insert(name.to_string());
+        }
         f(&mut tree).py_err().map(Some)
     }
 

@@ -52,8 +52,13 @@ def test_key_too_large(db):
             txn.put(b"k" * 100_000, b"v")
         assert e.value.size == 100_000 and 1024 <= e.value.max < 100_000
         txn.put(b"k" * e.value.max, b"the longest key")  # the transaction goes on
+        with pytest.raises(mapkv.TreeNotFound):
+            txn.get(b"k", tree="t" * 100_000)
         with pytest.raises(mapkv.KeyTooLarge):
             txn.put(b"k", b"v", tree="t" * 100_000)
+        assert txn.tree_names() == ["main"]
+        with pytest.raises(mapkv.TreeNotFound):
+            txn.get(b"k", tree="t" * 100_000)
     with db.begin() as txn:
         assert txn.get(b"k" * e.value.max) == b"the longest key"
 
