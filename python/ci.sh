@@ -18,7 +18,7 @@ echo "== python: virtual environment ($("$python" --version))"
 python -m pip install --quiet maturin pytest hypothesis numpy
 
 echo "== python: pip install ./python"
-python -m pip install --quiet .
+(cd .. && python -m pip install --quiet ./python)
 
 echo "== python: pytest"
 # From another directory, so that the installed package is what gets imported.
