@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView, PyTuple};
 
 use crate::bytes::BytesIn;
-use crate::errors::{IntoPy, ended};
+use crate::errors::{ToPyResult, ended};
 use crate::read::{Guard, Snapshot, value_out};
 use crate::view::Exporter;
 use crate::write::WriteTransaction;

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyIterator, PyList, PyTuple};
 
 use crate::bytes::BytesIn;
-use crate::errors::{Error, IntoPy, InvalidOptions, ended};
+use crate::errors::{Error, InvalidOptions, ToPyResult, ended};
 use crate::read::ReadTransaction;
 use crate::thread::OnThisThread;
 use crate::write::WriteTransaction;

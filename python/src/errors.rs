@@ -123,11 +123,11 @@ fn with_attrs(
 }
 
 /// Extension so that `?` turns `mapkv::Result` into `PyResult`.
-pub(crate) trait IntoPy<T> {
+pub(crate) trait ToPyResult<T> {
     fn py_err(self) -> PyResult<T>;
 }
 
-impl<T> IntoPy<T> for mapkv::Result<T> {
+impl<T> ToPyResult<T> for mapkv::Result<T> {
     fn py_err(self) -> PyResult<T> {
         self.map_err(to_py)
     }

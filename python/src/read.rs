@@ -9,7 +9,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::bytes::BytesIn;
 use crate::cursor::Cursor;
-use crate::errors::{IntoPy, ended};
+use crate::errors::{ToPyResult, ended};
 use crate::view::Exporter;
 
 /// The tree that `tree=None` names. It reads as empty while it does not exist; any other

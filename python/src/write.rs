@@ -11,7 +11,7 @@ use pyo3::types::{PyBytes, PyList, PyMemoryView};
 use crate::bytes::BytesIn;
 use crate::cursor::Cursor;
 use crate::db::Handle;
-use crate::errors::{IntoPy, ended, to_py};
+use crate::errors::{ToPyResult, ended, to_py};
 use crate::read::DEFAULT_TREE;
 use crate::thread::OnThisThread;
 
