@@ -1,0 +1,281 @@
+//! Read transactions: one mapkv `ReadTxn`, shared by the Python transaction object, its
+//! cursors and the memoryviews of its values, and kept alive by whichever lives longest.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use mapkv::{ReadTree, ReadTxn};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::bytes::BytesIn;
+use crate::cursor::Cursor;
+use crate::errors::{ToPyResult, ended};
+use crate::view::Exporter;
+
+/// The tree that `tree=None` names. It reads as empty while it does not exist; any other
+/// tree that does not exist is `TreeNotFound`.
+pub(crate) const DEFAULT_TREE: &str = "main";
+
+/// A mapkv read transaction behind a lock, with the trees looked up in it.
+///
+/// Lifetimes: `ReadTree<'static>`, `Range<'static>` and `&'static [u8]` taken from a
+/// snapshot really live as long as the snapshot: whoever holds one also holds an
+/// `Arc<Snapshot>` for at least as long (a cursor's field, a view's owner, a local in
+/// the method that uses it). The snapshot sits in its `Arc` from construction on, so
+/// `txn` never moves while anything borrows it.
+pub(crate) struct Snapshot {
+    /// Declared before `txn`, so dropped first: the trees borrow `txn`.
+    state: Mutex<State>,
+    /// Touched only while `state` is locked (see [`Snapshot::lock`]).
+    txn: ReadTxn,
+}
+
+struct State {
+    /// Every tree looked up so far, `None` where the snapshot has no tree by that name
+    /// (a snapshot never changes, so neither answer goes stale).
+    trees: Vec<(String, Option<ReadTree<'static>>)>,
+    /// False once the Python transaction ended: its cursors stop working, while views
+    /// of its values stay valid.
+    open: bool,
+}
+
+// SAFETY: `ReadTxn` is `Send` but not `Sync`: its page reader keeps pread buffers in a
+// `RefCell`. `ReadTree` is neither, only because it refers to a `ReadTxn`. Every use of
+// `txn` and of what borrows from it (the trees here, cursors' ranges) goes through a
+// `Guard`, which holds `state`'s mutex, so no two threads ever use the transaction at
+// once; and the trees refer to this snapshot's own `txn`, which they never outlive
+// (field order). What is used without the lock is value bytes the transaction returned:
+// immutable memory (mapped pages no writer touches while the snapshot lives, or pread
+// buffers the transaction owns and never writes again), safe to read from any thread.
+unsafe impl Send for Snapshot {}
+// SAFETY: as for `Send`: shared access reaches `txn` only under the mutex.
+unsafe impl Sync for Snapshot {}
+
+/// Exclusive use of a snapshot's transaction.
+///
+/// Never make a Python object while holding one: that can run arbitrary Python code (a
+/// garbage collection calls finalizers), which may use the same snapshot and would
+/// then wait for this lock forever. Gather mapkv results under the lock, convert after.
+pub(crate) struct Guard<'s> {
+    state: MutexGuard<'s, State>,
+    txn: &'static ReadTxn,
+}
+
+impl Snapshot {
+    pub(crate) fn new(txn: ReadTxn) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            state: Mutex::new(State {
+                trees: Vec::new(),
+                open: true,
+            }),
+            txn,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> Guard<'_> {
+        // A panic under the lock leaves at most a tree lookup unrecorded.
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let txn: *const ReadTxn = &self.txn;
+        // SAFETY: `self` lives in an `Arc` (the only constructor puts it there) and
+        // `txn` is never moved out, so the reference stays valid while any
+        // `Arc<Snapshot>` lives; everything derived from it is used only by holders of
+        // one (see the type's comment), and only under `state`'s lock, held by the
+        // `Guard` being made.
+        let txn: &'static ReadTxn = unsafe { &*txn };
+        Guard { state, txn }
+    }
+}
+
+impl Guard<'_> {
+    /// The tree `name` (the default tree for `None`): `Ok(None)` if it is the default
+    /// tree and does not exist, `TreeNotFound` for any other tree that does not.
+    pub(crate) fn tree(&mut self, name: Option<&str>) -> mapkv::Result<Option<&ReadTree<'static>>> {
+        let name = name.unwrap_or(DEFAULT_TREE);
+        let trees = &mut self.state.trees;
+        let i = match trees.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                let tree = match self.txn.open_tree(name) {
+                    Ok(tree) => Some(tree),
+                    Err(mapkv::Error::TreeNotFound(_)) => None,
+                    Err(e) => return Err(e),
+                };
+                trees.push((name.to_string(), tree));
+                trees.len() - 1
+            }
+        };
+        match &trees[i].1 {
+            Some(tree) => Ok(Some(tree)),
+            None if name == DEFAULT_TREE => Ok(None),
+            None => Err(mapkv::Error::TreeNotFound(name.to_string())),
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.state.open
+    }
+
+    fn end(&mut self) {
+        self.state.open = false;
+    }
+
+    fn tree_names(&self) -> mapkv::Result<Vec<String>> {
+        self.txn.tree_names()
+    }
+}
+
+/// A value as Python gets it: `bytes`, or a zero-copy `memoryview`.
+///
+/// # Safety
+/// `value` must be bytes that the transaction of `exporter`'s snapshot returned.
+pub(crate) unsafe fn value_out<'py>(
+    py: Python<'py>,
+    exporter: &Exporter,
+    value: &[u8],
+    buffer: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    if buffer {
+        // SAFETY: the caller's guarantee is `view`'s.
+        unsafe { exporter.view(py, value) }
+    } else {
+        Ok(PyBytes::new(py, value).into_any())
+    }
+}
+
+/// A read-only snapshot of the database, from `Database.begin()`.
+///
+/// Use it in a `with` block, or end it with `abort()` (or `commit()`, the same for a
+/// read transaction). Memoryviews it returned stay valid after it ends: each keeps the
+/// snapshot alive, and with it the pages it reads (they cannot be reused by writers
+/// until the last view is gone).
+#[pyclass(module = "mapkv")]
+pub struct ReadTransaction {
+    /// The snapshot, and the owner of its views; `None` once the transaction ended.
+    open: Option<(Arc<Snapshot>, Exporter)>,
+    /// Values as memoryviews unless a call says otherwise (`begin(buffers=True)`).
+    buffers: bool,
+}
+
+impl ReadTransaction {
+    pub(crate) fn new(py: Python<'_>, txn: ReadTxn, buffers: bool) -> PyResult<ReadTransaction> {
+        let snapshot = Snapshot::new(txn);
+        let exporter = Exporter::new(py, &snapshot)?;
+        Ok(ReadTransaction {
+            open: Some((snapshot, exporter)),
+            buffers,
+        })
+    }
+
+    fn snapshot(&self) -> PyResult<&(Arc<Snapshot>, Exporter)> {
+        self.open.as_ref().ok_or_else(|| ended("read transaction"))
+    }
+
+    fn end(&mut self) {
+        if let Some((snapshot, _)) = self.open.take() {
+            snapshot.lock().end();
+        }
+    }
+}
+
+#[pymethods]
+impl ReadTransaction {
+    /// The value stored under `key` in `tree`, or `default` if there is none.
+    ///
+    /// With `buffer=True` (the default in a transaction begun with `buffers=True`) the
+    /// value is a read-only `memoryview` of the database's own bytes, without a copy; it
+    /// stays valid after the transaction ends.
+    #[pyo3(signature = (key, default=None, *, tree=None, buffer=None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: BytesIn<'_, 'py>,
+        default: Option<Bound<'py, PyAny>>,
+        tree: Option<String>,
+        buffer: Option<bool>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let buffer = buffer.unwrap_or(self.buffers);
+        let (snapshot, exporter) = self.snapshot()?;
+        let found = {
+            let mut guard = snapshot.lock();
+            match guard.tree(tree.as_deref()) {
+                Ok(Some(t)) => t.get(key.as_slice()),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        match found.py_err()? {
+            // SAFETY: `value` was returned by the transaction of `snapshot`, which is
+            // `exporter`'s.
+            Some(value) => unsafe { value_out(py, exporter, value, buffer) },
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// A cursor over `tree`, unpositioned. Iterating over it yields `(key, value)` pairs
+    /// in key order; with `buffer=True` (the transaction's `buffers` by default) values
+    /// are zero-copy memoryviews (keys are always `bytes`).
+    #[pyo3(signature = (tree=None, *, buffer=None))]
+    fn cursor(
+        &self,
+        py: Python<'_>,
+        tree: Option<String>,
+        buffer: Option<bool>,
+    ) -> PyResult<Cursor> {
+        let buffer = buffer.unwrap_or(self.buffers);
+        let (snapshot, exporter) = self.snapshot()?;
+        Ok(Cursor::read(
+            Arc::clone(snapshot),
+            exporter.clone_ref(py),
+            tree,
+            buffer,
+        ))
+    }
+
+    /// The number of entries in `tree` (stored in the tree: no scan).
+    #[pyo3(signature = (tree=None))]
+    fn len(&self, tree: Option<String>) -> PyResult<u64> {
+        let (snapshot, _) = self.snapshot()?;
+        let n = {
+            let mut guard = snapshot.lock();
+            match guard.tree(tree.as_deref()) {
+                Ok(Some(t)) => t.len(),
+                Ok(None) => Ok(0),
+                Err(e) => Err(e),
+            }
+        };
+        n.py_err()
+    }
+
+    /// The names of all trees in this snapshot, in byte order.
+    fn tree_names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let names = self.snapshot()?.0.lock().tree_names();
+        PyList::new(py, names.py_err()?)
+    }
+
+    /// Ends the transaction (the same as `abort()` for a read transaction).
+    fn commit(&mut self) {
+        self.end();
+    }
+
+    /// Ends the transaction. Memoryviews of its values stay valid.
+    fn abort(&mut self) {
+        self.end();
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&mut self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.end();
+        false
+    }
+
+    fn __repr__(&self) -> &'static str {
+        match self.open {
+            Some(_) => "<mapkv.ReadTransaction open>",
+            None => "<mapkv.ReadTransaction ended>",
+        }
+    }
+}
