@@ -10,6 +10,7 @@
 
 mod codec;
 mod log_store;
+pub mod router;
 mod state_machine;
 
 use std::path::Path;

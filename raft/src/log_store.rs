@@ -54,7 +54,19 @@ pub struct LogStore {
     db: Arc<Database>,
     /// Present with group commit; dropping it stops the flusher thread.
     flusher: Option<mpsc::Sender<Flushed>>,
+    /// Joined on drop, so that the file is closed (and unlocked) when the store is.
+    flusher_thread: Option<std::thread::JoinHandle<()>>,
     syncs: Arc<AtomicU64>,
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the flusher after it has answered every callback.
+        self.flusher = None;
+        if let Some(t) = self.flusher_thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A cloneable reader of the log, for openraft's replication tasks.
@@ -147,17 +159,22 @@ impl LogStore {
     pub fn open(path: impl AsRef<Path>, options: LogStoreOptions) -> mapkv::Result<LogStore> {
         let db = Arc::new(Database::open(path)?);
         let syncs = Arc::new(AtomicU64::new(0));
-        let flusher = if options.group_commit {
+        let (flusher, flusher_thread) = if options.group_commit {
             let (tx, rx) = mpsc::channel();
             let (db2, syncs2) = (Arc::clone(&db), Arc::clone(&syncs));
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("mapkv-raft-flush".into())
                 .spawn(move || flusher_loop(db2, rx, syncs2))?;
-            Some(tx)
+            (Some(tx), Some(thread))
         } else {
-            None
+            (None, None)
         };
-        Ok(LogStore { db, flusher, syncs })
+        Ok(LogStore {
+            db,
+            flusher,
+            flusher_thread,
+            syncs,
+        })
     }
 
     /// fdatasyncs run for appends since open (one per group with group commit).
