@@ -41,8 +41,17 @@ pub fn config(snapshot_every: u64) -> Arc<Config> {
 impl Cluster {
     /// Starts three nodes and makes node 1 initialize the membership.
     pub async fn start(config: Arc<Config>, options: LogStoreOptions) -> Cluster {
+        Cluster::start_in(std::env::temp_dir(), config, options).await
+    }
+
+    /// [`Cluster::start`] with the nodes' folders under `parent`.
+    pub async fn start_in(
+        parent: impl AsRef<std::path::Path>,
+        config: Arc<Config>,
+        options: LogStoreOptions,
+    ) -> Cluster {
         let mut c = Cluster {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir: tempfile::tempdir_in(parent).expect("temp dir"),
             router: Router::default(),
             config,
             nodes: BTreeMap::new(),
