@@ -3,8 +3,11 @@
 //! Files in the node's folder:
 //! - `sm.mapkv`: tree `kv` (the user's keys and values) and tree `sm_meta` with
 //!   `applied` (last applied log id) and `membership` (last membership). One apply
-//!   batch is one `Immediate` write transaction over both trees, so the data and the
-//!   applied log id are never apart after a crash.
+//!   batch is one write transaction over both trees, so the data and the applied log
+//!   id are never apart after a crash. It commits with `Durability::None`: a crash
+//!   may take the state machine back to an earlier applied id (never behind the
+//!   snapshot: `open` restarts from the snapshot if it is newer), and openraft
+//!   re-applies the rest from the log.
 //! - `snapshot.mapkv`: the current snapshot, a consistent compacted copy of
 //!   `sm.mapkv` (`Database::compact_to` reads one snapshot while applies go on),
 //!   with `snapshot_id` added to its `sm_meta`. The file is self-describing: its
@@ -180,13 +183,27 @@ impl StateMachineStore {
         for name in [BUILD_FILE, SNAPSHOT_TMP_FILE, INSTALL_FILE] {
             remove_if_present(&dir.join(name))?;
         }
-        let db = Database::open(dir.join(SM_FILE))?;
+        let mut db = Database::open(dir.join(SM_FILE))?;
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let snapshot = if snapshot_path.exists() {
             Some(snapshot_meta(&snapshot_path)?)
         } else {
             None
         };
+        // Applies commit with `Durability::None`, so a crash can take the state machine
+        // back behind the snapshot, whose entries the log may have purged: start from
+        // the snapshot then (the log holds everything after it).
+        if let Some(meta) = &snapshot {
+            if meta.last_log_id > applied_state(&db)?.0 {
+                drop(db);
+                let install = dir.join(INSTALL_FILE);
+                std::fs::copy(&snapshot_path, &install)?;
+                std::fs::File::open(&install)?.sync_all()?;
+                std::fs::rename(&install, dir.join(SM_FILE))?;
+                sync_dir(&dir)?;
+                db = Database::open(dir.join(SM_FILE))?;
+            }
+        }
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 dir,
@@ -313,7 +330,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut responses = Vec::new();
         let write = || -> Result<(), DbError> {
             let mut wtx = db.begin_write()?;
-            wtx.set_durability(Durability::Immediate);
+            // Durable with the next snapshot or a clean close; after a crash openraft
+            // re-applies from the log, or `open` restarts from the snapshot.
+            wtx.set_durability(Durability::None);
             let mut applied = None;
             let mut membership = None;
             {

@@ -109,13 +109,25 @@ impl Cluster {
         node.raft.shutdown().await.expect("shutdown");
     }
 
-    /// The running leader, once the running nodes agree on one.
+    /// The running leader, once a majority of the three nodes names it: a node that
+    /// restarts from a vote for itself may call itself leader of a stale term for a
+    /// moment, and must not be taken for the leader.
     pub async fn leader(&self) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            for (id, node) in &self.nodes {
-                let m = node.raft.metrics().borrow().clone();
-                if m.state == ServerState::Leader && m.current_leader == Some(*id) {
+            let metrics: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|(id, n)| (*id, n.raft.metrics().borrow().clone()))
+                .collect();
+            for (id, m) in &metrics {
+                let followers = metrics
+                    .iter()
+                    .filter(|(_, o)| {
+                        o.current_leader == Some(*id) && o.current_term == m.current_term
+                    })
+                    .count();
+                if m.state == ServerState::Leader && followers * 2 > IDS.len() {
                     return *id;
                 }
             }
