@@ -3,19 +3,25 @@
 //! Trees: `log` maps the big-endian log index (8 bytes, so byte order is index
 //! order) to an encoded `Entry`; `log_meta` holds `vote`, `committed` and `purged`.
 //!
-//! Durability: every change is one mapkv commit, and mapkv recovers to a prefix of
-//! its commit sequence, so a crash can lose only the newest commits, never an older
-//! one while keeping a newer. `append` commits with `Durability::None` (readable at
-//! once) and hands the flush callback to the flusher thread, which runs one
-//! `Immediate` commit for every callback queued while it was busy and only then
-//! reports them flushed: group commit, one fdatasync for many appends.
+//! Group commit (the default): a writer thread owns the log's appends. `append`
+//! puts the entries in an in-memory `pending` table (readers see the database with
+//! `pending` laid over it, so the entries are readable when `append` returns) and
+//! queues them with openraft's flush callback. The writer takes everything queued,
+//! writes it in one `Immediate` transaction (one fdatasync), removes what it wrote
+//! from `pending` and only then calls the callbacks. openraft's core never waits for
+//! a disk sync in `append`, so the appends that arrive during one sync form the next
+//! batch. Votes, truncates and purges first wait for the writer to drain (a barrier),
+//! then commit `Immediate` themselves.
+//!
+//! Without group commit every append is its own `Immediate` commit.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use mapkv::{Database, Durability, Error as DbError};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -38,7 +44,7 @@ const KEY_PURGED: &[u8] = b"purged";
 /// How the log store makes appends durable.
 #[derive(Clone, Copy, Debug)]
 pub struct LogStoreOptions {
-    /// True: appends are batched into one fdatasync by a flusher thread. False: every
+    /// True: appends are batched into one fdatasync by a writer thread. False: every
     /// append commits `Immediate` before it reports the entries flushed.
     pub group_commit: bool,
 }
@@ -52,18 +58,41 @@ impl Default for LogStoreOptions {
 /// The log store: [`RaftLogStorage`] over a mapkv file.
 pub struct LogStore {
     db: Arc<Database>,
-    /// Present with group commit; dropping it stops the flusher thread.
-    flusher: Option<mpsc::Sender<Flushed>>,
+    /// Appended entries the writer has not yet committed; empty without group commit.
+    pending: Arc<Mutex<Pending>>,
+    /// Present with group commit; dropping it stops the writer thread.
+    writer: Option<mpsc::Sender<Op>>,
     /// Joined on drop, so that the file is closed (and unlocked) when the store is.
-    flusher_thread: Option<std::thread::JoinHandle<()>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     syncs: Arc<AtomicU64>,
+    next_seq: u64,
+}
+
+/// Entries appended but not yet committed, by index, each with the sequence number
+/// of the append that put it there.
+#[derive(Default)]
+struct Pending {
+    entries: BTreeMap<u64, (u64, Entry<TypeConfig>)>,
+}
+
+enum Op {
+    /// Write these encoded entries (with their sequence number), then call back.
+    Append {
+        seq: u64,
+        entries: Vec<(u64, Vec<u8>)>,
+        callback: Flushed,
+    },
+    /// Answer once everything queued before is committed.
+    Barrier(mpsc::Sender<Result<(), String>>),
+    /// The encoded committed log id, written with the next batch.
+    Committed(Vec<u8>),
 }
 
 impl Drop for LogStore {
     fn drop(&mut self) {
-        // Closing the channel ends the flusher after it has answered every callback.
-        self.flusher = None;
-        if let Some(t) = self.flusher_thread.take() {
+        // Closing the channel ends the writer after it has answered every callback.
+        self.writer = None;
+        if let Some(t) = self.writer_thread.take() {
             let _ = t.join();
         }
     }
@@ -73,6 +102,7 @@ impl Drop for LogStore {
 #[derive(Clone)]
 pub struct LogReader {
     db: Arc<Database>,
+    pending: Arc<Mutex<Pending>>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -129,29 +159,68 @@ fn write_meta<T: serde::Serialize>(
     wtx.commit()
 }
 
-/// Makes every commit so far durable: an empty `Immediate` commit fsyncs.
-fn sync(db: &Database) -> Result<(), DbError> {
-    let mut wtx = db.begin_write()?;
-    wtx.set_durability(Durability::Immediate);
-    wtx.commit()
-}
-
-fn flusher_loop(db: Arc<Database>, rx: mpsc::Receiver<Flushed>, syncs: Arc<AtomicU64>) {
-    // Each callback was sent after its append's commit returned, so the sync below,
-    // begun after the callback was received, covers that commit.
+fn writer_loop(
+    db: Arc<Database>,
+    rx: mpsc::Receiver<Op>,
+    pending: Arc<Mutex<Pending>>,
+    syncs: Arc<AtomicU64>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let result = sync(&db);
+        let write = || -> Result<(), DbError> {
+            let mut wtx = db.begin_write()?;
+            wtx.set_durability(Durability::Immediate);
+            {
+                let mut tree = wtx.open_tree(LOG)?;
+                for op in &batch {
+                    if let Op::Append { entries, .. } = op {
+                        for (index, bytes) in entries {
+                            tree.insert(&index_key(*index), bytes)?;
+                        }
+                    }
+                }
+            }
+            let committed = batch.iter().rev().find_map(|op| match op {
+                Op::Committed(bytes) => Some(bytes),
+                _ => None,
+            });
+            if let Some(bytes) = committed {
+                wtx.open_tree(META)?.insert(KEY_COMMITTED, bytes)?;
+            }
+            wtx.commit()
+        };
+        let result = write().map_err(|e| e.to_string());
         syncs.fetch_add(1, Ordering::Relaxed);
-        for callback in batch {
-            let r = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
-            callback.log_io_completed(r);
+        if result.is_ok() {
+            let mut p = lock(&pending);
+            for op in &batch {
+                if let Op::Append { seq, entries, .. } = op {
+                    for (index, _) in entries {
+                        // A later append may have replaced the entry meanwhile: keep that one.
+                        if p.entries.get(index).is_some_and(|(s, _)| s == seq) {
+                            p.entries.remove(index);
+                        }
+                    }
+                }
+            }
+        }
+        for op in batch {
+            match op {
+                Op::Append { callback, .. } => {
+                    callback.log_io_completed(result.clone().map_err(std::io::Error::other))
+                }
+                Op::Barrier(reply) => {
+                    let _ = reply.send(result.clone());
+                }
+                Op::Committed(_) => {}
+            }
         }
     }
+}
+
+fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LogStore {
@@ -159,22 +228,47 @@ impl LogStore {
     pub fn open(path: impl AsRef<Path>, options: LogStoreOptions) -> mapkv::Result<LogStore> {
         let db = Arc::new(Database::open(path)?);
         let syncs = Arc::new(AtomicU64::new(0));
-        let (flusher, flusher_thread) = if options.group_commit {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let (writer, writer_thread) = if options.group_commit {
             let (tx, rx) = mpsc::channel();
-            let (db2, syncs2) = (Arc::clone(&db), Arc::clone(&syncs));
+            let (db2, pending2, syncs2) =
+                (Arc::clone(&db), Arc::clone(&pending), Arc::clone(&syncs));
             let thread = std::thread::Builder::new()
-                .name("mapkv-raft-flush".into())
-                .spawn(move || flusher_loop(db2, rx, syncs2))?;
+                .name("mapkv-raft-log".into())
+                .spawn(move || writer_loop(db2, rx, pending2, syncs2))?;
             (Some(tx), Some(thread))
         } else {
             (None, None)
         };
         Ok(LogStore {
             db,
-            flusher,
-            flusher_thread,
+            pending,
+            writer,
+            writer_thread,
             syncs,
+            next_seq: 0,
         })
+    }
+
+    /// Waits until the writer has committed everything queued before.
+    fn barrier(&self) -> Result<(), DbError> {
+        let Some(tx) = &self.writer else {
+            return Ok(());
+        };
+        let (reply, answer) = mpsc::channel();
+        let stopped = || DbError::Io(std::io::Error::other("log writer thread stopped"));
+        tx.send(Op::Barrier(reply)).map_err(|_| stopped())?;
+        answer
+            .recv()
+            .map_err(|_| stopped())?
+            .map_err(|e| DbError::Io(std::io::Error::other(e)))
+    }
+
+    fn reader(&self) -> LogReader {
+        LogReader {
+            db: Arc::clone(&self.db),
+            pending: Arc::clone(&self.pending),
+        }
     }
 
     /// fdatasyncs run for appends since open (one per group with group commit).
@@ -192,6 +286,8 @@ impl LogStore {
         range: impl RangeBounds<[u8; 8]>,
         purged: Option<&LogId<NodeId>>,
     ) -> Result<(), DbError> {
+        // Appends queued before this call must be on disk before they are removed.
+        self.barrier()?;
         let mut wtx = self.db.begin_write()?;
         {
             let mut tree = wtx.open_tree(LOG)?;
@@ -207,36 +303,70 @@ impl LogStore {
             let bytes = codec::encode(id).map_err(|e| DbError::Io(std::io::Error::other(e)))?;
             wtx.open_tree(META)?.insert(KEY_PURGED, &bytes)?;
         }
-        // A lost truncate or purge is harmless only if it is not reordered after later
-        // appends, which mapkv's prefix recovery guarantees; Immediate keeps the
-        // argument short anyway: these are rare.
         wtx.set_durability(Durability::Immediate);
         wtx.commit()
     }
 }
 
 impl LogReader {
+    /// The database's entries in `range` with the pending ones laid over them.
     fn entries(
         &self,
-        range: impl RangeBounds<u64>,
+        range: impl RangeBounds<u64> + Clone,
         limit: usize,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        // Pending first: the writer removes an entry from `pending` only after its
+        // commit, so an entry missing from this copy is in the database read below.
+        let mut merged: BTreeMap<u64, Entry<TypeConfig>> = lock(&self.pending)
+            .entries
+            .range(range.clone())
+            .map(|(i, (_, e))| (*i, e.clone()))
+            .collect();
         let rtx = self.db.begin_read().map_err(read_err)?;
-        let tree = match rtx.open_tree(LOG) {
-            Ok(t) => t,
-            Err(DbError::TreeNotFound(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(read_err(e)),
-        };
-        let bounds = (key_bound(range.start_bound()), key_bound(range.end_bound()));
-        let mut out = Vec::new();
-        for item in tree.range(bounds).map_err(read_err)? {
-            if out.len() >= limit {
-                break;
+        match rtx.open_tree(LOG) {
+            Ok(tree) => {
+                let bounds = (key_bound(range.start_bound()), key_bound(range.end_bound()));
+                let mut read = 0;
+                for item in tree.range(bounds).map_err(read_err)? {
+                    let (k, v) = item.map_err(read_err)?;
+                    let index =
+                        u64::from_be_bytes(k.try_into().map_err(|_| {
+                            read_err(std::io::Error::other("log key is not 8 bytes"))
+                        })?);
+                    if let std::collections::btree_map::Entry::Vacant(slot) = merged.entry(index) {
+                        slot.insert(codec::decode(v).map_err(read_err)?);
+                    }
+                    // The first `limit` keys of the union lie among the first `limit`
+                    // of the database and the pending ones.
+                    read += 1;
+                    if read >= limit {
+                        break;
+                    }
+                }
             }
-            let (_, v) = item.map_err(read_err)?;
-            out.push(codec::decode(v).map_err(read_err)?);
+            Err(DbError::TreeNotFound(_)) => {}
+            Err(e) => return Err(read_err(e)),
         }
-        Ok(out)
+        Ok(merged.into_values().take(limit).collect())
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        if let Some((_, (_, e))) = lock(&self.pending).entries.last_key_value() {
+            return Ok(Some(*e.get_log_id()));
+        }
+        let rtx = self.db.begin_read().map_err(read_err)?;
+        match rtx.open_tree(LOG) {
+            Ok(tree) => match tree.iter().map_err(read_err)?.next_back() {
+                Some(item) => {
+                    let (_, v) = item.map_err(read_err)?;
+                    let entry: Entry<TypeConfig> = codec::decode(v).map_err(read_err)?;
+                    Ok(Some(*entry.get_log_id()))
+                }
+                None => Ok(None),
+            },
+            Err(DbError::TreeNotFound(_)) => Ok(None),
+            Err(e) => Err(read_err(e)),
+        }
     }
 }
 
@@ -263,10 +393,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        LogReader {
-            db: Arc::clone(&self.db),
-        }
-        .entries(range, usize::MAX)
+        self.reader().entries(range, usize::MAX)
     }
 }
 
@@ -275,19 +402,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged_log_id: Option<LogId<NodeId>> = read_meta(&self.db, KEY_PURGED)?;
-        let rtx = self.db.begin_read().map_err(read_err)?;
-        let last = match rtx.open_tree(LOG) {
-            Ok(tree) => match tree.iter().map_err(read_err)?.next_back() {
-                Some(item) => {
-                    let (_, v) = item.map_err(read_err)?;
-                    let entry: Entry<TypeConfig> = codec::decode(v).map_err(read_err)?;
-                    Some(*entry.get_log_id())
-                }
-                None => None,
-            },
-            Err(DbError::TreeNotFound(_)) => None,
-            Err(e) => return Err(read_err(e)),
-        };
+        let last = self.reader().last_log_id()?;
         Ok(LogState {
             last_purged_log_id,
             last_log_id: last.or(last_purged_log_id),
@@ -295,12 +410,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
-        LogReader {
-            db: Arc::clone(&self.db),
-        }
+        self.reader()
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Writes are serialized (openraft's rule): the appends queued before go first.
+        self.barrier().map_err(vote_err)?;
         write_meta(&self.db, KEY_VOTE, vote, Durability::Immediate).map_err(vote_err)
     }
 
@@ -312,11 +427,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Optional in openraft; durable with the next sync, which is enough.
-        write_meta(&self.db, KEY_COMMITTED, &committed, Durability::None).map_err(write_err)
+        // Optional in openraft. With group commit it rides along with the next batch
+        // instead of making openraft's core wait for the writer.
+        match &self.writer {
+            Some(tx) => {
+                let bytes = codec::encode(&committed).map_err(write_err)?;
+                tx.send(Op::Committed(bytes))
+                    .map_err(|_| write_err(std::io::Error::other("log writer thread stopped")))
+            }
+            None => {
+                write_meta(&self.db, KEY_COMMITTED, &committed, Durability::None).map_err(write_err)
+            }
+        }
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        self.barrier().map_err(read_err)?;
         Ok(read_meta::<Option<LogId<NodeId>>>(&self.db, KEY_COMMITTED)?.flatten())
     }
 
@@ -325,46 +451,66 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let durability = if self.flusher.is_some() {
-            Durability::None
-        } else {
-            Durability::Immediate
-        };
-        let write = || -> Result<(), DbError> {
-            let mut wtx = self.db.begin_write()?;
-            wtx.set_durability(durability);
-            {
-                let mut tree = wtx.open_tree(LOG)?;
-                for entry in entries {
-                    let bytes =
-                        codec::encode(&entry).map_err(|e| DbError::Io(std::io::Error::other(e)))?;
-                    tree.insert(&index_key(entry.get_log_id().index), &bytes)?;
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let mut encoded = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            encoded.push((
+                entry.get_log_id().index,
+                codec::encode(entry).map_err(write_err)?,
+            ));
+        }
+        let Some(tx) = &self.writer else {
+            let write = || -> Result<(), DbError> {
+                let mut wtx = self.db.begin_write()?;
+                wtx.set_durability(Durability::Immediate);
+                {
+                    let mut tree = wtx.open_tree(LOG)?;
+                    for (index, bytes) in &encoded {
+                        tree.insert(&index_key(*index), bytes)?;
+                    }
                 }
-            }
-            wtx.commit()
+                wtx.commit()
+            };
+            write().map_err(write_err)?;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            callback.log_io_completed(Ok(()));
+            return Ok(());
         };
-        write().map_err(write_err)?;
-        match &self.flusher {
-            Some(tx) => {
-                if let Err(mpsc::SendError(callback)) = tx.send(callback) {
-                    callback.log_io_completed(Err(std::io::Error::other("flusher thread stopped")));
-                }
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        {
+            let mut p = lock(&self.pending);
+            for entry in entries {
+                p.entries.insert(entry.get_log_id().index, (seq, entry));
             }
-            None => {
-                self.syncs.fetch_add(1, Ordering::Relaxed);
-                callback.log_io_completed(Ok(()));
+        }
+        let op = Op::Append {
+            seq,
+            entries: encoded,
+            callback,
+        };
+        if let Err(mpsc::SendError(op)) = tx.send(op) {
+            if let Op::Append { callback, .. } = op {
+                callback.log_io_completed(Err(std::io::Error::other("log writer thread stopped")));
             }
+            return Err(write_err(std::io::Error::other(
+                "log writer thread stopped",
+            )));
         }
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.remove_range(index_key(log_id.index).., None)
-            .map_err(write_err)
+            .map_err(write_err)?;
+        lock(&self.pending).entries.retain(|i, _| *i < log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.remove_range(..=index_key(log_id.index), Some(&log_id))
-            .map_err(write_err)
+            .map_err(write_err)?;
+        lock(&self.pending).entries.retain(|i, _| *i > log_id.index);
+        Ok(())
     }
 }
