@@ -168,9 +168,16 @@ fn writer_loop(
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
+        // A batch of committed-id updates alone needs no sync: openraft treats the
+        // committed id as optional, and the next append's sync covers it.
+        let only_committed = batch.iter().all(|op| matches!(op, Op::Committed(_)));
         let write = || -> Result<(), DbError> {
             let mut wtx = db.begin_write()?;
-            wtx.set_durability(Durability::Immediate);
+            wtx.set_durability(if only_committed {
+                Durability::None
+            } else {
+                Durability::Immediate
+            });
             {
                 let mut tree = wtx.open_tree(LOG)?;
                 for op in &batch {
@@ -191,7 +198,9 @@ fn writer_loop(
             wtx.commit()
         };
         let result = write().map_err(|e| e.to_string());
-        syncs.fetch_add(1, Ordering::Relaxed);
+        if !only_committed {
+            syncs.fetch_add(1, Ordering::Relaxed);
+        }
         if result.is_ok() {
             let mut p = lock(&pending);
             for op in &batch {
