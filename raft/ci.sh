@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# CI for mapkv-raft: openraft's storage suite, the unit tests and the three-node
+# cluster tests (3 randomized leader kills; MAPKV_RAFT_KILLS=100 for the heavy mode),
+# in release mode, in the workspace's default target folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+unset CARGO_TARGET_DIR
+cargo test -p mapkv-raft --release

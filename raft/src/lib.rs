@@ -1,0 +1,72 @@
+//! openraft storage over mapkv: a log store ([`LogStore`]) and a key-value state
+//! machine ([`StateMachineStore`]), each in its own mapkv file in one folder.
+//!
+//! See `raft/README.md` for the layout, the durability argument and what is tested.
+#![forbid(unsafe_code)]
+#![expect(
+    clippy::result_large_err,
+    reason = "openraft's traits fix StorageError (224 bytes) as the error type; helpers return it too"
+)]
+
+mod codec;
+mod log_store;
+pub mod router;
+mod state_machine;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use log_store::{LogReader, LogStore, LogStoreOptions};
+pub use state_machine::{Dump, SnapshotBuilder, StateMachineStore};
+
+/// A command for the replicated key-value state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Inserts or overwrites `key`.
+    Set { key: Vec<u8>, value: Vec<u8> },
+    /// Removes `key`.
+    Delete { key: Vec<u8> },
+    /// Sets `key` to `new` (`None` removes it) only if its value is `expected`
+    /// (`None`: absent).
+    CompareAndSwap {
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+}
+
+/// What applying one entry returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The key's value before the command (always filled, also when a
+    /// compare-and-swap fails).
+    pub previous: Option<Vec<u8>>,
+    /// False only for a compare-and-swap whose expectation did not hold.
+    pub ok: bool,
+}
+
+openraft::declare_raft_types!(
+    /// The openraft types of a mapkv-backed node.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        SnapshotData = tokio::fs::File,
+);
+
+/// Opens (or creates) the log store and the state machine kept in `dir`.
+pub async fn open(dir: impl AsRef<Path>) -> mapkv::Result<(LogStore, StateMachineStore)> {
+    open_with(dir, LogStoreOptions::default()).await
+}
+
+/// [`open`] with explicit log-store options.
+pub async fn open_with(
+    dir: impl AsRef<Path>,
+    options: LogStoreOptions,
+) -> mapkv::Result<(LogStore, StateMachineStore)> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir)?;
+    let log = LogStore::open(dir.join("log.mapkv"), options)?;
+    let sm = StateMachineStore::open(dir)?;
+    Ok((log, sm))
+}

@@ -1,0 +1,460 @@
+//! The key-value state machine and its snapshots, in mapkv files of their own.
+//!
+//! Files in the node's folder:
+//! - `sm.mapkv`: tree `kv` (the user's keys and values) and tree `sm_meta` with
+//!   `applied` (last applied log id) and `membership` (last membership). One apply
+//!   batch is one write transaction over both trees, so the data and the applied log
+//!   id are never apart after a crash. It commits with `Durability::None`: a crash
+//!   may take the state machine back to an earlier applied id (never behind the
+//!   snapshot: `open` restarts from the snapshot if it is newer), and openraft
+//!   re-applies the rest from the log.
+//! - `snapshot.mapkv`: the current snapshot, a consistent compacted copy of
+//!   `sm.mapkv` (`Database::compact_to` reads one snapshot while applies go on),
+//!   with `snapshot_id` added to its `sm_meta`. The file is self-describing: its
+//!   snapshot metadata is read back from it. openraft streams it in chunks straight
+//!   from the file.
+//!
+//! Install: the received bytes go to a fresh file `sm.install`, which is synced,
+//! opened and `check()`ed, and whose applied log id must match the metadata; then a
+//! copy becomes `snapshot.tmp`, and `rename(sm.install, sm.mapkv)` is the atomic
+//! switch (directory fsynced), after which the database is reopened and
+//! `snapshot.tmp` is renamed over `snapshot.mapkv`. A crash before the switch
+//! leaves the old state machine, after it the new one.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use mapkv::{Database, Durability, Error as DbError, Options, WriteTree};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use tokio::io::AsyncSeekExt;
+
+use crate::codec;
+use crate::{Request, Response, TypeConfig};
+
+type NodeId = u64;
+type Meta = SnapshotMeta<NodeId, openraft::BasicNode>;
+type Membership = StoredMembership<NodeId, openraft::BasicNode>;
+
+const KV: &str = "kv";
+const SM_META: &str = "sm_meta";
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_SNAPSHOT_ID: &[u8] = b"snapshot_id";
+
+const SM_FILE: &str = "sm.mapkv";
+const SNAPSHOT_FILE: &str = "snapshot.mapkv";
+const BUILD_FILE: &str = "snapshot.build";
+const SNAPSHOT_TMP_FILE: &str = "snapshot.tmp";
+const INSTALL_FILE: &str = "sm.install";
+
+struct Shared {
+    dir: PathBuf,
+    /// Replaced only by an install, under `snapshot`'s lock.
+    db: RwLock<Arc<Database>>,
+    /// The current snapshot's metadata; the lock also serializes builds and installs.
+    snapshot: tokio::sync::Mutex<Option<Meta>>,
+    receive_count: AtomicU64,
+}
+
+/// The applied log id and every key-value pair, ascending.
+pub type Dump = (Option<LogId<NodeId>>, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// The state machine: [`RaftStateMachine`] over `sm.mapkv`. Clones share it (read
+/// from a clone while openraft owns the original).
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+/// Builds a snapshot from a read snapshot of the state machine while applies go on.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_state_machine(AnyError::new(&e)).into()
+}
+fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(AnyError::new(&e)).into()
+}
+fn snap_read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_snapshot(None, AnyError::new(&e)).into()
+}
+fn snap_write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
+}
+
+fn codec_err(e: impl std::fmt::Display) -> DbError {
+    DbError::Io(std::io::Error::other(e.to_string()))
+}
+
+/// The applied log id and last membership recorded in `db`.
+fn applied_state(db: &Database) -> Result<(Option<LogId<NodeId>>, Membership), DbError> {
+    let rtx = db.begin_read()?;
+    let meta = match rtx.open_tree(SM_META) {
+        Ok(t) => t,
+        Err(DbError::TreeNotFound(_)) => return Ok((None, Membership::default())),
+        Err(e) => return Err(e),
+    };
+    let applied = match meta.get(KEY_APPLIED)? {
+        Some(b) => Some(codec::decode(b).map_err(codec_err)?),
+        None => None,
+    };
+    let membership = match meta.get(KEY_MEMBERSHIP)? {
+        Some(b) => codec::decode(b).map_err(codec_err)?,
+        None => Membership::default(),
+    };
+    Ok((applied, membership))
+}
+
+/// Reads a snapshot file's metadata (it is stored inside the file).
+fn snapshot_meta(path: &Path) -> Result<Meta, DbError> {
+    let db = Options::new().read_only(true).open(path)?;
+    let (last_log_id, last_membership) = applied_state(&db)?;
+    let rtx = db.begin_read()?;
+    let id = rtx
+        .open_tree(SM_META)?
+        .get(KEY_SNAPSHOT_ID)?
+        .map(|b| b.to_vec());
+    let snapshot_id = match id {
+        Some(b) => codec::decode(&b).map_err(codec_err)?,
+        None => return Err(codec_err(format!("{}: no snapshot_id", path.display()))),
+    };
+    Ok(Meta {
+        last_log_id,
+        last_membership,
+        snapshot_id,
+    })
+}
+
+/// Makes renames and creations in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn apply_request(kv: &mut WriteTree<'_>, request: &Request) -> Result<Response, DbError> {
+    Ok(match request {
+        Request::Set { key, value } => {
+            let previous = kv.get(key)?.map(<[u8]>::to_vec);
+            kv.insert(key, value)?;
+            Response { previous, ok: true }
+        }
+        Request::Delete { key } => {
+            let previous = kv.get(key)?.map(<[u8]>::to_vec);
+            if previous.is_some() {
+                kv.remove(key)?;
+            }
+            Response { previous, ok: true }
+        }
+        Request::CompareAndSwap { key, expected, new } => {
+            let previous = kv.get(key)?.map(<[u8]>::to_vec);
+            let ok = previous == *expected;
+            if ok {
+                match new {
+                    Some(v) => kv.insert(key, v)?,
+                    None => {
+                        kv.remove(key)?;
+                    }
+                }
+            }
+            Response { previous, ok }
+        }
+    })
+}
+
+impl StateMachineStore {
+    /// Opens or creates the state machine kept in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> mapkv::Result<StateMachineStore> {
+        let dir = dir.as_ref().to_path_buf();
+        // Leftovers of a build or install a crash interrupted: never switched to.
+        for name in [BUILD_FILE, SNAPSHOT_TMP_FILE, INSTALL_FILE] {
+            remove_if_present(&dir.join(name))?;
+        }
+        let mut db = Database::open(dir.join(SM_FILE))?;
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let snapshot = if snapshot_path.exists() {
+            Some(snapshot_meta(&snapshot_path)?)
+        } else {
+            None
+        };
+        // Applies commit with `Durability::None`, so a crash can take the state machine
+        // back behind the snapshot, whose entries the log may have purged: start from
+        // the snapshot then (the log holds everything after it).
+        if let Some(meta) = &snapshot {
+            if meta.last_log_id > applied_state(&db)?.0 {
+                drop(db);
+                let install = dir.join(INSTALL_FILE);
+                std::fs::copy(&snapshot_path, &install)?;
+                std::fs::File::open(&install)?.sync_all()?;
+                std::fs::rename(&install, dir.join(SM_FILE))?;
+                sync_dir(&dir)?;
+                db = Database::open(dir.join(SM_FILE))?;
+            }
+        }
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                dir,
+                db: RwLock::new(Arc::new(db)),
+                snapshot: tokio::sync::Mutex::new(snapshot),
+                receive_count: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The state machine's database now (an install replaces it).
+    pub fn database(&self) -> Arc<Database> {
+        self.shared.db()
+    }
+
+    /// Reads one key of the state machine.
+    pub fn get(&self, key: &[u8]) -> mapkv::Result<Option<Vec<u8>>> {
+        let db = self.database();
+        let rtx = db.begin_read()?;
+        match rtx.open_tree(KV) {
+            Ok(t) => Ok(t.get(key)?.map(<[u8]>::to_vec)),
+            Err(DbError::TreeNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every key and value, ascending, with the applied log id: what two replicas
+    /// at the same applied index must agree on byte for byte.
+    pub fn dump(&self) -> mapkv::Result<Dump> {
+        let db = self.database();
+        let (applied, _) = applied_state(&db)?;
+        let rtx = db.begin_read()?;
+        let pairs = match rtx.open_tree(KV) {
+            Ok(t) => t
+                .iter()?
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect::<mapkv::Result<_>>()?,
+            Err(DbError::TreeNotFound(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok((applied, pairs))
+    }
+}
+
+impl Shared {
+    fn db(&self) -> Arc<Database> {
+        Arc::clone(&self.db.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Builds `snapshot.mapkv` from the current state machine; the caller holds the
+    /// snapshot lock.
+    fn build(&self) -> Result<Meta, DbError> {
+        let build = self.dir.join(BUILD_FILE);
+        remove_if_present(&build)?;
+        self.db().compact_to(&build)?;
+        {
+            let copy = Database::open(&build)?;
+            let (applied, _) = applied_state(&copy)?;
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let id = match applied {
+                Some(l) => format!(
+                    "{}-{}-{}-{stamp}",
+                    l.leader_id.term, l.leader_id.node_id, l.index
+                ),
+                None => format!("none-{stamp}"),
+            };
+            let mut wtx = copy.begin_write()?;
+            wtx.set_durability(Durability::Immediate);
+            wtx.open_tree(SM_META)?
+                .insert(KEY_SNAPSHOT_ID, &codec::encode(&id).map_err(codec_err)?)?;
+            wtx.commit()?;
+        }
+        let meta = snapshot_meta(&build)?;
+        std::fs::rename(&build, self.dir.join(SNAPSHOT_FILE))?;
+        sync_dir(&self.dir)?;
+        Ok(meta)
+    }
+
+    async fn open_snapshot(
+        &self,
+        meta: &Meta,
+    ) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let file = tokio::fs::File::open(self.dir.join(SNAPSHOT_FILE))
+            .await
+            .map_err(snap_read_err)?;
+        Ok(Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let mut current = self.shared.snapshot.lock().await;
+        let meta = self.shared.build().map_err(snap_write_err)?;
+        *current = Some(meta.clone());
+        self.shared.open_snapshot(&meta).await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+        applied_state(&self.shared.db()).map_err(sm_read_err)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let db = self.shared.db();
+        let mut entries = entries.into_iter().peekable();
+        if entries.peek().is_none() {
+            return Ok(Vec::new());
+        }
+        let mut responses = Vec::new();
+        let write = || -> Result<(), DbError> {
+            let mut wtx = db.begin_write()?;
+            // Durable with the next snapshot or a clean close; after a crash openraft
+            // re-applies from the log, or `open` restarts from the snapshot.
+            wtx.set_durability(Durability::None);
+            let mut applied = None;
+            let mut membership = None;
+            {
+                let mut kv = wtx.open_tree(KV)?;
+                for entry in entries {
+                    applied = Some(entry.log_id);
+                    responses.push(match &entry.payload {
+                        EntryPayload::Normal(request) => apply_request(&mut kv, request)?,
+                        EntryPayload::Membership(m) => {
+                            membership = Some(Membership::new(Some(entry.log_id), m.clone()));
+                            Response {
+                                previous: None,
+                                ok: true,
+                            }
+                        }
+                        EntryPayload::Blank => Response {
+                            previous: None,
+                            ok: true,
+                        },
+                    });
+                }
+            }
+            {
+                let mut meta = wtx.open_tree(SM_META)?;
+                if let Some(a) = &applied {
+                    meta.insert(KEY_APPLIED, &codec::encode(a).map_err(codec_err)?)?;
+                }
+                if let Some(m) = &membership {
+                    meta.insert(KEY_MEMBERSHIP, &codec::encode(m).map_err(codec_err)?)?;
+                }
+            }
+            wtx.commit()
+        };
+        write().map_err(sm_write_err)?;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let n = self.shared.receive_count.fetch_add(1, Ordering::Relaxed);
+        let path = self.shared.dir.join(format!("snapshot.recv-{n}"));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(snap_write_err)?;
+        // Unlinked at once: the handle keeps the bytes, and nothing is left behind.
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(snap_write_err)?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        mut snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let mut current = self.shared.snapshot.lock().await;
+        let dir = self.shared.dir.clone();
+        let install = dir.join(INSTALL_FILE);
+        let tmp = dir.join(SNAPSHOT_TMP_FILE);
+        {
+            snapshot
+                .seek(SeekFrom::Start(0))
+                .await
+                .map_err(snap_read_err)?;
+            let mut out = tokio::fs::File::create(&install)
+                .await
+                .map_err(snap_write_err)?;
+            tokio::io::copy(&mut *snapshot, &mut out)
+                .await
+                .map_err(snap_write_err)?;
+            out.sync_all().await.map_err(snap_write_err)?;
+        }
+        let check = || -> Result<(), DbError> {
+            let db = Database::open(&install)?;
+            db.check()?;
+            let (applied, membership) = applied_state(&db)?;
+            if applied != meta.last_log_id || membership != meta.last_membership {
+                return Err(codec_err(format!(
+                    "snapshot holds applied {applied:?}, metadata says {:?}",
+                    meta.last_log_id
+                )));
+            }
+            Ok(())
+        };
+        check().map_err(snap_write_err)?;
+        std::fs::copy(&install, &tmp).map_err(snap_write_err)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(snap_write_err)?;
+        {
+            let mut db = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
+            // The switch: before it the old state machine, after it the new one.
+            std::fs::rename(&install, dir.join(SM_FILE)).map_err(sm_write_err)?;
+            sync_dir(&dir).map_err(sm_write_err)?;
+            *db = Arc::new(Database::open(dir.join(SM_FILE)).map_err(sm_write_err)?);
+        }
+        std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(snap_write_err)?;
+        sync_dir(&dir).map_err(snap_write_err)?;
+        *current = Some(meta.clone());
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let current = self.shared.snapshot.lock().await;
+        match &*current {
+            Some(meta) => Ok(Some(self.shared.open_snapshot(meta).await?)),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Three nodes in one process: failover, restart with catch-up by log and by
+//! snapshot, and randomized leader kills with no acknowledged write lost.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Cluster, config, set};
+use mapkv_raft::{LogStoreOptions, Request};
+
+/// Every acknowledged key must be readable, linearizably, from the leader.
+async fn assert_all_readable(c: &Cluster, acknowledged: &[u64]) {
+    let leader = c.leader().await;
+    let node = &c.nodes[&leader];
+    node.raft.ensure_linearizable().await.expect("read index");
+    for &n in acknowledged {
+        let key = format!("k{n:08}");
+        assert_eq!(
+            node.sm.get(key.as_bytes()).expect("get"),
+            Some(format!("v{n}").into_bytes()),
+            "acknowledged write {key} lost on leader {leader}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_and_catch_up_by_log_and_by_snapshot() {
+    let mut c = Cluster::start(config(1_000_000), LogStoreOptions::default()).await;
+    let mut acked = Vec::new();
+    for n in 0..50 {
+        c.write(set(n)).await;
+        acked.push(n);
+    }
+
+    // Compare-and-swap returns the previous value and only swaps on a match.
+    let cas = |expected: &str, new: &str| Request::CompareAndSwap {
+        key: b"cas".to_vec(),
+        expected: Some(expected.as_bytes().to_vec()).filter(|e| !e.is_empty()),
+        new: Some(new.as_bytes().to_vec()),
+    };
+    let r = c.write(cas("", "a")).await;
+    assert!(r.ok && r.previous.is_none());
+    let r = c.write(cas("x", "b")).await;
+    assert!(!r.ok && r.previous.as_deref() == Some(&b"a"[..]));
+    let r = c
+        .write(Request::Delete {
+            key: b"cas".to_vec(),
+        })
+        .await;
+    assert_eq!(r.previous.as_deref(), Some(&b"a"[..]));
+
+    // A follower stops, misses writes, and catches up from the log.
+    let leader = c.leader().await;
+    let follower = *c.running().iter().find(|&&i| i != leader).unwrap();
+    c.stop_node(follower).await;
+    for n in 50..100 {
+        c.write(set(n)).await;
+        acked.push(n);
+    }
+    c.start_node(follower).await;
+    c.wait_converged().await;
+    c.assert_identical();
+    assert!(
+        c.nodes[&follower]
+            .raft
+            .metrics()
+            .borrow()
+            .snapshot
+            .is_none(),
+        "caught up by log, no snapshot needed"
+    );
+
+    // The leader stops; a new one is elected and has every acknowledged write.
+    let old = c.leader().await;
+    c.stop_node(old).await;
+    let new = c.leader().await;
+    assert_ne!(new, old);
+    assert_all_readable(&c, &acked).await;
+    for n in 100..150 {
+        c.write(set(n)).await;
+        acked.push(n);
+    }
+    // Snapshot and purge the log on the running nodes, so the old leader can only
+    // catch up by snapshot.
+    for node in c.nodes.values() {
+        node.raft.trigger().snapshot().await.expect("snapshot");
+    }
+    let target = c.nodes[&new].raft.metrics().borrow().last_log_index;
+    for (id, node) in &c.nodes {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while node.raft.metrics().borrow().purged.map(|l| l.index) < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {id} did not purge"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    c.start_node(old).await;
+    c.wait_converged().await;
+    c.assert_identical();
+    let snap = c.nodes[&old].raft.metrics().borrow().snapshot;
+    assert!(snap.is_some(), "the restarted node installed a snapshot");
+    assert_all_readable(&c, &acked).await;
+    c.shutdown().await;
+}
+
+/// Leader kills while a client writes without pause. Count: MAPKV_RAFT_KILLS
+/// (default 3; the heavy mode runs 100).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn randomized_leader_kills_lose_no_acknowledged_write() {
+    let kills: u64 = std::env::var("MAPKV_RAFT_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let seed = std::env::var("MAPKV_RAFT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("randomized_leader_kills: kills={kills} MAPKV_RAFT_SEED={seed}");
+    let mut rng = seed;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+
+    let c = Arc::new(tokio::sync::RwLock::new(
+        Cluster::start(config(40), LogStoreOptions::default()).await,
+    ));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The client: writes k0, k1, ... one at a time through whoever leads, and records
+    // a key only once its write was acknowledged.
+    let writer = {
+        let (c, acked, stop) = (Arc::clone(&c), Arc::clone(&acked), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let raft = {
+                    let c = c.read().await;
+                    let leader = c.leader().await;
+                    c.nodes[&leader].raft.clone()
+                };
+                if raft.client_write(set(n)).await.is_ok() {
+                    acked.lock().unwrap().push(n);
+                }
+                n += 1;
+            }
+        })
+    };
+    for kill in 0..kills {
+        tokio::time::sleep(Duration::from_millis(20 + next() % 200)).await;
+        let mut cluster = c.write().await;
+        let leader = cluster.leader().await;
+        cluster.stop_node(leader).await;
+        drop(cluster);
+        // Let the rest elect a leader and take writes before the node comes back.
+        tokio::time::sleep(Duration::from_millis(next() % 300)).await;
+        let acked_now = acked.lock().unwrap().clone();
+        {
+            let cluster = c.read().await;
+            assert_all_readable(&cluster, &acked_now).await;
+        }
+        c.write().await.start_node(leader).await;
+        if kill % 10 == 9 {
+            eprintln!(
+                "{} kills, {} acknowledged writes",
+                kill + 1,
+                acked_now.len()
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.expect("writer");
+    let cluster = Arc::try_unwrap(c).ok().expect("sole owner").into_inner();
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty());
+    assert_all_readable(&cluster, &acked).await;
+    cluster.wait_converged().await;
+    cluster.assert_identical();
+    eprintln!(
+        "{kills} leader kills, {} acknowledged writes, none lost",
+        acked.len()
+    );
+    cluster.shutdown().await;
+}
