@@ -216,15 +216,7 @@ impl Walk {
             self.position = None;
             return Ok(false);
         };
-        let seek = match (seek, self.position) {
-            (Seek::Next, None) => Seek::First,
-            (Seek::Prev, None) => Seek::Last,
-            (seek, _) => seek,
-        };
-        let direction = match seek {
-            Seek::Last | Seek::Prev => Direction::Backward,
-            _ => Direction::Forward,
-        };
+        let (seek, direction) = resolve(seek, self.position.is_some());
         let continued = match seek {
             Seek::Next => ranges.forward.take(),
             Seek::Prev => ranges.backward.take(),
@@ -264,15 +256,7 @@ impl ReadCursor {
 
 impl WriteCursor {
     fn seek(&mut self, py: Python<'_>, seek: Seek<'_>) -> PyResult<bool> {
-        let seek = match (seek, &self.position) {
-            (Seek::Next, None) => Seek::First,
-            (Seek::Prev, None) => Seek::Last,
-            (seek, _) => seek,
-        };
-        let direction = match seek {
-            Seek::Last | Seek::Prev => Direction::Backward,
-            _ => Direction::Forward,
-        };
+        let (seek, direction) = resolve(seek, self.position.is_some());
         let (lower, upper) = bounds(seek, self.position.as_ref().map(|(k, _)| &k[..]));
         let entry = self.txn.bind(py).try_borrow_mut()?.first_in(
             self.tree.as_deref(),
@@ -285,6 +269,21 @@ impl WriteCursor {
 }
 
 /// The key range in which `seek` looks, from the current key `at`.
+/// `Next` and `Prev` on an unpositioned cursor start from the first and last entry;
+/// returns the seek to make and the direction it walks.
+fn resolve(seek: Seek<'_>, positioned: bool) -> (Seek<'_>, Direction) {
+    let seek = match (seek, positioned) {
+        (Seek::Next, false) => Seek::First,
+        (Seek::Prev, false) => Seek::Last,
+        (seek, _) => seek,
+    };
+    let direction = match seek {
+        Seek::Last | Seek::Prev => Direction::Backward,
+        _ => Direction::Forward,
+    };
+    (seek, direction)
+}
+
 fn bounds<'k>(seek: Seek<'k>, at: Option<&'k [u8]>) -> (Limit<&'k [u8]>, Limit<&'k [u8]>) {
     match (seek, at) {
         (Seek::AtLeast(k), _) => (Limit::Included(k), Limit::Unbounded),
