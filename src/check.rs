@@ -13,7 +13,7 @@ use crate::page::{
     ChildRef, Geometry, PageId, PageKind, RunVerifier, TxnId, VALUE_LEN_MAX, verify_ref,
 };
 use crate::storage::PageReader;
-use crate::tree::{DEPTH_MAX, TreeRecord};
+use crate::tree::{DEPTH_MAX, TreeRecord, parse_at_depth};
 
 /// Bytes of a large value (or the free list) held at once while it is verified.
 const PIECE_BYTES: usize = 1 << 20;
@@ -207,22 +207,6 @@ fn check_overflow_len(o: &OverflowRef, blob_len: u64) -> Result<()> {
     Ok(())
 }
 
-/// Parses the node at `id`, which its parent places `levels` levels above the leaves:
-/// leaves exactly at the bottom, branches above it (the check `tree::load` makes).
-fn parse_node(bytes: &[u8], id: PageId, levels: u32) -> Result<Node<'_>> {
-    let node = Node::parse(bytes, id)?;
-    if node.is_leaf() != (levels == 1) || levels == 0 {
-        return Err(Error::corrupted(
-            id.0,
-            format!(
-                "{:?} page found where the tree has {levels} levels left",
-                node.kind()
-            ),
-        ));
-    }
-    Ok(node)
-}
-
 impl<'a> Walker<'a> {
     fn new(pages: &'a PageReader, meta: &'a Meta, scope: Scope) -> Walker<'a> {
         // A zeroed allocation: the bits of pages a walk never reaches cost no memory.
@@ -301,7 +285,7 @@ impl<'a> Walker<'a> {
         self.check_not_future(r)?;
         self.mark_run(id, 1)?;
         let page = self.pages.fetch(id, 1)?;
-        let node = parse_node(&page, id, place.levels)?;
+        let node = parse_at_depth(&page, id, place.levels)?;
         verify_ref(node.bytes(), r)?;
         self.report.node_pages += 1;
         if self.scope == Scope::Full {
@@ -434,24 +418,15 @@ impl<'a> Walker<'a> {
     fn check_node_shape(&self, node: &Node, place: &Place) -> Result<()> {
         let (lower, upper) = (place.lower, place.upper);
         let id = node.id().0;
+        // What the write path checks before it edits a page, then the parent's fences:
+        // with the keys ascending, the first and the last key bound them all.
         node.verify_layout()?;
-        node.verify_prefixes()?;
-        let mut prev: Option<&[u8]> = None;
-        for i in 0..node.len() {
-            let key = node.key(i)?;
-            if prev.is_some_and(|p| p >= key) {
-                return Err(Error::corrupted(
-                    id,
-                    format!("keys out of order at slot {i}"),
-                ));
+        node.verify_order()?;
+        if let Some(last) = node.len().checked_sub(1) {
+            let (first_key, last_key) = (node.key(0)?, node.key(last)?);
+            if lower.is_some_and(|l| first_key < l) || upper.is_some_and(|u| last_key >= u) {
+                return Err(Error::corrupted(id, "a key outside its parent's range"));
             }
-            if lower.is_some_and(|l| key < l) || upper.is_some_and(|u| key >= u) {
-                return Err(Error::corrupted(
-                    id,
-                    format!("key at slot {i} outside its parent's range"),
-                ));
-            }
-            prev = Some(key);
         }
         if !place.is_root {
             let underfull = match node.kind() {

@@ -71,15 +71,20 @@ pub(crate) trait Pages {
     fn pages_readable(&self) -> u64;
 }
 
-/// Parses the node `r` points to, checking that it lies at the depth the parent implies:
-/// leaves exactly at the bottom, branches above it.
+/// Parses the node `r` points to, checking that it lies at the depth the parent implies.
 pub(crate) fn load<'a, P: Pages + ?Sized>(
     pages: &'a P,
     r: &ChildRef,
     levels_left: u32,
 ) -> Result<Node<'a>> {
     let id = r.page();
-    let node = Node::parse(pages.page(id)?, id)?;
+    parse_at_depth(pages.page(id)?, id, levels_left)
+}
+
+/// Parses the node at `id`, which its parent places `levels_left` levels above the
+/// leaves: leaves exactly at the bottom, branches above it.
+pub(crate) fn parse_at_depth(bytes: &[u8], id: PageId, levels_left: u32) -> Result<Node<'_>> {
+    let node = Node::parse(bytes, id)?;
     if node.is_leaf() != (levels_left == 1) || levels_left == 0 {
         return Err(Error::corrupted(
             id.0,
