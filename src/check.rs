@@ -6,7 +6,7 @@
 //! each page at most once, so its work does not either. See FORMAT.md#invariants.
 
 use crate::error::{Error, Result};
-use crate::freelist::PageRuns;
+use crate::free_chain::{self, Link};
 use crate::meta::Meta;
 use crate::node::{self, BlobHeader, LeafValue, Node, OverflowRef, is_underfull};
 use crate::page::{
@@ -114,8 +114,14 @@ pub(crate) fn verify_commit(pages: &PageReader, meta: &Meta) -> Result<()> {
     );
     w.walk_trees(&mut JustCheck)?;
     let free_list = meta.free_list;
-    if w.visits(&free_list) {
-        w.verify_blob_in_pieces(&free_list)?;
+    if meta.version.get() == 1 {
+        if w.visits(&free_list) {
+            w.verify_blob_in_pieces(&free_list)?;
+        }
+        return Ok(());
+    }
+    for link in free_chain::verify_newer(pages, free_list, meta.durable_before.get())? {
+        w.mark_link(&link)?;
     }
     Ok(())
 }
@@ -124,10 +130,10 @@ pub(crate) fn verify_commit(pages: &PageReader, meta: &Meta) -> Result<()> {
 pub(crate) fn check_snapshot(pages: &PageReader, meta: &Meta) -> Result<CheckReport> {
     let mut w = Walker::new(pages, meta, Scope::Full);
     w.walk_trees(&mut JustCheck)?;
-    if !meta.free_list.is_null() {
-        w.mark_blob(&meta.free_list)?;
+    let (free, chain) = free_chain::load(pages, meta)?;
+    for link in &chain.links {
+        w.mark_link(link)?;
     }
-    let free = read_free_list(pages, meta)?;
     let g = w.geometry;
     for (start, n) in free.runs() {
         for id in start.0..start.0 + n {
@@ -160,22 +166,8 @@ pub(crate) fn visit_snapshot(
     Ok(w.report)
 }
 
-/// Reads and checks the free list blob of `meta`.
-pub(crate) fn read_free_list(pages: &PageReader, meta: &Meta) -> Result<PageRuns> {
-    let r = meta.free_list;
-    if r.is_null() {
-        return Ok(PageRuns::new());
-    }
-    let g = *pages.geometry();
-    let (_, run_pages) = blob_len(pages, &r)?;
-    let run = pages.fetch(r.page(), run_pages)?;
-    verify_ref(&run, &r)?;
-    let payload = node::blob_payload(&run, r.page())?;
-    PageRuns::decode(payload, g.first_data_page(), meta.page_count(), r.page())
-}
-
 /// The payload length in the header of the blob `r` points to, and its pages.
-fn blob_len(pages: &PageReader, r: &ChildRef) -> Result<(u64, u64)> {
+pub(crate) fn blob_len(pages: &PageReader, r: &ChildRef) -> Result<(u64, u64)> {
     let head = pages.fetch(r.page(), 1)?;
     let (h, _) = <BlobHeader as zerocopy::FromBytes>::ref_from_prefix(&head)
         .map_err(|_| Error::corrupted(r.page.get(), "blob header"))?;
@@ -391,6 +383,12 @@ impl<'a> Walker<'a> {
         })?;
         run.verify(r)?;
         Ok((len, pages))
+    }
+
+    /// Marks the pages of a blob of the free list's chain (read and verified already).
+    fn mark_link(&mut self, link: &Link) -> Result<()> {
+        self.check_not_future(&link.blob)?;
+        self.mark_run(link.blob.page(), link.pages)
     }
 
     /// Marks the pages of the blob `r` points to, sized by the length in its header

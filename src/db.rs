@@ -4,21 +4,22 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use zerocopy::little_endian::{U32, U64};
 
 use crate::bulk::{self, BulkOptions, BulkStats, SeqWriter, TreeBuilder};
 use crate::check::{self, CheckReport};
+use crate::commit::write_meta_slot;
 use crate::error::{Error, Result};
+use crate::free_chain;
 use crate::freelist::Pending;
 use crate::meta::{FORMAT_VERSION, MAGIC, META_BYTES, Meta};
 use crate::page::{ChildRef, Geometry, META_SLOT_BYTES, TxnId};
 use crate::storage::{Backend, FileBackend, Storage, lock_file};
 use crate::tree::TreeRecord;
-use crate::txn::{
-    Durability, ReadTxn, Readers, Snapshot, WriteTxn, Writer, find_tree, write_meta_slot,
-};
+use crate::txn::{Durability, ReadTxn, Readers, Snapshot, WriteTxn, Writer, find_tree};
 
 /// How to open a database. `Options::new()` gives the defaults.
 #[derive(Clone, Debug)]
@@ -110,6 +111,8 @@ pub(crate) struct Shared {
     pub writer: Arc<Mutex<Writer>>,
     pub read_only: bool,
     pub durability: Durability,
+    /// Commits since the database was opened.
+    pub commits: AtomicU64,
 }
 
 /// An open database file. `Send + Sync`: share it between threads (e.g. in an `Arc`).
@@ -139,7 +142,14 @@ pub struct Stats {
     pub txn_id: u64,
     /// Commits made since the snapshot of the oldest live reader (0 if none): a large
     /// value means a long-lived reader is keeping old pages from being reused.
-    pub oldest_reader_lag: u64,
+    pub oldest_reader_txn_age: u64,
+    /// Commits since the database was opened (those that changed nothing included).
+    pub commits: u64,
+    /// Pages written since the database was opened: commits' pages, large values, bulk
+    /// loads (meta slots are not pages and are not counted).
+    pub pages_written: u64,
+    /// fdatasync calls since the database was opened.
+    pub syncs: u64,
 }
 
 /// Figures for one tree.
@@ -180,12 +190,14 @@ impl Database {
     ) -> Result<Database> {
         let requested = Geometry::new(options.page_size)?;
         let (storage, meta, slot) = recover(backend, requested, &options, path)?;
-        let free = check::read_free_list(&storage.reader(meta.page_count()), &meta)?;
+        let (free, chain) = free_chain::load(&storage.reader(meta.page_count()), &meta)?;
         let writer = Writer {
             free,
             pending: Pending::default(),
             durable: meta.txn(),
             durable_slot: slot,
+            chain,
+            snapshot_ends: [(meta.txn(), meta.page_count())].into(),
         };
         Ok(Database {
             shared: Arc::new(Shared {
@@ -193,6 +205,7 @@ impl Database {
                 current: RwLock::new(Arc::new(Snapshot { meta })),
                 readers: Readers::new(),
                 writer: Arc::new(Mutex::new(writer)),
+                commits: AtomicU64::new(0),
                 read_only: options.read_only,
                 durability: options.durability,
             }),
@@ -258,7 +271,7 @@ impl Database {
     pub fn stats(&self) -> Result<Stats> {
         let rtx = self.begin_read()?;
         let meta = *rtx.meta();
-        let free = check::read_free_list(rtx.pages(), &meta)?.page_count();
+        let free = free_chain::load(rtx.pages(), &meta)?.0.page_count();
         let mut trees = Vec::new();
         for name in rtx.tree_names()? {
             let t = find_tree(rtx.pages(), &meta.catalog, &name)?.ok_or_else(|| {
@@ -283,7 +296,10 @@ impl Database {
             pages_free: free,
             trees,
             txn_id: meta.txn().0,
-            oldest_reader_lag: lag,
+            oldest_reader_txn_age: lag,
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            pages_written: self.shared.storage.pages_written(),
+            syncs: self.shared.storage.syncs(),
         })
     }
 
@@ -575,6 +591,7 @@ fn recover(
     candidates.sort_by_key(|(m, _)| std::cmp::Reverse((m.txn.get(), m.durable_before.get())));
     let mut spare = Some(backend);
     let mut file_dropped = false;
+    let mut rejected_slot = None;
     for (meta, slot) in candidates {
         let geometry = Geometry::new(meta.page_size.get() as usize)?;
         let backend = spare.take().expect("backend kept for the next candidate");
@@ -600,14 +617,22 @@ fn recover(
             Ok(()) => {
                 // What was read may be dirty pages in the page cache (a process killed
                 // before its sync): make them durable before treating this meta as the
-                // fallback whose pages the next commits must not reuse.
+                // fallback whose pages the next commits must not reuse. A newer meta
+                // that failed is overwritten with this one (sealed: it needs no
+                // verification after that sync), or it could pass later, once the file
+                // has grown over the end it needed or its torn pages are rewritten,
+                // and bring back a commit this open discarded.
                 if !options.read_only {
-                    storage.sync()?;
+                    match rejected_slot {
+                        Some(other) => seal_file(&storage, &meta, other)?,
+                        None => storage.sync()?,
+                    }
                 }
                 return Ok((storage, meta, slot));
             }
             Err(e) => {
                 errors.push(e.to_string());
+                rejected_slot = Some(slot);
                 spare = Some(Arc::into_inner(storage).expect("only ref").into_backend());
             }
         }

@@ -2,15 +2,18 @@
 //! freed by recent commits that must wait until no snapshot can reach them.
 //! See FORMAT.md#free-list and FORMAT.md#page-reuse.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
 use crate::page::{PageId, TxnId};
 
-/// A set of pages kept as disjoint, non-adjacent runs `start → length`.
+/// A set of pages kept as disjoint, non-adjacent runs `start → length`, indexed by
+/// length too, so that the best-fitting run is found without a scan.
 #[derive(Clone, Default, Debug, PartialEq, Eq)]
 pub(crate) struct PageRuns {
     runs: BTreeMap<u64, u64>,
+    /// The same runs as `(length, start)`.
+    by_len: BTreeSet<(u64, u64)>,
     pages: u64,
 }
 
@@ -61,17 +64,51 @@ impl PageRuns {
             return false;
         }
         if let Some((ps, pn)) = before.filter(|(ps, pn)| ps + pn == s) {
-            self.runs.remove(&ps);
+            self.unlink(ps, pn);
             s = ps;
             n += pn;
         }
         if let Some((ns, nn)) = after.filter(|(ns, _)| s + n == *ns) {
-            self.runs.remove(&ns);
+            self.unlink(ns, nn);
             n += nn;
         }
-        self.runs.insert(s, n);
+        self.link(s, n);
         self.pages += len;
         true
+    }
+
+    /// Removes `len` pages from `start`, which must all be in the set; false, changing
+    /// nothing, if some are not.
+    pub(crate) fn remove(&mut self, start: PageId, len: u64) -> bool {
+        if len == 0 {
+            return true;
+        }
+        let Some((&s, &n)) = self.runs.range(..=start.0).next_back() else {
+            return false;
+        };
+        let end = start.0.saturating_add(len);
+        if end > s + n {
+            return false;
+        }
+        self.unlink(s, n);
+        if start.0 > s {
+            self.link(s, start.0 - s);
+        }
+        if s + n > end {
+            self.link(end, s + n - end);
+        }
+        self.pages -= len;
+        true
+    }
+
+    fn link(&mut self, start: u64, len: u64) {
+        self.runs.insert(start, len);
+        self.by_len.insert((len, start));
+    }
+
+    fn unlink(&mut self, start: u64, len: u64) {
+        self.runs.remove(&start);
+        self.by_len.remove(&(len, start));
     }
 
     /// Adds every run of `other`; false if some page was already here (those runs are
@@ -84,16 +121,28 @@ impl PageRuns {
         disjoint
     }
 
-    /// Takes `len` contiguous pages from the lowest run long enough (first fit).
-    /// Taking from the start of a run never adds a run.
+    /// Takes `len` contiguous pages from the shortest run that holds them (best fit;
+    /// the lowest of equals). Taking from the start of a run never adds a run.
     pub(crate) fn take(&mut self, len: u64) -> Option<PageId> {
-        let (&s, &n) = self.runs.iter().find(|(_, n)| **n >= len)?;
-        self.runs.remove(&s);
-        if n > len {
-            self.runs.insert(s + len, n - len);
-        }
-        self.pages -= len;
+        let &(_, s) = self.by_len.range((len, 0)..).next()?;
+        assert!(self.remove(PageId(s), len), "an indexed run is in the set");
         Some(PageId(s))
+    }
+
+    /// The longest run, if any.
+    pub(crate) fn longest(&self) -> Option<(PageId, u64)> {
+        self.by_len.last().map(|&(n, s)| (PageId(s), n))
+    }
+
+    /// The shortest run (the lowest of equals), if any.
+    pub(crate) fn shortest(&self) -> Option<(PageId, u64)> {
+        self.by_len.first().map(|&(n, s)| (PageId(s), n))
+    }
+
+    /// The run that ends at `end`, if any.
+    pub(crate) fn run_ending_at(&self, end: PageId) -> Option<(PageId, u64)> {
+        let (&s, &n) = self.runs.range(..end.0).next_back()?;
+        (s + n == end.0).then_some((PageId(s), n))
     }
 
     /// Builds a set from runs sorted by start; None if two overlap (a page in two sets).
@@ -109,6 +158,7 @@ impl PageRuns {
         }
         let pages = merged.iter().map(|(_, n)| n).sum();
         Some(PageRuns {
+            by_len: merged.iter().map(|&(s, n)| (n, s)).collect(),
             runs: merged.into_iter().collect(),
             pages,
         })
@@ -121,13 +171,9 @@ impl PageRuns {
         PageRuns::from_sorted(&all)
     }
 
-    /// The serialized size of `runs` runs: a u64 count and (start, length) pairs.
-    pub(crate) fn encoded_len(runs: usize) -> u64 {
-        8 + 16 * runs as u64
-    }
-
     /// Serialized as a little-endian u64 count, then (start, length) u64 pairs, then
-    /// zeros to the end of the payload. See FORMAT.md#free-list.
+    /// zeros to the end of the payload: the version-1 free list (FORMAT.md#versions),
+    /// which is only read now (the fuzzers check that what decodes encodes back).
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.runs.len() as u64).to_le_bytes());
         for (s, n) in self.runs() {
@@ -136,7 +182,7 @@ impl PageRuns {
         }
     }
 
-    /// Parses `encode`'s output and checks every run lies in `first..end`, sorted,
+    /// Parses a version-1 free list and checks every run lies in `first..end`, sorted,
     /// disjoint and non-adjacent.
     pub(crate) fn decode(bytes: &[u8], first: PageId, end: PageId, blob: PageId) -> Result<Self> {
         let bad = |why: String| Error::corrupted(blob.0, format!("free list: {why}"));
@@ -162,7 +208,7 @@ impl PageRuns {
                     first.0, end.0
                 )));
             }
-            runs.runs.insert(s, n);
+            runs.link(s, n);
             runs.pages += n;
             prev_end = s + n;
         }

@@ -43,12 +43,15 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod alloc;
 mod bulk;
 mod cache;
 mod check;
+mod commit;
 mod cursor;
 mod db;
 mod error;
+mod free_chain;
 mod freelist;
 mod meta;
 mod node;

@@ -11,7 +11,9 @@ use crate::page::{ChildRef, Geometry, PageId, TxnId};
 use crate::tree::TreeRecord;
 
 pub(crate) const MAGIC: [u8; 8] = *b"mapkv\0db";
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The version this crate writes. Version 1 (a single free-list blob) still opens; its
+/// first commit writes version 2 (FORMAT.md#versions).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// See FORMAT.md#meta-page.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
@@ -74,7 +76,7 @@ impl Meta {
                 format!("meta slot {slot}: not a mapkv file"),
             ));
         }
-        if meta.version.get() != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&meta.version.get()) {
             return Err(Error::corrupted(
                 0,
                 format!(

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{Mmap, MmapOptions};
 use parking_lot::Mutex;
@@ -125,6 +125,9 @@ const MAP_RESERVE_BYTES: u64 = if cfg!(target_pointer_width = "64") {
     1 << 28
 };
 
+/// The file grows by an eighth of its length at a time, at least this much.
+const SHRINK_STEP_MIN: u64 = 1 << 20;
+
 /// The file, with the map that covers its first `mmap_size` bytes.
 pub(crate) struct Storage {
     backend: Box<dyn Backend>,
@@ -138,6 +141,9 @@ pub(crate) struct Storage {
     /// pages from its cache and marked them clean, so nothing written since the last
     /// good sync can be trusted to reach the disk: refuse all further writes.
     poisoned: AtomicBool,
+    /// Pages written and syncs made since the storage was opened (for `Stats`).
+    pages_written: AtomicU64,
+    syncs: AtomicU64,
 }
 
 struct MapState {
@@ -163,6 +169,8 @@ impl Storage {
                 file_len,
             }),
             poisoned: AtomicBool::new(false),
+            pages_written: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
         };
         storage.remap_if_needed(&mut storage.state.lock())?;
         Ok(storage)
@@ -194,7 +202,7 @@ impl Storage {
         if state.file_len >= len_bytes {
             return Ok(());
         }
-        let step = (state.file_len / 8).clamp(1 << 20, 1 << 30);
+        let step = (state.file_len / 8).clamp(SHRINK_STEP_MIN, 1 << 30);
         let page = self.geometry.page_bytes();
         let target = (len_bytes.max(state.file_len + step)).div_ceil(page) * page;
         self.check_not_poisoned()?;
@@ -203,8 +211,28 @@ impl Storage {
         self.remap_if_needed(&mut state)
     }
 
-    /// Cuts the file back to `len_bytes` (growth steps past the last page), when no
-    /// transaction can read past that point: at a clean close, or on a file being built.
+    /// Shortens the file to `len_bytes` if it is longer by more than a growth step's worth
+    /// (so that a commit that frees the end and the next that grows it again do not
+    /// truncate and extend the file each time). The caller guarantees that no reader can
+    /// touch a page past `len_bytes` (`WriteTxn::shrink_file`).
+    pub(crate) fn shrink_to(&self, len_bytes: u64) -> Result<()> {
+        let slack = (len_bytes / 16).max(2 * SHRINK_STEP_MIN);
+        if self.file_len() > len_bytes + slack {
+            self.trim_to(len_bytes)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn pages_written(&self) -> u64 {
+        self.pages_written.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Cuts the file back to `len_bytes`, when no transaction can read past that point:
+    /// at a clean close, on a file being built, or past the end of every live snapshot.
     pub(crate) fn trim_to(&self, len_bytes: u64) -> Result<()> {
         let mut state = self.state.lock();
         if state.file_len > len_bytes {
@@ -250,6 +278,9 @@ impl Storage {
     }
 
     pub(crate) fn write_pages(&self, first: PageId, bufs: &[&[u8]]) -> Result<()> {
+        let bytes: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let pages = bytes.div_ceil(self.geometry.page_bytes());
+        self.pages_written.fetch_add(pages, Ordering::Relaxed);
         self.write_at(self.geometry.offset(first), bufs)
     }
 
@@ -282,6 +313,7 @@ impl Storage {
 
     pub(crate) fn sync(&self) -> Result<()> {
         self.check_not_poisoned()?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         self.backend.sync_data().map_err(|e| self.poison(e))
     }
 

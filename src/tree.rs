@@ -509,9 +509,14 @@ fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Result<()> {
     Ok(())
 }
 
-/// Computes the checksums of this transaction's dirty pages below `r`, children first,
-/// and stores each in its parent: returns `r` with its checksum.
-pub(crate) fn seal_dirty(pages: &mut TxnPages, r: ChildRef) -> Result<ChildRef> {
+/// Seals this transaction's dirty pages below `r`, children first: each takes the next
+/// page id from `ids` (its final place in the file), and its checksum and id go into its
+/// parent. Returns `r` as its parent must now hold it.
+pub(crate) fn seal_dirty(
+    pages: &mut TxnPages,
+    r: ChildRef,
+    ids: &mut dyn Iterator<Item = PageId>,
+) -> Result<ChildRef> {
     let id = r.page();
     if r.is_null() || r.txn() != pages.txn || !pages.is_dirty(id) {
         return Ok(r);
@@ -532,10 +537,11 @@ pub(crate) fn seal_dirty(pages: &mut TxnPages, r: ChildRef) -> Result<ChildRef> 
         dirty
     };
     for (i, c) in dirty_children {
-        let sealed = seal_dirty(pages, c)?;
+        let sealed = seal_dirty(pages, c, ids)?;
         node::set_child(&mut buf, i, &sealed)?;
     }
     let checksum = seal(&mut buf);
-    pages.put(id, buf);
-    Ok(ChildRef::new(id, checksum, pages.txn))
+    let placed = ids.next().expect("the commit placed every dirty page");
+    pages.put_sealed(placed, buf);
+    Ok(ChildRef::new(placed, checksum, pages.txn))
 }

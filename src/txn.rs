@@ -7,19 +7,17 @@ use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
-use zerocopy::IntoBytes;
-
 use crate::cursor::{Range, owned_bounds};
 use crate::db::Shared;
 use crate::error::{Error, Result};
+use crate::free_chain::FreeChain;
 use crate::freelist::{PageRuns, Pending};
 use crate::meta::Meta;
-use crate::node;
-use crate::page::{ChildRef, TxnId, page_checksum};
-use crate::storage::{PageReader, Storage};
+use crate::page::{PageId, TxnId};
+use crate::storage::PageReader;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn_pages::TxnPages;
+use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 
 /// When `commit` returns relative to stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -39,9 +37,6 @@ pub enum Durability {
     /// this rule, 83 µs with it.
     None,
 }
-
-/// See `Durability::None`.
-const FALLBACK_RUNS_MAX: usize = 512;
 
 /// A committed state that readers can see.
 pub(crate) struct Snapshot {
@@ -244,6 +239,11 @@ pub(crate) struct Writer {
     pub durable: TxnId,
     /// The meta slot (0 or 1) holding `durable`'s meta.
     pub durable_slot: u64,
+    /// The newest commit's free list on disk.
+    pub chain: FreeChain,
+    /// The end (`page_count`) of each commit that a live snapshot may hold: the file is
+    /// never shortened below the furthest of them.
+    pub snapshot_ends: BTreeMap<TxnId, PageId>,
 }
 
 /// The one write transaction. Changes are visible only to it until `commit`; dropping it
@@ -252,22 +252,40 @@ pub struct WriteTxn {
     // Declared first, so dropped first: when this transaction holds the last reference to
     // `Shared`, dropping that reference closes the database (`Shared::drop`), which takes
     // the writer lock; the lock must be free by then.
-    writer: ArcMutexGuard<RawMutex, Writer>,
-    shared: Arc<Shared>,
-    base: Arc<Snapshot>,
-    pages: TxnPages,
-    catalog: TreeRecord,
-    trees: TouchedTrees,
-    durability: Durability,
+    pub(crate) writer: ArcMutexGuard<RawMutex, Writer>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) base: Arc<Snapshot>,
+    pub(crate) pages: TxnPages,
+    pub(crate) catalog: TreeRecord,
+    pub(crate) trees: TouchedTrees,
+    pub(crate) durability: Durability,
+    /// Set once the commit has handed the free pages back to the writer.
+    pub(crate) committed: bool,
 }
 
 /// The trees a write transaction opened or deleted. Each record is kept here, and only
 /// here, from the moment it is looked up: a tree handle edits it in place, so the
 /// transaction knows every tree's current root whatever becomes of the handle.
 #[derive(Default)]
-struct TouchedTrees {
+pub(crate) struct TouchedTrees {
     states: Vec<TreeState>,
     by_name: HashMap<String, usize>,
+}
+
+impl TouchedTrees {
+    /// The trees whose record changed (None: deleted), taken out for the commit.
+    pub(crate) fn take_changed(&mut self) -> Vec<(String, Option<TreeRecord>)> {
+        self.by_name.clear();
+        std::mem::take(&mut self.states)
+            .into_iter()
+            .filter(|t| match (&t.now, &t.before) {
+                (Some(a), Some(b)) => !a.same_as(b),
+                (None, None) => false,
+                _ => true,
+            })
+            .map(|t| (t.name, t.now))
+            .collect()
+    }
 }
 
 struct TreeState {
@@ -295,7 +313,7 @@ impl WriteTxn {
             &shared.storage,
             base.meta.txn(),
             base.meta.page_count(),
-            writer.free.clone(),
+            std::mem::take(&mut writer.free),
             writer.durable,
         );
         Ok(WriteTxn {
@@ -306,6 +324,7 @@ impl WriteTxn {
             pages,
             trees: TouchedTrees::default(),
             durability: shared.durability,
+            committed: false,
         })
     }
 
@@ -391,171 +410,15 @@ impl WriteTxn {
     pub(crate) fn pages_mut(&mut self) -> &mut TxnPages {
         &mut self.pages
     }
-
-    /// Makes the changes visible to new readers, and durable if the durability is
-    /// `Immediate`. See FORMAT.md#commit-protocol.
-    pub fn commit(mut self) -> Result<()> {
-        if let Err(e) = self.pages.usable() {
-            return Err(Error::Io(std::io::Error::other(format!(
-                "nothing committed: {e}"
-            ))));
-        }
-        // Past this point a panic could leave the file and this handle's idea of it apart
-        // (a meta written, the free pages not updated): refuse all writes after one.
-        let _poison_on_panic = PoisonOnPanic(Arc::clone(&self.shared.storage));
-        let changed_trees: Vec<(String, Option<TreeRecord>)> =
-            std::mem::take(&mut self.trees.states)
-                .into_iter()
-                .filter(|t| match (&t.now, &t.before) {
-                    (Some(a), Some(b)) => !a.same_as(b),
-                    (None, None) => false,
-                    _ => true,
-                })
-                .map(|t| (t.name, t.now))
-                .collect();
-        let nothing_changed = changed_trees.is_empty()
-            && !self.pages.has_dirty_pages()
-            && !self.pages.has_freed_pages();
-        if nothing_changed {
-            if self.durability == Durability::Immediate
-                && self.writer.durable < self.base.meta.txn()
-            {
-                return self.make_durable();
-            }
-            return Ok(());
-        }
-        for (name, record) in changed_trees {
-            match record {
-                Some(mut r) => {
-                    r.root = tree::seal_dirty(&mut self.pages, r.root)?;
-                    tree::insert(
-                        &mut self.pages,
-                        &mut self.catalog,
-                        name.as_bytes(),
-                        r.as_bytes(),
-                    )?;
-                }
-                None => {
-                    tree::remove(&mut self.pages, &mut self.catalog, name.as_bytes())?;
-                }
-            }
-        }
-        self.catalog.root = tree::seal_dirty(&mut self.pages, self.catalog.root)?;
-        let old_free_list = self.base.meta.free_list;
-        if !old_free_list.is_null() {
-            self.pages.free_old_free_list(&old_free_list)?;
-        }
-        let (freed, freed_volatile) = self.pages.take_freed();
-        let free_list = self.write_free_list(&[&freed, &freed_volatile])?;
-        let meta = Meta {
-            txn: self.pages.txn.0.into(),
-            durable_before: self.writer.durable.0.into(),
-            page_count: self.pages.page_count.0.into(),
-            catalog: self.catalog,
-            free_list,
-            ..self.base.meta
-        };
-        self.write_dirty_pages()?;
-        let fallback_runs =
-            self.writer.pending.fallback_runs(self.writer.durable) + freed.run_count();
-        if self.durability == Durability::Immediate || fallback_runs > FALLBACK_RUNS_MAX {
-            self.write_meta(&meta)?;
-        }
-        let w = &mut *self.writer;
-        w.free = std::mem::take(&mut self.pages.free);
-        w.pending.add(self.pages.txn, freed, true);
-        w.pending.add(self.pages.txn, freed_volatile, false);
-        *self.shared.current.write() = Arc::new(Snapshot { meta });
-        Ok(())
-    }
-
-    /// Writes the base snapshot's meta so that it becomes durable (after `None` commits).
-    fn make_durable(&mut self) -> Result<()> {
-        let meta = Meta {
-            durable_before: self.writer.durable.0.into(),
-            ..self.base.meta
-        };
-        self.write_meta(&meta)
-    }
-
-    /// Writes `meta` into the slot that does not hold the durable fallback, then syncs:
-    /// the commit's one fdatasync covers its pages, its meta and any file growth.
-    fn write_meta(&mut self, meta: &Meta) -> Result<()> {
-        let slot = 1 - self.writer.durable_slot;
-        write_meta_slot(&self.shared.storage, slot, meta)?;
-        self.shared.storage.sync()?;
-        self.writer.durable = meta.txn();
-        self.writer.durable_slot = slot;
-        Ok(())
-    }
-
-    /// Writes the free list of the state being committed into a blob, allocated from
-    /// the free pages themselves. See FORMAT.md#free-list.
-    fn write_free_list(&mut self, freed: &[&PageRuns]) -> Result<ChildRef> {
-        let sets_before = self
-            .writer
-            .pending
-            .all()
-            .map(PageRuns::run_count)
-            .sum::<usize>()
-            + self.pages.free.run_count()
-            + freed.iter().map(|f| f.run_count()).sum::<usize>();
-        if sets_before == 0 {
-            return Ok(ChildRef::NULL);
-        }
-        // Taking the blob's pages from the free set can split a run of the union in two,
-        // so size it for one more run than all the sets hold now; unused room stays zero.
-        let g = self.pages.geometry();
-        let blob_pages = g.blob_pages(PageRuns::encoded_len(sets_before + 1));
-        let id = self.pages.alloc_run(blob_pages);
-        let all = std::iter::once(&self.pages.free)
-            .chain(freed.iter().copied())
-            .chain(self.writer.pending.all());
-        let union =
-            PageRuns::union(all).ok_or_else(|| Error::corrupted(id.0, "free page sets overlap"))?;
-        let capacity = (blob_pages * g.page_bytes()) as usize - node::BLOB_HEADER_BYTES;
-        let mut payload = Vec::with_capacity(capacity);
-        union.encode(&mut payload);
-        assert!(payload.len() <= capacity, "free list outgrew its blob");
-        payload.resize(capacity, 0);
-        self.pages.write_blob_at(id, blob_pages, &payload)
-    }
-
-    /// Writes every dirty page, adjacent pages in one pwritev.
-    fn write_dirty_pages(&mut self) -> Result<()> {
-        let storage = Arc::clone(&self.shared.storage);
-        let g = self.pages.geometry();
-        storage.ensure_len(g.offset(self.pages.page_count))?;
-        let pages = self.pages.dirty_pages();
-        for run in pages.chunk_by(|a, b| b.0.0 == a.0.0 + 1) {
-            let bufs: Vec<&[u8]> = run.iter().map(|(_, b)| *b).collect();
-            debug_assert!(
-                bufs.iter()
-                    .all(|b| page_checksum(b) == crate::page::header(b).checksum.get())
-            );
-            storage.write_pages(run[0].0, &bufs)?;
-        }
-        Ok(())
-    }
 }
 
-/// Poisons the storage if dropped while the thread panics (see `WriteTxn::commit`).
-struct PoisonOnPanic(Arc<Storage>);
-
-impl Drop for PoisonOnPanic {
+impl Drop for WriteTxn {
+    /// An aborted transaction gives the free pages back as it found them.
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = self
-                .0
-                .poison(std::io::Error::other("a commit was interrupted by a panic"));
+        if !self.committed {
+            self.writer.free = self.pages.alloc.undo();
         }
     }
-}
-
-pub(crate) fn write_meta_slot(storage: &Storage, slot: u64, meta: &Meta) -> Result<()> {
-    assert!(slot < 2, "meta slot {slot}");
-    let bytes = meta.encode();
-    storage.write_at(slot * crate::page::META_SLOT_BYTES, &[&bytes])
 }
 
 /// A tree in a [`WriteTxn`]: reads see the transaction's own writes. Every change goes

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::alloc::Allocator;
 use crate::error::{Error, Result};
+use crate::free_chain::Link;
 use crate::freelist::PageRuns;
 use crate::node::{self, BLOB_HEADER_BYTES, Node, OverflowRef};
 use crate::page::{ChildRef, Geometry, PageId, PageMap, TxnId, verify_ref};
@@ -24,11 +26,16 @@ pub(crate) struct TxnPages {
     pub scratch: Vec<u8>,
     storage: Arc<Storage>,
     pub(crate) reader: PageReader,
+    /// Pages changed in memory, by provisional id (`PROVISIONAL_IDS` on): they take their
+    /// final ids when the commit seals them, so that they can be written as one run.
     dirty: PageMap<Box<[u8]>>,
+    next_provisional: u64,
+    /// Sealed pages with their final ids, in the order they were sealed.
+    sealed: Vec<(PageId, Box<[u8]>)>,
     /// Blobs this transaction wrote (first page → pages): values it may free at once.
     own_blobs: PageMap<u64>,
-    /// Pages no snapshot and no fallback meta can reach: this transaction may write them.
-    pub(crate) free: PageRuns,
+    /// The pages this transaction may write, and where the file ends.
+    pub(crate) alloc: Allocator,
     /// Committed pages this transaction stopped using: free once no snapshot needs them
     /// (and, for `freed`, once the durable fallback cannot need them either).
     freed: PageRuns,
@@ -37,8 +44,6 @@ pub(crate) struct TxnPages {
     /// The newest durable commit when this transaction began (it cannot change before
     /// this transaction commits: there is one writer).
     durable: TxnId,
-    /// One past the highest page in use or free (the file's logical end).
-    pub(crate) page_count: PageId,
     /// Why a change failed or was interrupted half-way (an I/O error, a corrupt page, a
     /// panic): the transaction's pages may be inconsistent, so it refuses every further
     /// change and `commit`.
@@ -62,7 +67,7 @@ impl Pages for TxnPages {
     }
 
     fn pages_readable(&self) -> u64 {
-        self.page_count.0
+        self.alloc.end().0 + self.dirty.len() as u64
     }
 }
 
@@ -87,6 +92,11 @@ impl Pages for PageReader {
 /// Why a change that never finished leaves the transaction unusable.
 const INTERRUPTED: &str = "a change was interrupted (a panic) before it finished";
 
+/// Dirty pages are numbered from here until the commit gives them their final ids: far
+/// beyond any file (2^62 pages), so no committed reference can name one by accident
+/// (reading one through the snapshot fails its range check).
+const PROVISIONAL_IDS: u64 = 1 << 62;
+
 impl TxnPages {
     /// The pages of transaction `base + 1`, which may overwrite `free`.
     pub(crate) fn new(
@@ -103,12 +113,13 @@ impl TxnPages {
             storage: Arc::clone(storage),
             reader: storage.reader(page_count),
             dirty: HashMap::default(),
+            next_provisional: PROVISIONAL_IDS,
+            sealed: Vec::new(),
             own_blobs: HashMap::default(),
-            free,
+            alloc: Allocator::new(free, page_count),
             freed: PageRuns::new(),
             freed_volatile: PageRuns::new(),
             durable,
-            page_count,
             failed: None,
         }
     }
@@ -140,13 +151,12 @@ impl TxnPages {
 
     /// One past the last page in use or free: where sequential writes can go.
     pub(crate) fn end(&self) -> PageId {
-        self.page_count
+        self.alloc.end()
     }
 
     /// Claims the pages up to `end`, written directly (by the bulk loader).
     pub(crate) fn set_end(&mut self, end: PageId) {
-        assert!(end >= self.page_count, "the end only grows");
-        self.page_count = end;
+        self.alloc.set_end(end);
         self.reader.extend_limit(end);
     }
 
@@ -183,21 +193,20 @@ impl TxnPages {
         self.dirty.insert(id, page);
     }
 
-    /// The dirty pages in page order.
-    pub(crate) fn dirty_pages(&self) -> Vec<(PageId, &[u8])> {
-        let mut pages: Vec<(PageId, &[u8])> =
-            self.dirty.iter().map(|(&id, b)| (id, &b[..])).collect();
-        pages.sort_unstable_by_key(|(id, _)| *id);
-        pages
+    pub(crate) fn dirty_count(&self) -> u64 {
+        self.dirty.len() as u64
     }
 
-    pub(crate) fn alloc_run(&mut self, pages: u64) -> PageId {
-        if let Some(id) = self.free.take(pages) {
-            return id;
-        }
-        let id = self.page_count;
-        self.page_count = PageId(id.0 + pages);
-        id
+    /// Files a sealed page under its final id (the commit writes them in this order).
+    pub(crate) fn put_sealed(&mut self, id: PageId, page: Box<[u8]>) {
+        self.sealed.push((id, page));
+    }
+
+    /// The sealed pages, sorted by id.
+    pub(crate) fn take_sealed(&mut self) -> Vec<(PageId, Box<[u8]>)> {
+        let mut pages = std::mem::take(&mut self.sealed);
+        pages.sort_unstable_by_key(|(id, _)| *id);
+        pages
     }
 
     /// A new zeroed dirty page.
@@ -207,8 +216,10 @@ impl TxnPages {
         (id, self.dirty_mut(id))
     }
 
+    /// Adds a dirty page under a new provisional id.
     pub(crate) fn add_page(&mut self, page: Box<[u8]>) -> PageId {
-        let id = self.alloc_run(1);
+        let id = PageId(self.next_provisional);
+        self.next_provisional += 1;
         self.dirty.insert(id, page);
         id
     }
@@ -272,9 +283,9 @@ impl TxnPages {
     pub(crate) fn free_page(&mut self, r: &ChildRef) -> Result<()> {
         let id = r.page();
         if self.written_here(r, |p| p.dirty.contains_key(&id))? {
-            // Written by this transaction only: nobody else can see it.
+            // Dirty pages have no page id yet: dropping the buffer is all there is to do.
             self.dirty.remove(&id);
-            return self.free_own(id, 1);
+            return Ok(());
         }
         verify_ref(self.reader.page(id)?, r)?;
         self.free_committed(id, 1, r.txn())
@@ -294,25 +305,17 @@ impl TxnPages {
         self.free_committed(r.page(), pages, r.txn())
     }
 
-    /// Frees the old free-list blob `r` (committed by the base snapshot's writer).
-    pub(crate) fn free_old_free_list(&mut self, r: &ChildRef) -> Result<()> {
-        let head = self.reader.page(r.page())?;
-        let (h, _) = <node::BlobHeader as zerocopy::FromBytes>::ref_from_prefix(head)
-            .map_err(|_| Error::corrupted(r.page.get(), "free list header"))?;
-        let pages = self.geometry().blob_pages(h.len.get());
+    /// Frees a blob of the free list's chain (read and verified when it was loaded).
+    pub(crate) fn free_chain_link(&mut self, link: &Link) -> Result<()> {
         // Never written by this transaction: `written_here` refuses it if it says so.
-        self.written_here(r, |_| false)?;
-        verify_ref(self.reader.run(r.page(), pages)?, r)?;
-        self.free_committed(r.page(), pages, r.txn())
+        self.written_here(&link.blob, |_| false)?;
+        self.free_committed(link.blob.page(), link.pages, link.blob.txn())
     }
 
     /// Pages written by this transaction become free for it again at once.
     fn free_own(&mut self, id: PageId, pages: u64) -> Result<()> {
         self.check_run(id, pages)?;
-        if !self.free.insert(id, pages) {
-            return Err(Error::corrupted(id.0, "page freed twice"));
-        }
-        Ok(())
+        self.alloc.give_back(id, pages)
     }
 
     /// Committed pages wait until no snapshot (and, if the durable fallback can reach
@@ -332,8 +335,9 @@ impl TxnPages {
     fn check_run(&self, id: PageId, pages: u64) -> Result<()> {
         let out_of_range =
             id.0.checked_add(pages)
-                .is_none_or(|end| end > self.page_count.0);
-        if out_of_range || id < self.geometry().first_data_page() || self.free.overlaps(id, pages) {
+                .is_none_or(|end| end > self.alloc.end().0);
+        let free = self.alloc.overlaps_free(id, pages);
+        if out_of_range || id < self.geometry().first_data_page() || free {
             return Err(Error::corrupted(
                 id.0,
                 "freed page is outside the file or already free",
@@ -356,7 +360,7 @@ impl TxnPages {
     pub(crate) fn write_blob(&mut self, payload: &[u8]) -> Result<OverflowRef> {
         let g = self.geometry();
         let pages = g.blob_pages(payload.len() as u64);
-        let id = self.alloc_run(pages);
+        let id = self.alloc.take_run(pages);
         let blob = self.write_blob_at(id, pages, payload)?;
         self.own_blobs.insert(id, pages);
         Ok(OverflowRef {
@@ -372,22 +376,51 @@ impl TxnPages {
         payload: &[u8],
     ) -> Result<ChildRef> {
         let g = self.geometry();
-        let mut head = [0u8; BLOB_HEADER_BYTES];
-        node::init_blob(&mut head, self.txn, payload.len() as u64);
         let padding =
             vec![0; (pages * g.page_bytes()) as usize - BLOB_HEADER_BYTES - payload.len()];
-        let mut h = crc32fast::Hasher::new();
-        h.update(&head[..4]);
-        h.update(&[0; 4]);
-        h.update(&head[8..]);
-        h.update(payload);
-        h.update(&padding);
-        let checksum = h.finalize();
-        head[4..8].copy_from_slice(&checksum.to_le_bytes());
+        let (head, checksum) = blob_head(self.txn, payload, &padding);
         let end = g.offset(PageId(id.0 + pages));
         self.storage.ensure_len(end)?;
         self.storage.write_pages(id, &[&head, payload, &padding])?;
-        self.reader.extend_limit(self.page_count);
+        self.reader.extend_limit(self.alloc.end());
         Ok(ChildRef::new(id, checksum, self.txn))
     }
+
+    /// Seals a blob of `pages` pages at `id` holding `payload` (which fills them), to be
+    /// written with the commit's sealed pages.
+    pub(crate) fn seal_blob(&mut self, id: PageId, pages: u64, payload: &[u8]) -> ChildRef {
+        let (head, checksum) = blob_head(self.txn, payload, &[]);
+        let mut buf = Vec::with_capacity((pages * self.geometry().page_bytes()) as usize);
+        buf.extend_from_slice(&head);
+        buf.extend_from_slice(payload);
+        assert_eq!(
+            buf.len() as u64,
+            pages * self.geometry().page_bytes(),
+            "payload fills the blob"
+        );
+        self.sealed.push((id, buf.into_boxed_slice()));
+        ChildRef::new(id, checksum, self.txn)
+    }
+
+    /// The committed pages this transaction freed: (reachable by the durable fallback,
+    /// written after it).
+    pub(crate) fn freed(&self) -> (&PageRuns, &PageRuns) {
+        (&self.freed, &self.freed_volatile)
+    }
+}
+
+/// The header of a blob holding `payload` then `padding`, with the checksum of the
+/// whole run in it; and that checksum.
+fn blob_head(txn: TxnId, payload: &[u8], padding: &[u8]) -> ([u8; BLOB_HEADER_BYTES], u32) {
+    let mut head = [0u8; BLOB_HEADER_BYTES];
+    node::init_blob(&mut head, txn, payload.len() as u64);
+    let mut h = crc32fast::Hasher::new();
+    h.update(&head[..4]);
+    h.update(&[0; 4]);
+    h.update(&head[8..]);
+    h.update(payload);
+    h.update(padding);
+    let checksum = h.finalize();
+    head[4..8].copy_from_slice(&checksum.to_le_bytes());
+    (head, checksum)
 }

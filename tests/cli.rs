@@ -485,8 +485,12 @@ fn check_passes_a_good_file_and_fails_a_corrupted_copy() {
 
     let bad = dir.path().join("bad.mapkv");
     let mut bytes = std::fs::read(&path).expect("read");
-    let middle = bytes.len() / 2;
-    bytes[middle..middle + 64].fill(0xa5);
+    // A whole page from the middle of the file, header included, so that reads reach
+    // the damage too (a few bytes could land in a page's free space, which only the
+    // checksum covers).
+    let page = 4096;
+    let middle = bytes.len() / 2 / page * page;
+    bytes[middle..middle + page].fill(0xa5);
     std::fs::write(&bad, &bytes).expect("write");
     let run = mapkv(["check", arg(&bad)]);
     assert!(run.failed().contains("corrupted"), "{}", run.stderr);

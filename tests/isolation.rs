@@ -88,7 +88,7 @@ fn readers_see_one_generation(options: Options) -> Result<()> {
     }
     db.check()?;
     let stats = db.stats()?;
-    assert_eq!(stats.oldest_reader_lag, 0);
+    assert_eq!(stats.oldest_reader_txn_age, 0);
     Ok(())
 }
 
@@ -105,7 +105,7 @@ fn a_long_reader_keeps_its_snapshot_and_pages_are_reused_after_it_ends() -> Resu
     }
     let grown = db.stats()?;
     assert_eq!(
-        grown.oldest_reader_lag, 28,
+        grown.oldest_reader_txn_age, 28,
         "the old reader is 28 commits behind"
     );
     // The slice borrowed before 28 commits is unchanged.
@@ -170,17 +170,24 @@ fn none_commits_do_not_grow_the_file_without_bound() -> Result<()> {
     let before = db.stats()?.page_count;
     // One key per commit, in leaves spread over the tree: each commit replaces a leaf
     // path that the durable commit can reach.
+    let mut half_way = 0;
     for i in 0..3000u32 {
         let mut w = db.begin_write()?;
         w.set_durability(Durability::None);
         w.open_tree("t")?
             .insert(&key(i.wrapping_mul(7919) % keys), &[1; 100])?;
         w.commit()?;
+        if i == 1499 {
+            half_way = db.stats()?.page_count;
+        }
     }
-    let grown = db.stats()?.page_count - before;
+    let end = db.stats()?.page_count;
+    // The allocator lets free space grow to an eighth of the file before it scatters a
+    // commit over free pages (FORMAT.md#allocation); past that, the file stops growing.
     assert!(
-        grown < 1500,
-        "{grown} pages added by 3000 one-key commits: pages kept for the fallback were never released"
+        (end - before) * 7 < end && end - half_way < 50,
+        "{before} pages, {half_way} after 1500 one-key commits, {end} after 3000: pages \
+         kept for the fallback were never released"
     );
     drop(db);
     let db = Database::open(dir.path().join("db"))?;

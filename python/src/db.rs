@@ -235,7 +235,7 @@ impl Database {
         d.set_item("pages_in_use", stats.pages_in_use)?;
         d.set_item("pages_free", stats.pages_free)?;
         d.set_item("txn_id", stats.txn_id)?;
-        d.set_item("oldest_reader_lag", stats.oldest_reader_lag)?;
+        d.set_item("oldest_reader_txn_age", stats.oldest_reader_txn_age)?;
         let trees = PyList::empty(py);
         for t in stats.trees {
             let tree = PyDict::new(py);

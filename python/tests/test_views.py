@@ -134,10 +134,10 @@ def test_views_keep_their_snapshot_registered(db):
         with db.begin(write=True) as w:
             w.put(b"00003", b"changed %d" % i)
     # The view pins its snapshot like a live reader: three commits behind.
-    assert db.stats()["oldest_reader_lag"] == 3
+    assert db.stats()["oldest_reader_txn_age"] == 3
     del v
     gc.collect()
-    assert db.stats()["oldest_reader_lag"] == 0
+    assert db.stats()["oldest_reader_txn_age"] == 0
 
 
 def test_views_of_a_view_and_its_owner(db):

@@ -1,0 +1,245 @@
+//! The page allocator of a write transaction: which pages it may overwrite, where the
+//! file ends, and what it changed in the free set of the snapshot it started from, so
+//! that a commit records only that change. See FORMAT.md#allocation.
+
+use crate::error::{Error, Result};
+use crate::freelist::PageRuns;
+use crate::page::PageId;
+
+/// Growth policy: a commit whose pages fit in no single free run goes to the end of the
+/// file while the free pages (reusable now, or waiting for readers or a sync) are under
+/// this share of the file (1/8), and is scattered over several reusable runs (shortest
+/// first) once they are over it. Free space thus stays near an eighth of the file while
+/// commits stay one sequential write where they can.
+const FREE_SHARE_BEFORE_SCATTER: u64 = 8;
+
+/// Pages a write transaction may take, and the record of what it took and gave back.
+pub(crate) struct Allocator {
+    /// Pages no snapshot and no fallback meta can reach: this transaction may write them.
+    free: PageRuns,
+    /// One past the last page in use or free: the logical end of the file.
+    end: PageId,
+    /// `end` of the snapshot the transaction started from.
+    base_end: PageId,
+    /// Pages of the snapshot's free set this transaction took (and has not given back).
+    taken: PageRuns,
+    /// Pages past `base_end` that this transaction added and gave back: free, and not in
+    /// the snapshot's free set.
+    grown_free: PageRuns,
+}
+
+impl Allocator {
+    pub(crate) fn new(free: PageRuns, end: PageId) -> Allocator {
+        Allocator {
+            free,
+            end,
+            base_end: end,
+            taken: PageRuns::new(),
+            grown_free: PageRuns::new(),
+        }
+    }
+
+    pub(crate) fn end(&self) -> PageId {
+        self.end
+    }
+
+    pub(crate) fn free(&self) -> &PageRuns {
+        &self.free
+    }
+
+    /// Whether any of the pages is free to this transaction.
+    pub(crate) fn overlaps_free(&self, id: PageId, pages: u64) -> bool {
+        self.free.overlaps(id, pages)
+    }
+
+    /// Claims the pages up to `end`, written directly (by the bulk loader).
+    pub(crate) fn set_end(&mut self, end: PageId) {
+        assert!(end >= self.end, "the end only grows");
+        self.end = end;
+    }
+
+    /// `pages` contiguous pages: the shortest free run that holds them, else the end of
+    /// the file (taking a free run that ends there first).
+    pub(crate) fn take_run(&mut self, pages: u64) -> PageId {
+        if let Some(id) = self.free.take(pages) {
+            self.note_taken(id, pages);
+            return id;
+        }
+        let start = match self.free.run_ending_at(self.end) {
+            Some((s, n)) => {
+                assert!(self.free.remove(s, n), "a listed run is free");
+                self.note_taken(s, n);
+                s
+            }
+            None => self.end,
+        };
+        self.end = PageId(start.0 + pages).max(self.end);
+        start
+    }
+
+    /// `pages` pages for a commit, in as few runs as the policy allows: one run if one
+    /// free run (or the end of the file) holds them all; several free runs, shortest
+    /// first, when free space, with the `waiting` pages that are free but not yet
+    /// reusable, is over its share (`FREE_SHARE_BEFORE_SCATTER`). Sorted by page id.
+    pub(crate) fn take_pages(&mut self, pages: u64, waiting: u64) -> Vec<(PageId, u64)> {
+        if pages == 0 {
+            return Vec::new();
+        }
+        let fits_one = self.free.longest().is_some_and(|(_, n)| n >= pages);
+        let free = self.free.page_count();
+        let share = (free + waiting).saturating_mul(FREE_SHARE_BEFORE_SCATTER);
+        let scatter = free >= pages && share > self.end.0;
+        if fits_one || !scatter {
+            return vec![(self.take_run(pages), pages)];
+        }
+        // Shortest runs first: they are the holes that a commit or a large value could
+        // never use whole, and the long runs stay for those that can.
+        let mut runs = Vec::new();
+        let mut left = pages;
+        while left > 0 {
+            let (s, n) = self.free.shortest().expect("free pages cover the request");
+            let n = n.min(left);
+            assert!(self.free.remove(s, n), "a listed run is free");
+            self.note_taken(s, n);
+            runs.push((s, n));
+            left -= n;
+        }
+        runs.sort_unstable();
+        runs
+    }
+
+    /// Gives back pages this transaction took and no longer uses: free again at once.
+    pub(crate) fn give_back(&mut self, id: PageId, pages: u64) -> Result<()> {
+        if !self.free.insert(id, pages) {
+            return Err(Error::corrupted(id.0, "page freed twice"));
+        }
+        let (below, above) = split_at(id, pages, self.base_end);
+        let ok = below.is_none_or(|(s, n)| self.taken.remove(s, n))
+            && above.is_none_or(|(s, n)| self.grown_free.insert(s, n));
+        match ok {
+            true => Ok(()),
+            false => Err(Error::corrupted(id.0, "given back a page it did not take")),
+        }
+    }
+
+    /// Cuts a free run at the end of the file off it (the file itself is shortened
+    /// later, when no reader can reach past the new end).
+    pub(crate) fn trim_end(&mut self) {
+        if let Some((s, n)) = self.free.run_ending_at(self.end) {
+            assert!(self.free.remove(s, n), "a listed run is free");
+            self.note_taken(s, n);
+            self.end = s;
+        }
+    }
+
+    fn note_taken(&mut self, id: PageId, pages: u64) {
+        let (below, above) = split_at(id, pages, self.base_end);
+        if let Some((s, n)) = below {
+            assert!(self.taken.insert(s, n), "a free page was taken twice");
+        }
+        if let Some((s, n)) = above {
+            assert!(self.grown_free.remove(s, n), "pages past the end were free");
+        }
+    }
+
+    /// Pages of the snapshot's free set this transaction took (and did not give back).
+    pub(crate) fn taken(&self) -> &PageRuns {
+        &self.taken
+    }
+
+    /// Pages past the snapshot's end that are free.
+    pub(crate) fn grown_free(&self) -> &PageRuns {
+        &self.grown_free
+    }
+
+    /// The free set as the transaction found it (it is aborted).
+    pub(crate) fn undo(&mut self) -> PageRuns {
+        let mut free = std::mem::take(&mut self.free);
+        for (s, n) in self.grown_free.runs() {
+            assert!(free.remove(s, n), "pages given back past the end are free");
+        }
+        assert!(free.extend(&self.taken), "taken pages are not free");
+        free
+    }
+
+    /// The free pages left, for the next transaction.
+    pub(crate) fn take_free(&mut self) -> PageRuns {
+        std::mem::take(&mut self.free)
+    }
+}
+
+/// A run of pages: its first page and its length.
+type Run = (PageId, u64);
+
+/// `pages` pages from `id`, split into the parts below and from `at`.
+fn split_at(id: PageId, pages: u64, at: PageId) -> (Option<Run>, Option<Run>) {
+    let end = id.0 + pages;
+    let below = (id < at).then(|| (id, end.min(at.0) - id.0));
+    let above = (end > at.0).then(|| {
+        let s = id.0.max(at.0);
+        (PageId(s), end - s)
+    });
+    (below, above)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(list: &[(u64, u64)]) -> PageRuns {
+        let mut r = PageRuns::new();
+        for &(s, n) in list {
+            assert!(r.insert(PageId(s), n));
+        }
+        r
+    }
+
+    #[test]
+    fn a_commit_takes_the_best_fitting_run_else_the_end() {
+        let mut a = Allocator::new(runs(&[(10, 2), (20, 5), (30, 3)]), PageId(100));
+        assert_eq!(a.take_pages(3, 0), [(PageId(30), 3)], "best fit");
+        assert_eq!(
+            a.take_pages(6, 0),
+            [(PageId(100), 6)],
+            "no run holds 6: the end"
+        );
+        assert_eq!(a.end(), PageId(106));
+    }
+
+    #[test]
+    fn a_commit_scatters_once_free_space_passes_its_share() {
+        // 4 free pages of 40, and 2 waiting: over an eighth of the file: scatter.
+        let mut a = Allocator::new(runs(&[(3, 1), (6, 2), (12, 1)]), PageId(40));
+        assert_eq!(
+            a.take_pages(3, 2),
+            [(PageId(3), 1), (PageId(6), 1), (PageId(12), 1)],
+            "shortest first"
+        );
+        assert_eq!(a.end(), PageId(40), "no growth");
+    }
+
+    #[test]
+    fn giving_back_undoes_taking_and_the_change_is_exact() {
+        let mut a = Allocator::new(runs(&[(5, 3)]), PageId(10));
+        let grown = a.take_run(4); // 5..8 do not hold 4: the end
+        assert_eq!(grown, PageId(10));
+        let id = a.take_run(2);
+        assert_eq!(id, PageId(5));
+        a.give_back(PageId(5), 1).unwrap();
+        a.give_back(PageId(12), 2).unwrap();
+        a.trim_end(); // 12..14 is free at the end
+        assert_eq!(a.end(), PageId(12));
+        assert_eq!(a.taken(), &runs(&[(6, 1)]));
+        assert!(a.grown_free().is_empty());
+        assert_eq!(a.take_free(), runs(&[(5, 1), (7, 1)]));
+    }
+
+    #[test]
+    fn a_free_run_at_the_end_is_extended() {
+        let mut a = Allocator::new(runs(&[(8, 2)]), PageId(10));
+        assert_eq!(a.take_run(5), PageId(8));
+        assert_eq!(a.end(), PageId(13));
+        assert!(a.give_back(PageId(8), 1).is_ok());
+        assert!(a.give_back(PageId(8), 1).is_err(), "twice");
+    }
+}

@@ -1,0 +1,357 @@
+//! Commit: give the dirty pages their final ids in as few runs as possible, seal them
+//! bottom-up, record the change to the free list, write everything with one `pwritev`
+//! per run, write the meta and sync once; then publish the snapshot and shorten the file
+//! when its end is free. See FORMAT.md#commit-protocol.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use zerocopy::IntoBytes;
+
+use crate::error::{Error, Result};
+use crate::free_chain::{self, FreeChain, Link, Record};
+use crate::freelist::PageRuns;
+use crate::meta::{FORMAT_VERSION, Meta};
+use crate::node::BLOB_HEADER_BYTES;
+use crate::page::{ChildRef, PageId, page_checksum};
+use crate::storage::Storage;
+use crate::tree::{self, Pages, TreeRecord};
+use crate::txn::{Durability, Snapshot, WriteTxn};
+
+/// See `Durability::None`.
+const FALLBACK_RUNS_MAX: usize = 512;
+
+/// Room for this many runs more than a free-list record is known to need when its pages
+/// are placed: placing the commit's pages adds a few (the runs taken).
+const RECORD_SLACK_RUNS: usize = 64;
+
+/// Where a commit's pages go: the nodes, in the order they are sealed, and the free-list
+/// record.
+struct Placement {
+    nodes: Vec<(PageId, u64)>,
+    record: (PageId, u64),
+}
+
+impl WriteTxn {
+    /// Makes the changes visible to new readers, and durable if the durability is
+    /// `Immediate`. See FORMAT.md#commit-protocol.
+    pub fn commit(mut self) -> Result<()> {
+        if let Err(e) = self.pages.usable() {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "nothing committed: {e}"
+            ))));
+        }
+        // Past this point a panic could leave the file and this handle's idea of it apart
+        // (a meta written, the free pages not updated): refuse all writes after one.
+        let _poison_on_panic = PoisonOnPanic(Arc::clone(&self.shared.storage));
+        let changed = self.trees.take_changed();
+        let nothing_changed =
+            changed.is_empty() && !self.pages.has_dirty_pages() && !self.pages.has_freed_pages();
+        if nothing_changed {
+            if self.durability == Durability::Immediate
+                && self.writer.durable < self.base.meta.txn()
+            {
+                return self.make_durable();
+            }
+            return Ok(());
+        }
+        // The catalog takes each changed record now, so that its pages are dirty before
+        // the pages are placed; the records are written again, same size, once sealed.
+        for (name, record) in &changed {
+            match record {
+                Some(r) => self.put_record(name, r)?,
+                None => {
+                    tree::remove(&mut self.pages, &mut self.catalog, name.as_bytes())?;
+                }
+            }
+        }
+        let fold = self.writer.chain.should_fold();
+        if fold {
+            for link in &self.writer.chain.links {
+                self.pages.free_chain_link(link)?;
+            }
+        }
+        let placement = self.place(fold);
+        let mut ids = placement
+            .nodes
+            .iter()
+            .flat_map(|&(s, n)| (s.0..s.0 + n).map(PageId));
+        self.seal(&changed, &mut ids)?;
+        assert!(
+            ids.next().is_none() && !self.pages.has_dirty_pages(),
+            "every dirty page was sealed into its place"
+        );
+        self.pages.alloc.trim_end();
+        let (free_list, link) = self.write_free_record(fold, placement.record)?;
+        let meta = Meta {
+            version: FORMAT_VERSION.into(),
+            txn: self.pages.txn.0.into(),
+            durable_before: self.writer.durable.0.into(),
+            page_count: self.pages.end().0.into(),
+            catalog: self.catalog,
+            free_list,
+            ..self.base.meta
+        };
+        self.write_sealed_pages()?;
+        let (freed, freed_volatile) = self.pages.take_freed();
+        let fallback_runs =
+            self.writer.pending.fallback_runs(self.writer.durable) + freed.run_count();
+        let durable = self.durability == Durability::Immediate || fallback_runs > FALLBACK_RUNS_MAX;
+        if durable {
+            self.write_meta(&meta)?;
+        }
+        let txn = self.pages.txn;
+        let w = &mut *self.writer;
+        w.free = self.pages.alloc.take_free();
+        self.committed = true;
+        w.pending.add(txn, freed, true);
+        w.pending.add(txn, freed_volatile, false);
+        match fold {
+            true => {
+                w.chain = FreeChain {
+                    links: vec![link],
+                    legacy: false,
+                }
+            }
+            false => w.chain.links.push(link),
+        }
+        w.snapshot_ends.insert(txn, meta.page_count());
+        *self.shared.current.write() = Arc::new(Snapshot { meta });
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        self.shrink_file(durable)
+    }
+
+    fn put_record(&mut self, name: &str, record: &TreeRecord) -> Result<()> {
+        tree::insert(
+            &mut self.pages,
+            &mut self.catalog,
+            name.as_bytes(),
+            record.as_bytes(),
+        )
+    }
+
+    /// Seals every changed tree, then the catalog, giving the pages the ids `ids` yields.
+    fn seal(
+        &mut self,
+        changed: &[(String, Option<TreeRecord>)],
+        ids: &mut dyn Iterator<Item = PageId>,
+    ) -> Result<()> {
+        let mut sealed = Vec::new();
+        for (name, record) in changed {
+            if let Some(mut r) = *record {
+                r.root = tree::seal_dirty(&mut self.pages, r.root, ids)?;
+                sealed.push((name, r));
+            }
+        }
+        let dirty = self.pages.dirty_count();
+        for (name, r) in sealed {
+            self.put_record(name, &r)?;
+        }
+        assert_eq!(
+            self.pages.dirty_count(),
+            dirty,
+            "a record rewritten in place dirties no page"
+        );
+        self.catalog.root = tree::seal_dirty(&mut self.pages, self.catalog.root, ids)?;
+        Ok(())
+    }
+
+    /// Places the dirty pages and the free-list record: one run when the allocator can
+    /// (FORMAT.md#allocation), the record at its end.
+    fn place(&mut self, fold: bool) -> Placement {
+        let g = self.pages.geometry();
+        let nodes = self.pages.dirty_count();
+        let runs = self.record_runs_bound(fold) + RECORD_SLACK_RUNS;
+        let record_pages = g.blob_pages(free_chain::encoded_len(runs));
+        let (freed, volatile) = self.pages.freed();
+        let waiting = freed.page_count()
+            + volatile.page_count()
+            + self
+                .writer
+                .pending
+                .all()
+                .map(PageRuns::page_count)
+                .sum::<u64>();
+        let mut placed = self.pages.alloc.take_pages(nodes + record_pages, waiting);
+        // The record goes at the end of the last run that can hold it.
+        if let Some(i) = placed.iter().rposition(|&(_, n)| n >= record_pages) {
+            let (s, n) = placed[i];
+            placed[i] = (s, n - record_pages);
+            placed.retain(|&(_, n)| n > 0);
+            return Placement {
+                nodes: placed,
+                record: (PageId(s.0 + n - record_pages), record_pages),
+            };
+        }
+        // Scattered over runs shorter than the record: the record gets a run of its own
+        // and the last `record_pages` pages placed are given back.
+        let record = (self.pages.alloc.take_run(record_pages), record_pages);
+        let mut surplus = record_pages;
+        while surplus > 0 {
+            let (s, n) = placed.pop().expect("placed pages cover the surplus");
+            let back = n.min(surplus);
+            self.pages
+                .alloc
+                .give_back(PageId(s.0 + n - back), back)
+                .expect("pages just taken can be given back");
+            if n > back {
+                placed.push((s, n - back));
+            }
+            surplus -= back;
+        }
+        Placement {
+            nodes: placed,
+            record,
+        }
+    }
+
+    /// At most how many runs the free-list record lists, before placement.
+    fn record_runs_bound(&self, fold: bool) -> usize {
+        let (freed, volatile) = self.pages.freed();
+        let mut runs = freed.run_count() + volatile.run_count() + 2;
+        let alloc = &self.pages.alloc;
+        if fold {
+            runs += alloc.free().run_count();
+            runs += self
+                .writer
+                .pending
+                .all()
+                .map(PageRuns::run_count)
+                .sum::<usize>();
+        } else {
+            runs += alloc.taken().run_count() + alloc.grown_free().run_count();
+        }
+        runs
+    }
+
+    /// Encodes the free-list record into its placed pages (or a larger run, if placing
+    /// added more runs than its slack) as a sealed blob. Returns its reference and link.
+    fn write_free_record(&mut self, fold: bool, placed: (PageId, u64)) -> Result<(ChildRef, Link)> {
+        let g = self.pages.geometry();
+        let (mut at, mut pages) = placed;
+        loop {
+            let capacity = (pages * g.page_bytes()) as usize - BLOB_HEADER_BYTES;
+            if let Some(payload) = self.encode_record(fold, capacity)? {
+                let blob = self.pages.seal_blob(at, pages, &payload);
+                return Ok((blob, Link { blob, pages }));
+            }
+            // Too small: take a run that holds the record as it stands, plus room for
+            // what giving back the old run and taking the new one can add.
+            let needed = g.blob_pages(free_chain::encoded_len(self.record_runs_bound(fold) + 4));
+            let bigger = self.pages.alloc.take_run(needed);
+            self.pages.alloc.give_back(at, pages)?;
+            (at, pages) = (bigger, needed);
+        }
+    }
+
+    /// The record's payload padded to `capacity`; None if it does not fit.
+    fn encode_record(&self, fold: bool, capacity: usize) -> Result<Option<Vec<u8>>> {
+        let (freed, volatile) = self.pages.freed();
+        let alloc = &self.pages.alloc;
+        let chain = &self.writer.chain;
+        let end = self.pages.end();
+        if fold {
+            let mut added: Vec<&PageRuns> = vec![alloc.free(), freed, volatile];
+            added.extend(self.writer.pending.all());
+            let empty = PageRuns::new();
+            return Record {
+                prev: ChildRef::NULL,
+                below: 0,
+                page_count: end,
+                added: &added,
+                removed: &empty,
+            }
+            .encode(capacity);
+        }
+        let added = [freed, volatile, alloc.grown_free()];
+        Record {
+            prev: chain.head(),
+            below: chain.links.len() as u32,
+            page_count: end,
+            added: &added,
+            removed: alloc.taken(),
+        }
+        .encode(capacity)
+    }
+
+    /// Writes the base snapshot's meta so that it becomes durable (after `None` commits).
+    fn make_durable(&mut self) -> Result<()> {
+        let meta = Meta {
+            durable_before: self.writer.durable.0.into(),
+            ..self.base.meta
+        };
+        self.write_meta(&meta)
+    }
+
+    /// Writes `meta` into the slot that does not hold the durable fallback, then syncs:
+    /// the commit's one fdatasync covers its pages, its meta and any file growth.
+    fn write_meta(&mut self, meta: &Meta) -> Result<()> {
+        let slot = 1 - self.writer.durable_slot;
+        write_meta_slot(&self.shared.storage, slot, meta)?;
+        self.shared.storage.sync()?;
+        self.writer.durable = meta.txn();
+        self.writer.durable_slot = slot;
+        Ok(())
+    }
+
+    /// Writes the sealed pages, adjacent pages in one pwritev, after growing the file
+    /// (in steps) to hold them.
+    fn write_sealed_pages(&mut self) -> Result<()> {
+        let storage = Arc::clone(&self.shared.storage);
+        let g = self.pages.geometry();
+        storage.ensure_len(g.offset(self.pages.end()))?;
+        let pages = self.pages.take_sealed();
+        let adjacent = |a: &(PageId, Box<[u8]>), b: &(PageId, Box<[u8]>)| {
+            b.0.0 == a.0.0 + a.1.len() as u64 / g.page_bytes()
+        };
+        for run in pages.chunk_by(adjacent) {
+            let bufs: Vec<&[u8]> = run.iter().map(|(_, b)| &b[..]).collect();
+            debug_assert!(run.iter().all(|(_, b)| b.len() > g.page_size
+                || page_checksum(b) == crate::page::header(b).checksum.get()));
+            storage.write_pages(run[0].0, &bufs)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the ends of snapshots no reader holds, and after a durable commit (which
+    /// is then the fallback) shortens the file to the furthest end a live snapshot has
+    /// (its reader may touch pages up to there), when that frees enough to be worth it.
+    /// Runs after the snapshot is published: a reader that registers later sees the new
+    /// end. See FORMAT.md#shrinking.
+    fn shrink_file(&mut self, durable: bool) -> Result<()> {
+        let w = &mut *self.writer;
+        let current = self.shared.current.read().meta.txn();
+        let oldest = self.shared.readers.oldest().unwrap_or(current).min(current);
+        w.snapshot_ends = w.snapshot_ends.split_off(&oldest);
+        if !durable {
+            return Ok(());
+        }
+        let end = w
+            .snapshot_ends
+            .values()
+            .max()
+            .copied()
+            .expect("the newest is listed");
+        let g = self.shared.storage.geometry;
+        self.shared.storage.shrink_to(g.offset(end))
+    }
+}
+
+/// Poisons the storage if dropped while the thread panics (see `WriteTxn::commit`).
+struct PoisonOnPanic(Arc<Storage>);
+
+impl Drop for PoisonOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self
+                .0
+                .poison(std::io::Error::other("a commit was interrupted by a panic"));
+        }
+    }
+}
+
+pub(crate) fn write_meta_slot(storage: &Storage, slot: u64, meta: &Meta) -> Result<()> {
+    assert!(slot < 2, "meta slot {slot}");
+    let bytes = meta.encode();
+    storage.write_at(slot * crate::page::META_SLOT_BYTES, &[&bytes])
+}
