@@ -171,3 +171,73 @@ impl Expected {
         }
     }
 }
+
+/// The steady update workload's plan: which loaded entries each commit overwrites, and
+/// with what. Every engine gets the same plan. Each commit overwrites `per_commit`
+/// distinct entries of `0..n`, chosen at random (a partial Fisher–Yates shuffle of a
+/// permutation kept from commit to commit), in that random order. The new values are a
+/// function of (seed, commit, entry), so they need not be stored: `value` makes them again,
+/// and `expected` is the digest a full scan must return after the last commit.
+pub struct SteadyPlan {
+    value_seed: u64,
+    /// `commits[c]`: the entries commit `c` overwrites, in the order it writes them.
+    pub commits: Vec<Vec<u32>>,
+    pub expected: Digest,
+}
+
+impl SteadyPlan {
+    pub fn new(data: &Dataset, commits: usize, per_commit: usize, seed: u64) -> SteadyPlan {
+        let n = data.n;
+        assert!(per_commit <= n, "more overwrites per commit than entries");
+        // Streams of their own, so that the plan does not depend on how many numbers the
+        // dataset drew.
+        let mut rng = Rng::new(seed ^ 0x5354_4541_4459_5550); // "STEADYUP"
+        let value_seed = rng.next_u64();
+        let mut perm: Vec<u32> = (0..n as u32).collect();
+        // The last commit that overwrote each entry, plus one (0: never overwritten).
+        let mut last = vec![0u32; n];
+        let commits: Vec<Vec<u32>> = (0..commits)
+            .map(|c| {
+                for j in 0..per_commit {
+                    let k = j + rng.below(n - j);
+                    perm.swap(j, k);
+                }
+                let chosen = perm[..per_commit].to_vec();
+                for &i in &chosen {
+                    last[i as usize] = c as u32 + 1;
+                }
+                chosen
+            })
+            .collect();
+        let mut plan = SteadyPlan {
+            value_seed,
+            commits,
+            expected: Digest::default(),
+        };
+        let mut expected = Digest::default();
+        for (i, &c) in last.iter().enumerate() {
+            match c {
+                0 => expected.add(data.key(i), data.value(i)),
+                c => expected.add(data.key(i), &plan.value(c as usize - 1, i)),
+            }
+        }
+        plan.expected = expected;
+        plan
+    }
+
+    /// The value commit `commit` writes to entry `i`: fresh random bytes.
+    pub fn value(&self, commit: usize, i: usize) -> [u8; VALUE_LEN] {
+        let mut rng = Rng::new(self.value_seed ^ (((commit as u64) << 32) | i as u64));
+        let mut value = [0u8; VALUE_LEN];
+        rng.fill(&mut value);
+        value
+    }
+
+    /// Commit `commit`'s entries with their new values, made before the commit is timed.
+    pub fn writes(&self, commit: usize) -> Vec<(u32, [u8; VALUE_LEN])> {
+        self.commits[commit]
+            .iter()
+            .map(|&i| (i, self.value(commit, i as usize)))
+            .collect()
+    }
+}

@@ -42,7 +42,8 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     engines: Vec<String>,
     /// Workloads to report, comma-separated (see --list) [default: all]. The load in
-    /// random order runs in any case, since the other workloads need its database.
+    /// random order runs in any case, since the other workloads need its database, unless
+    /// steady-updates and sorted-load-methods (which make their own) are all that is asked.
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
     /// Directory in which a fresh temporary directory holds the databases [default: /tmp].
@@ -69,6 +70,13 @@ struct Cli {
     /// Inserts per transaction in "batch writes".
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
+    /// Durable commits of "steady updates" (after its own load of the N entries).
+    #[arg(long, default_value_t = 200)]
+    steady_commits: usize,
+    /// Share of the N loaded keys each steady commit overwrites (0.01 is 1 %), chosen at
+    /// random, with fresh values.
+    #[arg(long, default_value_t = 0.01)]
+    steady_fraction: f64,
     /// How the sorted-load comparison's input lies in memory: `stream` (one buffer in key
     /// order, as read from a sorted file) or `scattered` (gathered from the dataset's
     /// arrays in key order).
@@ -103,6 +111,9 @@ fn main() -> Result<()> {
     if cli.n < 2 || cli.threads == 0 || cli.repeat == 0 {
         bail!("--n must be at least 2, --threads and --repeat at least 1");
     }
+    if cli.steady_commits == 0 || !(cli.steady_fraction > 0.0 && cli.steady_fraction <= 1.0) {
+        bail!("--steady-commits must be at least 1, --steady-fraction in (0, 1]");
+    }
 
     let parent = cli.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)?;
@@ -118,6 +129,9 @@ fn main() -> Result<()> {
         individual_writes: cli.individual_writes,
         batches: cli.batches,
         batch_size: cli.batch_size,
+        steady_commits: cli.steady_commits,
+        steady_fraction: cli.steady_fraction,
+        seed: cli.seed,
         workloads,
         root: root.path().to_path_buf(),
         keep_files: cli.keep,
@@ -167,6 +181,8 @@ fn main() -> Result<()> {
         individual_writes: cfg.individual_writes,
         batches: cfg.batches,
         batch_size: cfg.batch_size,
+        steady_commits: cfg.steady_commits,
+        steady_per_commit: cfg.steady_per_commit(),
         dir: parent.display().to_string(),
         warm_up: "one untimed full scan per engine before the read workloads",
         machine: Machine::describe(),

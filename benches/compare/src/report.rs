@@ -19,6 +19,9 @@ pub struct RunInfo {
     pub individual_writes: usize,
     pub batches: usize,
     pub batch_size: usize,
+    pub steady_commits: usize,
+    /// Keys each steady commit overwrites (`--steady-fraction` of `n`).
+    pub steady_per_commit: usize,
     pub dir: String,
     pub warm_up: &'static str,
     pub machine: Machine,
@@ -72,7 +75,7 @@ struct Report<'a> {
 struct ReportRow {
     id: &'static str,
     label: String,
-    /// "seconds" or "bytes".
+    /// "seconds", "bytes" or "ratio".
     unit: &'static str,
     ops: Option<u64>,
     cells: Vec<Cell>,
@@ -91,7 +94,7 @@ struct Cell {
 }
 
 const RATIO_NOTE: &str = "best other engine's median ÷ mapkv's median: > 1 means mapkv is faster \
-                          (for sizes: mapkv's file is smaller)";
+                          (for sizes and size ratios: mapkv's is smaller)";
 
 fn label(row: Row, threads: usize) -> String {
     match row {
@@ -107,12 +110,17 @@ fn label(row: Row, threads: usize) -> String {
             Workload::FullScan => "full scan".into(),
             Workload::Removals => "removals".into(),
             Workload::Compaction => "compaction".into(),
+            Workload::SteadyUpdates => "steady updates (keys overwritten)".into(),
             Workload::SortedLoadMethods => "sorted load, by method".into(),
         },
         Row::SizeAfterLoad => "file size after load".into(),
         Row::SizeAfterSortedLoad => "file size after sorted load".into(),
         Row::SizeAfterRemovals => "file size after removals".into(),
         Row::SizeAfterCompaction => "file size after compaction".into(),
+        Row::SizeBeforeSteadyUpdates => "file size before steady updates (its load)".into(),
+        Row::SizeAfterSteadyUpdates => "file size after steady updates".into(),
+        Row::SizeAfterSteadyCompaction => "file size after steady updates, compacted".into(),
+        Row::SteadyGrowth => "steady updates: file ÷ compacted (target: mapkv ≤ 1.3)".into(),
     }
 }
 
@@ -147,6 +155,10 @@ fn build(results: &Results, engines: &[EngineKind], threads: usize) -> Vec<Repor
                     Sample::Bytes(b) => {
                         unit = "bytes";
                         b as f64
+                    }
+                    Sample::Ratio(r) => {
+                        unit = "ratio";
+                        r
                     }
                 })
                 .collect();
@@ -258,6 +270,7 @@ pub fn markdown(results: &Results, engines: &[EngineKind], threads: usize) -> St
                 Some(c) => {
                     let text = match (row.unit, c.ops_per_sec) {
                         ("bytes", _) => fmt_bytes(c.median),
+                        ("ratio", _) => format!("{:.2}×", c.median),
                         (_, Some(rate)) if row.ops.unwrap_or(0) > 1 => {
                             format!("{} · {}", fmt_secs(c.median), fmt_rate(rate))
                         }

@@ -4,6 +4,9 @@
 //! each of them, engine after engine within a workload, so slow drift of the machine hits
 //! every engine alike; the engine order rotates from round to round. `--repeat` rounds are
 //! run and the report takes the median of each cell.
+//!
+//! The steady update workload runs last in a round, after the other databases are gone,
+//! on a database of its own per engine (see `Bench::steady`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -12,15 +15,16 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::data::{Dataset, Digest, Expected};
+use crate::data::{Dataset, Digest, Expected, SteadyPlan};
 use crate::engine::{Engine, EngineKind, Reader, dir_size};
 
 /// Entries each range read visits.
 pub const SCAN_LEN: usize = 10;
 
 /// The workloads, in the order a round runs them (which is also the table's row order).
-/// The load in random order is always run, since every later workload needs its database;
-/// it is reported only when selected.
+/// The load in random order is run whenever a workload other than `SteadyUpdates` and
+/// `SortedLoadMethods` (which make their own databases) is selected, since those need its
+/// database; it is reported only when selected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Workload {
     BulkLoad,
@@ -34,12 +38,15 @@ pub enum Workload {
     FullScan,
     Removals,
     Compaction,
+    /// Durable commits that each overwrite a random share of the keys, on a freshly loaded
+    /// database of its own; then its file size, before and after compaction.
+    SteadyUpdates,
     /// Not part of a round: `sorted_load::run` after the rounds, with its own table.
     SortedLoadMethods,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 12] = [
+    pub const ALL: [Workload; 13] = [
         Workload::BulkLoad,
         Workload::SortedBulkLoad,
         Workload::IndividualWrites,
@@ -51,6 +58,7 @@ impl Workload {
         Workload::FullScan,
         Workload::Removals,
         Workload::Compaction,
+        Workload::SteadyUpdates,
         Workload::SortedLoadMethods,
     ];
 
@@ -68,6 +76,7 @@ impl Workload {
             Workload::FullScan => "full-scan",
             Workload::Removals => "removals",
             Workload::Compaction => "compaction",
+            Workload::SteadyUpdates => "steady-updates",
             Workload::SortedLoadMethods => "sorted-load-methods",
         }
     }
@@ -88,7 +97,7 @@ impl Workload {
     }
 }
 
-/// A row of the report: a timed workload, or a file size.
+/// A row of the report: a timed workload, a file size, or a ratio of two sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Row {
     Time(Workload),
@@ -96,6 +105,12 @@ pub enum Row {
     SizeAfterSortedLoad,
     SizeAfterRemovals,
     SizeAfterCompaction,
+    /// The steady update workload's database after its load, before the updates.
+    SizeBeforeSteadyUpdates,
+    SizeAfterSteadyUpdates,
+    SizeAfterSteadyCompaction,
+    /// `SizeAfterSteadyUpdates ÷ SizeAfterSteadyCompaction`, per round.
+    SteadyGrowth,
 }
 
 impl Row {
@@ -107,6 +122,10 @@ impl Row {
             Row::SizeAfterSortedLoad => "size-after-sorted-load",
             Row::SizeAfterRemovals => "size-after-removals",
             Row::SizeAfterCompaction => "size-after-compaction",
+            Row::SizeBeforeSteadyUpdates => "size-before-steady-updates",
+            Row::SizeAfterSteadyUpdates => "size-after-steady-updates",
+            Row::SizeAfterSteadyCompaction => "size-after-steady-compaction",
+            Row::SteadyGrowth => "steady-file-over-compacted",
         }
     }
 }
@@ -119,6 +138,8 @@ pub enum Sample {
         ops: Option<u64>,
     },
     Bytes(u64),
+    /// A dimensionless ratio (smaller is better, as for sizes).
+    Ratio(f64),
 }
 
 /// Every sample, by row and engine.
@@ -131,6 +152,12 @@ pub struct Config {
     pub individual_writes: usize,
     pub batches: usize,
     pub batch_size: usize,
+    /// Commits of the steady update workload.
+    pub steady_commits: usize,
+    /// Share of the loaded keys each steady commit overwrites (0.01: 1 %).
+    pub steady_fraction: f64,
+    /// Seed of the data and of the steady updates' plan.
+    pub seed: u64,
     pub workloads: BTreeSet<Workload>,
     /// Where each round's databases are made (one subdirectory per engine).
     pub root: PathBuf,
@@ -142,8 +169,22 @@ impl Config {
         self.individual_writes + self.batches * self.batch_size
     }
 
+    /// Keys each steady commit overwrites: the fraction of `n`, rounded, at least one.
+    pub fn steady_per_commit(&self) -> usize {
+        ((self.n as f64 * self.steady_fraction).round() as usize).clamp(1, self.n)
+    }
+
     fn has(&self, w: Workload) -> bool {
         self.workloads.contains(&w)
+    }
+
+    /// Whether a round needs the main databases (the random-order load and what follows):
+    /// not when the steady updates (which load their own) and the sorted-load comparison
+    /// (run apart) are all that was asked for.
+    fn needs_main(&self) -> bool {
+        self.workloads
+            .iter()
+            .any(|w| !matches!(w, Workload::SteadyUpdates | Workload::SortedLoadMethods))
     }
 }
 
@@ -152,6 +193,8 @@ struct Bench<'a> {
     data: &'a Dataset,
     /// The loaded keys in ascending order, for the sorted load.
     sorted_base: &'a [usize],
+    /// The steady update workload's plan, when it is selected.
+    steady_plan: Option<&'a SteadyPlan>,
     results: &'a mut Results,
     round: usize,
 }
@@ -166,6 +209,9 @@ struct Open {
 
 pub fn run(cfg: &Config, data: &Dataset, engines: &[EngineKind]) -> Result<Results> {
     let sorted_base = data.sorted((0..data.n).collect());
+    let steady = cfg
+        .has(Workload::SteadyUpdates)
+        .then(|| SteadyPlan::new(data, cfg.steady_commits, cfg.steady_per_commit(), cfg.seed));
     let mut results = Results::new();
     for round in 0..cfg.repeat {
         let mut order = engines.to_vec();
@@ -174,6 +220,7 @@ pub fn run(cfg: &Config, data: &Dataset, engines: &[EngineKind]) -> Result<Resul
             cfg,
             data,
             sorted_base: &sorted_base,
+            steady_plan: steady.as_ref(),
             results: &mut results,
             round,
         };
@@ -191,14 +238,18 @@ impl Bench<'_> {
                     format!("  {:>12.0} ops/s", ops as f64 / secs)
                 });
                 eprintln!(
-                    "[round {}] {kind:<12} {label:<22} {secs:>10.4} s{rate}",
+                    "[round {}] {kind:<12} {label:<28} {secs:>10.4} s{rate}",
                     self.round + 1
                 );
             }
             Sample::Bytes(bytes) => eprintln!(
-                "[round {}] {kind:<12} {label:<22} {:>10.1} MiB",
+                "[round {}] {kind:<12} {label:<28} {:>10.1} MiB",
                 self.round + 1,
                 bytes as f64 / (1 << 20) as f64
+            ),
+            Sample::Ratio(r) => eprintln!(
+                "[round {}] {kind:<12} {label:<28} {r:>10.3} ×",
+                self.round + 1
             ),
         }
         self.results
@@ -225,20 +276,32 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Records (and returns) the size of the files under `dir`, once `engine` has settled.
     fn record_size(
         &mut self,
         row: Row,
         kind: EngineKind,
         engine: &dyn Engine,
         dir: &Path,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         engine.settle()?;
         let bytes = dir_size(dir)?;
         self.record(row, kind, Sample::Bytes(bytes));
-        Ok(())
+        Ok(bytes)
     }
 
     fn round(&mut self, order: &[EngineKind]) -> Result<()> {
+        if self.cfg.needs_main() {
+            self.main(order)?;
+        }
+        if let Some(plan) = self.steady_plan {
+            self.steady(order, plan)?;
+        }
+        Ok(())
+    }
+
+    /// The random-order load and every workload on its database, then their removal.
+    fn main(&mut self, order: &[EngineKind]) -> Result<()> {
         let (cfg, data) = (self.cfg, self.data);
         let n = data.n;
 
@@ -374,6 +437,92 @@ impl Bench<'_> {
             drop(o.engine);
             if !cfg.keep_files {
                 std::fs::remove_dir_all(&o.dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The steady update workload, engine after engine, each on a database of its own made
+    /// for it, so that no other row sees its writes and it sees none of theirs (the removals
+    /// would leave half the file free): the N entries loaded in random order in one durable
+    /// transaction (as the main load, not timed), then the plan's commits, each durable and
+    /// each overwriting its share of the loaded keys with fresh values. The commits are
+    /// timed (the making of each commit's values is not); ops = keys overwritten. The file
+    /// is measured after the load; an untimed full scan then checks every entry, and the
+    /// file is measured before and after the
+    /// engine's `compact` (the same as the compaction row's: a copy for LMDB and mapkv, in
+    /// place for redb and SQLite). It runs after the main databases are removed, and each
+    /// engine's database is removed before the next engine's is made.
+    fn steady(&mut self, order: &[EngineKind], plan: &SteadyPlan) -> Result<()> {
+        let (cfg, data) = (self.cfg, self.data);
+        let n = data.n;
+        for &kind in order {
+            let dir = cfg.root.join(format!("{kind}-{}-steady", self.round + 1));
+            let db = dir.join("db");
+            let mut engine = kind.open(&db, n).with_context(|| format!("open {kind}"))?;
+            engine
+                .write(&mut |w| {
+                    for i in 0..n {
+                        w.insert(data.key(i), data.value(i))?;
+                    }
+                    Ok(())
+                })
+                .with_context(|| format!("{kind}: the load for steady-updates"))?;
+            self.record_size(Row::SizeBeforeSteadyUpdates, kind, &*engine, &db)?;
+
+            let mut secs = 0.0;
+            let mut ops = 0;
+            for commit in 0..plan.commits.len() {
+                let writes = plan.writes(commit);
+                let start = Instant::now();
+                engine
+                    .write(&mut |w| {
+                        for (i, value) in &writes {
+                            w.insert(data.key(*i as usize), value)?;
+                        }
+                        Ok(())
+                    })
+                    .with_context(|| format!("{kind}: steady-updates, commit {commit}"))?;
+                secs += start.elapsed().as_secs_f64();
+                ops += writes.len() as u64;
+            }
+            self.record(
+                Row::Time(Workload::SteadyUpdates),
+                kind,
+                Sample::Time {
+                    secs,
+                    ops: Some(ops),
+                },
+            );
+
+            let mut digest = Digest::default();
+            engine.read(&mut |r| r.scan(&mut digest))?;
+            ensure!(
+                digest == plan.expected,
+                "{kind}: after steady-updates a full scan returned wrong entries"
+            );
+
+            let after = self.record_size(Row::SizeAfterSteadyUpdates, kind, &*engine, &db)?;
+            let out = dir.join("compacted");
+            std::fs::create_dir_all(&out)?;
+            let compacted_dir = engine
+                .compact(&out)
+                .with_context(|| format!("{kind}: compaction after steady-updates"))?;
+            let compacted = self.record_size(
+                Row::SizeAfterSteadyCompaction,
+                kind,
+                &*engine,
+                &compacted_dir,
+            )?;
+            self.record(
+                Row::SteadyGrowth,
+                kind,
+                Sample::Ratio(after as f64 / compacted as f64),
+            );
+
+            drop(engine);
+            if !cfg.keep_files {
+                std::fs::remove_dir_all(&dir)?;
             }
         }
         Ok(())
