@@ -65,7 +65,7 @@ impl WriteTxn {
                 }
             }
         }
-        let fold = self.writer.chain.should_fold();
+        let fold = (self.writer.chain).should_fold(self.pages.alloc.free(), self.pages.end());
         if fold {
             for link in &self.writer.chain.links {
                 self.pages.free_chain_link(link)?;

@@ -55,13 +55,39 @@ pub(crate) struct FreeChain {
 }
 
 impl FreeChain {
-    /// Whether the next commit should write a full record instead of a change.
-    pub(crate) fn should_fold(&self) -> bool {
+    /// Whether the next commit should write a full record instead of a change: when
+    /// the chain outweighs its full record, and when its blobs are all that keeps a
+    /// sixteenth of the file or more from being cut off its end (`free` is what the
+    /// commit may reuse, `end` the file's logical end).
+    pub(crate) fn should_fold(&self, free: &PageRuns, end: PageId) -> bool {
         let Some((full, changes)) = self.links.split_first() else {
             return true;
         };
         let change_pages: u64 = changes.iter().map(|l| l.pages).sum();
-        self.legacy || change_pages > FOLD_PAGES_MIN.max(2 * full.pages)
+        self.legacy
+            || change_pages > FOLD_PAGES_MIN.max(2 * full.pages)
+            || self.holds_the_end(free, end)
+    }
+
+    /// Whether the end of the file, from some point on, holds only free pages and blobs
+    /// of this chain (at least one), over a sixteenth of the file or more.
+    fn holds_the_end(&self, free: &PageRuns, end: PageId) -> bool {
+        let mut at = end;
+        let mut held = false;
+        loop {
+            if let Some((start, _)) = free.run_ending_at(at) {
+                at = start;
+            } else if let Some(l) = self
+                .links
+                .iter()
+                .find(|l| l.blob.page().0 + l.pages == at.0)
+            {
+                at = l.blob.page();
+                held = true;
+            } else {
+                return held && (end.0 - at.0) * 16 >= end.0;
+            }
+        }
     }
 
     pub(crate) fn head(&self) -> ChildRef {
@@ -245,6 +271,20 @@ fn apply(set: &mut PageRuns, record: &Decoded, g: &Geometry, blob: PageId) -> Re
         return Err(bad("free pages past its end"));
     }
     Ok(())
+}
+
+/// Decodes `payload` as a full record and applies it to the empty set (the fuzzers'
+/// entry point); returns the free pages.
+pub(crate) fn apply_full(payload: &[u8], first: PageId) -> Result<u64> {
+    let record = decode(payload, PageId(0))?;
+    let mut set = PageRuns::new();
+    let g = Geometry::new(4096)?;
+    let first_ok = first >= g.first_data_page();
+    if !first_ok || !record.header.prev.is_null() {
+        return Err(Error::corrupted(0, "not a full record"));
+    }
+    apply(&mut set, &record, &g, PageId(0))?;
+    Ok(set.page_count())
 }
 
 /// The payload of the blob `r`, verified against `r`.

@@ -141,6 +141,12 @@ pub mod testing {
         Ok(runs.page_count())
     }
 
+    /// Decodes a free-list record (format 2) and applies it to the empty set, as the
+    /// full record at the bottom of a chain is; returns the free pages.
+    pub fn decode_free_record(bytes: &[u8], first: u64) -> Result<u64> {
+        crate::free_chain::apply_full(bytes, crate::page::PageId(first))
+    }
+
     /// Decodes a tree record (36 bytes; anything else is an error).
     pub fn decode_tree_record(bytes: &[u8]) -> Result<u64> {
         let r = crate::tree::TreeRecord::decode(bytes, crate::page::PageId(2))?;

@@ -135,7 +135,8 @@ pub(crate) struct Storage {
     mmap_size: u64,
     /// Pages read with pread, kept across transactions.
     cache: PageCache,
-    /// The newest map and the file length, which only grows while the file is open.
+    /// The newest map and the file length, which shrinks only below the end of every
+    /// live snapshot (`shrink_to`, `trim_to`).
     state: Mutex<MapState>,
     /// Set by the first failed write or sync. The kernel may have dropped the failed
     /// pages from its cache and marked them clean, so nothing written since the last
@@ -264,8 +265,9 @@ impl Storage {
             // SAFETY: the map is read-only and shared. Mapping past the end of the file is
             // allowed; only touching such bytes would fault, and `PageReader` touches only
             // pages below its `limit_bytes`, which never exceeds the file length at the
-            // time it was set (the file only grows while transactions are open:
-            // `ensure_len`; `trim_to` runs when none can read). The exclusive flock keeps
+            // time it was set (the file is only shortened past the end of every snapshot
+            // a live reader holds: `WriteTxn::shrink_file`, or when none can read: a
+            // clean close, a file being built). The exclusive flock keeps
             // cooperating processes from truncating the file (FORMAT.md#storage states the
             // residual risk). Old maps stay alive in the Arcs of the transactions that
             // use them, so no slice handed out ever dangles.
@@ -409,8 +411,9 @@ impl PageReader {
         // `extend_limit` cap `window_end` at the map's length), so the range lies in the
         // mapping, which `self.map` keeps alive (and unmoved) as long as `self`. The slice
         // covers only these bytes, never the rest of the map: they lie below
-        // `limit_bytes`, which never exceeds the file length (the file only grows while
-        // transactions are open: `ensure_len`; `trim_to` runs when none can read), and
+        // `limit_bytes`, which never exceeds the file length (the file is only shortened
+        // past the end of every snapshot a live reader holds, `WriteTxn::shrink_file`, or
+        // when none can read), and
         // callers ask only for pages (from `run_bytes`) that this reader's snapshot
         // reaches, or that its own write transaction wrote and does not write again while
         // it holds a slice of them; no writer overwrites such pages while a snapshot can

@@ -1,4 +1,4 @@
-//! The on-disk format (FORMAT.md, version 1) must keep opening: `tests/data/format-v1.mapkv`
+//! Files of the on-disk format's version 1 (FORMAT.md#versions) must keep opening: `tests/data/format-v1.mapkv`
 //! was written by this crate when the format was fixed. If this test fails, the format
 //! changed: bump `FORMAT_VERSION`, document the change in FORMAT.md, and decide how old
 //! files are handled — never just regenerate the file.
@@ -42,18 +42,22 @@ fn write_fixture(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn format_v1_files_still_open() -> Result<()> {
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format-v1.mapkv");
-    if std::env::var_os("MAPKV_WRITE_FIXTURE").is_some() {
+/// A copy of the checked-in file of format `version`, in a fresh directory.
+fn fixture_copy(version: u32) -> Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/data/format-v{version}.mapkv"));
+    if std::env::var_os("MAPKV_WRITE_FIXTURE").is_some_and(|v| v == *version.to_string()) {
         let _ = std::fs::remove_file(&fixture);
         write_fixture(&fixture)?;
     }
     let dir = tempfile::tempdir()?;
     let copy = dir.path().join("db");
     std::fs::copy(&fixture, &copy)?;
-    let db = Database::open(&copy)?;
+    Ok((dir, copy))
+}
+
+/// Everything `write_fixture` wrote reads back.
+fn check_contents(db: &Database) -> Result<()> {
     let report = db.check()?;
     assert_eq!(report.trees, 2);
     assert!(report.free_pages > 0, "the fixture has a free list");
@@ -69,11 +73,50 @@ fn format_v1_files_still_open() -> Result<()> {
         }
         assert_eq!(t.len()?, n);
     }
-    drop(r);
-    // And it takes new writes.
+    Ok(())
+}
+
+/// The current format, version 2, written when it was fixed (`MAPKV_WRITE_FIXTURE=2`
+/// rebuilds it).
+#[test]
+fn format_v2_files_still_open() -> Result<()> {
+    let (_dir, copy) = fixture_copy(2)?;
+    let db = Database::open(&copy)?;
+    check_contents(&db)?;
     let mut w = db.begin_write()?;
     w.open_tree("numbers")?.insert(b"new", b"write")?;
     w.commit()?;
     db.check()?;
+    Ok(())
+}
+
+#[test]
+fn format_v1_files_still_open() -> Result<()> {
+    let (_dir, copy) = fixture_copy(1)?;
+    let db = Database::open(&copy)?;
+    check_contents(&db)?;
+    // And it takes new writes: the first commit writes a version-2 meta and free list
+    // (FORMAT.md#versions), which opens again.
+    let versions = |path: &std::path::Path| -> Result<Vec<u32>> {
+        let bytes = std::fs::read(path)?;
+        Ok([8, 4096 + 8]
+            .iter()
+            .map(|&at| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()))
+            .collect())
+    };
+    assert_eq!(versions(&copy)?, [1, 1], "the fixture is version 1");
+    let mut w = db.begin_write()?;
+    w.open_tree("numbers")?.insert(b"new", b"write")?;
+    w.commit()?;
+    db.check()?;
+    let mut now = versions(&copy)?;
+    now.sort();
+    assert_eq!(now, [1, 2], "the first commit writes version 2 beside the fallback");
+    drop(db);
+    let db = Database::open(&copy)?;
+    let report = db.check()?;
+    assert!(report.free_pages > 0, "the free list survived the upgrade");
+    let r = db.begin_read()?;
+    assert_eq!(r.open_tree("numbers")?.get(b"new")?, Some(&b"write"[..]));
     Ok(())
 }

@@ -8,7 +8,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use mapkv::Error;
-use mapkv::testing::{decode_free_list, decode_meta, decode_page, decode_tree_record};
+use mapkv::testing::{
+    decode_free_list, decode_free_record, decode_meta, decode_page, decode_tree_record,
+};
 
 fn allowed<T>(r: mapkv::Result<T>) {
     match r {
@@ -45,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
             let end = u64::from_le_bytes(b[8..].try_into().unwrap());
             let end = if selector & 1 == 0 { end } else { end % 4096 };
             allowed(decode_free_list(payload, first, end));
+            allowed(decode_free_record(payload, first));
         }
         _ => allowed(decode_tree_record(bytes)),
     }

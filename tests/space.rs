@@ -1,0 +1,172 @@
+//! Space: what a commit writes (pages, syncs), and a file that shrinks when its end is
+//! free, but never under a reader that may still touch it. See FORMAT.md#allocation and
+//! FORMAT.md#shrinking-the-file.
+
+use mapkv::{Database, Result};
+
+fn key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+/// A one-key commit into a tree whose free list holds thousands of runs writes its path,
+/// the catalog leaf and one free-list record: the free list costs what the commit
+/// changed, not what the free list holds (folding adds a page now and then).
+#[test]
+fn a_one_key_commit_writes_its_path_not_the_free_list() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("db"))?;
+    let n = 200_000u64;
+    db.bulk_load("t", (0..n).map(|i| (key(i), [7u8; 100])))?;
+    // Empty every other leaf's worth of keys (36 entries fill a leaf): thousands of
+    // freed pages with pages in use between them.
+    let mut w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in (0..n).filter(|i| (i / 36) % 2 == 0) {
+            t.remove(&key(i))?;
+        }
+    }
+    w.commit()?;
+    // A commit to release what the removal freed into the reusable set.
+    let mut w = db.begin_write()?;
+    w.open_tree("t")?.insert(&key(1), b"x")?;
+    w.commit()?;
+    let before = db.stats()?;
+    let depth = before.trees[0].depth as u64;
+    let commits = 200;
+    for c in 0..commits {
+        let mut w = db.begin_write()?;
+        w.open_tree("t")?
+            .insert(&key(36 + c * 72), &[c as u8; 100])?;
+        w.commit()?;
+    }
+    let after = db.stats()?;
+    let free_runs_hint = before.pages_free;
+    assert!(free_runs_hint > 2000, "{free_runs_hint} free pages");
+    let pages = after.pages_written - before.pages_written;
+    let per_commit = pages as f64 / commits as f64;
+    assert!(
+        per_commit <= (depth + 3) as f64,
+        "{per_commit} pages per one-key commit at depth {depth}, {free_runs_hint} free pages"
+    );
+    assert_eq!(
+        after.syncs - before.syncs,
+        commits,
+        "one fdatasync per commit"
+    );
+    assert_eq!(after.commits - before.commits, commits);
+    db.check()?;
+    Ok(())
+}
+
+/// Removing what lies at the end of the file gives the space back to the file system,
+/// but only once no reader's snapshot reaches past the new end; the reader keeps
+/// reading meanwhile (a truncated map would fault).
+#[test]
+fn the_file_shrinks_once_no_reader_needs_its_end() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("db");
+    let db = Database::open(&path)?;
+    let mut w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("small")?;
+        for i in 0..100 {
+            t.insert(&key(i), &[1; 100])?;
+        }
+        let mut big = w.open_tree("big")?;
+        for i in 0..100_000 {
+            big.insert(&key(i), &[2; 200])?;
+        }
+    }
+    w.commit()?;
+    let full = db.stats()?.file_size_bytes;
+    assert!(full > 20 << 20, "{full}");
+
+    let reader = db.begin_read()?;
+    let mut w = db.begin_write()?;
+    assert!(w.delete_tree("big")?);
+    w.commit()?;
+    // Two more commits release and cut the freed pages; the reader still needs them.
+    for i in 0..2 {
+        let mut w = db.begin_write()?;
+        w.open_tree("small")?.insert(&key(i), b"again")?;
+        w.commit()?;
+    }
+    assert!(db.stats()?.file_size_bytes >= full, "shrunk under a reader");
+    let big = reader.open_tree("big")?;
+    let mut seen = 0;
+    for entry in big.iter()? {
+        let (_, v) = entry?;
+        assert_eq!(v, &[2; 200][..]);
+        seen += 1;
+    }
+    assert_eq!(seen, 100_000);
+    drop(reader);
+
+    // The next commits release the pages, move what sits at the end (the catalog and
+    // the free list's records, which every commit rewrites) and cut the end.
+    for i in 0..4 {
+        let mut w = db.begin_write()?;
+        w.open_tree("small")?.insert(&key(i), b"once more")?;
+        w.commit()?;
+    }
+    let shrunk = db.stats()?.file_size_bytes;
+    assert!(shrunk < 4 << 20, "{shrunk} bytes left of {full}");
+    db.check()?;
+    drop(db);
+    let db = Database::open(&path)?;
+    db.check()?;
+    let r = db.begin_read()?;
+    assert_eq!(r.tree_names()?, ["small"]);
+    assert_eq!(r.open_tree("small")?.get(&key(1))?, Some(&b"once more"[..]));
+    Ok(())
+}
+
+/// A transaction that is aborted leaves the free pages as it found them: the next
+/// commit can use them, and `check` finds every page accounted for.
+#[test]
+fn an_aborted_transaction_gives_its_pages_back() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("db"))?;
+    let mut w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in 0..5000 {
+            t.insert(&key(i), &[3; 100])?;
+        }
+    }
+    w.commit()?;
+    let mut w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in 0..2500 {
+            t.remove(&key(i))?;
+        }
+    }
+    w.commit()?;
+    let settled = db.stats()?;
+    for round in 0..3 {
+        let mut w = db.begin_write()?;
+        {
+            let mut t = w.open_tree("t")?;
+            for i in 0..3000 {
+                // Large values take pages at once; small ones at commit.
+                let len = if i % 100 == 0 { 20_000 } else { 150 };
+                t.insert(&key(10_000 + i), &vec![round as u8; len])?;
+            }
+        }
+        w.abort();
+    }
+    let mut w = db.begin_write()?;
+    w.open_tree("t")?.insert(&key(1), b"one")?;
+    w.commit()?;
+    let after = db.stats()?;
+    assert!(
+        after.page_count <= settled.page_count + 8,
+        "aborted transactions leaked pages: {} then {}",
+        settled.page_count,
+        after.page_count
+    );
+    db.check()?;
+    Ok(())
+}
