@@ -26,6 +26,8 @@ pub(crate) struct Allocator {
     /// Pages past `base_end` that this transaction added and gave back: free, and not in
     /// the snapshot's free set.
     grown_free: PageRuns,
+    /// Take the lowest free pages first (compaction: move pages towards the start).
+    lowest_first: bool,
 }
 
 impl Allocator {
@@ -36,7 +38,14 @@ impl Allocator {
             base_end: end,
             taken: PageRuns::new(),
             grown_free: PageRuns::new(),
+            lowest_first: false,
         }
+    }
+
+    /// From now on, take the lowest free pages first, in as many runs as it takes
+    /// (`Database::compact`).
+    pub(crate) fn prefer_lowest(&mut self) {
+        self.lowest_first = true;
     }
 
     pub(crate) fn end(&self) -> PageId {
@@ -61,7 +70,11 @@ impl Allocator {
     /// `pages` contiguous pages: the shortest free run that holds them, else the end of
     /// the file (taking a free run that ends there first).
     pub(crate) fn take_run(&mut self, pages: u64) -> PageId {
-        if let Some(id) = self.free.take(pages) {
+        let found = match self.lowest_first {
+            true => self.free.take_lowest(pages),
+            false => self.free.take(pages),
+        };
+        if let Some(id) = found {
             self.note_taken(id, pages);
             return id;
         }
@@ -85,6 +98,9 @@ impl Allocator {
         if pages == 0 {
             return Vec::new();
         }
+        if self.lowest_first {
+            return self.take_lowest_pages(pages);
+        }
         let fits_one = self.free.longest().is_some_and(|(_, n)| n >= pages);
         let free = self.free.page_count();
         let share = (free + waiting).saturating_mul(FREE_SHARE_BEFORE_SCATTER);
@@ -103,6 +119,24 @@ impl Allocator {
             self.note_taken(s, n);
             runs.push((s, n));
             left -= n;
+        }
+        runs.sort_unstable();
+        runs
+    }
+
+    /// The lowest free pages, then the end of the file for what they do not cover.
+    fn take_lowest_pages(&mut self, pages: u64) -> Vec<(PageId, u64)> {
+        let mut runs = Vec::new();
+        let mut left = pages;
+        while let Some((s, n)) = self.free.lowest().filter(|_| left > 0) {
+            let n = n.min(left);
+            assert!(self.free.remove(s, n), "a listed run is free");
+            self.note_taken(s, n);
+            runs.push((s, n));
+            left -= n;
+        }
+        if left > 0 {
+            runs.push((self.take_run(left), left));
         }
         runs.sort_unstable();
         runs

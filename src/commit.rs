@@ -45,8 +45,10 @@ impl WriteTxn {
         // (a meta written, the free pages not updated): refuse all writes after one.
         let _poison_on_panic = PoisonOnPanic(Arc::clone(&self.shared.storage));
         let changed = self.trees.take_changed();
-        let nothing_changed =
-            changed.is_empty() && !self.pages.has_dirty_pages() && !self.pages.has_freed_pages();
+        let nothing_changed = !self.compacting
+            && changed.is_empty()
+            && !self.pages.has_dirty_pages()
+            && !self.pages.has_freed_pages();
         if nothing_changed {
             if self.durability == Durability::Immediate
                 && self.writer.durable < self.base.meta.txn()
@@ -65,7 +67,8 @@ impl WriteTxn {
                 }
             }
         }
-        let fold = (self.writer.chain).should_fold(self.pages.alloc.free(), self.pages.end());
+        let fold = self.compacting
+            || (self.writer.chain).should_fold(self.pages.alloc.free(), self.pages.end());
         if fold {
             for link in &self.writer.chain.links {
                 self.pages.free_chain_link(link)?;
@@ -333,7 +336,10 @@ impl WriteTxn {
             .copied()
             .expect("the newest is listed");
         let g = self.shared.storage.geometry;
-        self.shared.storage.shrink_to(g.offset(end))
+        match self.compacting {
+            true => self.shared.storage.trim_to(g.offset(end)),
+            false => self.shared.storage.shrink_to(g.offset(end)),
+        }
     }
 }
 

@@ -357,6 +357,33 @@ impl Database {
         sync_dir(path.as_ref())
     }
 
+    /// Compacts the file in place: moves the pages that lie past the point where the
+    /// pages in use would end if packed into free pages below it, with ordinary
+    /// copy-on-write commits (each durable), then cuts the file to its new end. Takes the
+    /// writer lock (it waits for a write transaction to end, like `begin_write`); readers
+    /// may run meanwhile, and what their snapshots still reach is cut by a later commit
+    /// once they end. Pages keep their fill: for a file rebuilt with full pages, use
+    /// `compact_to`. See FORMAT.md#compaction-in-place.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let mut w = db.begin_write()?;
+    /// w.open_tree("t")?.insert(b"k", &[0; 1 << 20])?;
+    /// w.commit()?;
+    /// let mut w = db.begin_write()?;
+    /// w.delete_tree("t")?;
+    /// w.commit()?;
+    /// let stats = db.compact()?;
+    /// assert!(stats.file_size_after < stats.file_size_before);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn compact(&self) -> Result<crate::CompactStats> {
+        crate::compact::compact(&self.shared)
+    }
+
     /// The path this database was opened with (empty for a test backend).
     pub fn path(&self) -> &Path {
         &self.path

@@ -129,6 +129,26 @@ impl PageRuns {
         Some(PageId(s))
     }
 
+    /// Takes `len` contiguous pages from the lowest run that holds them (first fit).
+    pub(crate) fn take_lowest(&mut self, len: u64) -> Option<PageId> {
+        let (&s, _) = self.runs.iter().find(|(_, n)| **n >= len)?;
+        assert!(self.remove(PageId(s), len), "a listed run is in the set");
+        Some(PageId(s))
+    }
+
+    /// The lowest run, if any.
+    pub(crate) fn lowest(&self) -> Option<(PageId, u64)> {
+        self.runs.first_key_value().map(|(&s, &n)| (PageId(s), n))
+    }
+
+    /// The free pages below `end`.
+    pub(crate) fn pages_below(&self, end: PageId) -> u64 {
+        self.runs
+            .range(..end.0)
+            .map(|(&s, &n)| n.min(end.0 - s))
+            .sum()
+    }
+
     /// The longest run, if any.
     pub(crate) fn longest(&self) -> Option<(PageId, u64)> {
         self.by_len.last().map(|&(n, s)| (PageId(s), n))

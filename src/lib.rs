@@ -48,6 +48,7 @@ mod bulk;
 mod cache;
 mod check;
 mod commit;
+mod compact;
 mod cursor;
 mod db;
 mod error;
@@ -63,6 +64,7 @@ mod txn_pages;
 
 pub use bulk::{BulkOptions, BulkStats};
 pub use check::CheckReport;
+pub use compact::CompactStats;
 pub use cursor::Range;
 pub use db::{Database, Options, Stats, TreeStats};
 pub use error::{Error, Result};

@@ -261,6 +261,10 @@ pub struct WriteTxn {
     pub(crate) durability: Durability,
     /// Set once the commit has handed the free pages back to the writer.
     pub(crate) committed: bool,
+    /// A pass of `Database::compact`: the commit folds the free list (so that its
+    /// record moves down too), commits even if nothing changed, and cuts the file to its
+    /// end exactly.
+    pub(crate) compacting: bool,
 }
 
 /// The trees a write transaction opened or deleted. Each record is kept here, and only
@@ -325,6 +329,7 @@ impl WriteTxn {
             trees: TouchedTrees::default(),
             durability: shared.durability,
             committed: false,
+            compacting: false,
         })
     }
 
@@ -477,7 +482,7 @@ impl WriteTree<'_> {
     }
 
     /// Runs `f` on the transaction's pages and this tree's record, in place.
-    fn change<T>(
+    pub(crate) fn change<T>(
         &mut self,
         f: impl FnOnce(&mut TxnPages, &mut TreeRecord) -> Result<T>,
     ) -> Result<T> {

@@ -111,7 +111,11 @@ fn format_v1_files_still_open() -> Result<()> {
     db.check()?;
     let mut now = versions(&copy)?;
     now.sort();
-    assert_eq!(now, [1, 2], "the first commit writes version 2 beside the fallback");
+    assert_eq!(
+        now,
+        [1, 2],
+        "the first commit writes version 2 beside the fallback"
+    );
     drop(db);
     let db = Database::open(&copy)?;
     let report = db.check()?;
