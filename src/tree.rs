@@ -9,7 +9,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::error::{Error, Result};
 use crate::node::{
-    self, Cell, LeafValue, Node, OverflowRef, encode_branch_cell, encode_leaf_cell, is_underfull,
+    self, Cell, Evened, LeafValue, Node, OverflowRef, encode_branch_cell, encode_leaf_cell,
+    is_underfull,
 };
 use crate::page::{ChildRef, Geometry, PageId, PageKind, VALUE_LEN_MAX, seal};
 use crate::txn_pages::TxnPages;
@@ -289,7 +290,7 @@ fn edit_below(
                 if let LeafValue::Overflow(o) = Node::parse(pages.dirty(id), id)?.value(i)? {
                     pages.free_blob(&o)?;
                 }
-                node::remove_cell(pages.dirty_mut(id), PageKind::Leaf, i)?;
+                node::remove_cell(pages.dirty_mut(id), id, i)?;
             }
             let grow = match change {
                 LeafEdit::Put(cell) => {
@@ -420,8 +421,9 @@ fn collapse_root(pages: &mut TxnPages, tree: &mut TreeRecord) -> Result<()> {
     }
 }
 
-/// Child `i` of dirty branch `parent` is underfull: merge it with a sibling, or share
-/// cells with the sibling so both are at least a quarter full.
+/// Child `i` of dirty branch `parent` is underfull: merges it with a sibling, or shares
+/// cells with the sibling so both are at least a quarter full, editing both pages (dirty
+/// after shadowing) in place.
 fn rebalance(pages: &mut TxnPages, parent: PageId, i: usize) -> Result<Grow> {
     let (a, ra, rb, sep) = {
         let node = Node::parse(pages.dirty(parent), parent)?;
@@ -434,38 +436,34 @@ fn rebalance(pages: &mut TxnPages, parent: PageId, i: usize) -> Result<Grow> {
     };
     let ida = pages.shadow(&ra)?;
     let idb = pages.shadow(&rb)?;
-    let rebuilt = {
-        let (na, nb) = (
-            Node::parse(pages.dirty(ida), ida)?,
-            Node::parse(pages.dirty(idb), idb)?,
-        );
-        node::rebuild_siblings(pages.geometry().page_size, pages.txn, &na, &sep, &nb)?
-    };
-    let ref_a = pages.dirty_ref(ida);
+    if ida == idb || ida == parent || idb == parent {
+        return Err(Error::corrupted(
+            parent.0,
+            "a branch references a page twice",
+        ));
+    }
+    // Out of the map while both pages are edited, and back in before any error returns.
+    let mut right = pages.take(idb);
+    let evened = node::even_out(pages.dirty_mut(ida), ida, &sep, &mut right, idb);
+    pages.put(idb, right);
+    let evened = evened?;
+    let (ref_a, ref_b) = (pages.dirty_ref(ida), pages.dirty_ref(idb));
     let p = pages.dirty_mut(parent);
-    node::remove_cell(p, PageKind::Branch, a)?;
+    node::remove_cell(p, parent, a)?;
     node::set_child(p, a, &ref_a)?;
-    match rebuilt {
-        node::Rebuilt::One(merged) => {
-            pages.put(ida, merged);
-            pages.free_page(&pages.dirty_ref(idb))?;
+    match evened {
+        Evened::Merged => {
+            pages.free_page(&ref_b)?;
             Ok(Grow::One(pages.dirty_ref(parent)))
         }
-        node::Rebuilt::Two(left, new_sep, right) => {
-            pages.put(ida, left);
-            pages.put(idb, right);
+        Evened::Shared(new_sep) => {
             let mut cell = Vec::new();
-            encode_branch_cell(&mut cell, &new_sep, &pages.dirty_ref(idb));
-            put_cell(
-                pages,
-                parent,
-                PageKind::Branch,
-                a,
-                Cell {
-                    key: &new_sep,
-                    bytes: &cell,
-                },
-            )
+            encode_branch_cell(&mut cell, &new_sep, &ref_b);
+            let cell = Cell {
+                key: &new_sep,
+                bytes: &cell,
+            };
+            put_cell(pages, parent, PageKind::Branch, a, cell)
         }
     }
 }
