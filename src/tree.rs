@@ -226,17 +226,98 @@ fn insert_cell(pages: &mut TxnPages, tree: &mut TreeRecord, cell: Cell) -> Resul
 enum LeafEdit<'c> {
     /// Insert the cell, replacing the entry with the same key if any.
     Put(Cell<'c>),
-    /// Remove the entry, which is known to exist.
+    /// Remove the entry with the key, if any.
     Delete,
 }
 
-/// Applies `change` to `key`'s leaf along a shadowed path, splitting or rebalancing
-/// nodes on the way back up. Returns whether the key existed.
+/// The way from the root to the leaf that holds (or would hold) a key, as one descent
+/// found it: what the change then follows back up without searching again.
+struct Path {
+    /// The branches from the root down, each with the index of the child taken.
+    branches: Vec<(ChildRef, usize)>,
+    leaf: ChildRef,
+    /// The key's slot in the leaf, or where it would go.
+    slot: std::result::Result<usize, usize>,
+}
+
+/// Looks `key` up in the non-empty `tree`, recording the path.
+fn descend(pages: &TxnPages, tree: &TreeRecord, key: &[u8]) -> Result<Path> {
+    let mut levels = tree.depth.get();
+    let mut branches = Vec::with_capacity(levels as usize);
+    let mut r = tree.root;
+    loop {
+        let node = load(pages, &r, levels)?;
+        if node.is_leaf() {
+            let slot = node.search(key)?;
+            return Ok(Path {
+                branches,
+                leaf: r,
+                slot,
+            });
+        }
+        let i = node.child_index(key)?;
+        branches.push((r, i));
+        r = node.child(i)?;
+        levels -= 1;
+    }
+}
+
+/// Applies `change` to `key`'s leaf in the non-empty `tree`: one descent finds the path,
+/// then each page on it is shadowed bottom-up, splitting or rebalancing nodes on the way.
+/// Returns whether the key existed; a `Delete` of an absent key changes nothing.
 fn edit(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8], change: LeafEdit) -> Result<bool> {
-    let (grow, _, existed) = edit_below(pages, tree.root, key, tree.depth.get(), change)?;
+    let path = descend(pages, tree, key)?;
+    if matches!(change, LeafEdit::Delete) && path.slot.is_err() {
+        return Ok(false);
+    }
+    let leaf = pages.shadow(&path.leaf)?;
+    let mut grow = edit_leaf(pages, leaf, path.slot, change)?;
+    for &(branch, i) in path.branches.iter().rev() {
+        let child_underfull = is_underfull_now(pages, &grow)?;
+        let id = pages.shadow(&branch)?;
+        grow = match grow {
+            Grow::One(c) if child_underfull => {
+                node::set_child(pages.dirty_mut(id), i, &c)?;
+                rebalance(pages, id, i)?
+            }
+            grow => attach(pages, id, i, grow)?,
+        };
+    }
     set_root(pages, tree, grow)?;
     collapse_root(pages, tree)?;
-    Ok(existed)
+    Ok(path.slot.is_ok())
+}
+
+/// Applies `change` at `slot` (found by the descent) of dirty leaf `id`.
+fn edit_leaf(
+    pages: &mut TxnPages,
+    id: PageId,
+    slot: std::result::Result<usize, usize>,
+    change: LeafEdit,
+) -> Result<Grow> {
+    if let Ok(i) = slot {
+        if let LeafValue::Overflow(o) = Node::parse(pages.dirty(id), id)?.value(i)? {
+            pages.free_blob(&o)?;
+        }
+        node::remove_cell(pages.dirty_mut(id), id, i)?;
+    }
+    match change {
+        LeafEdit::Put(cell) => {
+            put_cell(pages, id, PageKind::Leaf, slot.unwrap_or_else(|i| i), cell)
+        }
+        LeafEdit::Delete => Ok(Grow::One(pages.dirty_ref(id))),
+    }
+}
+
+/// Whether what became of a node leaves it underfull, so its parent rebalances it.
+fn is_underfull_now(pages: &TxnPages, grow: &Grow) -> Result<bool> {
+    Ok(match grow {
+        Grow::One(r) => {
+            let node = Node::parse(pages.dirty(r.page()), r.page())?;
+            is_underfull(node.used_bytes(), pages.geometry().page_size)
+        }
+        Grow::Split(..) => false,
+    })
 }
 
 fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<()> {
@@ -263,69 +344,6 @@ fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<(
         }
     }
     Ok(())
-}
-
-/// `edit` below `r`: returns what became of the node, whether it is now underfull (so
-/// its parent rebalances it), and whether the key existed.
-fn edit_below(
-    pages: &mut TxnPages,
-    r: ChildRef,
-    key: &[u8],
-    levels: u32,
-    change: LeafEdit,
-) -> Result<(Grow, bool, bool)> {
-    let id = pages.shadow(&r)?;
-    let (found, child) = {
-        let node = load(&*pages, &pages.dirty_ref(id), levels)?;
-        if node.is_leaf() {
-            (node.search(key)?, None)
-        } else {
-            let i = node.child_index(key)?;
-            (Ok(i), Some(node.child(i)?))
-        }
-    };
-    let (grow, existed) = match (child, found) {
-        (None, found) => {
-            if let Ok(i) = found {
-                if let LeafValue::Overflow(o) = Node::parse(pages.dirty(id), id)?.value(i)? {
-                    pages.free_blob(&o)?;
-                }
-                node::remove_cell(pages.dirty_mut(id), id, i)?;
-            }
-            let grow = match change {
-                LeafEdit::Put(cell) => {
-                    let pos = found.unwrap_or_else(|i| i);
-                    put_cell(pages, id, PageKind::Leaf, pos, cell)?
-                }
-                LeafEdit::Delete if found.is_err() => {
-                    return Err(Error::corrupted(id.0, "key found by lookup is missing"));
-                }
-                LeafEdit::Delete => Grow::One(pages.dirty_ref(id)),
-            };
-            (grow, found.is_ok())
-        }
-        (Some(child), Ok(i)) => {
-            let (grow, child_underfull, existed) =
-                edit_below(pages, child, key, levels - 1, change)?;
-            let grow = match grow {
-                Grow::One(c) if child_underfull => {
-                    node::set_child(pages.dirty_mut(id), i, &c)?;
-                    rebalance(pages, id, i)?
-                }
-                grow => attach(pages, id, i, grow)?,
-            };
-            (grow, existed)
-        }
-        (Some(_), Err(_)) => unreachable!("branches always yield a child index"),
-    };
-    let underfull = match &grow {
-        Grow::One(r) => {
-            let node = Node::parse(pages.dirty(r.page()), r.page())?;
-            is_underfull(node.used_bytes(), pages.geometry().page_size)
-        }
-        Grow::Split(..) => false,
-    };
-    Ok((grow, underfull, existed))
 }
 
 /// Puts `grow` (what became of child `i`) into the dirty branch `id`.
@@ -394,10 +412,9 @@ fn put_cell(
 
 /// Removes `key`; false (and nothing changes) if it is absent.
 pub(crate) fn remove(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8]) -> Result<bool> {
-    if get(&*pages, tree, key)?.is_none() {
+    if tree.root.is_null() || !edit(pages, tree, key, LeafEdit::Delete)? {
         return Ok(false);
     }
-    edit(pages, tree, key, LeafEdit::Delete)?;
     tree.entries = U64::new(tree.entries.get().saturating_sub(1));
     Ok(true)
 }
