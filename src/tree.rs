@@ -230,83 +230,81 @@ enum LeafEdit<'c> {
     Delete,
 }
 
-/// The way from the root to the leaf that holds (or would hold) a key, as one descent
-/// found it: what the change then follows back up without searching again.
-struct Path {
-    /// The branches from the root down, each with the index of the child taken.
-    branches: Vec<(ChildRef, usize)>,
-    leaf: ChildRef,
-    /// The key's slot in the leaf, or where it would go.
-    slot: std::result::Result<usize, usize>,
-}
-
-/// Looks `key` up in the non-empty `tree`, recording the path.
-fn descend(pages: &TxnPages, tree: &TreeRecord, key: &[u8]) -> Result<Path> {
-    let mut levels = tree.depth.get();
-    let mut branches = Vec::with_capacity(levels as usize);
-    let mut r = tree.root;
-    loop {
-        let node = load(pages, &r, levels)?;
-        if node.is_leaf() {
-            let slot = node.search(key)?;
-            return Ok(Path {
-                branches,
-                leaf: r,
-                slot,
-            });
-        }
-        let i = node.child_index(key)?;
-        branches.push((r, i));
-        r = node.child(i)?;
-        levels -= 1;
-    }
-}
-
-/// Applies `change` to `key`'s leaf in the non-empty `tree`: one descent finds the path,
-/// then each page on it is shadowed bottom-up, splitting or rebalancing nodes on the way.
-/// Returns whether the key existed; a `Delete` of an absent key changes nothing.
+/// Applies `change` to `key`'s leaf in the non-empty `tree`, in one descent: each level
+/// searches its page once, and the pages on the path are shadowed and changed on the
+/// way back up, splitting or rebalancing nodes. Returns whether the key existed; a
+/// `Delete` of an absent key changes nothing (no page is shadowed or freed).
 fn edit(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8], change: LeafEdit) -> Result<bool> {
-    let path = descend(pages, tree, key)?;
-    if matches!(change, LeafEdit::Delete) && path.slot.is_err() {
+    let Some((grow, existed)) = edit_below(pages, tree.root, key, tree.depth.get(), change)? else {
         return Ok(false);
-    }
-    let leaf = pages.shadow(&path.leaf)?;
-    let mut grow = edit_leaf(pages, leaf, path.slot, change)?;
-    for &(branch, i) in path.branches.iter().rev() {
-        let child_underfull = is_underfull_now(pages, &grow)?;
-        let id = pages.shadow(&branch)?;
-        grow = match grow {
-            Grow::One(c) if child_underfull => {
-                node::set_child(pages.dirty_mut(id), i, &c)?;
-                rebalance(pages, id, i)?
-            }
-            grow => attach(pages, id, i, grow)?,
-        };
-    }
+    };
     set_root(pages, tree, grow)?;
     collapse_root(pages, tree)?;
-    Ok(path.slot.is_ok())
+    Ok(existed)
 }
 
-/// Applies `change` at `slot` (found by the descent) of dirty leaf `id`.
+/// `edit` below `r`, `levels` above the leaves: looks `key` up in the committed or dirty
+/// page `r` names, then (unless the change is a `Delete` of an absent key: `None`) shadows
+/// the page and applies the change at the slot or child index this lookup found, without
+/// searching again: the shadow is a copy of the page searched. Returns what became of the
+/// node and whether the key existed. The call stack holds the path: each frame its
+/// branch's reference and the index of the child taken.
+fn edit_below(
+    pages: &mut TxnPages,
+    r: ChildRef,
+    key: &[u8],
+    levels: u32,
+    change: LeafEdit,
+) -> Result<Option<(Grow, bool)>> {
+    let (child, i) = {
+        let node = load(&*pages, &r, levels)?;
+        if node.is_leaf() {
+            let slot = node.search(key)?;
+            return edit_leaf(pages, &r, slot, change);
+        }
+        let i = node.child_index(key)?;
+        (node.child(i)?, i)
+    };
+    let Some((grow, existed)) = edit_below(pages, child, key, levels - 1, change)? else {
+        return Ok(None);
+    };
+    let child_underfull = is_underfull_now(pages, &grow)?;
+    let id = pages.shadow(&r)?;
+    let grow = match grow {
+        Grow::One(c) if child_underfull => {
+            node::set_child(pages.dirty_mut(id), i, &c)?;
+            rebalance(pages, id, i)?
+        }
+        grow => attach(pages, id, i, grow)?,
+    };
+    Ok(Some((grow, existed)))
+}
+
+/// Applies `change` at `slot` (found by the lookup) of the leaf `r` names, shadowing it
+/// first; `None`, changing nothing, for a `Delete` of an absent key.
 fn edit_leaf(
     pages: &mut TxnPages,
-    id: PageId,
+    r: &ChildRef,
     slot: std::result::Result<usize, usize>,
     change: LeafEdit,
-) -> Result<Grow> {
+) -> Result<Option<(Grow, bool)>> {
+    if matches!(change, LeafEdit::Delete) && slot.is_err() {
+        return Ok(None);
+    }
+    let id = pages.shadow(r)?;
     if let Ok(i) = slot {
         if let LeafValue::Overflow(o) = Node::parse(pages.dirty(id), id)?.value(i)? {
             pages.free_blob(&o)?;
         }
         node::remove_cell(pages.dirty_mut(id), id, i)?;
     }
-    match change {
+    let grow = match change {
         LeafEdit::Put(cell) => {
-            put_cell(pages, id, PageKind::Leaf, slot.unwrap_or_else(|i| i), cell)
+            put_cell(pages, id, PageKind::Leaf, slot.unwrap_or_else(|i| i), cell)?
         }
-        LeafEdit::Delete => Ok(Grow::One(pages.dirty_ref(id))),
-    }
+        LeafEdit::Delete => Grow::One(pages.dirty_ref(id)),
+    };
+    Ok(Some((grow, slot.is_ok())))
 }
 
 /// Whether what became of a node leaves it underfull, so its parent rebalances it.
