@@ -1,6 +1,7 @@
 //! Branch and leaf pages: read views that bounds-check every offset taken from the page,
 //! in-place edits of dirty pages, and the split/merge policy shared by inserts, removes,
-//! the bulk loader and compaction. See FORMAT.md#node-pages.
+//! the bulk loader and compaction (siblings are merged or share cells in place, in
+//! `siblings`). See FORMAT.md#node-pages.
 
 use std::cmp::Ordering;
 use std::mem::size_of;
@@ -10,6 +11,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::error::{Error, Result};
 use crate::page::{ChildRef, PageHeader, PageId, PageKind, TxnId, header, header_mut};
+
+mod siblings;
+pub(crate) use siblings::{Evened, even_out};
 
 /// Header of branch and leaf pages. See FORMAT.md#node-pages.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -190,10 +194,15 @@ impl<'a> Node<'a> {
 
     /// Header, slots and live cells: what a rebuilt copy of this page would occupy.
     pub(crate) fn used_bytes(&self) -> usize {
-        let h = NodeHeader::ref_from_prefix(self.bytes).expect("parsed").0;
         slots_start(self.kind) + self.count * SLOT_BYTES + self.bytes.len()
             - self.cells_start
-            - h.frag_bytes.get() as usize
+            - self.frag_bytes()
+    }
+
+    /// Bytes of holes in the cell area (left by removed cells).
+    fn frag_bytes(&self) -> usize {
+        let h = NodeHeader::ref_from_prefix(self.bytes).expect("parsed").0;
+        h.frag_bytes.get() as usize
     }
 
     fn slot(&self, i: usize) -> Slot {
@@ -586,29 +595,26 @@ fn place_cell(page: &mut [u8], kind: PageKind, i: usize, cell: Cell) -> bool {
     page[at..cells_start].copy_from_slice(cell.bytes);
     let slot_at = slots_start(kind) + i * SLOT_BYTES;
     page.copy_within(slot_at..slots_end, slot_at + SLOT_BYTES);
-    let slot = Slot {
-        prefix: prefix_bytes(cell.key),
-        offset: U16::new(at as u16),
-        key_len: U16::new(cell.key.len() as u16),
-    };
-    page[slot_at..slot_at + SLOT_BYTES].copy_from_slice(slot.as_bytes());
+    write_slot(page, slot_at, cell.key, at);
     let h = node_header_mut(page);
     h.page.count = U16::new(count as u16 + 1);
     h.cells_start = U32::new(at as u32);
     true
 }
 
+/// Writes the slot at byte `slot_at` for a cell with `key` at offset `cell_at`.
+fn write_slot(page: &mut [u8], slot_at: usize, key: &[u8], cell_at: usize) {
+    let slot = Slot {
+        prefix: prefix_bytes(key),
+        offset: U16::new(cell_at as u16),
+        key_len: U16::new(key.len() as u16),
+    };
+    page[slot_at..slot_at + SLOT_BYTES].copy_from_slice(slot.as_bytes());
+}
+
 /// Removes slot `i`; its cell becomes a hole (counted in `frag_bytes`).
-pub(crate) fn remove_cell(page: &mut [u8], kind: PageKind, i: usize) -> Result<()> {
-    let cell_len = Node::parse(page, PageId(0))?.cell(i)?.bytes.len();
-    let h = node_header_mut(page);
-    let count = h.page.count.get() as usize;
-    h.page.count = U16::new(count as u16 - 1);
-    h.frag_bytes = U32::new(h.frag_bytes.get() + cell_len as u32);
-    let slot_at = slots_start(kind) + i * SLOT_BYTES;
-    let slots_end = slots_start(kind) + count * SLOT_BYTES;
-    page.copy_within(slot_at + SLOT_BYTES..slots_end, slot_at);
-    Ok(())
+pub(crate) fn remove_cell(page: &mut [u8], id: PageId, i: usize) -> Result<()> {
+    siblings::remove_range(page, id, i..i + 1)
 }
 
 /// Rewrites the page with its cells packed against the end and no holes. Their sizes
@@ -643,44 +649,44 @@ pub(crate) struct TwoWay {
     pub at: usize,
 }
 
-/// Whether `cells` fit in one page of `kind` (for branches: besides the leftmost child).
-pub(crate) fn fits_one(kind: PageKind, page_size: usize, cells: &[Cell]) -> bool {
-    slots_start(kind) + cells.iter().map(Cell::footprint).sum::<usize>() <= page_size
-}
-
-/// Chooses the most even cut of `cells` into two pages that both fit. Leaves keep every
-/// cell; branches move the cut cell up. With cells at most `cell_bytes_max`, a cut
-/// always exists; only cells from a corrupt page `id` can leave none.
+/// Chooses the most even cut of `len` cells, the footprint of cell `j` (slot and cell
+/// bytes) being `footprint(j)`, into two pages that both fit. Leaves keep every cell;
+/// branches move the cut cell up. With cells at most `cell_bytes_max`, a cut always
+/// exists; only cells from a corrupt page `id` can leave none.
 pub(crate) fn split_point(
     id: PageId,
     kind: PageKind,
     page_size: usize,
-    cells: &[Cell],
+    len: usize,
+    footprint: impl Fn(usize) -> Result<usize>,
 ) -> Result<TwoWay> {
     let room = page_size - slots_start(kind);
-    let total: usize = cells.iter().map(Cell::footprint).sum();
+    let mut total = 0;
+    for j in 0..len {
+        total += footprint(j)?;
+    }
     let mut best: Option<(usize, usize)> = None;
     let mut left = 0;
-    for (at, cell) in cells.iter().enumerate() {
+    for at in 0..len {
+        let size = footprint(at)?;
         let right = match kind {
             PageKind::Leaf => total - left,
-            _ => total - left - cell.footprint(),
+            _ => total - left - size,
         };
-        let valid_cut = at > 0 && (kind == PageKind::Leaf || at + 1 < cells.len());
+        let valid_cut = at > 0 && (kind == PageKind::Leaf || at + 1 < len);
         if valid_cut && left <= room && right <= room {
             let skew = left.abs_diff(right);
             if best.is_none_or(|(_, s)| skew < s) {
                 best = Some((at, skew));
             }
         }
-        left += cell.footprint();
+        left += size;
     }
     let (at, _) = best.ok_or_else(|| {
         Error::corrupted(
             id.0,
             format!(
-                "no two-way split of {} cells ({total} bytes) in {kind:?} pages of {page_size}",
-                cells.len()
+                "no two-way split of {len} cells ({total} bytes) in {kind:?} pages of {page_size}"
             ),
         )
     })?;
@@ -725,7 +731,10 @@ pub(crate) fn build_two(
     leftmost: Option<&ChildRef>,
     cells: &[Cell],
 ) -> Result<TwoPages> {
-    let cut = split_point(id, kind, page_size, cells)?.at;
+    let cut = split_point(id, kind, page_size, cells.len(), |j| {
+        Ok(cells[j].footprint())
+    })?
+    .at;
     let mut left = vec![0; page_size].into_boxed_slice();
     let mut right = vec![0; page_size].into_boxed_slice();
     let (sep, right_leftmost, right_cells) = match kind {
@@ -743,54 +752,6 @@ pub(crate) fn build_two(
     build(&mut left, kind, txn, leftmost, &cells[..cut]);
     build(&mut right, kind, txn, right_leftmost.as_ref(), right_cells);
     Ok((left, sep, right))
-}
-
-/// Two adjacent siblings rebuilt: one page if their cells fit, else two even pages.
-pub(crate) enum Rebuilt {
-    One(Box<[u8]>),
-    Two(Box<[u8]>, Vec<u8>, Box<[u8]>),
-}
-
-/// Rebuilds siblings `left` and `right`, separated in their parent by `separator`
-/// (which moves down into a branch).
-pub(crate) fn rebuild_siblings(
-    page_size: usize,
-    txn: TxnId,
-    left: &Node,
-    separator: &[u8],
-    right: &Node,
-) -> Result<Rebuilt> {
-    let kind = left.kind();
-    if right.kind() != kind {
-        return Err(Error::corrupted(
-            right.id().0,
-            "siblings of different kinds",
-        ));
-    }
-    let mut cells = (0..left.len())
-        .map(|i| left.cell(i))
-        .collect::<Result<Vec<_>>>()?;
-    let mut pulled_down = Vec::new();
-    let leftmost = if kind == PageKind::Branch {
-        encode_branch_cell(&mut pulled_down, separator, &right.child(0)?);
-        cells.push(Cell {
-            key: separator,
-            bytes: &pulled_down,
-        });
-        Some(left.child(0)?)
-    } else {
-        None
-    };
-    for i in 0..right.len() {
-        cells.push(right.cell(i)?);
-    }
-    if fits_one(kind, page_size, &cells) {
-        let mut one = vec![0; page_size].into_boxed_slice();
-        build(&mut one, kind, txn, leftmost.as_ref(), &cells);
-        return Ok(Rebuilt::One(one));
-    }
-    let (a, sep, b) = build_two(left.id(), page_size, kind, txn, leftmost.as_ref(), &cells)?;
-    Ok(Rebuilt::Two(a, sep, b))
 }
 
 /// A node is underfull below a quarter page; removes rebalance such nodes.
@@ -865,7 +826,7 @@ mod tests {
         let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         let mut page = leaf_with(&refs);
         for i in (0..40).step_by(3) {
-            remove_cell(&mut page, PageKind::Leaf, i).unwrap();
+            remove_cell(&mut page, PageId(5), i).unwrap();
         }
         let good = Node::parse(&page, PageId(5)).unwrap();
         good.verify_layout().unwrap();
@@ -914,7 +875,9 @@ mod tests {
                 bytes: &big,
             },
         ];
-        let r = split_point(PageId(9), PageKind::Leaf, 4096, &cells);
+        let r = split_point(PageId(9), PageKind::Leaf, 4096, 2, |j| {
+            Ok(cells[j].footprint())
+        });
         assert!(matches!(r, Err(Error::Corrupted { page: 9, .. })));
     }
 
@@ -933,7 +896,7 @@ mod tests {
     fn removed_cells_are_reclaimed_by_compaction() {
         let mut page = leaf_with(&[b"k1", b"k2"]);
         let before = Node::parse(&page, PageId(5)).unwrap().used_bytes();
-        remove_cell(&mut page, PageKind::Leaf, 0).unwrap();
+        remove_cell(&mut page, PageId(5), 0).unwrap();
         let big = vec![7u8; 2000];
         let mut buf = Vec::new();
         for i in 0..2u8 {

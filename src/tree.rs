@@ -9,7 +9,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::error::{Error, Result};
 use crate::node::{
-    self, Cell, LeafValue, Node, OverflowRef, encode_branch_cell, encode_leaf_cell, is_underfull,
+    self, Cell, Evened, LeafValue, Node, OverflowRef, encode_branch_cell, encode_leaf_cell,
+    is_underfull,
 };
 use crate::page::{ChildRef, Geometry, PageId, PageKind, VALUE_LEN_MAX, seal};
 use crate::txn_pages::TxnPages;
@@ -225,17 +226,96 @@ fn insert_cell(pages: &mut TxnPages, tree: &mut TreeRecord, cell: Cell) -> Resul
 enum LeafEdit<'c> {
     /// Insert the cell, replacing the entry with the same key if any.
     Put(Cell<'c>),
-    /// Remove the entry, which is known to exist.
+    /// Remove the entry with the key, if any.
     Delete,
 }
 
-/// Applies `change` to `key`'s leaf along a shadowed path, splitting or rebalancing
-/// nodes on the way back up. Returns whether the key existed.
+/// Applies `change` to `key`'s leaf in the non-empty `tree`, in one descent: each level
+/// searches its page once, and the pages on the path are shadowed and changed on the
+/// way back up, splitting or rebalancing nodes. Returns whether the key existed; a
+/// `Delete` of an absent key changes nothing (no page is shadowed or freed).
 fn edit(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8], change: LeafEdit) -> Result<bool> {
-    let (grow, _, existed) = edit_below(pages, tree.root, key, tree.depth.get(), change)?;
+    let Some((grow, existed)) = edit_below(pages, tree.root, key, tree.depth.get(), change)? else {
+        return Ok(false);
+    };
     set_root(pages, tree, grow)?;
     collapse_root(pages, tree)?;
     Ok(existed)
+}
+
+/// `edit` below `r`, `levels` above the leaves: looks `key` up in the committed or dirty
+/// page `r` names, then (unless the change is a `Delete` of an absent key: `None`) shadows
+/// the page and applies the change at the slot or child index this lookup found, without
+/// searching again: the shadow is a copy of the page searched. Returns what became of the
+/// node and whether the key existed. The call stack holds the path: each frame its
+/// branch's reference and the index of the child taken.
+fn edit_below(
+    pages: &mut TxnPages,
+    r: ChildRef,
+    key: &[u8],
+    levels: u32,
+    change: LeafEdit,
+) -> Result<Option<(Grow, bool)>> {
+    let (child, i) = {
+        let node = load(&*pages, &r, levels)?;
+        if node.is_leaf() {
+            let slot = node.search(key)?;
+            return edit_leaf(pages, &r, slot, change);
+        }
+        let i = node.child_index(key)?;
+        (node.child(i)?, i)
+    };
+    let Some((grow, existed)) = edit_below(pages, child, key, levels - 1, change)? else {
+        return Ok(None);
+    };
+    let child_underfull = is_underfull_now(pages, &grow)?;
+    let id = pages.shadow(&r)?;
+    let grow = match grow {
+        Grow::One(c) if child_underfull => {
+            node::set_child(pages.dirty_mut(id), i, &c)?;
+            rebalance(pages, id, i)?
+        }
+        grow => attach(pages, id, i, grow)?,
+    };
+    Ok(Some((grow, existed)))
+}
+
+/// Applies `change` at `slot` (found by the lookup) of the leaf `r` names, shadowing it
+/// first; `None`, changing nothing, for a `Delete` of an absent key.
+fn edit_leaf(
+    pages: &mut TxnPages,
+    r: &ChildRef,
+    slot: std::result::Result<usize, usize>,
+    change: LeafEdit,
+) -> Result<Option<(Grow, bool)>> {
+    if matches!(change, LeafEdit::Delete) && slot.is_err() {
+        return Ok(None);
+    }
+    let id = pages.shadow(r)?;
+    if let Ok(i) = slot {
+        if let LeafValue::Overflow(o) = Node::parse(pages.dirty(id), id)?.value(i)? {
+            pages.free_blob(&o)?;
+        }
+        node::remove_cell(pages.dirty_mut(id), id, i)?;
+    }
+    let grow = match change {
+        LeafEdit::Put(cell) => {
+            put_cell(pages, id, PageKind::Leaf, slot.unwrap_or_else(|i| i), cell)?
+        }
+        LeafEdit::Delete => Grow::One(pages.dirty_ref(id)),
+    };
+    Ok(Some((grow, slot.is_ok())))
+}
+
+/// Whether what became of a node leaves it underfull, so its parent rebalances it.
+fn is_underfull_now(pages: &TxnPages, grow: &Grow) -> Result<bool> {
+    Ok(match grow {
+        Grow::One(r) => {
+            let node = Node::parse(pages.dirty(r.page()), r.page())?;
+            is_underfull(node.used_bytes(), pages.geometry().page_size)
+        }
+        Grow::Split(..) => false,
+    })
 }
 
 fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<()> {
@@ -262,69 +342,6 @@ fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<(
         }
     }
     Ok(())
-}
-
-/// `edit` below `r`: returns what became of the node, whether it is now underfull (so
-/// its parent rebalances it), and whether the key existed.
-fn edit_below(
-    pages: &mut TxnPages,
-    r: ChildRef,
-    key: &[u8],
-    levels: u32,
-    change: LeafEdit,
-) -> Result<(Grow, bool, bool)> {
-    let id = pages.shadow(&r)?;
-    let (found, child) = {
-        let node = load(&*pages, &pages.dirty_ref(id), levels)?;
-        if node.is_leaf() {
-            (node.search(key)?, None)
-        } else {
-            let i = node.child_index(key)?;
-            (Ok(i), Some(node.child(i)?))
-        }
-    };
-    let (grow, existed) = match (child, found) {
-        (None, found) => {
-            if let Ok(i) = found {
-                if let LeafValue::Overflow(o) = Node::parse(pages.dirty(id), id)?.value(i)? {
-                    pages.free_blob(&o)?;
-                }
-                node::remove_cell(pages.dirty_mut(id), PageKind::Leaf, i)?;
-            }
-            let grow = match change {
-                LeafEdit::Put(cell) => {
-                    let pos = found.unwrap_or_else(|i| i);
-                    put_cell(pages, id, PageKind::Leaf, pos, cell)?
-                }
-                LeafEdit::Delete if found.is_err() => {
-                    return Err(Error::corrupted(id.0, "key found by lookup is missing"));
-                }
-                LeafEdit::Delete => Grow::One(pages.dirty_ref(id)),
-            };
-            (grow, found.is_ok())
-        }
-        (Some(child), Ok(i)) => {
-            let (grow, child_underfull, existed) =
-                edit_below(pages, child, key, levels - 1, change)?;
-            let grow = match grow {
-                Grow::One(c) if child_underfull => {
-                    node::set_child(pages.dirty_mut(id), i, &c)?;
-                    rebalance(pages, id, i)?
-                }
-                grow => attach(pages, id, i, grow)?,
-            };
-            (grow, existed)
-        }
-        (Some(_), Err(_)) => unreachable!("branches always yield a child index"),
-    };
-    let underfull = match &grow {
-        Grow::One(r) => {
-            let node = Node::parse(pages.dirty(r.page()), r.page())?;
-            is_underfull(node.used_bytes(), pages.geometry().page_size)
-        }
-        Grow::Split(..) => false,
-    };
-    Ok((grow, underfull, existed))
 }
 
 /// Puts `grow` (what became of child `i`) into the dirty branch `id`.
@@ -393,10 +410,9 @@ fn put_cell(
 
 /// Removes `key`; false (and nothing changes) if it is absent.
 pub(crate) fn remove(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8]) -> Result<bool> {
-    if get(&*pages, tree, key)?.is_none() {
+    if tree.root.is_null() || !edit(pages, tree, key, LeafEdit::Delete)? {
         return Ok(false);
     }
-    edit(pages, tree, key, LeafEdit::Delete)?;
     tree.entries = U64::new(tree.entries.get().saturating_sub(1));
     Ok(true)
 }
@@ -420,8 +436,9 @@ fn collapse_root(pages: &mut TxnPages, tree: &mut TreeRecord) -> Result<()> {
     }
 }
 
-/// Child `i` of dirty branch `parent` is underfull: merge it with a sibling, or share
-/// cells with the sibling so both are at least a quarter full.
+/// Child `i` of dirty branch `parent` is underfull: merges it with a sibling, or shares
+/// cells with the sibling so both are at least a quarter full, editing both pages (dirty
+/// after shadowing) in place.
 fn rebalance(pages: &mut TxnPages, parent: PageId, i: usize) -> Result<Grow> {
     let (a, ra, rb, sep) = {
         let node = Node::parse(pages.dirty(parent), parent)?;
@@ -434,38 +451,34 @@ fn rebalance(pages: &mut TxnPages, parent: PageId, i: usize) -> Result<Grow> {
     };
     let ida = pages.shadow(&ra)?;
     let idb = pages.shadow(&rb)?;
-    let rebuilt = {
-        let (na, nb) = (
-            Node::parse(pages.dirty(ida), ida)?,
-            Node::parse(pages.dirty(idb), idb)?,
-        );
-        node::rebuild_siblings(pages.geometry().page_size, pages.txn, &na, &sep, &nb)?
-    };
-    let ref_a = pages.dirty_ref(ida);
+    if ida == idb || ida == parent || idb == parent {
+        return Err(Error::corrupted(
+            parent.0,
+            "a branch references a page twice",
+        ));
+    }
+    // Out of the map while both pages are edited, and back in before any error returns.
+    let mut right = pages.take(idb);
+    let evened = node::even_out(pages.dirty_mut(ida), ida, &sep, &mut right, idb);
+    pages.put(idb, right);
+    let evened = evened?;
+    let (ref_a, ref_b) = (pages.dirty_ref(ida), pages.dirty_ref(idb));
     let p = pages.dirty_mut(parent);
-    node::remove_cell(p, PageKind::Branch, a)?;
+    node::remove_cell(p, parent, a)?;
     node::set_child(p, a, &ref_a)?;
-    match rebuilt {
-        node::Rebuilt::One(merged) => {
-            pages.put(ida, merged);
-            pages.free_page(&pages.dirty_ref(idb))?;
+    match evened {
+        Evened::Merged => {
+            pages.free_page(&ref_b)?;
             Ok(Grow::One(pages.dirty_ref(parent)))
         }
-        node::Rebuilt::Two(left, new_sep, right) => {
-            pages.put(ida, left);
-            pages.put(idb, right);
+        Evened::Shared(new_sep) => {
             let mut cell = Vec::new();
-            encode_branch_cell(&mut cell, &new_sep, &pages.dirty_ref(idb));
-            put_cell(
-                pages,
-                parent,
-                PageKind::Branch,
-                a,
-                Cell {
-                    key: &new_sep,
-                    bytes: &cell,
-                },
-            )
+            encode_branch_cell(&mut cell, &new_sep, &ref_b);
+            let cell = Cell {
+                key: &new_sep,
+                bytes: &cell,
+            };
+            put_cell(pages, parent, PageKind::Branch, a, cell)
         }
     }
 }

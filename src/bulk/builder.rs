@@ -10,7 +10,7 @@ use super::writer::SeqWriter;
 
 use crate::error::{Error, Result};
 use crate::node::{
-    self, Cell, LeafValue, Node, Rebuilt, encode_branch_cell, encode_leaf_cell, is_underfull,
+    self, Cell, Evened, LeafValue, Node, encode_branch_cell, encode_leaf_cell, is_underfull,
 };
 use crate::page::{Geometry, PageId, PageKind, TxnId};
 use crate::tree::{self, DEPTH_MAX, TreeRecord};
@@ -293,9 +293,9 @@ impl TreeBuilder {
     /// If the level's last page is underfull, merges it into the held page or shares
     /// cells between the two, as a remove would.
     fn even_out_last_two(&mut self, at: usize) -> Result<()> {
-        let (page_size, txn) = (self.geometry.page_size, self.txn);
+        let page_size = self.geometry.page_size;
         let level = &mut self.levels[at];
-        let Some((held, held_sep)) = level.held.take() else {
+        let Some((mut held, held_sep)) = level.held.take() else {
             return Ok(());
         };
         let current = Node::parse(&level.current, PageId(0))?;
@@ -307,15 +307,13 @@ impl TreeBuilder {
             .separator_before_current
             .take()
             .expect("a held page has a successor");
-        let first = Node::parse(&held, PageId(0))?;
-        match node::rebuild_siblings(page_size, txn, &first, &sep, &current)? {
-            Rebuilt::One(merged) => {
-                level.current = merged;
+        match node::even_out(&mut held, PageId(0), &sep, &mut level.current, PageId(0))? {
+            Evened::Merged => {
+                level.current = held;
                 level.separator_before_current = held_sep;
             }
-            Rebuilt::Two(left, new_sep, right) => {
-                level.held = Some((left, held_sep));
-                level.current = right;
+            Evened::Shared(new_sep) => {
+                level.held = Some((held, held_sep));
                 level.separator_before_current = Some(new_sep);
             }
         }

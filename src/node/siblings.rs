@@ -1,0 +1,446 @@
+//! Two sibling nodes evened out in place after a remove left one of them underfull: cells
+//! move from one dirty page into the other (between branches the parent's separator moves
+//! down, and a new one up when they share), instead of both being rebuilt in fresh pages.
+//! The policy is a split's: one page if every cell fits, else the most even cut.
+//! See FORMAT.md#node-pages ("Fill").
+
+use std::ops::Range;
+
+use zerocopy::little_endian::{U16, U32};
+
+use super::{
+    BRANCH_CELL_HEADER_BYTES, Cell, Node, SLOT_BYTES, compact, encode_branch_cell, insert_cell,
+    node_header_mut, separator, set_leftmost, slots_start, split_point, write_slot,
+};
+use crate::error::{Error, Result};
+use crate::page::{PageId, PageKind};
+
+/// What became of two siblings.
+pub(crate) enum Evened {
+    /// Every cell is in the left page now; the right page holds nothing the tree needs.
+    Merged,
+    /// Both pages keep cells; the key that separates them now.
+    Shared(Vec<u8>),
+}
+
+/// Evens out the dirty sibling nodes `left` and `right`, which `sep` separates in their
+/// parent: moves every cell of `right` into `left` if they fit one page, else moves cells
+/// across so that the two are cut where a split of all their cells would cut them.
+pub(crate) fn even_out(
+    left: &mut [u8],
+    left_id: PageId,
+    sep: &[u8],
+    right: &mut [u8],
+    right_id: PageId,
+) -> Result<Evened> {
+    let pair = Pair::new(left, left_id, sep, right, right_id)?;
+    if pair.fits_one() {
+        let all = pair.right.len();
+        append_from_right(left, left_id, sep, right, right_id, all)?;
+        return Ok(Evened::Merged);
+    }
+    let kind = pair.left.kind();
+    let at = split_point(left_id, kind, left.len(), pair.len(), |j| pair.footprint(j))?.at;
+    let up = pair.key_up(at)?;
+    let (left_len, down) = (pair.left.len(), pair.down());
+    if at < left_len {
+        prepend_from_left(left, left_id, sep, right, right_id, at)?;
+        remove_range(left, left_id, at..left_len)?;
+    } else if at > left_len {
+        let moved = at - left_len - down;
+        append_from_right(left, left_id, sep, right, right_id, moved)?;
+        if kind == PageKind::Branch {
+            // The cut cell's key moves up; its child becomes the right page's leftmost.
+            let cut = Node::parse(right, right_id)?.cell(moved)?.child();
+            set_leftmost(right, &cut);
+        }
+        remove_range(right, right_id, 0..moved + down)?;
+    }
+    Ok(Evened::Shared(up))
+}
+
+/// The cells of two siblings as one ordered list: the left page's, then for branches the
+/// separator from their parent (with the right page's leftmost child), then the right's.
+struct Pair<'a> {
+    left: Node<'a>,
+    sep: &'a [u8],
+    right: Node<'a>,
+}
+
+impl<'a> Pair<'a> {
+    fn new(
+        left: &'a [u8],
+        left_id: PageId,
+        sep: &'a [u8],
+        right: &'a [u8],
+        right_id: PageId,
+    ) -> Result<Pair<'a>> {
+        let (left, right) = (Node::parse(left, left_id)?, Node::parse(right, right_id)?);
+        if left.kind() != right.kind() || left.bytes().len() != right.bytes().len() {
+            return Err(Error::corrupted(right_id.0, "siblings of different kinds"));
+        }
+        Ok(Pair { left, sep, right })
+    }
+
+    /// 1 for branches, whose separator moves down between the two pages' cells.
+    fn down(&self) -> usize {
+        usize::from(self.left.kind() == PageKind::Branch)
+    }
+
+    fn len(&self) -> usize {
+        self.left.len() + self.down() + self.right.len()
+    }
+
+    /// The slot and cell bytes of the separator as a branch cell.
+    fn sep_footprint(&self) -> usize {
+        SLOT_BYTES + BRANCH_CELL_HEADER_BYTES + self.sep.len()
+    }
+
+    fn footprint(&self, j: usize) -> Result<usize> {
+        Ok(match j.checked_sub(self.left.len()) {
+            None => self.left.cell(j)?.footprint(),
+            Some(0) if self.down() == 1 => self.sep_footprint(),
+            Some(k) => self.right.cell(k - self.down())?.footprint(),
+        })
+    }
+
+    fn key(&self, j: usize) -> Result<&'a [u8]> {
+        match j.checked_sub(self.left.len()) {
+            None => self.left.key(j),
+            Some(0) if self.down() == 1 => Ok(self.sep),
+            Some(k) => self.right.key(k - self.down()),
+        }
+    }
+
+    /// Whether every cell (and the separator, for branches) fits in one page.
+    fn fits_one(&self) -> bool {
+        let kind = self.left.kind();
+        let down = self.down() * self.sep_footprint();
+        let right_cells = self.right.used_bytes() - slots_start(kind);
+        self.left.used_bytes() + right_cells + down <= self.left.bytes().len()
+    }
+
+    /// The separator for a cut before cell `at` (`0 < at < len`): for leaves the
+    /// shortest key between the cells either side, for branches the cut cell's key.
+    fn key_up(&self, at: usize) -> Result<Vec<u8>> {
+        Ok(match self.left.kind() {
+            PageKind::Leaf => separator(self.key(at - 1)?, self.key(at)?).to_vec(),
+            _ => self.key(at)?.to_vec(),
+        })
+    }
+}
+
+/// Appends to `left` the separator pulled down from the parent (branches: with the right
+/// page's leftmost child), then the first `n` cells of `right`.
+fn append_from_right(
+    left: &mut [u8],
+    left_id: PageId,
+    sep: &[u8],
+    right: &[u8],
+    right_id: PageId,
+    n: usize,
+) -> Result<()> {
+    let src = Node::parse(right, right_id)?;
+    let mut at = Node::parse(left, left_id)?.len();
+    if src.kind() == PageKind::Branch {
+        let mut cell = Vec::new();
+        encode_branch_cell(&mut cell, sep, &src.child(0)?);
+        put_one(
+            left,
+            left_id,
+            at,
+            Cell {
+                key: sep,
+                bytes: &cell,
+            },
+        )?;
+        at += 1;
+    }
+    insert_from(left, left_id, at, &src, 0..n)
+}
+
+/// Puts in front of the cells of `right` those of `left` from `from` on (branches: the
+/// cell at `from` moves up instead, its child becoming the right page's leftmost, and the
+/// separator pulled down from the parent goes before the right page's old leftmost
+/// child).
+fn prepend_from_left(
+    left: &[u8],
+    left_id: PageId,
+    sep: &[u8],
+    right: &mut [u8],
+    right_id: PageId,
+    mut from: usize,
+) -> Result<()> {
+    let src = Node::parse(left, left_id)?;
+    if src.kind() == PageKind::Branch {
+        let old_leftmost = Node::parse(right, right_id)?.child(0)?;
+        let mut cell = Vec::new();
+        encode_branch_cell(&mut cell, sep, &old_leftmost);
+        put_one(
+            right,
+            right_id,
+            0,
+            Cell {
+                key: sep,
+                bytes: &cell,
+            },
+        )?;
+        set_leftmost(right, &src.cell(from)?.child());
+        from += 1;
+    }
+    insert_from(right, right_id, 0, &src, from..src.len())
+}
+
+/// Inserts `cell` at slot `at` of dirty node `id`; an error if it does not fit.
+fn put_one(page: &mut [u8], id: PageId, at: usize, cell: Cell) -> Result<()> {
+    let kind = Node::parse(page, id)?.kind();
+    match insert_cell(page, id, kind, at, cell)? {
+        true => Ok(()),
+        false => Err(no_room(id)),
+    }
+}
+
+fn no_room(id: PageId) -> Error {
+    Error::corrupted(
+        id.0,
+        "a sibling's cells do not fit: a page misstated its size",
+    )
+}
+
+/// Inserts the cells `range` of `src` at slot `at` of the dirty node `dst` (of the same
+/// kind), in order, compacting `dst` first if holes leave too little room between its
+/// slots and cells. An error, changing nothing, if they do not fit even then.
+pub(super) fn insert_from(
+    dst: &mut [u8],
+    dst_id: PageId,
+    at: usize,
+    src: &Node,
+    range: Range<usize>,
+) -> Result<()> {
+    let mut need = 0;
+    for i in range.clone() {
+        need += src.cell(i)?.footprint();
+    }
+    let node = Node::parse(dst, dst_id)?;
+    let (kind, count) = (node.kind(), node.len());
+    let gap = node.cells_start - (slots_start(kind) + count * SLOT_BYTES);
+    if kind != src.kind() || at > count || gap + node.frag_bytes() < need {
+        return Err(no_room(dst_id));
+    }
+    if gap < need {
+        compact(dst, dst_id, kind)?;
+    }
+    let mut cells_start = Node::parse(dst, dst_id)?.cells_start;
+    let slot_at = slots_start(kind) + at * SLOT_BYTES;
+    let slots_end = slots_start(kind) + count * SLOT_BYTES;
+    dst.copy_within(slot_at..slots_end, slot_at + range.len() * SLOT_BYTES);
+    for (j, i) in range.clone().enumerate() {
+        let cell = src.cell(i)?;
+        cells_start -= cell.bytes.len();
+        dst[cells_start..cells_start + cell.bytes.len()].copy_from_slice(cell.bytes);
+        write_slot(dst, slot_at + j * SLOT_BYTES, cell.key, cells_start);
+    }
+    let h = node_header_mut(dst);
+    h.page.count = U16::new((count + range.len()) as u16);
+    h.cells_start = U32::new(cells_start as u32);
+    Ok(())
+}
+
+/// Removes the slots `range` of dirty node `id`; their cells become holes (counted in
+/// `frag_bytes`).
+pub(super) fn remove_range(page: &mut [u8], id: PageId, range: Range<usize>) -> Result<()> {
+    let node = Node::parse(page, id)?;
+    let (kind, count) = (node.kind(), node.len());
+    if range.start > range.end || range.end > count {
+        return Err(Error::corrupted(
+            id.0,
+            format!("slots {range:?} of {count} removed"),
+        ));
+    }
+    let mut freed = 0;
+    for i in range.clone() {
+        freed += node.cell(i)?.bytes.len();
+    }
+    let start = slots_start(kind);
+    page.copy_within(
+        start + range.end * SLOT_BYTES..start + count * SLOT_BYTES,
+        start + range.start * SLOT_BYTES,
+    );
+    let h = node_header_mut(page);
+    h.page.count = U16::new((count - range.len()) as u16);
+    h.frag_bytes = U32::new(h.frag_bytes.get() + freed as u32);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{LeafValue, build, encode_leaf_cell, is_underfull, remove_cell};
+    use crate::page::{ChildRef, TxnId};
+
+    const PAGE: usize = 4096;
+
+    fn key(i: usize, len: usize) -> Vec<u8> {
+        let mut k = format!("k{i:04}").into_bytes();
+        k.resize(len.max(5), b'.');
+        k
+    }
+
+    /// A leaf with keys `keys` (each `key_len` long) and values of `value_len` bytes.
+    fn leaf(keys: Range<usize>, key_len: usize, value_len: usize) -> Box<[u8]> {
+        let value = vec![7u8; value_len];
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .map(|i| {
+                let k = key(i, key_len);
+                let mut cell = Vec::new();
+                encode_leaf_cell(&mut cell, &k, &LeafValue::Inline(&value));
+                (k, cell)
+            })
+            .collect();
+        let cells: Vec<Cell> = encoded
+            .iter()
+            .map(|(k, c)| Cell { key: k, bytes: c })
+            .collect();
+        let mut page = vec![0; PAGE].into_boxed_slice();
+        build(&mut page, PageKind::Leaf, TxnId(1), None, &cells);
+        page
+    }
+
+    fn child(i: usize) -> ChildRef {
+        ChildRef::new(PageId(100 + i as u64), 0, TxnId(1))
+    }
+
+    /// A branch with keys `keys` and children 100 + (first key's index) onwards.
+    fn branch(keys: Range<usize>, key_len: usize) -> Box<[u8]> {
+        let leftmost = child(keys.start);
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .map(|i| {
+                let k = key(i, key_len);
+                let mut cell = Vec::new();
+                encode_branch_cell(&mut cell, &k, &child(i + 1));
+                (k, cell)
+            })
+            .collect();
+        let cells: Vec<Cell> = encoded
+            .iter()
+            .map(|(k, c)| Cell { key: k, bytes: c })
+            .collect();
+        let mut page = vec![0; PAGE].into_boxed_slice();
+        build(
+            &mut page,
+            PageKind::Branch,
+            TxnId(1),
+            Some(&leftmost),
+            &cells,
+        );
+        page
+    }
+
+    /// The keys of the pages in order, with the separator between them for branches
+    /// (where it moved down), and the children in order.
+    fn flatten(pages: &[&[u8]], seps: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<u64>) {
+        let (mut keys, mut children) = (Vec::new(), Vec::new());
+        for (n, page) in pages.iter().enumerate() {
+            let node = Node::parse(page, PageId(n as u64)).unwrap();
+            node.verify_layout().unwrap();
+            node.verify_order().unwrap();
+            if n > 0 && !node.is_leaf() {
+                keys.push(seps[n - 1].to_vec());
+            }
+            for i in 0..node.len() {
+                keys.push(node.key(i).unwrap().to_vec());
+            }
+            if !node.is_leaf() {
+                children.extend((0..=node.len()).map(|i| node.child(i).unwrap().page().0));
+            }
+        }
+        (keys, children)
+    }
+
+    /// Evens out the two pages and checks that the cells (keys, children) stay in order,
+    /// that the separator separates, and the fill: returns whether they merged.
+    fn even_out_and_check(mut left: Box<[u8]>, mut right: Box<[u8]>, sep: &[u8]) -> bool {
+        let before = flatten(&[&left, &right], &[sep]);
+        let evened = even_out(&mut left, PageId(1), sep, &mut right, PageId(2)).unwrap();
+        let (l, r) = (
+            Node::parse(&left, PageId(1)).unwrap(),
+            Node::parse(&right, PageId(2)).unwrap(),
+        );
+        match evened {
+            Evened::Merged => {
+                assert_eq!(flatten(&[&left], &[]), before);
+                true
+            }
+            Evened::Shared(up) => {
+                assert_eq!(flatten(&[&left, &right], &[&up]), before);
+                if l.is_leaf() {
+                    assert!(l.key(l.len() - 1).unwrap() < &up[..] && &up[..] <= r.key(0).unwrap());
+                }
+                assert!(l.len() > 0 && r.len() > 0);
+                assert!(
+                    !is_underfull(l.used_bytes(), PAGE),
+                    "left {}",
+                    l.used_bytes()
+                );
+                assert!(
+                    !is_underfull(r.used_bytes(), PAGE),
+                    "right {}",
+                    r.used_bytes()
+                );
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn leaves_merge_when_they_fit_one_page() {
+        let (left, right) = (leaf(0..5, 8, 20), leaf(5..9, 8, 20));
+        assert!(even_out_and_check(left, right, &key(5, 8)));
+    }
+
+    #[test]
+    fn leaves_share_cells_either_way() {
+        // 12 cells of 350 bytes: more than a page, cut 6 + 6.
+        let (small, big) = (leaf(0..2, 8, 350), leaf(2..12, 8, 350));
+        assert!(!even_out_and_check(small, big, &key(2, 8)));
+        let (big, small) = (leaf(0..10, 8, 350), leaf(10..12, 8, 350));
+        assert!(!even_out_and_check(big, small, &key(10, 8)));
+    }
+
+    #[test]
+    fn holes_in_the_receiving_leaf_are_compacted_away() {
+        // The left leaf's removed cells leave holes: the right's cells fit only without.
+        let mut left = leaf(0..10, 8, 300);
+        for _ in 0..8 {
+            remove_cell(&mut left, PageId(1), 1).unwrap();
+        }
+        let right = leaf(10..22, 8, 300);
+        assert!(!even_out_and_check(left.clone(), right, &key(10, 8)));
+        let right = leaf(10..18, 8, 300);
+        assert!(even_out_and_check(left, right, &key(10, 8)));
+    }
+
+    #[test]
+    fn branches_merge_pulling_the_separator_down() {
+        let (left, right) = (branch(0..3, 10), branch(4..6, 10));
+        assert!(even_out_and_check(left, right, &key(3, 10)));
+        let (left, right) = (branch(0..0, 10), branch(1..2, 10));
+        assert!(even_out_and_check(left, right, &key(0, 10)));
+    }
+
+    #[test]
+    fn branches_share_moving_a_new_separator_up() {
+        // Keys of 400 bytes: ten cells fill a page.
+        let (small, big) = (branch(0..1, 400), branch(2..11, 400));
+        assert!(!even_out_and_check(small, big, &key(1, 400)));
+        let (big, small) = (branch(0..9, 400), branch(10..11, 400));
+        assert!(!even_out_and_check(big, small, &key(9, 400)));
+    }
+
+    #[test]
+    fn siblings_of_different_kinds_are_corrupt() {
+        let (mut left, mut right) = (leaf(0..2, 8, 10), branch(3..4, 8));
+        let r = even_out(&mut left, PageId(1), &key(2, 8), &mut right, PageId(2));
+        assert!(matches!(r, Err(Error::Corrupted { page: 2, .. })));
+    }
+}
