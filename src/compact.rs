@@ -196,7 +196,7 @@ fn move_value(
     let mut cell = Vec::new();
     encode_leaf_cell(&mut cell, &key, &LeafValue::Overflow(copy));
     let leaf = pages.dirty_mut(id);
-    node::remove_cell(leaf, crate::page::PageKind::Leaf, i)?;
+    node::remove_cell(leaf, id, i)?;
     let cell = Cell {
         key: &key,
         bytes: &cell,
