@@ -239,10 +239,32 @@ impl TxnPages {
         let node = Node::parse(page, id)?;
         node.verify_layout()?;
         node.verify_order()?;
+        self.verify_refs_committed(&node)?;
         let mut copy: Box<[u8]> = page.into();
         node::set_txn(&mut copy, self.txn);
         self.free_committed(id, 1, r.txn())?;
         Ok(self.add_page(copy))
+    }
+
+    /// Every reference in a committed node names a writer no later than the snapshot:
+    /// once the node is copied, a reference that named this transaction would pass for
+    /// one of its own pages (a dirty page's provisional id is easy to guess).
+    fn verify_refs_committed(&self, node: &Node) -> Result<()> {
+        let too_new = |r: &ChildRef| r.txn() > self.base;
+        let bad = match node.is_leaf() {
+            true => (0..node.len()).try_fold(false, |bad, i| {
+                Ok::<_, Error>(bad || matches!(node.value(i)?, node::LeafValue::Overflow(o) if too_new(&o.blob)))
+            })?,
+            false => (0..=node.len())
+                .try_fold(false, |bad, i| Ok::<_, Error>(bad || too_new(&node.child(i)?)))?,
+        };
+        match bad {
+            true => Err(Error::corrupted(
+                node.id().0,
+                format!("a reference names a writer after snapshot {}", self.base.0),
+            )),
+            false => Ok(()),
+        }
     }
 
     /// Whether `r` names a page this transaction wrote (`own` says whether it did);

@@ -385,6 +385,34 @@ fn a_reference_from_the_future_is_refused() -> Result<()> {
     Ok(())
 }
 
+/// A committed reference that names the next transaction and the first provisional id
+/// its copies get (2^62, FORMAT.md#commit-protocol) would pass for one of that
+/// transaction's own pages once one was copied: the tree would then reach that copy
+/// twice, and the commit would seal the laundered shape with fresh checksums. Copying a
+/// node checks that its references name no writer after the snapshot.
+#[test]
+fn a_forged_reference_to_a_provisional_id_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut file = sealed_two_level(dir.path())?;
+    let snapshot = image::u64_at(&file.img, file.slot * image::META_SLOT + image::META_TXN);
+    image::put_u64(&mut file.img, file.child_ref, 1 << 62);
+    image::put_u64(&mut file.img, file.child_ref + 12, snapshot + 1);
+    image::seal_page(&mut file.img, file.root, PAGE, file.root_ref);
+    let meta_catalog = file.slot * image::META_SLOT + image::META_CATALOG;
+    image::seal_page(&mut file.img, file.catalog, PAGE, meta_catalog);
+    image::seal_meta(&mut file.img, file.slot);
+    let db = Database::open(file.write_to(dir.path())?)?;
+    let mut w = db.begin_write()?;
+    let mut t = w.open_tree("t")?;
+    // A key in the last leaf: its copy takes the first provisional id, then the root is
+    // copied with the forged reference to its leftmost child in it.
+    let inserted = t.insert(&key(299), b"new");
+    let why = format!("a reference names a writer after snapshot {snapshot}");
+    assert!(corrupted_for(&inserted, &why), "{inserted:?}");
+    assert!(w.commit().is_err());
+    Ok(())
+}
+
 #[test]
 fn a_corrupt_node_layout_is_an_error_on_the_write_path() -> Result<()> {
     let dir = tempfile::tempdir()?;
