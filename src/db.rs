@@ -136,6 +136,8 @@ pub struct Stats {
     pub pages_in_use: u64,
     /// Pages free for reuse, or waiting until older snapshots end.
     pub pages_free: u64,
+    /// Runs of consecutive free pages those form (what a full free-list record lists).
+    pub free_runs: u64,
     /// Every tree, in name order.
     pub trees: Vec<TreeStats>,
     /// Id of the newest commit.
@@ -271,7 +273,8 @@ impl Database {
     pub fn stats(&self) -> Result<Stats> {
         let rtx = self.begin_read()?;
         let meta = *rtx.meta();
-        let free = free_chain::load(rtx.pages(), &meta)?.0.page_count();
+        let free_set = free_chain::load(rtx.pages(), &meta)?.0;
+        let free = free_set.page_count();
         let mut trees = Vec::new();
         for name in rtx.tree_names()? {
             let t = find_tree(rtx.pages(), &meta.catalog, &name)?.ok_or_else(|| {
@@ -294,6 +297,7 @@ impl Database {
             page_count: meta.page_count().0,
             pages_in_use: meta.page_count().0 - free,
             pages_free: free,
+            free_runs: free_set.run_count() as u64,
             trees,
             txn_id: meta.txn().0,
             oldest_reader_txn_age: lag,

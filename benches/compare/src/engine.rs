@@ -42,6 +42,12 @@ pub trait Engine: Send + Sync {
     /// Compacts the database, in place or as a copy into `out_dir` (an empty directory),
     /// and returns the directory whose files now hold the compacted database.
     fn compact(&mut self, out_dir: &Path) -> Result<PathBuf>;
+
+    /// Compacts the database in place where `compact` makes a copy and the engine can do
+    /// both (mapkv's `compact`); false, doing nothing, otherwise.
+    fn compact_in_place(&mut self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Reading inside one read transaction.

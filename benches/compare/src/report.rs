@@ -117,6 +117,7 @@ fn label(row: Row, threads: usize) -> String {
         Row::SizeAfterSortedLoad => "file size after sorted load".into(),
         Row::SizeAfterRemovals => "file size after removals".into(),
         Row::SizeAfterCompaction => "file size after compaction".into(),
+        Row::SizeAfterCompactInPlace => "file size after compact() in place (mapkv)".into(),
         Row::SizeBeforeSteadyUpdates => "file size before steady updates (its load)".into(),
         Row::SizeAfterSteadyUpdates => "file size after steady updates".into(),
         Row::SizeAfterSteadyCompaction => "file size after steady updates, compacted".into(),

@@ -105,6 +105,8 @@ pub enum Row {
     SizeAfterSortedLoad,
     SizeAfterRemovals,
     SizeAfterCompaction,
+    /// After the engine's in-place compaction, where `compact` made a copy (mapkv).
+    SizeAfterCompactInPlace,
     /// The steady update workload's database after its load, before the updates.
     SizeBeforeSteadyUpdates,
     SizeAfterSteadyUpdates,
@@ -122,6 +124,7 @@ impl Row {
             Row::SizeAfterSortedLoad => "size-after-sorted-load",
             Row::SizeAfterRemovals => "size-after-removals",
             Row::SizeAfterCompaction => "size-after-compaction",
+            Row::SizeAfterCompactInPlace => "size-after-compact-in-place",
             Row::SizeBeforeSteadyUpdates => "size-before-steady-updates",
             Row::SizeAfterSteadyUpdates => "size-after-steady-updates",
             Row::SizeAfterSteadyCompaction => "size-after-steady-compaction",
@@ -430,6 +433,10 @@ impl Bench<'_> {
                     Sample::Time { secs, ops: None },
                 );
                 self.record_size(Row::SizeAfterCompaction, o.kind, &*o.engine, &compacted)?;
+                if o.engine.compact_in_place()? {
+                    let db = o.dir.join("db");
+                    self.record_size(Row::SizeAfterCompactInPlace, o.kind, &*o.engine, &db)?;
+                }
             }
         }
 

@@ -64,6 +64,11 @@ impl Engine for MapkvEngine {
         self.db.compact_to(out_dir.join("data.mapkv"))?;
         Ok(out_dir.to_path_buf())
     }
+
+    fn compact_in_place(&mut self) -> Result<bool> {
+        self.db.compact()?;
+        Ok(true)
+    }
 }
 
 struct MapkvReader<'t> {
