@@ -302,7 +302,7 @@ impl WriteTxn {
     fn write_sealed_pages(&mut self) -> Result<()> {
         let storage = Arc::clone(&self.shared.storage);
         let g = self.pages.geometry();
-        storage.ensure_len(g.offset(self.pages.end()))?;
+        storage.ensure_len_written(g.offset(self.pages.end()))?;
         let pages = self.pages.take_sealed();
         let adjacent = |a: &(PageId, Box<[u8]>), b: &(PageId, Box<[u8]>)| {
             b.0.0 == a.0.0 + a.1.len() as u64 / g.page_bytes()

@@ -125,8 +125,15 @@ const MAP_RESERVE_BYTES: u64 = if cfg!(target_pointer_width = "64") {
     1 << 28
 };
 
-/// The file grows by an eighth of its length at a time, at least this much.
-const SHRINK_STEP_MIN: u64 = 1 << 20;
+/// At most how much of a growth `ensure_len_written` fills with zeros.
+const ZERO_AHEAD_BYTES: u64 = 64 << 20;
+
+/// How much the file grows by when a commit needs more room than it has: an eighth of
+/// its length, between 1 MiB and 1 GiB, so that growth (a size change, which costs the
+/// next fdatasync a journal commit) is rare.
+fn growth_step(len: u64) -> u64 {
+    (len / 8).clamp(1 << 20, 1 << 30)
+}
 
 /// The file, with the map that covers its first `mmap_size` bytes.
 pub(crate) struct Storage {
@@ -203,7 +210,7 @@ impl Storage {
         if state.file_len >= len_bytes {
             return Ok(());
         }
-        let step = (state.file_len / 8).clamp(SHRINK_STEP_MIN, 1 << 30);
+        let step = growth_step(state.file_len);
         let page = self.geometry.page_bytes();
         let target = (len_bytes.max(state.file_len + step)).div_ceil(page) * page;
         self.check_not_poisoned()?;
@@ -212,13 +219,37 @@ impl Storage {
         self.remap_if_needed(&mut state)
     }
 
-    /// Shortens the file to `len_bytes` if it is longer by more than a growth step's worth
-    /// (so that a commit that frees the end and the next that grows it again do not
-    /// truncate and extend the file each time). The caller guarantees that no reader can
-    /// touch a page past `len_bytes` (`WriteTxn::shrink_file`).
+    /// `ensure_len` for a commit that writes up to `len_bytes`, and, when the file grows,
+    /// zeros over the room it gained past `len_bytes` (at most `ZERO_AHEAD_BYTES`):
+    /// commits that append there later then write into blocks that the file system
+    /// allocated at this commit's fdatasync, so theirs needs no journal commit for an
+    /// allocation (on ext4 that made one-key commits about a quarter slower: 0.27 s
+    /// against 0.20 s for 1,000). The zeros lie past the commit's end: no snapshot
+    /// reaches them, and recovery ignores them.
+    pub(crate) fn ensure_len_written(&self, len_bytes: u64) -> Result<()> {
+        let before = self.file_len();
+        self.ensure_len(len_bytes)?;
+        let start = len_bytes.max(before);
+        let after = self.file_len().min(start + ZERO_AHEAD_BYTES);
+        if after > start {
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = start;
+            while at < after {
+                let n = (after - at).min(zeros.len() as u64) as usize;
+                self.write_at(at, &[&zeros[..n]])?;
+                at += n as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Shortens the file to `len_bytes` if it is longer by more than two growth steps:
+    /// growing adds one step past what is needed, so a commit that appends, and the
+    /// next that needs less, never truncate and extend the file each time (each size
+    /// change costs the next fdatasync a journal commit). The caller guarantees that no
+    /// reader can touch a page past `len_bytes` (`WriteTxn::shrink_file`).
     pub(crate) fn shrink_to(&self, len_bytes: u64) -> Result<()> {
-        let slack = (len_bytes / 16).max(2 * SHRINK_STEP_MIN);
-        if self.file_len() > len_bytes + slack {
+        if self.file_len() > len_bytes + 2 * growth_step(len_bytes) {
             self.trim_to(len_bytes)?;
         }
         Ok(())
