@@ -8,8 +8,8 @@ use crate::page::PageId;
 
 /// Growth policy: a commit whose pages fit in no single free run goes to the end of the
 /// file while the free pages (reusable now, or waiting for readers or a sync) are under
-/// this share of the file (1/8), and is scattered over several reusable runs (shortest
-/// first) once they are over it. Free space thus stays near an eighth of the file while
+/// this share of the file (1/8), and is scattered over the reusable runs (shortest
+/// first; the end of the file for what they do not cover) once they are over it. Free space thus stays near an eighth of the file while
 /// commits stay one sequential write where they can.
 const FREE_SHARE_BEFORE_SCATTER: u64 = 8;
 
@@ -91,8 +91,8 @@ impl Allocator {
     }
 
     /// `pages` pages for a commit, in as few runs as the policy allows: one run if one
-    /// free run (or the end of the file) holds them all; several free runs, shortest
-    /// first, when free space, with the `waiting` pages that are free but not yet
+    /// free run (or the end of the file) holds them all; the free runs, shortest first,
+    /// and the end for the rest, when free space, with the `waiting` pages that are free but not yet
     /// reusable, is over its share (`FREE_SHARE_BEFORE_SCATTER`). Sorted by page id.
     pub(crate) fn take_pages(&mut self, pages: u64, waiting: u64) -> Vec<(PageId, u64)> {
         if pages == 0 {
@@ -104,7 +104,7 @@ impl Allocator {
         let fits_one = self.free.longest().is_some_and(|(_, n)| n >= pages);
         let free = self.free.page_count();
         let share = (free + waiting).saturating_mul(FREE_SHARE_BEFORE_SCATTER);
-        let scatter = free >= pages && share > self.end.0;
+        let scatter = free > 0 && share > self.end.0;
         if fits_one || !scatter {
             return vec![(self.take_run(pages), pages)];
         }
@@ -112,13 +112,17 @@ impl Allocator {
         // never use whole, and the long runs stay for those that can.
         let mut runs = Vec::new();
         let mut left = pages;
-        while left > 0 {
-            let (s, n) = self.free.shortest().expect("free pages cover the request");
+        while let Some((s, n)) = self.free.shortest().filter(|_| left > 0) {
             let n = n.min(left);
             assert!(self.free.remove(s, n), "a listed run is free");
             self.note_taken(s, n);
             runs.push((s, n));
             left -= n;
+        }
+        // What the free pages do not cover goes to the end (a commit larger than all
+        // free space grows the file by the difference, not by its whole size).
+        if left > 0 {
+            runs.push((self.take_run(left), left));
         }
         runs.sort_unstable();
         runs
