@@ -1,6 +1,7 @@
 //! mapkv: every call this program makes into the mapkv library is in this file.
 //! Opened with `Durability::Immediate` (each commit fdatasyncs) and the default `mmap_size`
-//! (the whole file).
+//! (the whole file), or the bytes in `COMPARE_MAPKV_MMAP_SIZE` if set (0: no map), for
+//! comparing the two read paths under the same workloads.
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +17,13 @@ pub struct MapkvEngine {
 
 impl MapkvEngine {
     pub fn open(dir: &Path) -> Result<MapkvEngine> {
+        let mmap_size = match std::env::var("COMPARE_MAPKV_MMAP_SIZE") {
+            Ok(v) => v.parse()?,
+            Err(_) => u64::MAX,
+        };
         let db = Options::new()
             .durability(Durability::Immediate)
+            .mmap_size(mmap_size)
             .open(dir.join("data.mapkv"))?;
         // Create the tree, so that reads before the first load find it.
         let mut txn = db.begin_write()?;
