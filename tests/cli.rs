@@ -588,6 +588,12 @@ fn stat_lists_trees_and_compact_keeps_contents() {
         "{}",
         again.stderr
     );
+    // Without OUT: in place, keeping every entry.
+    let before = contents(&path);
+    let out = mapkv(["compact", arg(&path)]).ok();
+    assert!(out.contains("in place"), "{out}");
+    assert_eq!(contents(&path), before);
+    mapkv(["check", arg(&path)]).ok();
 }
 
 #[test]

@@ -164,15 +164,17 @@ enum Command {
         #[arg(long, value_name = "BYTES", default_value_t = dump::BUFFER_BYTES_DEFAULT)]
         buffer_bytes: usize,
     },
-    /// Write a compacted copy of DB to OUT, which must not exist.
+    /// Write a compacted copy of DB to OUT, which must not exist; without OUT, compact
+    /// DB in place.
     ///
-    /// Every tree is rebuilt with full pages and no free pages, from a consistent
-    /// snapshot.
+    /// A copy rebuilds every tree with full pages and no free pages, from a consistent
+    /// snapshot (DB is opened read-only). In place, the pages past where the pages in use
+    /// would end are moved into free space and the file is cut (pages keep their fill).
     Compact {
-        /// The database file (opened read-only).
+        /// The database file.
         db: PathBuf,
-        /// The new file.
-        out: PathBuf,
+        /// The new file; none: compact DB in place.
+        out: Option<PathBuf>,
     },
     /// Time the main workloads on a temporary database and print operations per second.
     ///
@@ -346,7 +348,10 @@ fn run(command: Command) -> CliResult<ExitCode> {
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compact { db, out } => commands::compact(&db, &out),
+        Command::Compact { db, out: Some(out) } => commands::compact(&db, &out),
+        Command::Compact { db, out: None } => {
+            commands::compact_in_place(&db, open_read_write(&db, false)?)
+        }
         Command::Bench { n, dir } => bench::run(n, dir.as_deref()),
     }
 }

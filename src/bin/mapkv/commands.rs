@@ -280,6 +280,23 @@ pub fn compact(path: &Path, out: &Path) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `mapkv compact DB` (no OUT): in place.
+pub fn compact_in_place(path: &Path, db: mapkv::Database) -> CliResult<ExitCode> {
+    let spinner = spinner("compacting in place");
+    let result = db.compact();
+    spinner.finish_and_clear();
+    let stats = result.map_err(|e| Failure::db(path, e))?;
+    println!(
+        "compacted {} in place: {} -> {} ({} pages moved, {} commits)",
+        path.display(),
+        human_bytes(stats.file_size_before),
+        human_bytes(stats.file_size_after),
+        stats.pages_moved,
+        stats.passes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
