@@ -90,10 +90,15 @@ class Database:
         ``overflow_pages``, ``free_pages``, ``data_pages``. Raises ``Corrupted``."""
     def stats(self) -> dict[str, Any]:
         """``page_size``, ``file_size_bytes``, ``page_count``, ``pages_in_use``,
-        ``pages_free``, ``txn_id``, ``oldest_reader_lag`` and ``trees`` (a list of dicts
-        with ``name``, ``entries``, ``depth``)."""
+        ``pages_free``, ``free_runs``, ``txn_id``, ``oldest_reader_txn_age``, the counters
+        since the open ``commits``, ``pages_written``, ``syncs``, and ``trees`` (a list of
+        dicts with ``name``, ``entries``, ``depth``)."""
     def compact_to(self, path: Union[str, os.PathLike[str]]) -> None:
         """Writes a compacted copy of the newest commit to ``path`` (which must not exist)."""
+    def compact(self) -> dict[str, int]:
+        """Compacts the file in place (readers may run); returns ``pages_moved``,
+        ``passes``, ``file_size_before``, ``file_size_after``. Raises if this thread holds
+        the write transaction."""
     def tree_names(self) -> list[str]: ...
     def close(self) -> None: ...
     def __enter__(self) -> Database: ...

@@ -236,6 +236,10 @@ impl Database {
         d.set_item("pages_free", stats.pages_free)?;
         d.set_item("txn_id", stats.txn_id)?;
         d.set_item("oldest_reader_txn_age", stats.oldest_reader_txn_age)?;
+        d.set_item("free_runs", stats.free_runs)?;
+        d.set_item("commits", stats.commits)?;
+        d.set_item("pages_written", stats.pages_written)?;
+        d.set_item("syncs", stats.syncs)?;
         let trees = PyList::empty(py);
         for t in stats.trees {
             let tree = PyDict::new(py);
@@ -253,6 +257,23 @@ impl Database {
     fn compact_to(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         let handle = self.handle()?;
         py.detach(|| handle.db.compact_to(path)).py_err()
+    }
+
+    /// Compacts the file in place, without the GIL: moves the pages past where the
+    /// pages in use would end into free space, with ordinary commits, and cuts the file.
+    /// Waits for a write transaction of another thread to end; raises if this thread
+    /// holds one. Returns ``pages_moved``, ``passes``, ``file_size_before``,
+    /// ``file_size_after``.
+    fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let handle = self.handle()?;
+        handle.check_not_writer()?;
+        let stats = py.detach(|| handle.db.compact()).py_err()?;
+        let d = PyDict::new(py);
+        d.set_item("pages_moved", stats.pages_moved)?;
+        d.set_item("passes", stats.passes)?;
+        d.set_item("file_size_before", stats.file_size_before)?;
+        d.set_item("file_size_after", stats.file_size_after)?;
+        Ok(d)
     }
 
     /// The names of all trees, in byte order.

@@ -178,6 +178,30 @@ def test_stats_and_check(db):
     assert report["trees"] == 1 and report["entries"] == 1000
 
 
+def test_compact_in_place(db):
+    with db.begin(write=True) as txn:
+        for i in range(20000):
+            txn.put(b"%06d" % i, b"x" * 200)
+    with db.begin(write=True) as txn:
+        for i in range(20000):
+            if i % 10:
+                txn.delete(b"%06d" % i)
+    before = db.stats()
+    result = db.compact()
+    assert result["file_size_after"] < result["file_size_before"]
+    assert result["pages_moved"] > 0
+    after = db.stats()
+    assert after["commits"] > before["commits"]
+    assert after["syncs"] >= after["commits"] - before["commits"]
+    db.check()
+    with db.begin() as txn:
+        assert txn.len() == 2000
+        assert txn.get(b"%06d" % 10) == b"x" * 200
+    with db.begin(write=True):
+        with pytest.raises(mapkv.Error):
+            db.compact()
+
+
 def test_compact_to(db, tmp_path):
     with db.begin(write=True) as txn:
         for i in range(2000):
