@@ -89,6 +89,7 @@ OP = enum(
         "ForgetTree",
         "UserPanic",
         "Lifecycle",
+        "Compact",
     ]
 )
 MMAP = enum(["Whole", "Zero", "Pages"])
@@ -160,6 +161,7 @@ def lifecycle(readers, writer, order, mmap=None):
 
 
 COMMIT = OP("Commit")
+COMPACT = OP("Compact")
 ABORT = OP("Abort")
 CHECK = OP("Check")
 SNAPSHOT = OP("Snapshot")
@@ -171,6 +173,22 @@ def durability(immediate):
 
 
 OPS_PASSING = {
+    # Compaction in place after removals freed most of the file, with large values
+    # (moved too) and a snapshot held across it.
+    "seed-compact-in-place": ops_input(
+        [
+            insert_run(0, 0, 250, value_len=300),
+            insert_run(1, 0, 6, value_len=9000),
+            COMMIT,
+            remove_run(0, 0, 200),
+            COMMIT,
+            OP("Snapshot"),
+            COMPACT,
+            OP("CheckSnapshot"),
+            COMPACT,
+            CHECK,
+        ]
+    ),
     # Panics from user code between changes, caught: nothing is poisoned, the
     # transaction commits with every change made before the panic.
     "seed-user-panic-after-insert": ops_input(

@@ -4,7 +4,8 @@
 //! boundaries, each later size change kept or dropped, or all of them dropped while the
 //! writes are kept), and each must open, pass `check`, and hold exactly one committed
 //! state no older than the last `Immediate` commit that had returned. Recovery of each
-//! image is crashed too.
+//! image is crashed too. The workloads compact in place now and then (commits that move
+//! pages and truncate the file).
 
 mod support;
 
@@ -81,6 +82,13 @@ fn run_workload(seed: u64, txns: usize, shape: Shape) -> Run {
             drop(db.take());
             hist.durable(disk.log_len(), state);
             db = Some(open(&disk).expect("reopen"));
+            hist.durable(disk.log_len(), state);
+            continue;
+        }
+        if rng.chance(1, 10) {
+            // Compaction in place: durable commits that move pages down and cut the
+            // file (FORMAT.md#compaction-in-place); the content stays what it was.
+            d.compact().expect("compact");
             hist.durable(disk.log_len(), state);
             continue;
         }

@@ -203,6 +203,8 @@ enum Op {
         point: PanicPoint,
     },
     Lifecycle(Lifecycle),
+    /// `Database::compact` (in place), when no write transaction of the harness is open.
+    Compact,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -948,6 +950,18 @@ fuzz_target!(init: let_user_panics_through(), |input: Input| {
                     check_view(r, model, "the snapshot");
                 }
             }
+            Op::Compact if h.wtx.is_none() => {
+                // Commits that move pages and cut the file: all durable, content unchanged.
+                match h.db().compact() {
+                    Ok(_) => h.note_commit(Durability::Immediate),
+                    Err(Error::ReadOnly) if h.read_only => {}
+                    Err(e) => panic!("compact: {e}"),
+                }
+                h.db().check().expect("check after compact");
+                let r = h.db().begin_read().expect("begin_read");
+                check_view(&r, &h.committed, "after compact");
+            }
+            Op::Compact => {}
             Op::Check => {
                 h.db().check().expect("check");
             }
