@@ -80,8 +80,7 @@ impl Allocator {
         }
         let start = match self.free.run_ending_at(self.end) {
             Some((s, n)) => {
-                assert!(self.free.remove(s, n), "a listed run is free");
-                self.note_taken(s, n);
+                self.take_listed(s, n);
                 s
             }
             None => self.end,
@@ -92,14 +91,15 @@ impl Allocator {
 
     /// `pages` pages for a commit, in as few runs as the policy allows: one run if one
     /// free run (or the end of the file) holds them all; the free runs, shortest first,
-    /// and the end for the rest, when free space, with the `waiting` pages that are free but not yet
-    /// reusable, is over its share (`FREE_SHARE_BEFORE_SCATTER`). Sorted by page id.
+    /// and the end for the rest, when free space, with the `waiting` pages that are free
+    /// but not yet reusable, is over its share (`FREE_SHARE_BEFORE_SCATTER`). Sorted by
+    /// page id.
     pub(crate) fn take_pages(&mut self, pages: u64, waiting: u64) -> Vec<(PageId, u64)> {
         if pages == 0 {
             return Vec::new();
         }
         if self.lowest_first {
-            return self.take_lowest_pages(pages);
+            return self.gather(pages, PageRuns::lowest);
         }
         let fits_one = self.free.longest().is_some_and(|(_, n)| n >= pages);
         let free = self.free.page_count();
@@ -110,17 +110,21 @@ impl Allocator {
         }
         // Shortest runs first: they are the holes that a commit or a large value could
         // never use whole, and the long runs stay for those that can.
+        self.gather(pages, PageRuns::shortest)
+    }
+
+    /// `pages` pages from the free runs in the order `next` picks them, then the end of
+    /// the file for what they do not cover (a commit larger than all free space grows
+    /// the file by the difference, not by its whole size). Sorted by page id.
+    fn gather(&mut self, pages: u64, next: fn(&PageRuns) -> Option<Run>) -> Vec<Run> {
         let mut runs = Vec::new();
         let mut left = pages;
-        while let Some((s, n)) = self.free.shortest().filter(|_| left > 0) {
+        while let Some((s, n)) = next(&self.free).filter(|_| left > 0) {
             let n = n.min(left);
-            assert!(self.free.remove(s, n), "a listed run is free");
-            self.note_taken(s, n);
+            self.take_listed(s, n);
             runs.push((s, n));
             left -= n;
         }
-        // What the free pages do not cover goes to the end (a commit larger than all
-        // free space grows the file by the difference, not by its whole size).
         if left > 0 {
             runs.push((self.take_run(left), left));
         }
@@ -128,22 +132,10 @@ impl Allocator {
         runs
     }
 
-    /// The lowest free pages, then the end of the file for what they do not cover.
-    fn take_lowest_pages(&mut self, pages: u64) -> Vec<(PageId, u64)> {
-        let mut runs = Vec::new();
-        let mut left = pages;
-        while let Some((s, n)) = self.free.lowest().filter(|_| left > 0) {
-            let n = n.min(left);
-            assert!(self.free.remove(s, n), "a listed run is free");
-            self.note_taken(s, n);
-            runs.push((s, n));
-            left -= n;
-        }
-        if left > 0 {
-            runs.push((self.take_run(left), left));
-        }
-        runs.sort_unstable();
-        runs
+    /// Takes `pages` pages from `id`, which the free set lists.
+    fn take_listed(&mut self, id: PageId, pages: u64) {
+        assert!(self.free.remove(id, pages), "a listed run is free");
+        self.note_taken(id, pages);
     }
 
     /// Gives back pages this transaction took and no longer uses: free again at once.
@@ -164,8 +156,7 @@ impl Allocator {
     /// later, when no reader can reach past the new end).
     pub(crate) fn trim_end(&mut self) {
         if let Some((s, n)) = self.free.run_ending_at(self.end) {
-            assert!(self.free.remove(s, n), "a listed run is free");
-            self.note_taken(s, n);
+            self.take_listed(s, n);
             self.end = s;
         }
     }

@@ -210,21 +210,28 @@ impl WriteTxn {
 
     /// At most how many runs the free-list record lists, before placement.
     fn record_runs_bound(&self, fold: bool) -> usize {
+        let (added, removed) = self.record_sets(fold);
+        let added: usize = added.iter().map(|r| r.run_count()).sum();
+        added + removed.map_or(0, PageRuns::run_count) + 2
+    }
+
+    /// The sets the free-list record lists: for a full record the whole free set
+    /// (reusable, freed by this commit, waiting for readers or a sync); for a change,
+    /// what this commit added to the free set and what it took from it.
+    fn record_sets(&self, fold: bool) -> (Vec<&PageRuns>, Option<&PageRuns>) {
         let (freed, volatile) = self.pages.freed();
-        let mut runs = freed.run_count() + volatile.run_count() + 2;
         let alloc = &self.pages.alloc;
-        if fold {
-            runs += alloc.free().run_count();
-            runs += self
-                .writer
-                .pending
-                .all()
-                .map(PageRuns::run_count)
-                .sum::<usize>();
-        } else {
-            runs += alloc.taken().run_count() + alloc.grown_free().run_count();
+        match fold {
+            true => {
+                let mut added = vec![alloc.free(), freed, volatile];
+                added.extend(self.writer.pending.all());
+                (added, None)
+            }
+            false => (
+                vec![freed, volatile, alloc.grown_free()],
+                Some(alloc.taken()),
+            ),
         }
-        runs
     }
 
     /// Encodes the free-list record into its placed pages (or a larger run, if placing
@@ -249,30 +256,19 @@ impl WriteTxn {
 
     /// The record's payload padded to `capacity`; None if it does not fit.
     fn encode_record(&self, fold: bool, capacity: usize) -> Result<Option<Vec<u8>>> {
-        let (freed, volatile) = self.pages.freed();
-        let alloc = &self.pages.alloc;
+        let (added, removed) = self.record_sets(fold);
+        let empty = PageRuns::new();
         let chain = &self.writer.chain;
-        let end = self.pages.end();
-        if fold {
-            let mut added: Vec<&PageRuns> = vec![alloc.free(), freed, volatile];
-            added.extend(self.writer.pending.all());
-            let empty = PageRuns::new();
-            return Record {
-                prev: ChildRef::NULL,
-                below: 0,
-                page_count: end,
-                added: &added,
-                removed: &empty,
-            }
-            .encode(capacity);
-        }
-        let added = [freed, volatile, alloc.grown_free()];
+        let (prev, below) = match fold {
+            true => (ChildRef::NULL, 0),
+            false => (chain.head(), chain.links.len() as u32),
+        };
         Record {
-            prev: chain.head(),
-            below: chain.links.len() as u32,
-            page_count: end,
+            prev,
+            below,
+            page_count: self.pages.end(),
             added: &added,
-            removed: alloc.taken(),
+            removed: removed.unwrap_or(&empty),
         }
         .encode(capacity)
     }

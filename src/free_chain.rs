@@ -221,11 +221,10 @@ fn read_chain(pages: &PageReader, head: ChildRef) -> Result<Vec<(Link, Decoded)>
     let mut chain_pages = PageRuns::new();
     let mut r = head;
     loop {
-        let (payload, link) = read_blob(pages, &r)?;
+        let (link, record) = read_record(pages, &r)?;
         if !chain_pages.insert(r.page(), link.pages) {
             return Err(Error::corrupted(r.page.get(), "free-list chain loops"));
         }
-        let record = decode(&payload, r.page())?;
         let (prev, below) = (record.header.prev, record.header.below.get());
         let expected_below = records
             .last()
@@ -234,12 +233,6 @@ fn read_chain(pages: &PageReader, head: ChildRef) -> Result<Vec<(Link, Decoded)>
             return Err(Error::corrupted(
                 r.page.get(),
                 "free-list chain is out of order",
-            ));
-        }
-        if !prev.is_null() && prev.txn() >= r.txn() {
-            return Err(Error::corrupted(
-                r.page.get(),
-                "free-list record names a later one",
             ));
         }
         records.push((link, record));
@@ -273,18 +266,32 @@ fn apply(set: &mut PageRuns, record: &Decoded, g: &Geometry, blob: PageId) -> Re
     Ok(())
 }
 
-/// Decodes `payload` as a full record and applies it to the empty set (the fuzzers'
-/// entry point); returns the free pages.
-pub(crate) fn apply_full(payload: &[u8], first: PageId) -> Result<u64> {
+/// Decodes `payload` as a full record and applies it to the empty set at 4 KiB pages
+/// (the fuzzers' entry point); returns the free pages.
+pub(crate) fn apply_full(payload: &[u8]) -> Result<u64> {
     let record = decode(payload, PageId(0))?;
     let mut set = PageRuns::new();
     let g = Geometry::new(4096)?;
-    let first_ok = first >= g.first_data_page();
-    if !first_ok || !record.header.prev.is_null() {
+    if !record.header.prev.is_null() {
         return Err(Error::corrupted(0, "not a full record"));
     }
     apply(&mut set, &record, &g, PageId(0))?;
     Ok(set.page_count())
+}
+
+/// The record `r` points to, verified against `r`, whose own `prev` names an earlier
+/// writer (so a walk down the chain ends).
+fn read_record(pages: &PageReader, r: &ChildRef) -> Result<(Link, Decoded)> {
+    let (payload, link) = read_blob(pages, r)?;
+    let record = decode(&payload, r.page())?;
+    let prev = record.header.prev;
+    if !prev.is_null() && prev.txn() >= r.txn() {
+        return Err(Error::corrupted(
+            r.page.get(),
+            "free-list record names a later one",
+        ));
+    }
+    Ok((link, record))
 }
 
 /// The payload of the blob `r`, verified against `r`.
@@ -309,16 +316,9 @@ pub(crate) fn verify_newer(pages: &PageReader, head: ChildRef, after: u64) -> Re
     let mut verified = Vec::new();
     let mut r = head;
     while !r.is_null() && r.txn.get() > after {
-        let (payload, link) = read_blob(pages, &r)?;
+        let (link, record) = read_record(pages, &r)?;
         verified.push(link);
-        let prev = decode(&payload, r.page())?.header.prev;
-        if !prev.is_null() && prev.txn() >= r.txn() {
-            return Err(Error::corrupted(
-                r.page.get(),
-                "free-list record names a later one",
-            ));
-        }
-        r = prev;
+        r = record.header.prev;
     }
     Ok(verified)
 }

@@ -143,10 +143,10 @@ pub mod testing {
         Ok(runs.page_count())
     }
 
-    /// Decodes a free-list record (format 2) and applies it to the empty set, as the
-    /// full record at the bottom of a chain is; returns the free pages.
-    pub fn decode_free_record(bytes: &[u8], first: u64) -> Result<u64> {
-        crate::free_chain::apply_full(bytes, crate::page::PageId(first))
+    /// Decodes a free-list record (format 2) and applies it to the empty set (4 KiB
+    /// pages), as the full record at the bottom of a chain is; returns the free pages.
+    pub fn decode_free_record(bytes: &[u8]) -> Result<u64> {
+        crate::free_chain::apply_full(bytes)
     }
 
     /// Decodes a tree record (36 bytes; anything else is an error).
