@@ -21,7 +21,7 @@ fn key(i: u64) -> [u8; 24] {
 
 fn loaded_db(dir: &tempfile::TempDir) -> Database {
     let db = Database::open(dir.path().join("bench.mapkv")).expect("open");
-    let mut w = db.begin_write().expect("write");
+    let w = db.begin_write().expect("write");
     {
         let mut t = w.open_tree("t").expect("tree");
         for i in 0..N {
@@ -66,7 +66,7 @@ fn writes(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = loaded_db(&dir);
     c.bench_function("insert into a dirty page", |b| {
-        let mut w = db.begin_write().expect("write");
+        let w = db.begin_write().expect("write");
         let mut t = w.open_tree("t").expect("tree");
         t.insert(&key(1), b"make the path dirty").expect("insert");
         let mut v = 0u64;
@@ -92,7 +92,7 @@ fn writes(c: &mut Criterion) {
         let mut v = 0u64;
         b.iter(|| {
             v += 1;
-            let mut w = db.begin_write().expect("write");
+            let w = db.begin_write().expect("write");
             w.open_tree("t")
                 .expect("tree")
                 .insert(&key(v % N), &v.to_le_bytes())

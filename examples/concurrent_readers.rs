@@ -111,7 +111,7 @@ fn main() -> Result<()> {
             .durability(Durability::None)
             .open(dir.path().join("accounts.mapkv"))?,
     );
-    let mut wtx = db.begin_write()?;
+    let wtx = db.begin_write()?;
     {
         let mut accounts = wtx.open_tree("accounts")?;
         for id in 0..ACCOUNTS {

@@ -112,7 +112,7 @@ impl SessionStore {
     /// Removes every session that expired at or before `now`, in one transaction, and
     /// returns their ids. Reads only the expired part of the `expiry` index.
     fn sweep(&self, now: Time) -> Result<Vec<String>> {
-        let mut wtx = self.db.begin_write()?;
+        let wtx = self.db.begin_write()?;
         let expired: Vec<Vec<u8>> = {
             let expiry = wtx.open_tree("expiry")?;
             let end = expiry_key(now + 1, "");

@@ -94,7 +94,7 @@ fn main() -> Result<()> {
     let path = dir.path().join("mmap.mapkv");
     {
         let db = Database::open(&path)?;
-        let mut wtx = db.begin_write()?;
+        let wtx = db.begin_write()?;
         {
             let mut tree = wtx.open_tree("data")?;
             let mut value = [0u8; 100];

@@ -45,7 +45,7 @@ fn main() -> Result<()> {
     let mut value = [0u8; 150];
 
     let started = Instant::now();
-    let mut wtx = db.begin_write()?;
+    let wtx = db.begin_write()?;
     {
         let mut tree = wtx.open_tree("quickstart")?;
         for k in &keys {

@@ -16,7 +16,9 @@ use crate::node::BLOB_HEADER_BYTES;
 use crate::page::{ChildRef, PageId, page_checksum};
 use crate::storage::Storage;
 use crate::tree::{self, Pages, TreeRecord};
-use crate::txn::{Durability, Snapshot, WriteTxn};
+use crate::txn::{Durability, Snapshot};
+use crate::txn_pages::TxnPages;
+use crate::write_txn::{WriteTxn, Writer};
 
 /// See `Durability::None`.
 const FALLBACK_RUNS_MAX: usize = 512;
@@ -36,7 +38,7 @@ impl WriteTxn {
     /// Makes the changes visible to new readers, and durable if the durability is
     /// `Immediate`. See FORMAT.md#commit-protocol.
     pub fn commit(mut self) -> Result<()> {
-        if let Err(e) = self.pages.usable() {
+        if let Err(e) = self.pages.get_mut().usable() {
             return Err(Error::Io(std::io::Error::other(format!(
                 "nothing committed: {e}"
             ))));
@@ -44,11 +46,12 @@ impl WriteTxn {
         // Past this point a panic could leave the file and this handle's idea of it apart
         // (a meta written, the free pages not updated): refuse all writes after one.
         let _poison_on_panic = PoisonOnPanic(Arc::clone(&self.shared.storage));
-        let changed = self.trees.take_changed();
+        let changed = self.pages.inner_mut().trees.take_changed();
+        self.pages.get_mut().release_pinned()?;
         let nothing_changed = !self.compacting
             && changed.is_empty()
-            && !self.pages.has_dirty_pages()
-            && !self.pages.has_freed_pages();
+            && !self.pages.get_mut().has_dirty_pages()
+            && !self.pages.get_mut().has_freed_pages();
         if nothing_changed {
             if self.durability == Durability::Immediate
                 && self.writer.durable < self.base.meta.txn()
@@ -63,15 +66,17 @@ impl WriteTxn {
             match record {
                 Some(r) => self.put_record(name, r)?,
                 None => {
-                    tree::remove(&mut self.pages, &mut self.catalog, name.as_bytes())?;
+                    tree::remove(self.pages.get_mut(), &mut self.catalog, name.as_bytes())?;
                 }
             }
         }
-        let fold = self.compacting
-            || (self.writer.chain).should_fold(self.pages.alloc.free(), self.pages.end());
+        let fold = self.compacting || {
+            let pages = self.pages.get_mut();
+            (self.writer.chain).should_fold(pages.alloc.free(), pages.end())
+        };
         if fold {
             for link in &self.writer.chain.links {
-                self.pages.free_chain_link(link)?;
+                self.pages.get_mut().free_chain_link(link)?;
             }
         }
         let placement = self.place(fold);
@@ -81,31 +86,31 @@ impl WriteTxn {
             .flat_map(|&(s, n)| (s.0..s.0 + n).map(PageId));
         self.seal(&changed, &mut ids)?;
         assert!(
-            ids.next().is_none() && !self.pages.has_dirty_pages(),
+            ids.next().is_none() && !self.pages.get_mut().has_dirty_pages(),
             "every dirty page was sealed into its place"
         );
-        self.pages.alloc.trim_end();
+        self.pages.get_mut().alloc.trim_end();
         let (free_list, link) = self.write_free_record(fold, placement.record)?;
         let meta = Meta {
             version: FORMAT_VERSION.into(),
-            txn: self.pages.txn.0.into(),
+            txn: self.pages.get_mut().txn.0.into(),
             durable_before: self.writer.durable.0.into(),
-            page_count: self.pages.end().0.into(),
+            page_count: self.pages.get_mut().end().0.into(),
             catalog: self.catalog,
             free_list,
             ..self.base.meta
         };
         self.write_sealed_pages()?;
-        let (freed, freed_volatile) = self.pages.take_freed();
+        let (freed, freed_volatile) = self.pages.get_mut().take_freed();
         let fallback_runs =
             self.writer.pending.fallback_runs(self.writer.durable) + freed.run_count();
         let durable = self.durability == Durability::Immediate || fallback_runs > FALLBACK_RUNS_MAX;
         if durable {
             self.write_meta(&meta)?;
         }
-        let txn = self.pages.txn;
+        let txn = self.pages.get_mut().txn;
         let w = &mut *self.writer;
-        w.free = self.pages.alloc.take_free();
+        w.free = self.pages.get_mut().alloc.take_free();
         self.committed = true;
         w.pending.add(txn, freed, true);
         w.pending.add(txn, freed_volatile, false);
@@ -126,7 +131,7 @@ impl WriteTxn {
 
     fn put_record(&mut self, name: &str, record: &TreeRecord) -> Result<()> {
         tree::insert(
-            &mut self.pages,
+            self.pages.get_mut(),
             &mut self.catalog,
             name.as_bytes(),
             record.as_bytes(),
@@ -142,31 +147,38 @@ impl WriteTxn {
         let mut sealed = Vec::new();
         for (name, record) in changed {
             if let Some(mut r) = *record {
-                r.root = tree::seal_dirty(&mut self.pages, r.root, ids)?;
+                r.root = tree::seal_dirty(self.pages.get_mut(), r.root, ids)?;
                 sealed.push((name, r));
             }
         }
-        let dirty = self.pages.dirty_count();
+        let dirty = self.pages.get_mut().dirty_count();
         for (name, r) in sealed {
             self.put_record(name, &r)?;
         }
         assert_eq!(
-            self.pages.dirty_count(),
+            self.pages.get_mut().dirty_count(),
             dirty,
             "a record rewritten in place dirties no page"
         );
-        self.catalog.root = tree::seal_dirty(&mut self.pages, self.catalog.root, ids)?;
+        self.catalog.root = tree::seal_dirty(self.pages.get_mut(), self.catalog.root, ids)?;
         Ok(())
     }
 
     /// Places the dirty pages and the free-list record: one run when the allocator can
     /// (FORMAT.md#allocation), the record at its end.
+    fn record_view(&mut self) -> RecordView<'_> {
+        RecordView {
+            pages: self.pages.get_mut(),
+            writer: &self.writer,
+        }
+    }
+
     fn place(&mut self, fold: bool) -> Placement {
-        let g = self.pages.geometry();
-        let nodes = self.pages.dirty_count();
-        let runs = self.record_runs_bound(fold) + RECORD_SLACK_RUNS;
+        let g = self.pages.get_mut().geometry();
+        let nodes = self.pages.get_mut().dirty_count();
+        let runs = self.record_view().record_runs_bound(fold) + RECORD_SLACK_RUNS;
         let record_pages = g.blob_pages(free_chain::encoded_len(runs));
-        let (freed, volatile) = self.pages.freed();
+        let (freed, volatile) = self.pages.get_mut().freed();
         let waiting = freed.page_count()
             + volatile.page_count()
             + self
@@ -175,7 +187,11 @@ impl WriteTxn {
                 .all()
                 .map(PageRuns::page_count)
                 .sum::<u64>();
-        let mut placed = self.pages.alloc.take_pages(nodes + record_pages, waiting);
+        let mut placed = self
+            .pages
+            .get_mut()
+            .alloc
+            .take_pages(nodes + record_pages, waiting);
         // The record goes at the end of the last run that can hold it.
         if let Some(i) = placed.iter().rposition(|&(_, n)| n >= record_pages) {
             let (s, n) = placed[i];
@@ -188,12 +204,16 @@ impl WriteTxn {
         }
         // Scattered over runs shorter than the record: the record gets a run of its own
         // and the last `record_pages` pages placed are given back.
-        let record = (self.pages.alloc.take_run(record_pages), record_pages);
+        let record = (
+            self.pages.get_mut().alloc.take_run(record_pages),
+            record_pages,
+        );
         let mut surplus = record_pages;
         while surplus > 0 {
             let (s, n) = placed.pop().expect("placed pages cover the surplus");
             let back = n.min(surplus);
             self.pages
+                .get_mut()
                 .alloc
                 .give_back(PageId(s.0 + n - back), back)
                 .expect("pages just taken can be given back");
@@ -208,69 +228,26 @@ impl WriteTxn {
         }
     }
 
-    /// At most how many runs the free-list record lists, before placement.
-    fn record_runs_bound(&self, fold: bool) -> usize {
-        let (added, removed) = self.record_sets(fold);
-        let added: usize = added.iter().map(|r| r.run_count()).sum();
-        added + removed.map_or(0, PageRuns::run_count) + 2
-    }
-
-    /// The sets the free-list record lists: for a full record the whole free set
-    /// (reusable, freed by this commit, waiting for readers or a sync); for a change,
-    /// what this commit added to the free set and what it took from it.
-    fn record_sets(&self, fold: bool) -> (Vec<&PageRuns>, Option<&PageRuns>) {
-        let (freed, volatile) = self.pages.freed();
-        let alloc = &self.pages.alloc;
-        match fold {
-            true => {
-                let mut added = vec![alloc.free(), freed, volatile];
-                added.extend(self.writer.pending.all());
-                (added, None)
-            }
-            false => (
-                vec![freed, volatile, alloc.grown_free()],
-                Some(alloc.taken()),
-            ),
-        }
-    }
-
     /// Encodes the free-list record into its placed pages (or a larger run, if placing
     /// added more runs than its slack) as a sealed blob. Returns its reference and link.
     fn write_free_record(&mut self, fold: bool, placed: (PageId, u64)) -> Result<(ChildRef, Link)> {
-        let g = self.pages.geometry();
+        let g = self.pages.get_mut().geometry();
         let (mut at, mut pages) = placed;
         loop {
             let capacity = (pages * g.page_bytes()) as usize - BLOB_HEADER_BYTES;
-            if let Some(payload) = self.encode_record(fold, capacity)? {
-                let blob = self.pages.seal_blob(at, pages, &payload);
+            if let Some(payload) = self.record_view().encode_record(fold, capacity)? {
+                let blob = self.pages.get_mut().seal_blob(at, pages, &payload);
                 return Ok((blob, Link { blob, pages }));
             }
             // Too small: take a run that holds the record as it stands, plus room for
             // what giving back the old run and taking the new one can add.
-            let needed = g.blob_pages(free_chain::encoded_len(self.record_runs_bound(fold) + 4));
-            let bigger = self.pages.alloc.take_run(needed);
-            self.pages.alloc.give_back(at, pages)?;
+            let needed = g.blob_pages(free_chain::encoded_len(
+                self.record_view().record_runs_bound(fold) + 4,
+            ));
+            let bigger = self.pages.get_mut().alloc.take_run(needed);
+            self.pages.get_mut().alloc.give_back(at, pages)?;
             (at, pages) = (bigger, needed);
         }
-    }
-
-    /// The record's payload padded to `capacity`; None if it does not fit.
-    fn encode_record(&self, fold: bool, capacity: usize) -> Result<Option<Vec<u8>>> {
-        let (added, removed) = self.record_sets(fold);
-        let empty = PageRuns::new();
-        let chain = &self.writer.chain;
-        let (prev, below) = match fold {
-            true => (ChildRef::NULL, 0),
-            false => (chain.head(), chain.links.len() as u32),
-        };
-        Record {
-            prev,
-            below,
-            page_count: self.pages.end(),
-            added: &added,
-            removed: removed.unwrap_or(&empty),
-        }
-        .encode(capacity)
     }
 
     /// Writes the base snapshot's meta so that it becomes durable (after `None` commits).
@@ -297,9 +274,9 @@ impl WriteTxn {
     /// (in steps) to hold them.
     fn write_sealed_pages(&mut self) -> Result<()> {
         let storage = Arc::clone(&self.shared.storage);
-        let g = self.pages.geometry();
-        storage.ensure_len_written(g.offset(self.pages.end()))?;
-        let pages = self.pages.take_sealed();
+        let g = self.pages.get_mut().geometry();
+        storage.ensure_len_written(g.offset(self.pages.get_mut().end()))?;
+        let pages = self.pages.get_mut().take_sealed();
         let adjacent = |a: &(PageId, Box<[u8]>), b: &(PageId, Box<[u8]>)| {
             b.0.0 == a.0.0 + a.1.len() as u64 / g.page_bytes()
         };
@@ -356,4 +333,57 @@ pub(crate) fn write_meta_slot(storage: &Storage, slot: u64, meta: &Meta) -> Resu
     assert!(slot < 2, "meta slot {slot}");
     let bytes = meta.encode();
     storage.write_at(slot * crate::page::META_SLOT_BYTES, &[&bytes])
+}
+
+/// What the free-list record is made of: the transaction's pages and the writer's state.
+struct RecordView<'a> {
+    pages: &'a TxnPages,
+    writer: &'a Writer,
+}
+
+impl RecordView<'_> {
+    /// At most how many runs the free-list record lists, before placement.
+    fn record_runs_bound(&self, fold: bool) -> usize {
+        let (added, removed) = self.record_sets(fold);
+        let added: usize = added.iter().map(|r| r.run_count()).sum();
+        added + removed.map_or(0, PageRuns::run_count) + 2
+    }
+
+    /// The sets the free-list record lists: for a full record the whole free set
+    /// (reusable, freed by this commit, waiting for readers or a sync); for a change,
+    /// what this commit added to the free set and what it took from it.
+    fn record_sets(&self, fold: bool) -> (Vec<&PageRuns>, Option<&PageRuns>) {
+        let (freed, volatile) = self.pages.freed();
+        let alloc = &self.pages.alloc;
+        match fold {
+            true => {
+                let mut added = vec![alloc.free(), freed, volatile];
+                added.extend(self.writer.pending.all());
+                (added, None)
+            }
+            false => (
+                vec![freed, volatile, alloc.grown_free()],
+                Some(alloc.taken()),
+            ),
+        }
+    }
+
+    /// The record's payload padded to `capacity`; None if it does not fit.
+    fn encode_record(&self, fold: bool, capacity: usize) -> Result<Option<Vec<u8>>> {
+        let (added, removed) = self.record_sets(fold);
+        let empty = PageRuns::new();
+        let chain = &self.writer.chain;
+        let (prev, below) = match fold {
+            true => (ChildRef::NULL, 0),
+            false => (chain.head(), chain.links.len() as u32),
+        };
+        Record {
+            prev,
+            below,
+            page_count: self.pages.end(),
+            added: &added,
+            removed: removed.unwrap_or(&empty),
+        }
+        .encode(capacity)
+    }
 }

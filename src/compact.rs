@@ -11,8 +11,9 @@ use crate::error::Result;
 use crate::node::{self, Cell, LeafValue, Node, OverflowRef, encode_leaf_cell};
 use crate::page::{ChildRef, PageId};
 use crate::tree::{self, Pages, TreeRecord};
-use crate::txn::{Durability, WriteTxn};
+use crate::txn::Durability;
 use crate::txn_pages::TxnPages;
+use crate::write_txn::WriteTxn;
 
 /// Pages one pass copies at most, so that its copies (held in memory until the commit)
 /// stay within 64 MiB at the default page size.
@@ -48,7 +49,7 @@ pub(crate) fn compact(shared: &Arc<Shared>) -> Result<CompactStats> {
         let mut txn = WriteTxn::begin(shared)?;
         txn.set_durability(Durability::Immediate);
         txn.compacting = true;
-        let end_before = txn.pages.end();
+        let end_before = txn.pages.get_mut().end();
         let moved = txn.move_pages_down()?;
         txn.commit()?;
         stats.passes += 1;
@@ -67,10 +68,11 @@ impl WriteTxn {
     /// them, and the copies of the branches above them (a tenth more, and the catalog's
     /// path and the free-list record): at most `PASS_PAGES_MAX` of them.
     fn move_pages_down(&mut self) -> Result<u64> {
-        self.pages.alloc.prefer_lowest();
-        let end = self.pages.end().0;
-        let free = self.pages.alloc.free();
-        let first = self.pages.geometry().first_data_page().0;
+        let pages = self.pages.get_mut();
+        pages.alloc.prefer_lowest();
+        let end = pages.end().0;
+        let first = pages.geometry().first_data_page().0;
+        let free = pages.alloc.free();
         // The lowest point whose free pages below cover the pages in use above it.
         let covered = |at: u64| {
             let below = free.pages_below(PageId(at));
@@ -97,6 +99,7 @@ impl WriteTxn {
         let mut catalog = self.catalog;
         moved += self
             .pages
+            .get_mut()
             .change(|pages| relocate(pages, &mut catalog, from, &mut budget))?;
         self.catalog = catalog;
         Ok(moved)

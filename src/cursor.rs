@@ -199,6 +199,8 @@ pub struct Range<'a> {
     front: Side<'a>,
     back: Side<'a>,
     done: bool,
+    /// False for [`Range::keys`]: overflow values are not read (values come back empty).
+    values: bool,
 }
 
 /// One end of a range: its cursor once positioned, and the last key it returned, which
@@ -235,6 +237,26 @@ impl<'a> Range<'a> {
                 last_key: None,
             },
             done: empty || tree.root.is_null(),
+            values: true,
+        }
+    }
+
+    /// The keys alone, in the same order; overflow values are not read.
+    pub fn keys(mut self) -> Keys<'a> {
+        self.values = false;
+        Keys(self)
+    }
+
+    /// The values alone, in key order.
+    pub fn values(self) -> Values<'a> {
+        Values(self)
+    }
+
+    /// The value of `cell`, unless only keys are wanted.
+    fn value_of(&self, node: &Node<'a>, cell: &crate::node::Cell<'a>) -> Result<&'a [u8]> {
+        match self.values {
+            true => resolve(self.pages, cell.leaf_value(node.id())?),
+            false => Ok(&[]),
         }
     }
 
@@ -261,7 +283,7 @@ impl<'a> Range<'a> {
             return Ok(None);
         }
         self.front.last_key = Some(key);
-        Ok(Some((key, resolve(pages, cell.leaf_value(node.id())?)?)))
+        Ok(Some((key, self.value_of(&node, &cell)?)))
     }
 
     fn next_back_inner(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
@@ -287,7 +309,7 @@ impl<'a> Range<'a> {
             return Ok(None);
         }
         self.back.last_key = Some(key);
-        Ok(Some((key, resolve(pages, cell.leaf_value(node.id())?)?)))
+        Ok(Some((key, self.value_of(&node, &cell)?)))
     }
 
     /// Ends the iteration on `None` or an error, so nothing follows either.
@@ -341,14 +363,150 @@ impl DoubleEndedIterator for Range<'_> {
 
 impl std::iter::FusedIterator for Range<'_> {}
 
-/// Converts user bounds into owned byte bounds.
-pub(crate) fn owned_bounds<K: AsRef<[u8]>, R: std::ops::RangeBounds<K>>(
-    range: &R,
-) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    let own = |b: Bound<&K>| match b {
-        Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
-        Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    (own(range.start_bound()), own(range.end_bound()))
+/// A range of keys, as `range`, `remove_range` and friends take it: `..`, `a..b`,
+/// `a..=b`, `a..`, `..b`, `..=b` or a pair of [`Bound`]s, over any byte string type
+/// (`&[u8]`, `Vec<u8>`, `[u8; N]`, `&[u8; N]`, `&str`, `String`). Unlike
+/// `RangeBounds<K>`, it names no key type, so `tree.range(..)` needs no annotation.
+///
+/// ```
+/// # fn main() -> mapkv::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = mapkv::Database::open(dir.path().join("db"))?;
+/// # let mut wtx = db.begin_write()?;
+/// let mut t = wtx.open_tree("t")?;
+/// for k in ["a", "b", "c", "d"] {
+///     t.insert(k.as_bytes(), b"")?;
+/// }
+/// assert_eq!(t.range(..)?.count(), 4);
+/// assert_eq!(t.range("b".."d")?.count(), 2);
+/// assert_eq!(t.range(b"b"..=b"d")?.count(), 3);
+/// assert_eq!(t.range(vec![b'c']..)?.count(), 2);
+/// # Ok(()) }
+/// ```
+pub trait KeyRange {
+    /// The range's two ends, as byte strings.
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>);
 }
+
+impl KeyRange for std::ops::RangeFull {
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (Bound::Unbounded, Bound::Unbounded)
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for std::ops::Range<K> {
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (
+            Bound::Included(self.start.as_ref()),
+            Bound::Excluded(self.end.as_ref()),
+        )
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeInclusive<K> {
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (
+            Bound::Included(self.start().as_ref()),
+            Bound::Included(self.end().as_ref()),
+        )
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeFrom<K> {
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (Bound::Included(self.start.as_ref()), Bound::Unbounded)
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeTo<K> {
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (Bound::Unbounded, Bound::Excluded(self.end.as_ref()))
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeToInclusive<K> {
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (Bound::Unbounded, Bound::Included(self.end.as_ref()))
+    }
+}
+
+impl<K: AsRef<[u8]>> KeyRange for (Bound<K>, Bound<K>) {
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (bound_bytes(&self.0), bound_bytes(&self.1))
+    }
+}
+
+impl<R: KeyRange + ?Sized> KeyRange for &R {
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (**self).bounds()
+    }
+}
+
+fn bound_bytes<K: AsRef<[u8]>>(b: &Bound<K>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_ref()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_ref()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// Converts a key range into owned byte bounds.
+pub(crate) fn owned_bounds(range: &impl KeyRange) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let (lower, upper) = range.bounds();
+    (lower.map(<[u8]>::to_vec), upper.map(<[u8]>::to_vec))
+}
+
+/// The bounds of the keys that start with `prefix`: from `prefix` itself up to (not
+/// including) the first key past all of them, which is `prefix` with its last byte
+/// below 0xFF incremented and the 0xFF bytes after it dropped; unbounded above when
+/// there is no such byte (the empty prefix, or one of only 0xFF bytes).
+pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let upper = match prefix.iter().rposition(|&b| b != 0xFF) {
+        Some(i) => {
+            let mut end = prefix[..=i].to_vec();
+            end[i] += 1;
+            Bound::Excluded(end)
+        }
+        None => Bound::Unbounded,
+    };
+    (Bound::Included(prefix.to_vec()), upper)
+}
+
+/// The keys of a [`Range`], in the same order (from [`Range::keys`]). Overflow values
+/// are not read.
+pub struct Keys<'a>(Range<'a>);
+
+impl<'a> Iterator for Keys<'a> {
+    type Item = Result<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|e| e.map(|(k, _)| k))
+    }
+}
+
+impl DoubleEndedIterator for Keys<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back().map(|e| e.map(|(k, _)| k))
+    }
+}
+
+impl std::iter::FusedIterator for Keys<'_> {}
+
+/// The values of a [`Range`], in key order (from [`Range::values`]).
+pub struct Values<'a>(Range<'a>);
+
+impl<'a> Iterator for Values<'a> {
+    type Item = Result<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|e| e.map(|(_, v)| v))
+    }
+}
+
+impl DoubleEndedIterator for Values<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back().map(|e| e.map(|(_, v)| v))
+    }
+}
+
+impl std::iter::FusedIterator for Values<'_> {}

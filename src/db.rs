@@ -19,7 +19,8 @@ use crate::meta::{FORMAT_VERSION, MAGIC, META_BYTES, Meta};
 use crate::page::{ChildRef, Geometry, META_SLOT_BYTES, TxnId};
 use crate::storage::{Backend, FileBackend, Storage, lock_file};
 use crate::tree::TreeRecord;
-use crate::txn::{Durability, ReadTxn, Readers, Snapshot, WriteTxn, Writer, find_tree};
+use crate::txn::{Durability, ReadTxn, Readers, Snapshot, find_tree};
+use crate::write_txn::{WriteTxn, Writer};
 
 /// How to open a database. `Options::new()` gives the defaults.
 #[derive(Clone, Debug)]
@@ -225,6 +226,23 @@ impl Database {
     /// that holds one must not ask for a second).
     pub fn begin_write(&self) -> Result<WriteTxn> {
         WriteTxn::begin(&self.shared)
+    }
+
+    /// Begins the write transaction, or returns `None` at once if another one is
+    /// alive (in this thread or another).
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let first = db.try_begin_write()?.expect("no other writer");
+    /// assert!(db.try_begin_write()?.is_none());
+    /// drop(first);
+    /// assert!(db.try_begin_write()?.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn try_begin_write(&self) -> Result<Option<WriteTxn>> {
+        WriteTxn::try_begin(&self.shared)
     }
 
     /// Loads `entries`, whose keys must be strictly ascending, into the tree `tree`,

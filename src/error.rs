@@ -49,6 +49,13 @@ pub enum Error {
     ReadOnly,
     /// An `Options` value is out of range, or the file does not fit the options.
     InvalidOptions(String),
+    /// A handle of a write transaction's tree was used after the tree was opened again
+    /// or deleted in the same transaction: only the newest handle of a tree works.
+    StaleTree(String),
+    /// A write transaction was used from inside one of its own changes: a `retain`
+    /// predicate may read other trees of the transaction, but not open, change or
+    /// delete trees.
+    Reentrant,
 }
 
 /// `std::result::Result` with [`Error`].
@@ -94,6 +101,16 @@ impl fmt::Display for Error {
             Error::Locked => write!(f, "database file is locked by another handle"),
             Error::ReadOnly => write!(f, "database is open read-only"),
             Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),
+            Error::StaleTree(name) => write!(
+                f,
+                "this handle of tree {name:?} is stale: the tree was opened again or deleted \
+                 in the same transaction"
+            ),
+            Error::Reentrant => write!(
+                f,
+                "the write transaction was used from inside one of its own changes (a retain \
+                 predicate may read other trees, not open, change or delete them)"
+            ),
         }
     }
 }

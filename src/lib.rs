@@ -51,6 +51,7 @@ mod commit;
 mod compact;
 mod cursor;
 mod db;
+mod dirty_page;
 mod error;
 mod free_chain;
 mod freelist;
@@ -61,14 +62,16 @@ mod storage;
 mod tree;
 mod txn;
 mod txn_pages;
+mod write_txn;
 
 pub use bulk::{BulkOptions, BulkStats};
 pub use check::CheckReport;
 pub use compact::CompactStats;
-pub use cursor::Range;
+pub use cursor::{KeyRange, Keys, Range, Values};
 pub use db::{Database, Options, Stats, TreeStats};
 pub use error::{Error, Result};
-pub use txn::{Durability, ReadTree, ReadTxn, WriteTree, WriteTxn};
+pub use txn::{Durability, ReadTree, ReadTxn};
+pub use write_txn::{WriteTree, WriteTxn};
 
 /// Hooks for crash and fault-injection tests and fuzzers. Not part of the stable API.
 #[doc(hidden)]

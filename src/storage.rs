@@ -4,7 +4,6 @@
 
 #![allow(unsafe_code)]
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
@@ -383,8 +382,9 @@ impl Storage {
             map: state.map.clone(),
             window_end: window.min(limit_bytes),
             limit_bytes,
-            buffers: RefCell::new(PageMap::default()),
-            retired: RefCell::new(Vec::new()),
+            buffers: Mutex::new(PageMap::default()),
+            retired: Mutex::new(Vec::new()),
+            retired_maps: Vec::new(),
         }
     }
 }
@@ -403,8 +403,14 @@ pub(crate) struct PageReader {
     /// them to `retired`. Shared `Arc`s, never `Box`es: moving a `Box` asserts unique
     /// access to its contents, which would invalidate the slices already handed out
     /// (Stacked Borrows; Miri reported it on an earlier version).
-    buffers: RefCell<PageMap<PageBuf>>,
-    retired: RefCell<Vec<PageBuf>>,
+    ///
+    /// Behind a lock, not a `RefCell`, so that one snapshot can be read by several
+    /// threads at once (`ReadTxn: Sync`); the lock is held only to look a run up or
+    /// file it, never while the bytes are read.
+    buffers: Mutex<PageMap<PageBuf>>,
+    retired: Mutex<Vec<PageBuf>>,
+    /// Maps that `extend_limit` replaced, kept for the slices of them still alive.
+    retired_maps: Vec<Arc<Mmap>>,
 }
 
 impl PageReader {
@@ -440,7 +446,8 @@ impl PageReader {
         let map = self.map.as_ref().expect("a window implies a map");
         // SAFETY: `start <= end <= window_end <= map.len()` (asserted above; `reader` and
         // `extend_limit` cap `window_end` at the map's length), so the range lies in the
-        // mapping, which `self.map` keeps alive (and unmoved) as long as `self`. The slice
+        // mapping, which `self.map` keeps alive (and unmoved) as long as `self` (when
+        // `extend_limit` replaces it, `retired_maps` keeps it). The slice
         // covers only these bytes, never the rest of the map: they lie below
         // `limit_bytes`, which never exceeds the file length (the file is only shortened
         // past the end of every snapshot a live reader holds, `WriteTxn::shrink_file`, or
@@ -458,27 +465,41 @@ impl PageReader {
 
     fn read_owned(&self, id: PageId, start: u64, end: u64) -> Result<&[u8]> {
         let len = (end - start) as usize;
-        let mut buffers = self.buffers.borrow_mut();
-        let ptr = match buffers.get(&id) {
-            Some(b) if b.len() == len => Arc::as_ptr(b),
-            _ => {
+        let held = self
+            .buffers
+            .lock()
+            .get(&id)
+            .filter(|b| b.len() == len)
+            .map(Arc::as_ptr);
+        let ptr = match held {
+            Some(ptr) => ptr,
+            None => {
+                // Read without the lock, so other threads' hits are not held up by it.
                 let buf = match self.storage.cache.get(id, len) {
                     Some(buf) => buf,
                     None => self.read_from_file(id, start, len)?,
                 };
-                let ptr = Arc::as_ptr(&buf);
-                if let Some(old) = buffers.insert(id, buf) {
-                    self.retired.borrow_mut().push(old);
+                let mut buffers = self.buffers.lock();
+                match buffers.get(&id) {
+                    // Another thread filed the same run meanwhile: use its copy.
+                    Some(b) if b.len() == len => Arc::as_ptr(b),
+                    _ => {
+                        let ptr = Arc::as_ptr(&buf);
+                        if let Some(old) = buffers.insert(id, buf) {
+                            self.retired.lock().push(old);
+                        }
+                        ptr
+                    }
                 }
-                ptr
             }
         };
         // SAFETY: `ptr` points to the bytes of an `Arc<[u8]>` of which `self.buffers` holds
         // a clone. The bytes are never written again: they were written (`read_from_file`)
         // before the `Arc` was first cloned, and the cache writes a buffer again only after
         // `Arc::get_mut` proved it unshared. Our clone is never dropped while `self` lives
-        // (`forget` moves it to `retired`, `Drop` frees both), and moving an `Arc` does
-        // not move its bytes, so the slice is valid for the lifetime of `&self`.
+        // (`forget`, or another thread filing a run at the same page with another length,
+        // moves it to `retired`; `Drop` frees both), and moving an `Arc` does not move its
+        // bytes, so the slice is valid for the lifetime of `&self`.
         Ok(unsafe { &*ptr })
     }
 
@@ -497,8 +518,8 @@ impl PageReader {
     /// Stops serving cached copies of the run at `id`: a write transaction calls this when
     /// it frees pages it wrote itself, since it may write them again.
     pub(crate) fn forget(&self, id: PageId) {
-        if let Some(b) = self.buffers.borrow_mut().remove(&id) {
-            self.retired.borrow_mut().push(b);
+        if let Some(b) = self.buffers.lock().remove(&id) {
+            self.retired.lock().push(b);
         }
     }
 
@@ -509,7 +530,18 @@ impl PageReader {
         let map = self.storage.current_map();
         let map_len = map.as_ref().map_or(0, |m| m.len() as u64);
         self.window_end = map_len.min(self.storage.mmap_size).min(self.limit_bytes);
-        self.map = map;
+        let same = match (&self.map, &map) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            // Slices of the old map may still be alive (a write transaction's tree
+            // handles read through this reader): keep it mapped as long as the reader.
+            if let Some(old) = std::mem::replace(&mut self.map, map) {
+                self.retired_maps.push(old);
+            }
+        }
     }
 
     // ---- reads that the reader does not keep: for walks over the whole file ----------
@@ -526,8 +558,14 @@ impl PageReader {
             return Ok(Fetched::Mapped(self.mapped(start, end)));
         }
         let len = (end - start) as usize;
-        if let Some(held) = self.buffers.borrow().get(&id).filter(|b| b.len() == len) {
-            return Ok(Fetched::Owned(Arc::clone(held)));
+        if let Some(held) = self
+            .buffers
+            .lock()
+            .get(&id)
+            .filter(|b| b.len() == len)
+            .cloned()
+        {
+            return Ok(Fetched::Owned(held));
         }
         if let Some(cached) = self.storage.cache.get(id, len) {
             return Ok(Fetched::Owned(cached));
@@ -680,7 +718,7 @@ mod tests {
             assert_eq!(r.run(id, n).unwrap(), want, "run {first}+{pages}");
         }
         // Only the three runs that `run` read past the window stay in the reader's table.
-        assert_eq!(r.buffers.borrow().len(), 3);
+        assert_eq!(r.buffers.lock().len(), 3);
     }
 
     #[test]

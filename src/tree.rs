@@ -62,8 +62,8 @@ impl TreeRecord {
 }
 
 /// Read access to pages, for lookups and cursors: the committed pages of a snapshot, or a
-/// write transaction's view including its dirty pages.
-pub(crate) trait Pages {
+/// write transaction's view including its dirty pages. `Sync`, so that a snapshot and what reads it can be shared between threads.
+pub(crate) trait Pages: Sync {
     fn page(&self, id: PageId) -> Result<&[u8]>;
     fn run(&self, id: PageId, pages: u64) -> Result<&[u8]>;
     fn geometry(&self) -> Geometry;

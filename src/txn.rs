@@ -2,22 +2,18 @@
 //! transaction with its dirty pages and page allocator, and commit.
 //! See FORMAT.md#commit-protocol and FORMAT.md#page-reuse.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::RangeBounds;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cursor::{Range, owned_bounds};
+use crate::cursor::{KeyRange, Range, owned_bounds, prefix_bounds};
 use crate::db::Shared;
 use crate::error::{Error, Result};
-use crate::free_chain::FreeChain;
-use crate::freelist::{PageRuns, Pending};
 use crate::meta::Meta;
-use crate::page::{PageId, TxnId};
+use crate::page::TxnId;
 use crate::storage::PageReader;
 use crate::tree::{self, Pages, TreeRecord};
-use crate::txn_pages::TxnPages;
-use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
+use parking_lot::Mutex;
 
 /// When `commit` returns relative to stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -146,12 +142,46 @@ impl ReadTxn {
         &self.reader
     }
 
-    /// Opens an existing tree; `Error::TreeNotFound` if there is none by that name.
+    /// Opens an existing tree; `Error::TreeNotFound` if there is none by that name
+    /// ([`try_open_tree`](Self::try_open_tree) says `None` instead).
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let mut wtx = db.begin_write()?;
+    /// wtx.open_tree("users")?.insert(b"ada", b"1815")?;
+    /// wtx.commit()?;
+    ///
+    /// let rtx = db.begin_read()?;
+    /// let users = rtx.open_tree("users")?;
+    /// assert_eq!(users.get(b"ada")?, Some(&b"1815"[..]));
+    /// assert!(matches!(rtx.open_tree("posts"), Err(mapkv::Error::TreeNotFound(_))));
+    /// # Ok(()) }
+    /// ```
     pub fn open_tree(&self, name: &str) -> Result<ReadTree<'_>> {
-        match find_tree(&self.reader, &self.snapshot.meta.catalog, name)? {
-            Some(record) => Ok(ReadTree { txn: self, record }),
-            None => Err(Error::TreeNotFound(name.to_string())),
-        }
+        self.try_open_tree(name)?
+            .ok_or_else(|| Error::TreeNotFound(name.to_string()))
+    }
+
+    /// Opens an existing tree, or `None` if there is none by that name (a tree that was
+    /// never written reads as absent, which is often the same as empty).
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let rtx = db.begin_read()?;
+    /// let count = match rtx.try_open_tree("events")? {
+    ///     Some(events) => events.len()?,
+    ///     None => 0,
+    /// };
+    /// assert_eq!(count, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn try_open_tree(&self, name: &str) -> Result<Option<ReadTree<'_>>> {
+        let found = find_tree(&self.reader, &self.snapshot.meta.catalog, name)?;
+        Ok(found.map(|record| ReadTree { txn: self, record }))
     }
 
     /// The names of all trees, in byte order.
@@ -177,7 +207,7 @@ pub(crate) fn find_tree<P: Pages + ?Sized>(
     }
 }
 
-fn tree_names(pages: &dyn Pages, catalog: TreeRecord) -> Result<Vec<String>> {
+pub(crate) fn tree_names(pages: &dyn Pages, catalog: TreeRecord) -> Result<Vec<String>> {
     let range = Range::new(
         pages,
         catalog,
@@ -193,7 +223,9 @@ fn tree_names(pages: &dyn Pages, catalog: TreeRecord) -> Result<Vec<String>> {
         .collect()
 }
 
-/// A tree as seen by a [`ReadTxn`].
+/// A tree as seen by a [`ReadTxn`]. `Send + Sync`: several threads may read it at once
+/// (for example in `std::thread::scope`), and everything it returns borrows the
+/// transaction, not the tree.
 pub struct ReadTree<'t> {
     txn: &'t ReadTxn,
     record: TreeRecord,
@@ -205,15 +237,81 @@ impl<'t> ReadTree<'t> {
         tree::get(&self.txn.reader, &self.record, key)
     }
 
-    /// Entries with keys in `range`, ascending (or descending with `.rev()`).
-    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<Range<'t>> {
+    /// Entries with keys in `range`, ascending (or descending with `.rev()`); see
+    /// [`KeyRange`] for the ranges it takes.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let mut wtx = db.begin_write()?;
+    /// let mut t = wtx.open_tree("t")?;
+    /// for i in 0u32..10 {
+    ///     t.insert(&i.to_be_bytes(), b"")?;
+    /// }
+    /// drop(t);
+    /// wtx.commit()?;
+    ///
+    /// let rtx = db.begin_read()?;
+    /// let t = rtx.open_tree("t")?;
+    /// let last_three: Vec<&[u8]> = t.range(..)?.rev().take(3).map(|e| e.map(|(k, _)| k)).collect::<mapkv::Result<_>>()?;
+    /// assert_eq!(last_three, [9u32.to_be_bytes(), 8u32.to_be_bytes(), 7u32.to_be_bytes()]);
+    /// assert_eq!(t.range(2u32.to_be_bytes()..5u32.to_be_bytes())?.count(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn range<R: KeyRange>(&self, range: R) -> Result<Range<'t>> {
         let (lower, upper) = owned_bounds(&range);
         Ok(Range::new(&self.txn.reader, self.record, lower, upper))
     }
 
     /// All entries, ascending.
     pub fn iter(&self) -> Result<Range<'t>> {
-        self.range::<&[u8], _>(..)
+        self.range(..)
+    }
+
+    /// The entries whose keys start with `prefix`, ascending (or descending with
+    /// `.rev()`).
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let mut wtx = db.begin_write()?;
+    /// let mut t = wtx.open_tree("paths")?;
+    /// for k in ["etc/hosts", "etc/passwd", "home/ada", "etcetera"] {
+    ///     t.insert(k.as_bytes(), b"")?;
+    /// }
+    /// let under_etc: Vec<&[u8]> = t.prefix(b"etc/")?.keys().collect::<mapkv::Result<_>>()?;
+    /// assert_eq!(under_etc, [&b"etc/hosts"[..], b"etc/passwd"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn prefix(&self, prefix: &[u8]) -> Result<Range<'t>> {
+        let (lower, upper) = prefix_bounds(prefix);
+        Ok(Range::new(&self.txn.reader, self.record, lower, upper))
+    }
+
+    /// The entry with the smallest key, or `None` if the tree is empty.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let mut wtx = db.begin_write()?;
+    /// let mut log = wtx.open_tree("log")?;
+    /// for seq in [3u64, 1, 2] {
+    ///     log.insert(&seq.to_be_bytes(), b"entry")?;
+    /// }
+    /// assert_eq!(log.first()?.map(|(k, _)| k), Some(&1u64.to_be_bytes()[..]));
+    /// assert_eq!(log.last()?.map(|(k, _)| k), Some(&3u64.to_be_bytes()[..]));
+    /// # Ok(()) }
+    /// ```
+    pub fn first(&self) -> Result<Option<(&'t [u8], &'t [u8])>> {
+        self.iter()?.next().transpose()
+    }
+
+    /// The entry with the largest key, or `None` if the tree is empty.
+    pub fn last(&self) -> Result<Option<(&'t [u8], &'t [u8])>> {
+        self.iter()?.next_back().transpose()
     }
 
     /// The number of entries (stored in the tree's record: no scan).
@@ -224,273 +322,5 @@ impl<'t> ReadTree<'t> {
     /// Whether the tree has no entries.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.record.entries.get() == 0)
-    }
-}
-
-// ---- write transactions ----------------------------------------------------------------
-
-/// State that belongs to whichever write transaction holds the writer lock.
-pub(crate) struct Writer {
-    /// Pages any write transaction may overwrite now.
-    pub free: PageRuns,
-    /// Pages freed by commits that some snapshot or the fallback meta may still reach.
-    pub pending: Pending,
-    /// The newest commit whose meta is on stable storage: recovery's fallback.
-    pub durable: TxnId,
-    /// The meta slot (0 or 1) holding `durable`'s meta.
-    pub durable_slot: u64,
-    /// The newest commit's free list on disk.
-    pub chain: FreeChain,
-    /// The end (`page_count`) of each commit that a live snapshot may hold: the file is
-    /// never shortened below the furthest of them.
-    pub snapshot_ends: BTreeMap<TxnId, PageId>,
-}
-
-/// The one write transaction. Changes are visible only to it until `commit`; dropping it
-/// without committing discards them.
-pub struct WriteTxn {
-    // Declared first, so dropped first: when this transaction holds the last reference to
-    // `Shared`, dropping that reference closes the database (`Shared::drop`), which takes
-    // the writer lock; the lock must be free by then.
-    pub(crate) writer: ArcMutexGuard<RawMutex, Writer>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) base: Arc<Snapshot>,
-    pub(crate) pages: TxnPages,
-    pub(crate) catalog: TreeRecord,
-    pub(crate) trees: TouchedTrees,
-    pub(crate) durability: Durability,
-    /// Set once the commit has handed the free pages back to the writer.
-    pub(crate) committed: bool,
-    /// A pass of `Database::compact`: the commit folds the free list (so that its
-    /// record moves down too), commits even if nothing changed, and cuts the file to its
-    /// end exactly.
-    pub(crate) compacting: bool,
-}
-
-/// The trees a write transaction opened or deleted. Each record is kept here, and only
-/// here, from the moment it is looked up: a tree handle edits it in place, so the
-/// transaction knows every tree's current root whatever becomes of the handle.
-#[derive(Default)]
-pub(crate) struct TouchedTrees {
-    states: Vec<TreeState>,
-    by_name: HashMap<String, usize>,
-}
-
-impl TouchedTrees {
-    /// The trees whose record changed (None: deleted), taken out for the commit.
-    pub(crate) fn take_changed(&mut self) -> Vec<(String, Option<TreeRecord>)> {
-        self.by_name.clear();
-        std::mem::take(&mut self.states)
-            .into_iter()
-            .filter(|t| match (&t.now, &t.before) {
-                (Some(a), Some(b)) => !a.same_as(b),
-                (None, None) => false,
-                _ => true,
-            })
-            .map(|t| (t.name, t.now))
-            .collect()
-    }
-}
-
-struct TreeState {
-    name: String,
-    /// The record now; None if the tree is absent (never created, or deleted).
-    now: Option<TreeRecord>,
-    /// The record when the transaction began.
-    before: Option<TreeRecord>,
-}
-
-impl WriteTxn {
-    pub(crate) fn begin(shared: &Arc<Shared>) -> Result<WriteTxn> {
-        if shared.read_only {
-            return Err(Error::ReadOnly);
-        }
-        shared.storage.check_not_poisoned()?;
-        let mut writer = shared.writer.lock_arc();
-        let base = Arc::clone(&shared.current.read());
-        let oldest_reader = shared.readers.oldest().unwrap_or(base.meta.txn());
-        let w = &mut *writer;
-        if !w.pending.release(oldest_reader, w.durable, &mut w.free) {
-            return Err(Error::corrupted(0, "a page was freed twice"));
-        }
-        let pages = TxnPages::new(
-            &shared.storage,
-            base.meta.txn(),
-            base.meta.page_count(),
-            std::mem::take(&mut writer.free),
-            writer.durable,
-        );
-        Ok(WriteTxn {
-            catalog: base.meta.catalog,
-            writer,
-            shared: Arc::clone(shared),
-            base,
-            pages,
-            trees: TouchedTrees::default(),
-            durability: shared.durability,
-            committed: false,
-            compacting: false,
-        })
-    }
-
-    /// Opens a tree for reading and writing, creating it if absent (the new tree exists
-    /// once the transaction commits). One tree at a time: drop it to open another.
-    pub fn open_tree(&mut self, name: &str) -> Result<WriteTree<'_>> {
-        self.pages.usable()?;
-        let slot = self.tree_slot(name)?;
-        self.trees.states[slot].now.get_or_insert(TreeRecord::EMPTY);
-        Ok(WriteTree { txn: self, slot })
-    }
-
-    /// Deletes a tree and frees its pages; true if it existed.
-    pub fn delete_tree(&mut self, name: &str) -> Result<bool> {
-        self.pages.usable()?;
-        let slot = self.tree_slot(name)?;
-        let Some(record) = self.trees.states[slot].now else {
-            return Ok(false);
-        };
-        self.pages.change(|pages| tree::free_all(pages, &record))?;
-        self.trees.states[slot].now = None;
-        Ok(true)
-    }
-
-    /// The names of all trees as this transaction sees them, in byte order.
-    pub fn tree_names(&self) -> Result<Vec<String>> {
-        let mut names: std::collections::BTreeSet<String> =
-            tree_names(&self.pages, self.catalog)?.into_iter().collect();
-        for state in &self.trees.states {
-            match state.now {
-                Some(_) => names.insert(state.name.clone()),
-                None => names.remove(&state.name),
-            };
-        }
-        Ok(names.into_iter().collect())
-    }
-
-    /// The current record of `name` (None if absent).
-    pub(crate) fn tree_record(&mut self, name: &str) -> Result<Option<TreeRecord>> {
-        let slot = self.tree_slot(name)?;
-        Ok(self.trees.states[slot].now)
-    }
-
-    /// Where `name`'s record is kept in `self.trees`, looking it up in the catalog the
-    /// first time.
-    fn tree_slot(&mut self, name: &str) -> Result<usize> {
-        let g = self.pages.geometry();
-        if name.len() > g.key_len_max() {
-            return Err(Error::KeyTooLarge {
-                size: name.len(),
-                max: g.key_len_max(),
-            });
-        }
-        if let Some(&slot) = self.trees.by_name.get(name) {
-            return Ok(slot);
-        }
-        let found = find_tree(&self.pages, &self.catalog, name)?;
-        let slot = self.trees.states.len();
-        self.trees.states.push(TreeState {
-            name: name.to_string(),
-            now: found,
-            before: found,
-        });
-        self.trees.by_name.insert(name.to_string(), slot);
-        Ok(slot)
-    }
-
-    /// Sets the durability of this transaction's commit.
-    pub fn set_durability(&mut self, durability: Durability) {
-        self.durability = durability;
-    }
-
-    /// Discards every change.
-    pub fn abort(self) {}
-
-    /// Replaces the record of `name` (the bulk loader's freshly built tree).
-    pub(crate) fn set_tree_record(&mut self, name: &str, record: TreeRecord) -> Result<()> {
-        let slot = self.tree_slot(name)?;
-        self.trees.states[slot].now = Some(record);
-        Ok(())
-    }
-
-    pub(crate) fn pages_mut(&mut self) -> &mut TxnPages {
-        &mut self.pages
-    }
-}
-
-impl Drop for WriteTxn {
-    /// An aborted transaction gives the free pages back as it found them.
-    fn drop(&mut self) {
-        if !self.committed {
-            self.writer.free = self.pages.alloc.undo();
-        }
-    }
-}
-
-/// A tree in a [`WriteTxn`]: reads see the transaction's own writes. Every change goes
-/// straight into the transaction: leaking the handle loses nothing, and a change that is
-/// interrupted (an error, or a panic the caller catches) makes the transaction refuse to
-/// commit.
-pub struct WriteTree<'t> {
-    txn: &'t mut WriteTxn,
-    /// Where the tree's record is kept in `txn.trees`.
-    slot: usize,
-}
-
-impl WriteTree<'_> {
-    /// Inserts `key` → `value`, replacing any previous value.
-    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.change(|pages, record| tree::insert(pages, record, key, value))
-    }
-
-    /// Removes `key`; true if it was present.
-    pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
-        self.change(|pages, record| tree::remove(pages, record, key))
-    }
-
-    /// The value stored under `key`, borrowed until the tree is next modified.
-    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        self.txn.pages.usable()?;
-        tree::get(&self.txn.pages, &self.record(), key)
-    }
-
-    /// Entries with keys in `range`, ascending (or descending with `.rev()`).
-    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<Range<'_>> {
-        self.txn.pages.usable()?;
-        let (lower, upper) = owned_bounds(&range);
-        Ok(Range::new(&self.txn.pages, self.record(), lower, upper))
-    }
-
-    /// All entries, ascending.
-    pub fn iter(&self) -> Result<Range<'_>> {
-        self.range::<&[u8], _>(..)
-    }
-
-    /// The number of entries.
-    pub fn len(&self) -> Result<u64> {
-        Ok(self.record().entries.get())
-    }
-
-    /// Whether the tree has no entries.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.record().entries.get() == 0)
-    }
-
-    fn record(&self) -> TreeRecord {
-        self.txn.trees.states[self.slot]
-            .now
-            .expect("an open tree has a record")
-    }
-
-    /// Runs `f` on the transaction's pages and this tree's record, in place.
-    pub(crate) fn change<T>(
-        &mut self,
-        f: impl FnOnce(&mut TxnPages, &mut TreeRecord) -> Result<T>,
-    ) -> Result<T> {
-        let WriteTxn { pages, trees, .. } = &mut *self.txn;
-        let record = trees.states[self.slot]
-            .now
-            .as_mut()
-            .expect("an open tree has a record");
-        pages.change(|pages| f(pages, record))
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::alloc::Allocator;
+use crate::dirty_page::DirtyPage;
 use crate::error::{Error, Result};
 use crate::free_chain::Link;
 use crate::freelist::PageRuns;
@@ -28,7 +29,15 @@ pub(crate) struct TxnPages {
     pub(crate) reader: PageReader,
     /// Pages changed in memory, by provisional id (`PROVISIONAL_IDS` on): they take their
     /// final ids when the commit seals them, so that they can be written as one run.
-    dirty: PageMap<Box<[u8]>>,
+    dirty: PageMap<DirtyPage>,
+    /// Dirty pages replaced by copies (`freeze`): slices of them may still be alive,
+    /// so they are kept, unchanged, until the transaction ends.
+    retired: Vec<DirtyPage>,
+    /// Set by `freeze`: pages of blobs this transaction wrote and then freed are not
+    /// written again before the commit (a slice of one may still be alive); they wait
+    /// in `own_freed` until then.
+    own_pinned: bool,
+    own_freed: Vec<(PageId, u64)>,
     next_provisional: u64,
     /// Sealed pages with their final ids, in the order they were sealed.
     sealed: Vec<(PageId, Box<[u8]>)>,
@@ -53,7 +62,7 @@ pub(crate) struct TxnPages {
 impl Pages for TxnPages {
     fn page(&self, id: PageId) -> Result<&[u8]> {
         match self.dirty.get(&id) {
-            Some(b) => Ok(b),
+            Some(b) => Ok(b.bytes()),
             None => self.reader.page(id),
         }
     }
@@ -67,7 +76,7 @@ impl Pages for TxnPages {
     }
 
     fn pages_readable(&self) -> u64 {
-        self.alloc.end().0 + self.dirty.len() as u64
+        self.pages_readable()
     }
 }
 
@@ -113,6 +122,9 @@ impl TxnPages {
             storage: Arc::clone(storage),
             reader: storage.reader(page_count),
             dirty: HashMap::default(),
+            retired: Vec::new(),
+            own_pinned: false,
+            own_freed: Vec::new(),
             next_provisional: PROVISIONAL_IDS,
             sealed: Vec::new(),
             own_blobs: HashMap::default(),
@@ -149,6 +161,33 @@ impl TxnPages {
         }
     }
 
+    /// How many pages a walk can load: every page of the file and every dirty page.
+    pub(crate) fn pages_readable(&self) -> u64 {
+        self.alloc.end().0 + self.dirty.len() as u64
+    }
+
+    /// Makes every slice of a dirty page or an own blob handed out so far safe from
+    /// what follows: each dirty page is replaced by a copy (the original is kept,
+    /// unchanged, until the transaction ends), and own blobs freed from now on are not
+    /// written again before the commit. For when a tree is opened again (or deleted)
+    /// while an older handle of it, which may hold such slices, is still alive.
+    pub(crate) fn freeze(&mut self) {
+        for page in self.dirty.values_mut() {
+            let copy = page.clone();
+            self.retired.push(std::mem::replace(page, copy));
+        }
+        self.own_pinned = true;
+    }
+
+    /// Pages of own blobs freed while pinned: free for this transaction again once no
+    /// tree handle can be alive (the commit).
+    pub(crate) fn release_pinned(&mut self) -> Result<()> {
+        for (id, pages) in std::mem::take(&mut self.own_freed) {
+            self.alloc.give_back(id, pages)?;
+        }
+        Ok(())
+    }
+
     /// One past the last page in use or free: where sequential writes can go.
     pub(crate) fn end(&self) -> PageId {
         self.alloc.end()
@@ -178,19 +217,19 @@ impl TxnPages {
     }
 
     pub(crate) fn dirty(&self, id: PageId) -> &[u8] {
-        self.dirty.get(&id).expect("page is dirty")
+        self.dirty.get(&id).expect("page is dirty").bytes()
     }
 
     pub(crate) fn dirty_mut(&mut self, id: PageId) -> &mut [u8] {
-        self.dirty.get_mut(&id).expect("page is dirty")
+        self.dirty.get_mut(&id).expect("page is dirty").bytes_mut()
     }
 
     pub(crate) fn take(&mut self, id: PageId) -> Box<[u8]> {
-        self.dirty.remove(&id).expect("page is dirty")
+        self.dirty.remove(&id).expect("page is dirty").into_box()
     }
 
     pub(crate) fn put(&mut self, id: PageId, page: Box<[u8]>) {
-        self.dirty.insert(id, page);
+        self.dirty.insert(id, DirtyPage::new(page));
     }
 
     pub(crate) fn dirty_count(&self) -> u64 {
@@ -220,7 +259,7 @@ impl TxnPages {
     pub(crate) fn add_page(&mut self, page: Box<[u8]>) -> PageId {
         let id = PageId(self.next_provisional);
         self.next_provisional += 1;
-        self.dirty.insert(id, page);
+        self.dirty.insert(id, DirtyPage::new(page));
         id
     }
 
@@ -334,9 +373,21 @@ impl TxnPages {
         self.free_committed(link.blob.page(), link.pages, link.blob.txn())
     }
 
-    /// Pages written by this transaction become free for it again at once.
+    /// Pages written by this transaction become free for it again at once (or, once
+    /// pinned, at the commit).
     fn free_own(&mut self, id: PageId, pages: u64) -> Result<()> {
         self.check_run(id, pages)?;
+        if self.own_pinned {
+            if self
+                .own_freed
+                .iter()
+                .any(|&(s, n)| s.0 < id.0 + pages && id.0 < s.0 + n)
+            {
+                return Err(Error::corrupted(id.0, "a page was freed twice"));
+            }
+            self.own_freed.push((id, pages));
+            return Ok(());
+        }
         self.alloc.give_back(id, pages)
     }
 

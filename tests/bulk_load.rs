@@ -100,7 +100,7 @@ fn direct_load_equals_input_and_survives_reopen() -> Result<()> {
         assert!(stats.bytes_written > 4 << 20, "several write chunks");
         assert_tree(&db, "t", &data)?;
         // Later commits work on top of the loaded tree.
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         w.open_tree("t")?.insert(b"000000000~", b"after")?;
         w.commit()?;
         db.check()?;
@@ -221,7 +221,7 @@ fn unsorted_input_leaves_the_database_unchanged() -> Result<()> {
         db.check()?;
     }
     // Later commits and loads work, and reuse the space the failed loads wrote to.
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     w.open_tree("previous")?.insert(b"zzz", b"later")?;
     w.commit()?;
     load(&db, "new", &data, BulkOptions::new())?;
@@ -245,7 +245,7 @@ fn tree_not_empty_and_trees_that_exist_but_are_empty() -> Result<()> {
     assert_eq!(snapshot(&db)?, before);
     // A tree created empty, and one emptied by removals (which may keep a root leaf:
     // the load must free it, or check() finds a leaked page).
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     w.open_tree("created")?;
     {
         let mut t = w.open_tree("emptied")?;
@@ -254,7 +254,7 @@ fn tree_not_empty_and_trees_that_exist_but_are_empty() -> Result<()> {
         }
     }
     w.commit()?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("emptied")?;
         for (k, _) in &data[..500] {
@@ -286,7 +286,7 @@ fn fill_factor() -> Result<()> {
     );
     assert_tree(&db, "half", &data)?;
     // Inserting between the loaded keys fills the free room before splitting.
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("half")?;
         for (k, _) in data.iter().step_by(10) {
@@ -435,7 +435,7 @@ fn crash_during_bulk_load_leaves_the_previous_state() -> Result<()> {
     let before = {
         let db = base.open()?;
         load(&db, "previous", &previous_tree, BulkOptions::new())?;
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         w.open_tree("normal")?.insert(b"k", b"v")?;
         w.commit()?;
         snapshot(&db)?
@@ -481,7 +481,7 @@ fn crash_during_bulk_load_leaves_the_previous_state() -> Result<()> {
                 assert_eq!(after, before, "crash {keep_first:?} / {drop_only:?}");
             }
             // The recovered database takes new commits.
-            let mut w = db.begin_write()?;
+            let w = db.begin_write()?;
             w.open_tree("normal")?.insert(b"k2", b"v2")?;
             w.commit()?;
             db.check()?;

@@ -208,7 +208,7 @@ fn scan_bounds_order_and_limit() {
     let (_dir, path) = temp_db();
     {
         let db = Database::open(&path).expect("open");
-        let mut wtx = db.begin_write().expect("write");
+        let wtx = db.begin_write().expect("write");
         {
             let mut t = wtx.open_tree("t").expect("tree");
             for key in ["a", "ab", "abc", "abd", "b", "ba", "c"] {
@@ -287,7 +287,7 @@ fn awkward_entries() -> Entries {
 /// A database with awkward entries in several trees, one named with a space.
 fn awkward_db(path: &Path) {
     let db = Database::open(path).expect("open");
-    let mut wtx = db.begin_write().expect("write");
+    let wtx = db.begin_write().expect("write");
     for name in ["my tree", "#hash\ttab\\", "plain"] {
         let mut t = wtx.open_tree(name).expect("tree");
         for (k, v) in awkward_entries() {
@@ -471,7 +471,7 @@ fn check_passes_a_good_file_and_fails_a_corrupted_copy() {
     let (dir, path) = temp_db();
     {
         let db = Database::open(&path).expect("open");
-        let mut wtx = db.begin_write().expect("write");
+        let wtx = db.begin_write().expect("write");
         {
             let mut t = wtx.open_tree("t").expect("tree");
             for i in 0..20_000u32 {

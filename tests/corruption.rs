@@ -142,7 +142,7 @@ fn read_everything(db: &Database) -> Result<Trees> {
             map.insert(k.to_vec(), v.to_vec());
         }
         let mut back = 0;
-        for entry in tree.range::<&[u8], _>(..)?.rev() {
+        for entry in tree.range(..)?.rev() {
             entry?;
             back += 1;
         }
@@ -488,7 +488,7 @@ fn references_that_all_lead_to_one_child_are_corrupt_and_walked_once() -> Result
                     let r = expect_corrupted(Err::<(), _>(err), walk);
                     assert!(r.contains("references share pages"), "{walk}: {r}");
                 }
-                let mut w = db.begin_write().expect("begin_write");
+                let w = db.begin_write().expect("begin_write");
                 let r = expect_corrupted(w.delete_tree("deep").map(|_| ()), "delete_tree");
                 assert!(r.contains("freed twice"), "delete_tree: {r}");
             } else {
@@ -512,7 +512,7 @@ fn entry_counts_near_u64_max_are_corrupt_not_overflows() -> Result<()> {
     const PAGE: usize = 4096;
     let disk = SimDisk::new(Vec::new());
     let db = open_with_backend(disk.backend(), Options::new())?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     for name in ["a", "b"] {
         w.open_tree(name)?.insert(b"k", b"v")?;
     }
@@ -534,7 +534,7 @@ fn entry_counts_near_u64_max_are_corrupt_not_overflows() -> Result<()> {
             continue;
         };
         expect_corrupted(db.check(), "check");
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         let mut t = w.open_tree("a")?;
         expect_corrupted(
             t.insert(b"k2", b"v"),

@@ -40,7 +40,7 @@ fn read_only_refuses_writes_and_shares_the_file() -> Result<()> {
     let dir = tempfile::tempdir()?;
     {
         let db = db_in(&dir)?;
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         w.open_tree("t")?.insert(b"a", b"1")?;
         w.commit()?;
     }
@@ -101,7 +101,7 @@ fn page_size_is_fixed_at_creation() -> Result<()> {
 fn key_and_value_limits() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = db_in(&dir)?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     let mut t = w.open_tree("t")?;
     t.insert(b"", b"")?;
     t.insert(&[7; 1920], b"the longest key at 4 KiB pages")?;
@@ -171,7 +171,7 @@ fn damaged_newest_meta_slot_falls_back_to_the_other_slot() -> Result<()> {
     {
         let db = Database::open(&path)?;
         for i in 0..3u8 {
-            let mut w = db.begin_write()?;
+            let w = db.begin_write()?;
             w.open_tree("t")?.insert(b"k", &[i])?;
             w.commit()?;
         }
@@ -242,7 +242,7 @@ fn durability_none_commits_reuse_pages_without_an_immediate_commit() -> Result<(
         .durability(mapkv::Durability::None)
         .open(dir.path().join("db"))?;
     for i in 0..2000u32 {
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         w.open_tree("t")?
             .insert(&(i % 100).to_be_bytes(), &i.to_le_bytes())?;
         w.commit()?;
@@ -260,7 +260,7 @@ fn durability_none_commits_reuse_pages_without_an_immediate_commit() -> Result<(
 fn a_transaction_whose_change_failed_half_way_refuses_to_commit() -> Result<()> {
     let disk = SimDisk::new(Vec::new());
     let db = mapkv::testing::open_with_backend(disk.backend(), Options::new())?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     let mut t = w.open_tree("t")?;
     t.insert(b"small", b"fine")?;
     assert!(

@@ -17,7 +17,7 @@ fn expected(tree: &str, i: u32) -> Option<Vec<u8>> {
 
 fn write_fixture(path: &std::path::Path) -> Result<()> {
     let db = Options::new().page_size(4096).open(path)?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("numbers")?;
         for i in 0..600u32 {
@@ -31,7 +31,7 @@ fn write_fixture(path: &std::path::Path) -> Result<()> {
         }
     }
     w.commit()?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("numbers")?;
         for i in (0..600u32).step_by(3) {
@@ -83,7 +83,7 @@ fn format_v2_files_still_open() -> Result<()> {
     let (_dir, copy) = fixture_copy(2)?;
     let db = Database::open(&copy)?;
     check_contents(&db)?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     w.open_tree("numbers")?.insert(b"new", b"write")?;
     w.commit()?;
     db.check()?;
@@ -105,7 +105,7 @@ fn format_v1_files_still_open() -> Result<()> {
             .collect())
     };
     assert_eq!(versions(&copy)?, [1, 1], "the fixture is version 1");
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     w.open_tree("numbers")?.insert(b"new", b"write")?;
     w.commit()?;
     db.check()?;

@@ -59,7 +59,7 @@ fn exercise(db: &Database) {
             }
         }
     }
-    if let Ok(mut wtx) = db.begin_write() {
+    if let Ok(wtx) = db.begin_write() {
         let ok = (|| -> mapkv::Result<()> {
             let mut t = wtx.open_tree("fuzz-regression")?;
             for i in 0..50u32 {
@@ -77,7 +77,7 @@ fn exercise(db: &Database) {
         }
     }
     // Deleting a tree frees every page and blob it reaches.
-    if let (Ok(rtx), Ok(mut wtx)) = (db.begin_read(), db.begin_write()) {
+    if let (Ok(rtx), Ok(wtx)) = (db.begin_read(), db.begin_write()) {
         for name in rtx.tree_names().unwrap_or_default() {
             if wtx.delete_tree(&name).is_err() {
                 return;

@@ -135,7 +135,7 @@ fn a_long_reader_keeps_its_snapshot_and_pages_are_reused_after_it_ends() -> Resu
 fn a_write_transaction_sees_its_own_writes_and_readers_do_not() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = Database::open(dir.path().join("db"))?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         t.insert(b"k", b"uncommitted")?;
@@ -159,7 +159,7 @@ fn none_commits_do_not_grow_the_file_without_bound() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = Database::open(dir.path().join("db"))?;
     let keys = 200_000u32;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for i in 0..keys {

@@ -49,7 +49,7 @@ fn every_setting_reads_what_every_setting_wrote() -> Result<()> {
         {
             let db = Options::new().mmap_size(writer).open(&path)?;
             for batch in 0..5u32 {
-                let mut w = db.begin_write()?;
+                let w = db.begin_write()?;
                 let mut t = w.open_tree("t")?;
                 for i in (batch..5000).step_by(5) {
                     t.insert(&i.to_be_bytes(), &value(i))?;
@@ -87,7 +87,7 @@ fn a_write_transaction_outgrows_a_small_window() -> Result<()> {
         .mmap_size(64 << 10)
         .open(dir.path().join("db"))?;
     let before = db.begin_read()?; // a snapshot of the empty file, kept across the growth
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for i in 0..20_000u32 {
@@ -118,7 +118,7 @@ fn a_write_transaction_outgrows_a_small_window() -> Result<()> {
 fn slices_from_pread_buffers_live_as_long_as_the_transaction() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = Options::new().mmap_size(0).open(dir.path().join("db"))?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for i in 0..3000u32 {

@@ -417,7 +417,7 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
             let t = w.open_tree(name)?;
             let (lower, upper) = (lower.map(|k| k.resolve(m)), upper.map(|k| k.resolve(m)));
             for walk in [Walk::Forward, Walk::Reverse, Walk::Mixed(seed)] {
-                let range = t.range::<Vec<u8>, _>((lower.clone(), upper.clone()))?;
+                let range = t.range((lower.clone(), upper.clone()))?;
                 check_range(range, m, as_slice(&lower), as_slice(&upper), walk)?;
             }
         }
@@ -495,7 +495,7 @@ fn run_case_no_map(ops: Vec<Op>) -> bool {
 fn oversized_keys_and_names_are_refused() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = Database::open(dir.path().join("db"))?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     let mut t = w.open_tree("t")?;
     t.insert(&vec![1; 1024], b"1 KiB keys are fine")?;
     assert!(matches!(

@@ -31,7 +31,7 @@ fn every_bound_kind_in_every_direction() -> Result<()> {
     let model: Tree = (0..300u16)
         .map(|i| ((i * 2).to_be_bytes().to_vec(), vec![i as u8; 40]))
         .collect();
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     let mut t = w.open_tree("t")?;
     for (k, v) in &model {
         t.insert(k, v)?;
@@ -57,7 +57,7 @@ fn every_bound_kind_in_every_direction() -> Result<()> {
                 for upper in bounds(hi) {
                     seed += 1;
                     for walk in [Walk::Forward, Walk::Reverse, Walk::Mixed(seed)] {
-                        let range = t.range::<Vec<u8>, _>((lower.clone(), upper.clone()))?;
+                        let range = t.range((lower.clone(), upper.clone()))?;
                         let (l, u) = (lower.as_ref(), upper.as_ref());
                         let (l, u) = (l.map(Vec::as_slice), u.map(Vec::as_slice));
                         check_range(range, &model, l, u, walk)?;
@@ -80,7 +80,7 @@ fn overwritten_overflow_value_is_read_fresh_without_the_map() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = Options::new().mmap_size(0).open(dir.path().join("db"))?;
     let values: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; 10_000]).collect();
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     let mut t = w.open_tree("t")?;
     t.insert(b"k", &values[0])?;
     assert!(t.get(b"k")? == Some(&values[0][..]), "first value");
@@ -190,7 +190,7 @@ fn open_falls_back_when_the_newest_commit_tore_an_overflow_value() {
     let old: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     let new: Vec<u8> = (0..10_000u32).map(|i| (i % 241) as u8 ^ 0xA5).collect();
     for value in [&old, &new] {
-        let mut w = db.begin_write().expect("begin_write");
+        let w = db.begin_write().expect("begin_write");
         let mut t = w.open_tree("t").expect("open_tree");
         t.insert(b"blob", value).expect("insert");
         t.insert(b"small", &value[..8]).expect("insert");
@@ -258,7 +258,7 @@ fn overflow_page_count_at_page_boundaries() -> Result<()> {
         let mut pages = 0;
         for (i, &len) in lens.iter().enumerate() {
             let (k, v) = (vec![i as u8], value(len, i as u8));
-            let mut w = db.begin_write()?;
+            let w = db.begin_write()?;
             w.open_tree("t")?.insert(&k, &v)?;
             w.commit()?;
             model.insert(k, v);
@@ -272,7 +272,7 @@ fn overflow_page_count_at_page_boundaries() -> Result<()> {
             );
         }
         // Each value overwritten with the next length (every blob freed), then read back.
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         let mut t = w.open_tree("t")?;
         for (i, _) in lens.iter().enumerate() {
             let (k, v) = (
@@ -290,7 +290,7 @@ fn overflow_page_count_at_page_boundaries() -> Result<()> {
         );
         assert_read(&db, &model, page_size)?;
         // Half removed: their blobs are free, and every page still accounted for.
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         let mut t = w.open_tree("t")?;
         for i in (0..lens.len()).step_by(2) {
             assert!(t.remove(&[i as u8])?);
@@ -356,7 +356,7 @@ fn merge_threshold_is_a_quarter_page() -> Result<()> {
             let db = Options::new()
                 .page_size(page_size)
                 .open(dir.path().join("db"))?;
-            let mut w = db.begin_write()?;
+            let w = db.begin_write()?;
             let mut t = w.open_tree("t")?;
             for (k, len) in [(&b"b"[..], b), (b"a", a), (b"a2", a2)] {
                 t.insert(k, &vec![k[0]; len])?;
@@ -367,7 +367,7 @@ fn merge_threshold_is_a_quarter_page() -> Result<()> {
                 2,
                 "{what}: a split into two leaves"
             );
-            let mut w = db.begin_write()?;
+            let w = db.begin_write()?;
             assert!(w.open_tree("t")?.remove(b"a2")?);
             w.commit()?;
             db.check()?;

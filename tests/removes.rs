@@ -27,7 +27,7 @@ fn key(i: u64, len: usize) -> Vec<u8> {
 fn removing_absent_keys_copies_and_frees_nothing() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = open(&dir, 4096)?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for i in 0..3000 {
@@ -37,7 +37,7 @@ fn removing_absent_keys_copies_and_frees_nothing() -> Result<()> {
     w.commit()?;
     let before = db.stats()?;
     assert!(before.trees[0].depth >= 2, "{before:?}");
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         let absent = [
@@ -78,7 +78,7 @@ fn remove_all_in_random_order(
         let v = vec![i as u8; rng.range(value_lens.0, value_lens.1) as usize];
         model.insert(k, v);
     }
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for (k, v) in &model {
@@ -96,7 +96,7 @@ fn remove_all_in_random_order(
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
     for batch in order.chunks(order.len().div_ceil(commits)) {
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         {
             let mut t = w.open_tree("t")?;
             for k in batch {

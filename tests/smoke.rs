@@ -6,7 +6,7 @@ fn insert_get_remove_reopen() -> Result<()> {
     let path = dir.path().join("db");
     {
         let db = Database::open(&path)?;
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         {
             let mut t = w.open_tree("t")?;
             for i in 0..20000u32 {
@@ -21,7 +21,7 @@ fn insert_get_remove_reopen() -> Result<()> {
         assert_eq!(t.get(&7u32.to_be_bytes())?, Some(&b"value 7"[..]));
         assert_eq!(t.iter()?.count(), 20000);
         assert_eq!(t.iter()?.rev().count(), 20000);
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         {
             let mut t = w.open_tree("t")?;
             for i in (0..20000u32).step_by(2) {

@@ -19,7 +19,7 @@ fn a_one_key_commit_writes_its_path_not_the_free_list() -> Result<()> {
     db.bulk_load("t", (0..n).map(|i| (key(i), [7u8; 100])))?;
     // Empty every other leaf's worth of keys (36 entries fill a leaf): thousands of
     // freed pages with pages in use between them.
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for i in (0..n).filter(|i| (i / 36) % 2 == 0) {
@@ -28,14 +28,14 @@ fn a_one_key_commit_writes_its_path_not_the_free_list() -> Result<()> {
     }
     w.commit()?;
     // A commit to release what the removal freed into the reusable set.
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     w.open_tree("t")?.insert(&key(1), b"x")?;
     w.commit()?;
     let before = db.stats()?;
     let depth = before.trees[0].depth as u64;
     let commits = 200;
     for c in 0..commits {
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         w.open_tree("t")?
             .insert(&key(36 + c * 72), &[c as u8; 100])?;
         w.commit()?;
@@ -67,7 +67,7 @@ fn the_file_shrinks_once_no_reader_needs_its_end() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("db");
     let db = Database::open(&path)?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("small")?;
         for i in 0..100 {
@@ -83,12 +83,12 @@ fn the_file_shrinks_once_no_reader_needs_its_end() -> Result<()> {
     assert!(full > 20 << 20, "{full}");
 
     let reader = db.begin_read()?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     assert!(w.delete_tree("big")?);
     w.commit()?;
     // Two more commits release and cut the freed pages; the reader still needs them.
     for i in 0..2 {
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         w.open_tree("small")?.insert(&key(i), b"again")?;
         w.commit()?;
     }
@@ -106,7 +106,7 @@ fn the_file_shrinks_once_no_reader_needs_its_end() -> Result<()> {
     // The next commits release the pages, move what sits at the end (the catalog and
     // the free list's records, which every commit rewrites) and cut the end.
     for i in 0..4 {
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         w.open_tree("small")?.insert(&key(i), b"once more")?;
         w.commit()?;
     }
@@ -128,7 +128,7 @@ fn the_file_shrinks_once_no_reader_needs_its_end() -> Result<()> {
 fn an_aborted_transaction_gives_its_pages_back() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = Database::open(dir.path().join("db"))?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for i in 0..5000 {
@@ -136,7 +136,7 @@ fn an_aborted_transaction_gives_its_pages_back() -> Result<()> {
         }
     }
     w.commit()?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for i in 0..2500 {
@@ -146,7 +146,7 @@ fn an_aborted_transaction_gives_its_pages_back() -> Result<()> {
     w.commit()?;
     let settled = db.stats()?;
     for round in 0..3 {
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         {
             let mut t = w.open_tree("t")?;
             for i in 0..3000 {
@@ -157,7 +157,7 @@ fn an_aborted_transaction_gives_its_pages_back() -> Result<()> {
         }
         w.abort();
     }
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     w.open_tree("t")?.insert(&key(1), b"one")?;
     w.commit()?;
     let after = db.stats()?;
@@ -179,7 +179,7 @@ fn compact_in_place_moves_the_end_down_and_cuts_it() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("db");
     let db = Database::open(&path)?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for i in 0..60_000u64 {
@@ -192,7 +192,7 @@ fn compact_in_place_moves_the_end_down_and_cuts_it() -> Result<()> {
     }
     w.commit()?;
     // Remove four keys of five: free pages everywhere, live pages up to the end.
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for i in (0..60_000u64).filter(|i| i % 5 != 0) {

@@ -62,7 +62,7 @@ fn second_process_gets_locked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("locked.mapkv");
     let db = Database::open(&path).expect("open");
-    let mut wtx = db.begin_write().expect("begin_write");
+    let wtx = db.begin_write().expect("begin_write");
     wtx.open_tree("t")
         .expect("tree")
         .insert(b"k", b"v")

@@ -490,7 +490,7 @@ impl Harness {
                     assert_eq!(was, m.remove(&k).is_some(), "remove {k:?}");
                 }
                 PanicPoint::InRange => {
-                    let mut range = t.range::<&[u8], _>(..).expect("range");
+                    let mut range = t.range(..).expect("range");
                     let first = range.next().map(|e| e.expect("range entry").0.to_vec());
                     assert_eq!(first.as_ref(), m.keys().next(), "first key");
                     panic_any(UserPanic);
@@ -520,7 +520,7 @@ impl Harness {
         let payload = caught.expect_err("the closure panics");
         if payload.is::<mem::InjectedPanic>() {
             // Cut inside a change: the transaction refuses everything, and its commit.
-            let mut wtx = self.wtx.take().expect("a write transaction");
+            let wtx = self.wtx.take().expect("a write transaction");
             assert!(
                 wtx.open_tree(tree).is_err(),
                 "a change after an interrupted one"

@@ -224,7 +224,7 @@ impl Walk {
         };
         let mut range = match continued {
             Some(range) => range,
-            None => tree.range::<&[u8], _>(bounds(seek, self.position.map(|(k, _)| k)))?,
+            None => tree.range(bounds(seek, self.position.map(|(k, _)| k)))?,
         };
         let entry = match direction {
             Direction::Forward => range.next(),

@@ -104,7 +104,7 @@ impl WriteTransaction {
         forward: bool,
     ) -> PyResult<Option<(Vec<u8>, Vec<u8>)>> {
         let entry = self.with_tree(tree, false, |t| {
-            let mut range = t.range::<&[u8], _>(bounds)?;
+            let mut range = t.range(bounds)?;
             let entry = if forward {
                 range.next()
             } else {

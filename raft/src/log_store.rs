@@ -301,7 +301,7 @@ impl LogStore {
         {
             let mut tree = wtx.open_tree(LOG)?;
             let keys: Vec<Vec<u8>> = tree
-                .range(range)?
+                .range((range.start_bound().cloned(), range.end_bound().cloned()))?
                 .map(|r| r.map(|(k, _)| k.to_vec()))
                 .collect::<Result<_, _>>()?;
             for k in keys {

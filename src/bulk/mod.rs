@@ -18,7 +18,8 @@ use crate::db::{Shared, seal_file};
 use crate::error::{Error, Result};
 use crate::page::TxnId;
 use crate::tree::{self, TreeRecord};
-use crate::txn::{Durability, Snapshot, WriteTxn};
+use crate::txn::{Durability, Snapshot};
+use crate::write_txn::WriteTxn;
 
 /// How [`Database::bulk_load_with`](crate::Database::bulk_load_with) builds and writes
 /// the tree. `BulkOptions::new()` gives the defaults, which `bulk_load` uses.

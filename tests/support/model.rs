@@ -37,7 +37,7 @@ pub fn read_all(db: &Database) -> Result<Trees> {
     for name in rtx.tree_names()? {
         let tree = rtx.open_tree(&name)?;
         let mut map = BTreeMap::new();
-        for entry in tree.range::<&[u8], _>(..)? {
+        for entry in tree.range(..)? {
             let (k, v) = entry?;
             map.insert(k.to_vec(), v.to_vec());
         }

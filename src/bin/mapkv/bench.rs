@@ -95,7 +95,7 @@ pub fn run(n: u64, dir: Option<&Path>) -> CliResult<ExitCode> {
     rng.fill(&mut value);
 
     let started = Instant::now();
-    let mut wtx = db.begin_write().map_err(fail)?;
+    let wtx = db.begin_write().map_err(fail)?;
     {
         let mut tree = wtx.open_tree("random").map_err(fail)?;
         for key in &keys {

@@ -125,7 +125,7 @@ pub fn get(
 pub fn put(path: &Path, tree: &str, key: &[u8], value: &[u8]) -> CliResult<ExitCode> {
     let db = open_read_write(path, true)?;
     let fail = |e| Failure::db(path, e);
-    let mut wtx = db.begin_write().map_err(fail)?;
+    let wtx = db.begin_write().map_err(fail)?;
     wtx.open_tree(tree)
         .and_then(|mut t| t.insert(key, value))
         .map_err(fail)?;
@@ -141,7 +141,7 @@ pub fn del(path: &Path, tree: &str, key: &[u8], encoding: Encoding) -> CliResult
     db.begin_read()
         .and_then(|r| r.open_tree(tree).map(|_| ()))
         .map_err(fail)?;
-    let mut wtx = db.begin_write().map_err(fail)?;
+    let wtx = db.begin_write().map_err(fail)?;
     let removed = wtx
         .open_tree(tree)
         .and_then(|mut t| t.remove(key))

@@ -441,7 +441,7 @@ impl TreeLoader<'_> {
                 .map_err(|e| self.fail(e))?;
             self.summary.bulk_loaded += 1;
         } else {
-            let mut wtx = self.db.begin_write().map_err(|e| self.fail(e))?;
+            let wtx = self.db.begin_write().map_err(|e| self.fail(e))?;
             {
                 let mut tree = wtx.open_tree(self.name).map_err(|e| self.fail(e))?;
                 for (key, value) in batch.iter() {
@@ -505,7 +505,7 @@ impl TreeLoader<'_> {
         batch: Batch,
         parser: &mut Parser<'_, R>,
     ) -> CliResult<Option<Line>> {
-        let mut wtx = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let wtx = self.db.begin_write().map_err(|e| self.fail(e))?;
         let mut entries = batch.len();
         let after = {
             let mut tree = wtx.open_tree(self.name).map_err(|e| self.fail(e))?;

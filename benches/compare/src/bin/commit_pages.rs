@@ -45,7 +45,7 @@ fn main() -> Result<()> {
     // with pages in use between them.
     let per_leaf = 4000 / (150 + 8 + 4 + 8);
     let stride = (cli.n / per_leaf / cli.free_runs).max(2);
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
         for i in (0..cli.n).filter(|i| (i / per_leaf) % stride == 0) {
@@ -53,7 +53,7 @@ fn main() -> Result<()> {
         }
     }
     w.commit()?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     w.open_tree("t")?.insert(&key(1), b"release")?;
     w.commit()?;
     let before = db.stats()?;
@@ -61,7 +61,7 @@ fn main() -> Result<()> {
     let mut max = 0;
     let mut last = before.pages_written;
     for c in 0..cli.commits {
-        let mut w = db.begin_write()?;
+        let w = db.begin_write()?;
         let k = (c * 7919 * per_leaf + 1) % cli.n;
         w.open_tree("t")?.insert(&key(k), &[c as u8; 150])?;
         w.commit()?;

@@ -136,7 +136,7 @@ impl Reader for SqliteReader {
 
 fn build_mapkv(path: &Path, data: &Dataset) -> Result<()> {
     let db = Database::open(path)?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     {
         let mut t = w.open_tree("bench")?;
         for i in 0..data.n {

@@ -26,7 +26,7 @@ impl MapkvEngine {
             .mmap_size(mmap_size)
             .open(dir.join("data.mapkv"))?;
         // Create the tree, so that reads before the first load find it.
-        let mut txn = db.begin_write()?;
+        let txn = db.begin_write()?;
         txn.open_tree(TREE)?;
         txn.commit()?;
         Ok(MapkvEngine { db })

@@ -1,0 +1,605 @@
+//! The write transaction: its trees (several may be open at once), their changes, and
+//! the writer's state between transactions. Commit is in `commit.rs`.
+//! See FORMAT.md#commit-protocol and FORMAT.md#page-reuse.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cursor::{KeyRange, Range, owned_bounds, prefix_bounds};
+use crate::db::Shared;
+use crate::error::{Error, Result};
+use crate::free_chain::FreeChain;
+use crate::freelist::{PageRuns, Pending};
+use crate::page::{Geometry, PageId, TxnId};
+use crate::tree::{self, Pages, TreeRecord};
+use crate::txn::{Durability, Snapshot, find_tree, tree_names};
+use crate::txn_pages::TxnPages;
+use parking_lot::{ArcMutexGuard, RawMutex, ReentrantMutex};
+
+/// State that belongs to whichever write transaction holds the writer lock.
+pub(crate) struct Writer {
+    /// Pages any write transaction may overwrite now.
+    pub free: PageRuns,
+    /// Pages freed by commits that some snapshot or the fallback meta may still reach.
+    pub pending: Pending,
+    /// The newest commit whose meta is on stable storage: recovery's fallback.
+    pub durable: TxnId,
+    /// The meta slot (0 or 1) holding `durable`'s meta.
+    pub durable_slot: u64,
+    /// The newest commit's free list on disk.
+    pub chain: FreeChain,
+    /// The end (`page_count`) of each commit that a live snapshot may hold: the file is
+    /// never shortened below the furthest of them.
+    pub snapshot_ends: BTreeMap<TxnId, PageId>,
+}
+
+/// The one write transaction. Changes are visible only to it until `commit`; dropping it
+/// without committing discards them.
+///
+/// Several trees may be open at once ([`open_tree`](Self::open_tree) takes `&self`):
+///
+/// ```
+/// # fn main() -> mapkv::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let db = mapkv::Database::open(dir.path().join("db"))?;
+/// let wtx = db.begin_write()?;
+/// let mut links = wtx.open_tree("links")?;
+/// let mut hits = wtx.open_tree("hits")?;
+/// links.insert(b"abc", b"https://example.com")?;
+/// hits.update(b"abc", |n| {
+///     let n = n.map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()));
+///     Some((n + 1).to_be_bytes().to_vec())
+/// })?;
+/// wtx.commit()?;
+/// # Ok(()) }
+/// ```
+///
+/// Thread rules: a `WriteTxn` stays on the thread that began it (it is not `Send`), but
+/// it is `Sync`, and its tree handles are `Send`: with `std::thread::scope`, other
+/// threads may read and change its trees; changes take turns.
+pub struct WriteTxn {
+    // Declared first, so dropped first: when this transaction holds the last reference to
+    // `Shared`, dropping that reference closes the database (`Shared::drop`), which takes
+    // the writer lock; the lock must be free by then.
+    pub(crate) writer: ArcMutexGuard<RawMutex, Writer>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) base: Arc<Snapshot>,
+    /// The pages and trees, shared by the tree handles.
+    pub(crate) pages: TxnLock,
+    pub(crate) catalog: TreeRecord,
+    pub(crate) durability: Durability,
+    /// Set once the commit has handed the free pages back to the writer.
+    pub(crate) committed: bool,
+    /// A pass of `Database::compact`: the commit folds the free list (so that its
+    /// record moves down too), commits even if nothing changed, and cuts the file to its
+    /// end exactly.
+    pub(crate) compacting: bool,
+}
+
+/// The transaction's pages and trees behind one lock, which tree handles take for
+/// each change and for each read of a dirty page. Reentrant, so that a `retain`
+/// predicate that reads another tree gets `Error::Reentrant` from the `RefCell` rather
+/// than a deadlock; a lock rather than a bare `RefCell`, so that a snapshot's `Range`
+/// type can be `Send` (see `TreeView`).
+pub(crate) struct TxnLock(ReentrantMutex<RefCell<TxnInner>>);
+
+pub(crate) struct TxnInner {
+    pub pages: TxnPages,
+    pub trees: TouchedTrees,
+}
+
+impl TxnLock {
+    pub(crate) fn get_mut(&mut self) -> &mut TxnPages {
+        &mut self.0.get_mut().get_mut().pages
+    }
+
+    pub(crate) fn inner_mut(&mut self) -> &mut TxnInner {
+        self.0.get_mut().get_mut()
+    }
+
+    /// Runs `f` with the pages and trees, or `Error::Reentrant` if this thread is in
+    /// the middle of a change already.
+    fn with<T>(&self, f: impl FnOnce(&mut TxnInner) -> Result<T>) -> Result<T> {
+        let guard = self.0.lock();
+        let mut inner = guard.try_borrow_mut().map_err(|_| Error::Reentrant)?;
+        f(&mut inner)
+    }
+
+    /// `with`, read-only.
+    fn with_ref<T>(&self, f: impl FnOnce(&TxnInner) -> Result<T>) -> Result<T> {
+        let guard = self.0.lock();
+        let inner = guard.try_borrow().map_err(|_| Error::Reentrant)?;
+        f(&inner)
+    }
+}
+
+/// The trees a write transaction opened or deleted. Each record is kept here, and only
+/// here, from the moment it is looked up: a tree handle edits it in place, so the
+/// transaction knows every tree's current root whatever becomes of the handle.
+#[derive(Default)]
+pub(crate) struct TouchedTrees {
+    states: Vec<TreeState>,
+    by_name: HashMap<String, usize>,
+}
+
+struct TreeState {
+    name: String,
+    /// The record now; None if the tree is absent (never created, or deleted).
+    now: Option<TreeRecord>,
+    /// The record when the transaction began.
+    before: Option<TreeRecord>,
+    /// Counts the handles opened (and deletes): only the newest handle works.
+    generation: u64,
+    /// Whether the newest handle is still alive (not dropped), and so may hold slices
+    /// of the tree's dirty pages.
+    alive: Option<Arc<AtomicBool>>,
+}
+
+impl TouchedTrees {
+    /// Where `name`'s record is kept, looking it up in the catalog the first time.
+    fn slot(&mut self, pages: &TxnPages, catalog: &TreeRecord, name: &str) -> Result<usize> {
+        let g = pages.geometry();
+        if name.len() > g.key_len_max() {
+            return Err(Error::KeyTooLarge {
+                size: name.len(),
+                max: g.key_len_max(),
+            });
+        }
+        if let Some(&slot) = self.by_name.get(name) {
+            return Ok(slot);
+        }
+        let found = find_tree(pages, catalog, name)?;
+        let slot = self.states.len();
+        self.states.push(TreeState {
+            name: name.to_string(),
+            now: found,
+            before: found,
+            generation: 0,
+            alive: None,
+        });
+        self.by_name.insert(name.to_string(), slot);
+        Ok(slot)
+    }
+
+    /// The trees whose record changed (None: deleted), taken out for the commit.
+    pub(crate) fn take_changed(&mut self) -> Vec<(String, Option<TreeRecord>)> {
+        self.by_name.clear();
+        std::mem::take(&mut self.states)
+            .into_iter()
+            .filter(|t| match (&t.now, &t.before) {
+                (Some(a), Some(b)) => !a.same_as(b),
+                (None, None) => false,
+                _ => true,
+            })
+            .map(|t| (t.name, t.now))
+            .collect()
+    }
+
+    /// The record of the tree in `slot`, for the handle of `generation`: an older
+    /// handle is `Error::StaleTree`.
+    fn current(&mut self, slot: usize, generation: u64) -> Result<&mut TreeRecord> {
+        let state = &mut self.states[slot];
+        match (state.generation == generation, state.now.as_mut()) {
+            (true, Some(record)) => Ok(record),
+            _ => Err(Error::StaleTree(state.name.clone())),
+        }
+    }
+
+    /// Starts a new generation of the tree in `slot` (an open or a delete). If the
+    /// newest handle is alive it may hold slices of dirty pages: `pages` is frozen so
+    /// that they stay valid.
+    fn supersede(&mut self, slot: usize, pages: &mut TxnPages) -> u64 {
+        let state = &mut self.states[slot];
+        if let Some(alive) = state.alive.take() {
+            if alive.load(Ordering::Acquire) {
+                pages.freeze();
+            }
+        }
+        state.generation += 1;
+        state.generation
+    }
+}
+
+impl WriteTxn {
+    pub(crate) fn begin(shared: &Arc<Shared>) -> Result<WriteTxn> {
+        Self::check_writable(shared)?;
+        Self::start(shared, shared.writer.lock_arc())
+    }
+
+    /// `begin`, or `None` at once if another write transaction is alive.
+    pub(crate) fn try_begin(shared: &Arc<Shared>) -> Result<Option<WriteTxn>> {
+        Self::check_writable(shared)?;
+        match shared.writer.try_lock_arc() {
+            Some(writer) => Self::start(shared, writer).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn check_writable(shared: &Shared) -> Result<()> {
+        if shared.read_only {
+            return Err(Error::ReadOnly);
+        }
+        shared.storage.check_not_poisoned()
+    }
+
+    fn start(shared: &Arc<Shared>, mut writer: ArcMutexGuard<RawMutex, Writer>) -> Result<Self> {
+        let base = Arc::clone(&shared.current.read());
+        let oldest_reader = shared.readers.oldest().unwrap_or(base.meta.txn());
+        let w = &mut *writer;
+        if !w.pending.release(oldest_reader, w.durable, &mut w.free) {
+            return Err(Error::corrupted(0, "a page was freed twice"));
+        }
+        let pages = TxnPages::new(
+            &shared.storage,
+            base.meta.txn(),
+            base.meta.page_count(),
+            std::mem::take(&mut writer.free),
+            writer.durable,
+        );
+        let inner = TxnInner {
+            pages,
+            trees: TouchedTrees::default(),
+        };
+        Ok(WriteTxn {
+            catalog: base.meta.catalog,
+            writer,
+            shared: Arc::clone(shared),
+            base,
+            pages: TxnLock(ReentrantMutex::new(RefCell::new(inner))),
+            durability: shared.durability,
+            committed: false,
+            compacting: false,
+        })
+    }
+
+    /// Opens a tree for reading and writing, creating it if absent (the new tree exists
+    /// once the transaction commits). Several different trees may be open at once.
+    /// Opening a tree again makes the older handle of it stale: it answers every later
+    /// call with `Error::StaleTree` (what it returned before stays valid).
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// let mut by_id = wtx.open_tree("users")?;
+    /// let mut by_email = wtx.open_tree("users_by_email")?;
+    /// by_id.insert(&7u64.to_be_bytes(), b"ada@example.com")?;
+    /// by_email.insert(b"ada@example.com", &7u64.to_be_bytes())?;
+    /// wtx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn open_tree(&self, name: &str) -> Result<WriteTree<'_>> {
+        Ok(self.open(name, true)?.expect("created"))
+    }
+
+    /// Opens a tree for reading and writing if it exists, or `None` (nothing is
+    /// created).
+    pub fn try_open_tree(&self, name: &str) -> Result<Option<WriteTree<'_>>> {
+        self.open(name, false)
+    }
+
+    fn open(&self, name: &str, create: bool) -> Result<Option<WriteTree<'_>>> {
+        self.pages.with(|TxnInner { pages, trees }| {
+            pages.usable()?;
+            let slot = trees.slot(pages, &self.catalog, name)?;
+            if trees.states[slot].now.is_none() && !create {
+                return Ok(None);
+            }
+            let generation = trees.supersede(slot, pages);
+            let alive = Arc::new(AtomicBool::new(true));
+            let state = &mut trees.states[slot];
+            state.now.get_or_insert(TreeRecord::EMPTY);
+            state.alive = Some(Arc::clone(&alive));
+            Ok(Some(WriteTree {
+                view: TreeView {
+                    lock: &self.pages,
+                    slot,
+                    generation,
+                    geometry: pages.geometry(),
+                },
+                _alive: AliveMark(alive),
+            }))
+        })
+    }
+
+    /// Deletes a tree and frees its pages; true if it existed. A handle of it that is
+    /// still alive becomes stale.
+    pub fn delete_tree(&self, name: &str) -> Result<bool> {
+        self.pages.with(|TxnInner { pages, trees }| {
+            pages.usable()?;
+            let slot = trees.slot(pages, &self.catalog, name)?;
+            let Some(record) = trees.states[slot].now else {
+                return Ok(false);
+            };
+            trees.supersede(slot, pages);
+            pages.change(|pages| tree::free_all(pages, &record))?;
+            trees.states[slot].now = None;
+            Ok(true)
+        })
+    }
+
+    /// The names of all trees as this transaction sees them, in byte order.
+    pub fn tree_names(&self) -> Result<Vec<String>> {
+        self.pages.with_ref(|TxnInner { pages, trees }| {
+            let mut names: BTreeSet<String> =
+                tree_names(pages, self.catalog)?.into_iter().collect();
+            for state in &trees.states {
+                match state.now {
+                    Some(_) => names.insert(state.name.clone()),
+                    None => names.remove(&state.name),
+                };
+            }
+            Ok(names.into_iter().collect())
+        })
+    }
+
+    /// Sets the durability of this transaction's commit.
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
+    /// Discards every change.
+    pub fn abort(self) {}
+
+    /// The current record of `name` (None if absent).
+    pub(crate) fn tree_record(&mut self, name: &str) -> Result<Option<TreeRecord>> {
+        let TxnInner { pages, trees } = self.pages.inner_mut();
+        let slot = trees.slot(pages, &self.catalog, name)?;
+        Ok(trees.states[slot].now)
+    }
+
+    /// Replaces the record of `name` (the bulk loader's freshly built tree).
+    pub(crate) fn set_tree_record(&mut self, name: &str, record: TreeRecord) -> Result<()> {
+        let TxnInner { pages, trees } = self.pages.inner_mut();
+        let slot = trees.slot(pages, &self.catalog, name)?;
+        trees.states[slot].now = Some(record);
+        Ok(())
+    }
+
+    pub(crate) fn pages_mut(&mut self) -> &mut TxnPages {
+        self.pages.get_mut()
+    }
+}
+
+impl Drop for WriteTxn {
+    /// An aborted transaction gives the free pages back as it found them.
+    fn drop(&mut self) {
+        if !self.committed {
+            self.writer.free = self.pages.get_mut().alloc.undo();
+        }
+    }
+}
+
+/// A tree in a [`WriteTxn`]: reads see the transaction's own writes. Every change goes
+/// straight into the transaction: leaking or dropping the handle loses nothing, and a
+/// change that is interrupted (an error, or a panic the caller catches) makes the
+/// transaction refuse to commit. `Send + Sync`.
+pub struct WriteTree<'t> {
+    view: TreeView<'t>,
+    _alive: AliveMark,
+}
+
+/// Tells the transaction that a handle was dropped, so that opening its tree again
+/// need not freeze the dirty pages. It borrows nothing: a handle can be dropped after
+/// the transaction committed (the borrow checker ends a handle's borrow at its last
+/// use, and `WriteTree` has no `Drop` of its own for that reason).
+struct AliveMark(Arc<AtomicBool>);
+
+impl Drop for AliveMark {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// How a tree handle reads pages: through the transaction, under its lock, for as
+/// long as the handle is borrowed.
+struct TreeView<'t> {
+    lock: &'t TxnLock,
+    /// Where the tree's state is kept in `TouchedTrees`.
+    slot: usize,
+    /// The tree's generation when this handle was opened.
+    generation: u64,
+    geometry: Geometry,
+}
+
+impl TreeView<'_> {
+    /// The tree's record, unless the handle is stale or an earlier change failed.
+    fn record(&self) -> Result<TreeRecord> {
+        self.lock.with(|TxnInner { pages, trees }| {
+            pages.usable()?;
+            trees.current(self.slot, self.generation).copied()
+        })
+    }
+
+    /// `read` applied to the transaction's pages, for a handle that is not stale, with
+    /// the slice it returns borrowed from this view rather than from the lock.
+    #[allow(unsafe_code)]
+    fn read(&self, read: impl FnOnce(&TxnPages) -> Result<&[u8]>) -> Result<&[u8]> {
+        self.lock.with(|TxnInner { pages, trees }| {
+            trees.current(self.slot, self.generation)?;
+            let bytes: *const [u8] = read(pages)?;
+            // SAFETY: the slice is a dirty page of this tree (a `DirtyPage`, which never
+            // moves) or a committed page or own blob read through the transaction's
+            // reader (bytes of its map, whose old maps it keeps, or of its pread
+            // buffers, which it never drops or changes while it lives); the reader and
+            // the dirty pages live as long as the transaction, which this view borrows.
+            // What remains is that the bytes do not change while the slice (which
+            // borrows this handle) lives. Committed pages never change during a
+            // transaction. A dirty page or own blob is changed or freed only by a change
+            // of its own tree (a tree's references lead only to its own pages:
+            // `TxnPages::shadow` checks what it copies), and a change needs `&mut` of
+            // the tree's newest handle: this one, whose borrow excludes it, or a newer
+            // one, whose opening replaced every dirty page by a copy, keeping the
+            // original unchanged until the transaction ends, and keeps the pages of
+            // freed own blobs from reuse until the commit (`TouchedTrees::supersede`,
+            // `TxnPages::freeze`). Deleting the tree supersedes this handle the same
+            // way, and the commit consumes the transaction.
+            Ok(unsafe { &*bytes })
+        })
+    }
+}
+
+impl Pages for TreeView<'_> {
+    fn page(&self, id: PageId) -> Result<&[u8]> {
+        self.read(|pages| pages.page(id))
+    }
+
+    fn run(&self, id: PageId, count: u64) -> Result<&[u8]> {
+        self.read(|pages| pages.run(id, count))
+    }
+
+    fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    fn pages_readable(&self) -> u64 {
+        self.lock
+            .with_ref(|inner| Ok(inner.pages.pages_readable()))
+            .unwrap_or(0)
+    }
+}
+
+impl WriteTree<'_> {
+    /// Inserts `key` → `value`, replacing any previous value.
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.change(|pages, record| tree::insert(pages, record, key, value))
+    }
+
+    /// Removes `key`; true if it was present.
+    pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
+        self.change(|pages, record| tree::remove(pages, record, key))
+    }
+
+    /// Inserts `key` → `value` and returns the value it replaced, if any.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// let mut t = wtx.open_tree("config")?;
+    /// assert_eq!(t.replace(b"mode", b"fast")?, None);
+    /// assert_eq!(t.replace(b"mode", b"safe")?, Some(b"fast".to_vec()));
+    /// assert_eq!(t.take(b"mode")?, Some(b"safe".to_vec()));
+    /// assert_eq!(t.take(b"mode")?, None);
+    /// # Ok(()) }
+    /// ```
+    pub fn replace(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
+        let old = self.get(key)?.map(<[u8]>::to_vec);
+        self.insert(key, value)?;
+        Ok(old)
+    }
+
+    /// Removes `key` and returns its value, if it was present.
+    pub fn take(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let old = self.get(key)?.map(<[u8]>::to_vec);
+        if old.is_some() {
+            self.remove(key)?;
+        }
+        Ok(old)
+    }
+
+    /// Sets `key` to what `f` makes of its current value (`None` if absent): `Some(new)`
+    /// stores `new`, `None` removes the key. For counters, compare-and-swap and other
+    /// read-modify-write steps; `f` runs once, and nothing changes if it returns what
+    /// is there.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// let mut hits = wtx.open_tree("hits")?;
+    /// let bump = |old: Option<&[u8]>| {
+    ///     let n = old.map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+    ///     Some((n + 1).to_le_bytes().to_vec())
+    /// };
+    /// hits.update(b"/index.html", bump)?;
+    /// hits.update(b"/index.html", bump)?;
+    /// assert_eq!(hits.get(b"/index.html")?, Some(&2u64.to_le_bytes()[..]));
+    ///
+    /// // Compare-and-swap: replace "v1" by "v2" only if "v1" is there.
+    /// hits.insert(b"version", b"v1")?;
+    /// hits.update(b"version", |old| match old {
+    ///     Some(b"v1") => Some(b"v2".to_vec()),
+    ///     other => other.map(<[u8]>::to_vec),
+    /// })?;
+    /// assert_eq!(hits.get(b"version")?, Some(&b"v2"[..]));
+    /// # Ok(()) }
+    /// ```
+    pub fn update(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<()> {
+        let old = self.get(key)?;
+        let new = f(old);
+        if old == new.as_deref() {
+            return Ok(());
+        }
+        match new {
+            Some(value) => self.insert(key, &value),
+            None => self.remove(key).map(|_| ()),
+        }
+    }
+
+    /// The value stored under `key`, borrowed until the tree is next modified.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        tree::get(&self.view, &self.view.record()?, key)
+    }
+
+    /// Entries with keys in `range`, ascending (or descending with `.rev()`); see
+    /// [`KeyRange`] for the ranges it takes.
+    pub fn range<R: KeyRange>(&self, range: R) -> Result<Range<'_>> {
+        let (lower, upper) = owned_bounds(&range);
+        Ok(Range::new(&self.view, self.view.record()?, lower, upper))
+    }
+
+    /// All entries, ascending.
+    pub fn iter(&self) -> Result<Range<'_>> {
+        self.range(..)
+    }
+
+    /// The entries whose keys start with `prefix`, ascending (or descending with
+    /// `.rev()`).
+    pub fn prefix(&self, prefix: &[u8]) -> Result<Range<'_>> {
+        let (lower, upper) = prefix_bounds(prefix);
+        Ok(Range::new(&self.view, self.view.record()?, lower, upper))
+    }
+
+    /// The entry with the smallest key, or `None` if the tree is empty.
+    pub fn first(&self) -> Result<Option<(&[u8], &[u8])>> {
+        self.iter()?.next().transpose()
+    }
+
+    /// The entry with the largest key, or `None` if the tree is empty.
+    pub fn last(&self) -> Result<Option<(&[u8], &[u8])>> {
+        self.iter()?.next_back().transpose()
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> Result<u64> {
+        Ok(self.view.record()?.entries.get())
+    }
+
+    /// Whether the tree has no entries.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Runs `f` on the transaction's pages and this tree's record. A panic in `f` leaves the transaction marked failed
+    /// (`TxnPages::change`): it refuses to commit.
+    pub(crate) fn change<T>(
+        &mut self,
+        f: impl FnOnce(&mut TxnPages, &mut TreeRecord) -> Result<T>,
+    ) -> Result<T> {
+        let view = &self.view;
+        view.lock.with(|TxnInner { pages, trees }| {
+            let record = trees.current(view.slot, view.generation)?;
+            pages.change(|pages| f(pages, record))
+        })
+    }
+}
