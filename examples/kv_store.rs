@@ -8,10 +8,51 @@
 //!
 //! The clock is simulated so the example runs in an instant and prints the same every
 //! time. Run it with `cargo run --release --example kv_store`.
+//!
+//! `StoreError` is the pattern for an application's own errors: mapkv's `Error` wrapped
+//! in one variant (`?` converts it), the application's failures in others.
 
+use std::fmt;
 use std::path::Path;
 
-use mapkv::{Database, Error, Result, WriteTxn};
+use mapkv::{Database, Error, WriteTxn};
+
+/// What can go wrong in the store.
+#[derive(Debug)]
+enum StoreError {
+    /// The database failed: I/O, a corrupt file, a key too large…
+    Db(Error),
+    /// A `sessions` value too short to hold its expiry time.
+    ShortRecord { len: usize },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> StoreError {
+        StoreError::Db(e)
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Db(e) => write!(f, "database: {e}"),
+            StoreError::ShortRecord { len } => {
+                write!(f, "session record of {len} bytes has no 8-byte expiry time")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Db(e) => Some(e),
+            StoreError::ShortRecord { .. } => None,
+        }
+    }
+}
 
 /// Seconds since an arbitrary epoch.
 type Time = u64;
@@ -32,7 +73,7 @@ fn expiry_key(expires_at: Time, id: &str) -> Vec<u8> {
 fn decode(value: &[u8]) -> Result<(Time, &[u8])> {
     let (time, payload) = value
         .split_at_checked(8)
-        .ok_or_else(|| Error::InvalidOptions("session record shorter than 8 bytes".into()))?;
+        .ok_or(StoreError::ShortRecord { len: value.len() })?;
     let time = Time::from_be_bytes(time.try_into().expect("split at 8"));
     Ok((time, payload))
 }
@@ -65,7 +106,7 @@ impl SessionStore {
     fn put(&self, id: &str, payload: &[u8], now: Time, ttl: Time) -> Result<()> {
         let mut wtx = self.db.begin_write()?;
         Self::put_in(&mut wtx, id, payload, now + ttl)?;
-        wtx.commit() // Both trees change together, or neither does.
+        Ok(wtx.commit()?) // Both trees change together, or neither does.
     }
 
     /// Stores many sessions in one transaction: one commit (and one fsync) for all.
@@ -78,7 +119,7 @@ impl SessionStore {
         for (id, payload, ttl) in sessions {
             Self::put_in(&mut wtx, id, payload, now + ttl)?;
         }
-        wtx.commit()
+        Ok(wtx.commit()?)
     }
 
     /// Writes one session and its expiry index entry in `wtx`.
@@ -88,7 +129,8 @@ impl SessionStore {
         value.extend_from_slice(payload);
         wtx.open_tree("sessions")?.insert(id.as_bytes(), &value)?;
         wtx.open_tree("expiry")?
-            .insert(&expiry_key(expires_at, id), b"")
+            .insert(&expiry_key(expires_at, id), b"")?;
+        Ok(())
     }
 
     /// The payload of session `id` if it exists and has not expired at `now`. An expired
@@ -98,7 +140,7 @@ impl SessionStore {
         let sessions = match rtx.open_tree("sessions") {
             Ok(tree) => tree,
             Err(Error::TreeNotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         match sessions.get(id.as_bytes())? {
             Some(value) => {
@@ -119,7 +161,7 @@ impl SessionStore {
             expiry
                 .range(..end)?
                 .map(|entry| entry.map(|(key, _)| key.to_vec()))
-                .collect::<Result<_>>()?
+                .collect::<mapkv::Result<_>>()?
         };
         let mut ids = Vec::new();
         {
@@ -142,14 +184,14 @@ impl SessionStore {
     fn len(&self) -> Result<u64> {
         let rtx = self.db.begin_read()?;
         match rtx.open_tree("sessions") {
-            Ok(tree) => tree.len(),
+            Ok(tree) => Ok(tree.len()?),
             Err(Error::TreeNotFound(_)) => Ok(0),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("sessions.mapkv");
     let mut now: Time = 1_000;

@@ -2,6 +2,7 @@
 //! transactions, stats, bulk load, compaction, clean close.
 
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use crate::free_chain;
 use crate::freelist::Pending;
 use crate::meta::{FORMAT_VERSION, MAGIC, META_BYTES, Meta};
 use crate::page::{ChildRef, Geometry, META_SLOT_BYTES, TxnId};
+use crate::path_error;
 use crate::storage::{Backend, FileBackend, Storage, lock_file};
 use crate::tree::TreeRecord;
 use crate::txn::{Durability, ReadTxn, Readers, Snapshot, find_tree};
@@ -172,6 +174,7 @@ impl Database {
         Options::new().open(path)
     }
 
+    /// I/O errors name `path` ("opening /x/db: …"), with the operating system's kind.
     fn open_with(path: &Path, options: Options) -> Result<Database> {
         Geometry::new(options.page_size)?; // refuse bad options before touching the file
         let file = OpenOptions::new()
@@ -179,9 +182,16 @@ impl Database {
             .write(!options.read_only)
             .create(!options.read_only)
             .truncate(false)
-            .open(path)?;
-        lock_file(&file, !options.read_only)?;
+            .open(path)
+            .map_err(path_error::at("opening", path))?;
+        // A read-only open of a directory succeeds; say so now, not at the first read.
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            let e = io::Error::from(io::ErrorKind::IsADirectory);
+            return Err(path_error::at("opening", path)(e));
+        }
+        lock_file(&file, path, !options.read_only)?;
         Database::open_backend(Box::new(FileBackend { file }), options, Some(path))
+            .map_err(path_error::name_path("opening", path))
     }
 
     /// Opens a database stored behind `backend` (the file, or a test double). `path`, if
@@ -338,8 +348,9 @@ impl Database {
             .read(true)
             .write(true)
             .create_new(true)
-            .open(path.as_ref())?;
-        lock_file(&file, true)?;
+            .open(path.as_ref())
+            .map_err(path_error::at("creating", path.as_ref()))?;
+        lock_file(&file, path.as_ref(), true)?;
         let storage = Arc::new(Storage::new(
             Box::new(FileBackend { file }),
             geometry,
@@ -518,8 +529,9 @@ fn sync_dir(path: &Path) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    File::open(dir)?.sync_all()?;
-    Ok(())
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(path_error::at("syncing the directory", dir))
 }
 
 /// Initialises a file in which nothing was ever committed (`len` bytes long) as an empty

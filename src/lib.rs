@@ -58,6 +58,7 @@ mod freelist;
 mod meta;
 mod node;
 mod page;
+mod path_error;
 mod storage;
 mod tree;
 mod txn;

@@ -660,8 +660,8 @@ impl std::ops::Deref for Fetched<'_> {
 }
 
 /// Takes the lock that keeps other handles out: exclusive for read-write, shared for
-/// read-only. Fails at once with `Error::Locked`.
-pub(crate) fn lock_file(file: &File, exclusive: bool) -> Result<()> {
+/// read-only. Fails at once with `Error::Locked`; other failures name `path`.
+pub(crate) fn lock_file(file: &File, path: &std::path::Path, exclusive: bool) -> Result<()> {
     use rustix::fs::FlockOperation;
     let op = if exclusive {
         FlockOperation::NonBlockingLockExclusive
@@ -671,7 +671,7 @@ pub(crate) fn lock_file(file: &File, exclusive: bool) -> Result<()> {
     match rustix::fs::flock(file, op) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked),
-        Err(e) => Err(Error::Io(e.into())),
+        Err(e) => Err(crate::path_error::at("locking", path)(e.into())),
     }
 }
 

@@ -280,3 +280,86 @@ fn a_transaction_whose_change_failed_half_way_refuses_to_commit() -> Result<()> 
     }
     Ok(())
 }
+
+/// `r` is `Error::Io` of `kind` whose message names `path`, and whose `io::Error` still
+/// leads to the operating system's error as its source.
+fn assert_io_names_path<T>(r: Result<T>, kind: std::io::ErrorKind, path: &std::path::Path) {
+    match r {
+        Err(Error::Io(e)) => {
+            assert_eq!(e.kind(), kind, "{e}");
+            let path = path.display().to_string();
+            assert!(e.to_string().contains(&path), "{e} does not name {path}");
+            assert!(Error::Io(e).to_string().contains(&path));
+        }
+        Err(other) => panic!("expected Io({kind:?}), got {other:?}"),
+        Ok(_) => panic!("expected Io({kind:?}), got Ok"),
+    }
+}
+
+#[test]
+fn opening_in_a_missing_directory_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing").join("db");
+    let kind = std::io::ErrorKind::NotFound;
+    assert_io_names_path(Database::open(&path), kind, &path);
+    let read_only = Options::new().read_only(true).open(&path);
+    assert_io_names_path(read_only, kind, &path);
+    // The OS error stays reachable: Error -> io::Error (with the path) -> the OS's.
+    let e = Database::open(&path).err().unwrap();
+    let with_path = std::error::Error::source(&e).unwrap();
+    let os = with_path.source().unwrap();
+    let os = os.downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(os.kind(), kind);
+    assert!(os.raw_os_error().is_some());
+    assert!(!os.to_string().contains("missing"), "{os}");
+}
+
+#[test]
+fn a_directory_as_the_database_path_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kind = std::io::ErrorKind::IsADirectory;
+    assert_io_names_path(Database::open(dir.path()), kind, dir.path());
+    let read_only = Options::new().read_only(true).open(dir.path());
+    assert_io_names_path(read_only, kind, dir.path());
+}
+
+#[test]
+fn permission_denied_names_the_path() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if rustix::process::geteuid().is_root() {
+        eprintln!("skipped: root is never denied");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let kind = std::io::ErrorKind::PermissionDenied;
+    // A file that may only be read: a read-write open is refused, a read-only one works.
+    let path = dir.path().join("db");
+    drop(Database::open(&path)?);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
+    assert_io_names_path(Database::open(&path), kind, &path);
+    Options::new().read_only(true).open(&path)?.check()?;
+    // A directory that may not be written: the file cannot be created.
+    let locked_dir = dir.path().join("ro");
+    std::fs::create_dir(&locked_dir)?;
+    std::fs::set_permissions(&locked_dir, std::fs::Permissions::from_mode(0o500))?;
+    let path = locked_dir.join("db");
+    assert_io_names_path(Database::open(&path), kind, &path);
+    std::fs::set_permissions(&locked_dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+#[test]
+fn compact_to_names_the_destination() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = db_in(&dir)?;
+    let mut w = db.begin_write()?;
+    w.open_tree("t")?.insert(b"k", b"v")?;
+    w.commit()?;
+    let missing = dir.path().join("missing").join("copy");
+    let kind = std::io::ErrorKind::NotFound;
+    assert_io_names_path(db.compact_to(&missing), kind, &missing);
+    let existing = dir.path().join("db");
+    let kind = std::io::ErrorKind::AlreadyExists;
+    assert_io_names_path(db.compact_to(&existing), kind, &existing);
+    Ok(())
+}

@@ -38,7 +38,10 @@ pub(crate) fn open(path: &Path, locked: &File, page_size: usize) -> Result<Direc
         Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(e) => return Err(format!("open with O_DIRECT: {}", io::Error::from(e))),
+        Err(e) => {
+            let e = io::Error::from(e);
+            return Err(format!("opening {} with O_DIRECT: {e}", path.display()));
+        }
     };
     // The path may have been renamed or replaced since the database was opened: write
     // only if it is still the very file we hold the lock on.
