@@ -352,7 +352,7 @@ fn permission_denied_names_the_path() -> Result<()> {
 fn compact_to_names_the_destination() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = db_in(&dir)?;
-    let mut w = db.begin_write()?;
+    let w = db.begin_write()?;
     w.open_tree("t")?.insert(b"k", b"v")?;
     w.commit()?;
     let missing = dir.path().join("missing").join("copy");
