@@ -56,6 +56,33 @@ enum Op {
     DeleteTree {
         tree: u8,
     },
+    /// Read-modify-write on keys `start..start + count`: `replace`, `take` or
+    /// `update` (which stores, removes or keeps, by key), each checked against the
+    /// model's old value.
+    Rmw {
+        tree: u8,
+        start: u16,
+        count: u8,
+        kind: u8,
+        size: u8,
+        seed: u8,
+    },
+    /// `first`, `last`, and `prefix` read both ways, for the prefixes of a key.
+    Ends {
+        tree: u8,
+        key: u16,
+        long_keys: bool,
+    },
+    /// Two trees open at once, changed in turn; then the first opened again, which
+    /// makes the older handle stale while a value it returned must stay intact.
+    Interleave {
+        first: u8,
+        second: u8,
+        start: u16,
+        count: u8,
+        size: u8,
+        seed: u8,
+    },
     Commit {
         durable: bool,
     },
@@ -118,7 +145,7 @@ impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Op {
         let tree = u8::arbitrary(g) % TREES.len() as u8;
         let key = |g: &mut Gen| u16::arbitrary(g) % 2000;
-        match u8::arbitrary(g) % 22 {
+        match u8::arbitrary(g) % 27 {
             0..=6 => Op::Insert {
                 tree,
                 start: key(g),
@@ -155,6 +182,27 @@ impl Arbitrary for Op {
             },
             18 => Op::Abort,
             19 => Op::Reopen,
+            22..=23 => Op::Rmw {
+                tree,
+                start: key(g),
+                count: u8::arbitrary(g) % 64 + 1,
+                kind: u8::arbitrary(g) % 3,
+                size: u8::arbitrary(g) % VALUE_SIZES.len() as u8,
+                seed: u8::arbitrary(g),
+            },
+            24 => Op::Ends {
+                tree,
+                key: key(g),
+                long_keys: u8::arbitrary(g) % 5 == 0,
+            },
+            25..=26 => Op::Interleave {
+                first: tree,
+                second: (tree + 1 + u8::arbitrary(g) % 2) % TREES.len() as u8,
+                start: key(g),
+                count: u8::arbitrary(g) % 100 + 1,
+                size: u8::arbitrary(g) % VALUE_SIZES.len() as u8,
+                seed: u8::arbitrary(g),
+            },
             _ => Op::Overwrite {
                 tree,
                 start: key(g),
@@ -424,6 +472,115 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
         Op::DeleteTree { tree } => {
             let name = TREES[tree as usize];
             assert_eq!(w.delete_tree(name)?, model.remove(name).is_some());
+        }
+        Op::Rmw {
+            tree,
+            start,
+            count,
+            kind,
+            size,
+            seed,
+        } => {
+            let name = TREES[tree as usize];
+            let mut t = w.open_tree(name)?;
+            let m = model.entry(name.to_string()).or_default();
+            for k in start..start.saturating_add(count.into()) {
+                let key = key_bytes(k, false);
+                let value = value_bytes(k, VALUE_SIZES[size as usize], seed);
+                match kind {
+                    0 => assert_eq!(t.replace(&key, &value)?, m.insert(key, value)),
+                    1 => assert_eq!(t.take(&key)?, m.remove(&key)),
+                    _ => {
+                        let want_old = m.get(&key).cloned();
+                        // By key: store, remove, or return what is there.
+                        let new = match k % 3 {
+                            0 => Some(value),
+                            1 => None,
+                            _ => want_old.clone(),
+                        };
+                        let mut seen = None;
+                        t.update(&key, |old| {
+                            seen = Some(old.map(<[u8]>::to_vec));
+                            new.clone()
+                        })?;
+                        assert_eq!(seen, Some(want_old), "update saw the old value");
+                        match new {
+                            Some(v) => m.insert(key, v),
+                            None => m.remove(&key),
+                        };
+                    }
+                }
+            }
+            assert_eq!(t.len()?, m.len() as u64);
+        }
+        Op::Ends {
+            tree,
+            key,
+            long_keys,
+        } => {
+            let name = TREES[tree as usize];
+            let m = model.entry(name.to_string()).or_default();
+            let t = w.open_tree(name)?;
+            let pair = |e: Option<(&[u8], &[u8])>| e.map(|(k, v)| (k.to_vec(), v.to_vec()));
+            let model_pair =
+                |e: Option<(&Vec<u8>, &Vec<u8>)>| e.map(|(k, v)| (k.clone(), v.clone()));
+            assert_eq!(pair(t.first()?), model_pair(m.first_key_value()));
+            assert_eq!(pair(t.last()?), model_pair(m.last_key_value()));
+            let key = key_bytes(key, long_keys);
+            for len in [0, 1, key.len() / 2, key.len()] {
+                let p = &key[..len];
+                let want: Vec<&Vec<u8>> = m.keys().filter(|k| k.starts_with(p)).collect();
+                let got: Vec<&[u8]> = t.prefix(p)?.keys().collect::<Result<_>>()?;
+                assert!(got.iter().eq(want.iter()), "prefix {p:?}");
+                let got_rev: Vec<&[u8]> = t.prefix(p)?.keys().rev().collect::<Result<_>>()?;
+                assert!(
+                    got_rev.iter().eq(want.iter().rev()),
+                    "prefix {p:?} reversed"
+                );
+            }
+        }
+        Op::Interleave {
+            first,
+            second,
+            start,
+            count,
+            size,
+            seed,
+        } => {
+            let names = [TREES[first as usize], TREES[second as usize]];
+            let mut a = w.open_tree(names[0])?;
+            let mut b = w.open_tree(names[1])?;
+            for k in start..start.saturating_add(count.into()) {
+                let (key, value) = (
+                    key_bytes(k, false),
+                    value_bytes(k, VALUE_SIZES[size as usize], seed),
+                );
+                let (t, name) = match k % 2 {
+                    0 => (&mut a, names[0]),
+                    _ => (&mut b, names[1]),
+                };
+                t.insert(&key, &value)?;
+                model
+                    .entry(name.to_string())
+                    .or_default()
+                    .insert(key, value);
+            }
+            // What the older handle returned stays valid and unchanged after the tree is
+            // opened again and changed; the older handle itself is stale.
+            let key = key_bytes(start, false);
+            let kept = a.get(&key)?;
+            let copy = kept.map(<[u8]>::to_vec);
+            let mut again = w.open_tree(names[0])?;
+            let bigger = value_bytes(start, 70_000, seed.wrapping_add(1));
+            again.insert(&key, &bigger)?;
+            again.remove(&key)?;
+            assert_eq!(kept.map(<[u8]>::to_vec), copy);
+            assert!(matches!(a.get(&key), Err(Error::StaleTree(_))));
+            model.entry(names[0].to_string()).or_default().remove(&key);
+            for (t, name) in [(&again, names[0]), (&b, names[1])] {
+                let m = model.entry(name.to_string()).or_default();
+                assert_eq!(t.len()?, m.len() as u64, "tree {name}");
+            }
         }
         Op::Commit { .. } | Op::Abort | Op::Reopen => unreachable!(),
     }
