@@ -205,6 +205,28 @@ enum Op {
     Lifecycle(Lifecycle),
     /// `Database::compact` (in place), when no write transaction of the harness is open.
     Compact,
+    /// `replace`, `take` or `update` of one key, against the model.
+    Rmw {
+        tree: u8,
+        key: Key,
+        value: Value,
+        kind: u8,
+    },
+    /// `first`, `last`, and the prefixes of `key` read both ways.
+    Ends {
+        tree: u8,
+        key: Key,
+        committed: bool,
+    },
+    /// Two trees open at once and changed in turn; then the first opened again while
+    /// the older handle lives: that one is stale, and what it returned stays intact.
+    TwoTrees {
+        a: u8,
+        b: u8,
+        start: u16,
+        count: u8,
+        value_len: u16,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -386,6 +408,93 @@ impl Harness {
             }
             Err(e) => panic!("insert: {e}"),
         }
+    }
+
+    /// `replace` (kind 0), `take` (1) or `update` (2: stores, removes or keeps, by the
+    /// value's length) of `k`, against the model.
+    fn rmw(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>, kind: u8) {
+        let key_max = self.page_size / 2 - 128;
+        if self.wtx().is_none() {
+            return;
+        }
+        let wtx = self.wtx.as_ref().expect("begun");
+        let mut t = wtx.open_tree(tree).expect("open_tree");
+        let m = self.pending.entry(tree.to_string()).or_default();
+        if k.len() > key_max {
+            return;
+        }
+        match kind % 3 {
+            0 => assert_eq!(t.replace(&k, &v).expect("replace"), m.insert(k, v)),
+            1 => assert_eq!(t.take(&k).expect("take"), m.remove(&k)),
+            _ => {
+                let old = m.get(&k).cloned();
+                let new = match v.len() % 3 {
+                    0 => Some(v),
+                    1 => None,
+                    _ => old.clone(),
+                };
+                let mut seen = None;
+                t.update(&k, |o| {
+                    seen = Some(o.map(<[u8]>::to_vec));
+                    new.clone()
+                })
+                .expect("update");
+                assert_eq!(seen, Some(old), "update saw the old value");
+                match new {
+                    Some(v) => m.insert(k, v),
+                    None => m.remove(&k),
+                };
+            }
+        }
+    }
+
+    /// Two trees open at once, changed in turn, then `a` opened again while the first
+    /// handle of it lives.
+    fn two_trees(&mut self, a: &str, b: &str, start: u16, count: u8, value_len: u16) {
+        if a == b {
+            return;
+        }
+        let Some(wtx) = self.wtx() else { return };
+        let mut ta = wtx.open_tree(a).expect("open_tree");
+        let mut tb = wtx.open_tree(b).expect("open_tree");
+        let mut changes = Vec::new();
+        for i in 0..count as u16 {
+            let n = start.wrapping_add(i) % 400;
+            let (k, v) = (
+                format!("k{n:04}").into_bytes(),
+                vec![n as u8; value_len as usize % 9000],
+            );
+            match i % 2 {
+                0 => ta.insert(&k, &v).expect("insert"),
+                _ => tb.insert(&k, &v).expect("insert"),
+            }
+            changes.push((i % 2, k, v));
+        }
+        let k = format!("k{:04}", start % 400).into_bytes();
+        let kept = ta.get(&k).expect("get");
+        let copy = kept.map(<[u8]>::to_vec);
+        let mut again = wtx.open_tree(a).expect("open_tree");
+        again.insert(&k, &[7; 5000]).expect("insert");
+        again.remove(&k).expect("remove");
+        assert_eq!(
+            kept.map(<[u8]>::to_vec),
+            copy,
+            "a slice of a stale handle changed"
+        );
+        assert!(
+            matches!(ta.get(&k), Err(Error::StaleTree(_))),
+            "stale handle"
+        );
+        drop((again, tb));
+        for (which, k, v) in changes {
+            let tree = [a, b][which as usize];
+            self.pending
+                .entry(tree.to_string())
+                .or_default()
+                .insert(k, v);
+        }
+        self.pending.entry(b.to_string()).or_default();
+        self.pending.entry(a.to_string()).or_default().remove(&k);
     }
 
     fn remove(&mut self, tree: &str, k: &[u8]) {
@@ -725,6 +834,40 @@ impl Reader<'_, '_> {
         .expect("len")
     }
 
+    /// `first`, `last`, and `prefix(p)` forwards and backwards, against the model.
+    fn check_ends(&self, m: &Tree, p: &[u8]) {
+        let pair = |e: Option<(&[u8], &[u8])>| e.map(|(k, v)| (k.to_vec(), v.to_vec()));
+        let (first, last) = match self {
+            Reader::Read(t) => (t.first(), t.last()),
+            Reader::Write(t) => (t.first(), t.last()),
+        };
+        let want = |e: Option<(&Vec<u8>, &Vec<u8>)>| e.map(|(k, v)| (k.clone(), v.clone()));
+        assert_eq!(
+            pair(first.expect("first")),
+            want(m.first_key_value()),
+            "first"
+        );
+        assert_eq!(pair(last.expect("last")), want(m.last_key_value()), "last");
+        let want: Vec<&Vec<u8>> = m.keys().filter(|k| k.starts_with(p)).collect();
+        for reverse in [false, true] {
+            let range = match self {
+                Reader::Read(t) => t.prefix(p),
+                Reader::Write(t) => t.prefix(p),
+            }
+            .expect("prefix");
+            let keys = range.keys();
+            let got: Vec<Vec<u8>> = match reverse {
+                false => keys.map(|k| k.expect("key").to_vec()).collect(),
+                true => keys.rev().map(|k| k.expect("key").to_vec()).collect(),
+            };
+            let want: Vec<&Vec<u8>> = match reverse {
+                false => want.clone(),
+                true => want.iter().rev().copied().collect(),
+            };
+            assert!(got.iter().eq(want), "prefix {p:?} (reversed: {reverse})");
+        }
+    }
+
     /// Walks the range taking from the front or the back as `pattern`'s bits say, and
     /// compares with the model's range.
     fn check_range(
@@ -965,6 +1108,32 @@ fuzz_target!(init: let_user_panics_through(), |input: Input| {
             Op::Check => {
                 h.db().check().expect("check");
             }
+            Op::Rmw {
+                tree,
+                key,
+                value,
+                kind,
+            } => h.rmw(name(*tree), key_bytes(key), value_bytes(value), *kind),
+            Op::Ends {
+                tree,
+                key,
+                committed,
+            } => {
+                let k = key_bytes(key);
+                for len in [0, 1, k.len() / 2, k.len()] {
+                    let p = &k[..len.min(k.len())];
+                    h.read(name(*tree), *committed, |t, m| {
+                        t.check_ends(m.unwrap_or(&Tree::new()), p)
+                    });
+                }
+            }
+            Op::TwoTrees {
+                a,
+                b,
+                start,
+                count,
+                value_len,
+            } => h.two_trees(name(*a), name(*b), *start, *count, *value_len),
             Op::ForgetTree {
                 tree,
                 start,
