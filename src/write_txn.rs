@@ -336,7 +336,28 @@ impl WriteTxn {
         })
     }
 
-    /// Sets the durability of this transaction's commit.
+    /// Sets the durability of this transaction's commit (the default comes from
+    /// `Options::durability`).
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// use mapkv::{Database, Durability};
+    /// let db = Database::open(dir.path().join("db"))?;
+    /// // Many small commits, each visible at once but not waiting for the disk...
+    /// for i in 0u32..100 {
+    ///     let mut wtx = db.begin_write()?;
+    ///     wtx.set_durability(Durability::None);
+    ///     wtx.open_tree("events")?.insert(&i.to_be_bytes(), b"")?;
+    ///     wtx.commit()?;
+    /// }
+    /// // ...then one that makes all of them durable (one fdatasync).
+    /// let wtx = db.begin_write()?;
+    /// wtx.open_tree("events")?.insert(b"checkpoint", b"")?;
+    /// wtx.commit()?;
+    /// assert!(db.stats()?.syncs < 10);
+    /// # Ok(()) }
+    /// ```
     pub fn set_durability(&mut self, durability: Durability) {
         self.durability = durability;
     }
