@@ -190,7 +190,8 @@ impl<'a> Cursor<'a> {
 /// of `Result<(key, value)>`, borrowed for the transaction (or, in a write transaction,
 /// for as long as the tree is not modified).
 ///
-/// After an error the iterator yields nothing more.
+/// After an error the iterator yields nothing more. `Send`: an iteration may move to
+/// another thread.
 pub struct Range<'a> {
     pages: &'a dyn Pages,
     tree: TreeRecord,

@@ -20,22 +20,30 @@
 //!     let dir = tempfile::tempdir()?;
 //!     let db = Database::open(dir.path().join("example.mapkv"))?;
 //!
-//!     let mut wtx = db.begin_write()?;
-//!     {
-//!         let mut fruit = wtx.open_tree("fruit")?;
-//!         fruit.insert(b"apple", b"red")?;
-//!         fruit.insert(b"banana", b"yellow")?;
-//!     }
+//!     let wtx = db.begin_write()?;
+//!     let mut fruit = wtx.open_tree("fruit")?;
+//!     fruit.insert(b"apple", b"red")?;
+//!     fruit.insert(b"banana", b"yellow")?;
 //!     wtx.commit()?;
 //!
 //!     let rtx = db.begin_read()?;
 //!     let fruit = rtx.open_tree("fruit")?;
 //!     assert_eq!(fruit.get(b"apple")?, Some(&b"red"[..]));
-//!     let keys: Vec<&[u8]> = fruit.iter()?.map(|e| e.map(|(k, _)| k)).collect::<Result<_>>()?;
+//!     let keys: Vec<&[u8]> = fruit.iter()?.keys().collect::<Result<_>>()?;
 //!     assert_eq!(keys, [&b"apple"[..], b"banana"]);
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # Thread rules
+//!
+//! - [`Database`] is `Send + Sync`: share it between threads (`Arc` or `&`).
+//! - [`ReadTxn`] and [`ReadTree`] are `Send + Sync`: one snapshot can be read by many
+//!   threads at once (`std::thread::scope`); [`Range`] is `Send`.
+//! - [`WriteTxn`] stays on the thread that began it (not `Send`), but is `Sync`, and
+//!   its [`WriteTree`]s are `Send + Sync`: scoped threads may read and change its trees;
+//!   changes take turns. One write transaction at a time: a thread that holds one must
+//!   not begin another ([`Database::try_begin_write`] does not wait).
 //!
 //! The file format is described in `FORMAT.md` in the repository.
 

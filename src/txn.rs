@@ -109,6 +109,8 @@ impl Readers {
 
 /// A consistent snapshot of the database. Cheap to begin; never blocks the writer.
 /// Everything it returns borrows from it and stays valid until it is dropped.
+/// `Send + Sync`: several threads may read one snapshot at once. It keeps the file
+/// open, so it may outlive the `Database` handle that began it.
 pub struct ReadTxn {
     shared: Arc<Shared>,
     snapshot: Arc<Snapshot>,
