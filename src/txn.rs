@@ -14,6 +14,7 @@ use crate::free_chain::FreeChain;
 use crate::freelist::{PageRuns, Pending};
 use crate::meta::Meta;
 use crate::page::{PageId, TxnId};
+use crate::prune;
 use crate::storage::PageReader;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn_pages::TxnPages;
@@ -445,6 +446,57 @@ impl WriteTree<'_> {
     /// Removes `key`; true if it was present.
     pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
         self.change(|pages, record| tree::remove(pages, record, key))
+    }
+
+    /// Removes every entry with a key in `range`; returns how many.
+    ///
+    /// Subtrees wholly inside the range are freed without being copied, so the pages a
+    /// commit writes grow with the depth of the tree, not with the size of the range.
+    /// An empty or inverted range removes nothing.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let mut wtx = db.begin_write()?;
+    /// let mut t = wtx.open_tree("t")?;
+    /// for k in [b"a", b"b", b"c", b"d"] {
+    ///     t.insert(k, b"")?;
+    /// }
+    /// assert_eq!(t.remove_range(&b"b"[..]..=&b"c"[..])?, 2);
+    /// assert_eq!(t.remove_range::<&[u8], _>(..)?, 2);
+    /// assert!(t.is_empty()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn remove_range<K: AsRef<[u8]>, R: RangeBounds<K>>(&mut self, range: R) -> Result<u64> {
+        let lower = range.start_bound().map(|k| k.as_ref());
+        let upper = range.end_bound().map(|k| k.as_ref());
+        self.change(|pages, record| prune::remove_range(pages, record, lower, upper))
+    }
+
+    /// Removes every entry for which `keep(key, value)` returns false; returns how many.
+    /// `keep` sees each entry once, in key order.
+    ///
+    /// Leaves in which every entry stays are read but not copied.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let mut wtx = db.begin_write()?;
+    /// let mut t = wtx.open_tree("t")?;
+    /// for (k, v) in [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")] {
+    ///     t.insert(k, v)?;
+    /// }
+    /// assert_eq!(t.retain(|_key, value| value != b"2")?, 1);
+    /// assert_eq!(t.get(b"b")?, None);
+    /// assert_eq!(t.len()?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) -> Result<u64> {
+        self.change(|pages, record| prune::retain(pages, record, &mut keep))
     }
 
     /// The value stored under `key`, borrowed until the tree is next modified.
