@@ -90,6 +90,8 @@ OP = enum(
         "UserPanic",
         "Lifecycle",
         "Compact",
+        "RemoveRange",
+        "Retain",
     ]
 )
 MMAP = enum(["Whole", "Zero", "Pages"])
@@ -160,6 +162,19 @@ def lifecycle(readers, writer, order, mmap=None):
     )
 
 
+def index_bound(kind, index):
+    return KEY_BOUND(kind, KEY("Index", u16(index)))
+
+
+def remove_range(tree, lo, hi):
+    """lo, hi: KEY_BOUND encodings."""
+    return OP("RemoveRange", u8(tree), lo, hi)
+
+
+def retain(tree, modulus, seed, panic_at=None):
+    return OP("Retain", u8(tree), u8(modulus), u8(seed), option(None if panic_at is None else u8(panic_at)))
+
+
 COMMIT = OP("Commit")
 COMPACT = OP("Compact")
 ABORT = OP("Abort")
@@ -186,6 +201,32 @@ OPS_PASSING = {
             COMPACT,
             OP("CheckSnapshot"),
             COMPACT,
+            CHECK,
+        ]
+    ),
+    # Range removes (a middle range over several leaves, the whole tree with large
+    # values, an empty range) and retain, then a panic from retain's predicate half-way
+    # through its change: the transaction must refuse its commit.
+    "seed-remove-range-and-retain": ops_input(
+        [
+            insert_run(0, 0, 250, value_len=300),
+            insert_run(1, 0, 40, value_len=9000),
+            COMMIT,
+            remove_range(0, index_bound("Included", 20), index_bound("Excluded", 230)),
+            remove_range(0, index_bound("Excluded", 5), index_bound("Included", 5)),
+            full_range(0),
+            remove_range(1, KEY_BOUND("Unbounded"), KEY_BOUND("Unbounded")),
+            COMMIT,
+            CHECK,
+            insert_run(0, 0, 250, value_len=40),
+            retain(0, 1, 7),
+            COMMIT,
+            CHECK,
+            insert_run(0, 0, 250, value_len=40),
+            COMMIT,
+            retain(0, 2, 3, panic_at=100),
+            full_range(0, committed=True),
+            COMMIT,
             CHECK,
         ]
     ),

@@ -364,16 +364,19 @@ impl DoubleEndedIterator for Range<'_> {
 
 impl std::iter::FusedIterator for Range<'_> {}
 
-/// A range of keys, as `range`, `remove_range` and friends take it: `..`, `a..b`,
-/// `a..=b`, `a..`, `..b`, `..=b` or a pair of [`Bound`]s, over any byte string type
-/// (`&[u8]`, `Vec<u8>`, `[u8; N]`, `&[u8; N]`, `&str`, `String`). Unlike
-/// `RangeBounds<K>`, it names no key type, so `tree.range(..)` needs no annotation.
+/// A range of keys, as `range` and `remove_range` take it: `..`, `a..b`, `a..=b`,
+/// `a..`, `..b`, `..=b` or a pair of [`Bound`]s, over any byte string type (`&[u8]`,
+/// `Vec<u8>`, `[u8; N]`, `&[u8; N]`, `&str`, `String`).
+///
+/// `K` is the key type, as in `RangeBounds<K>`, so that calls that name it
+/// (`tree.range::<&[u8], _>(..)`) keep working; but each range type implements the
+/// trait for one `K` only (`..` for `&[u8]`), so `tree.range(..)` needs no annotation.
 ///
 /// ```
 /// # fn main() -> mapkv::Result<()> {
 /// # let dir = tempfile::tempdir()?;
 /// # let db = mapkv::Database::open(dir.path().join("db"))?;
-/// # let mut wtx = db.begin_write()?;
+/// # let wtx = db.begin_write()?;
 /// let mut t = wtx.open_tree("t")?;
 /// for k in ["a", "b", "c", "d"] {
 ///     t.insert(k.as_bytes(), b"")?;
@@ -384,18 +387,18 @@ impl std::iter::FusedIterator for Range<'_> {}
 /// assert_eq!(t.range(vec![b'c']..)?.count(), 2);
 /// # Ok(()) }
 /// ```
-pub trait KeyRange {
+pub trait KeyRange<K: ?Sized> {
     /// The range's two ends, as byte strings.
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>);
 }
 
-impl KeyRange for std::ops::RangeFull {
+impl KeyRange<&'static [u8]> for std::ops::RangeFull {
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (Bound::Unbounded, Bound::Unbounded)
     }
 }
 
-impl<K: AsRef<[u8]>> KeyRange for std::ops::Range<K> {
+impl<K: AsRef<[u8]>> KeyRange<K> for std::ops::Range<K> {
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (
             Bound::Included(self.start.as_ref()),
@@ -404,7 +407,7 @@ impl<K: AsRef<[u8]>> KeyRange for std::ops::Range<K> {
     }
 }
 
-impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeInclusive<K> {
+impl<K: AsRef<[u8]>> KeyRange<K> for std::ops::RangeInclusive<K> {
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (
             Bound::Included(self.start().as_ref()),
@@ -413,31 +416,31 @@ impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeInclusive<K> {
     }
 }
 
-impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeFrom<K> {
+impl<K: AsRef<[u8]>> KeyRange<K> for std::ops::RangeFrom<K> {
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (Bound::Included(self.start.as_ref()), Bound::Unbounded)
     }
 }
 
-impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeTo<K> {
+impl<K: AsRef<[u8]>> KeyRange<K> for std::ops::RangeTo<K> {
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (Bound::Unbounded, Bound::Excluded(self.end.as_ref()))
     }
 }
 
-impl<K: AsRef<[u8]>> KeyRange for std::ops::RangeToInclusive<K> {
+impl<K: AsRef<[u8]>> KeyRange<K> for std::ops::RangeToInclusive<K> {
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (Bound::Unbounded, Bound::Included(self.end.as_ref()))
     }
 }
 
-impl<K: AsRef<[u8]>> KeyRange for (Bound<K>, Bound<K>) {
+impl<K: AsRef<[u8]>> KeyRange<K> for (Bound<K>, Bound<K>) {
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (bound_bytes(&self.0), bound_bytes(&self.1))
     }
 }
 
-impl<R: KeyRange + ?Sized> KeyRange for &R {
+impl<K: ?Sized, R: KeyRange<K> + ?Sized> KeyRange<K> for &R {
     fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (**self).bounds()
     }
@@ -452,7 +455,9 @@ fn bound_bytes<K: AsRef<[u8]>>(b: &Bound<K>) -> Bound<&[u8]> {
 }
 
 /// Converts a key range into owned byte bounds.
-pub(crate) fn owned_bounds(range: &impl KeyRange) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+pub(crate) fn owned_bounds<K: ?Sized>(
+    range: &impl KeyRange<K>,
+) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let (lower, upper) = range.bounds();
     (lower.map(<[u8]>::to_vec), upper.map(<[u8]>::to_vec))
 }

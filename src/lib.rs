@@ -67,6 +67,7 @@ mod meta;
 mod node;
 mod page;
 mod path_error;
+mod prune;
 mod storage;
 mod tree;
 mod txn;
@@ -159,6 +160,12 @@ pub mod testing {
     /// pages), as the full record at the bottom of a chain is; returns the free pages.
     pub fn decode_free_record(bytes: &[u8]) -> Result<u64> {
         crate::free_chain::apply_full(bytes)
+    }
+
+    /// Committed pages `txn` has copied (shadowed) so far: what its changes cost in page
+    /// copies, including copies that were freed again and never reach the file.
+    pub fn pages_copied(txn: &crate::WriteTxn) -> u64 {
+        txn.pages_copied()
     }
 
     /// Decodes a tree record (36 bytes; anything else is an error).

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::page::{ChildRef, PageHeader, PageId, PageKind, TxnId, header, header_mut};
 
 mod siblings;
-pub(crate) use siblings::{Evened, even_out};
+pub(crate) use siblings::{Evened, even_out, remove_range};
 
 /// Header of branch and leaf pages. See FORMAT.md#node-pages.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]

@@ -155,7 +155,7 @@ pub(crate) fn get<'a, P: Pages + ?Sized>(
 // ---- writes --------------------------------------------------------------------------
 
 /// What a changed node hands its parent.
-enum Grow {
+pub(crate) enum Grow {
     /// The node (possibly at a new page id after shadowing).
     One(ChildRef),
     /// The node became two; keys `>= separator` are in the right one.
@@ -268,16 +268,27 @@ fn edit_below(
     let Some((grow, existed)) = edit_below(pages, child, key, levels - 1, change)? else {
         return Ok(None);
     };
+    Ok(Some((attach_or_rebalance(pages, &r, i, grow)?, existed)))
+}
+
+/// Shadows the branch `r` and puts `grow` (what became of its child `i`) into it,
+/// rebalancing the child with a sibling if it is underfull now: one step of the way back
+/// up from a changed leaf. Returns what became of the branch.
+pub(crate) fn attach_or_rebalance(
+    pages: &mut TxnPages,
+    r: &ChildRef,
+    i: usize,
+    grow: Grow,
+) -> Result<Grow> {
     let child_underfull = is_underfull_now(pages, &grow)?;
-    let id = pages.shadow(&r)?;
-    let grow = match grow {
+    let id = pages.shadow(r)?;
+    match grow {
         Grow::One(c) if child_underfull => {
             node::set_child(pages.dirty_mut(id), i, &c)?;
-            rebalance(pages, id, i)?
+            rebalance(pages, id, i)
         }
-        grow => attach(pages, id, i, grow)?,
-    };
-    Ok(Some((grow, existed)))
+        grow => attach(pages, id, i, grow),
+    }
 }
 
 /// Applies `change` at `slot` (found by the lookup) of the leaf `r` names, shadowing it
@@ -307,8 +318,9 @@ fn edit_leaf(
     Ok(Some((grow, slot.is_ok())))
 }
 
-/// Whether what became of a node leaves it underfull, so its parent rebalances it.
-fn is_underfull_now(pages: &TxnPages, grow: &Grow) -> Result<bool> {
+/// Whether what became of a node (a dirty page) leaves it underfull, so its parent
+/// rebalances it.
+pub(crate) fn is_underfull_now(pages: &TxnPages, grow: &Grow) -> Result<bool> {
     Ok(match grow {
         Grow::One(r) => {
             let node = Node::parse(pages.dirty(r.page()), r.page())?;
@@ -318,7 +330,7 @@ fn is_underfull_now(pages: &TxnPages, grow: &Grow) -> Result<bool> {
     })
 }
 
-fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<()> {
+pub(crate) fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<()> {
     match grow {
         Grow::One(r) => tree.root = r,
         Grow::Split(left, sep, right) => {
@@ -418,7 +430,7 @@ pub(crate) fn remove(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8]) ->
 }
 
 /// A root branch with one child is replaced by that child; an empty root leaf by nothing.
-fn collapse_root(pages: &mut TxnPages, tree: &mut TreeRecord) -> Result<()> {
+pub(crate) fn collapse_root(pages: &mut TxnPages, tree: &mut TreeRecord) -> Result<()> {
     loop {
         let root = tree.root;
         let node = load(&*pages, &root, tree.depth.get())?;
@@ -491,15 +503,19 @@ pub(crate) fn free_all(pages: &mut TxnPages, tree: &TreeRecord) -> Result<()> {
     Ok(())
 }
 
-/// Frees the node `r` before what it references, so that a corrupt file whose
-/// references share a page stops at the second visit (`a page was freed twice`) instead
-/// of walking the shared subtree again and again.
-fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Result<()> {
-    let (children, blobs) = {
+/// Frees the subtree at `r`, `levels` above the leaves, and the blobs of its values;
+/// returns the number of entries its leaves held. Frees the node `r` before what it
+/// references, so that a corrupt file whose references share a page stops at the
+/// second visit (`a page was freed twice`) instead of walking the shared subtree again
+/// and again.
+pub(crate) fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Result<u64> {
+    let (children, blobs, entries) = {
         let node = load(&*pages, &r, levels)?;
         let mut children = Vec::new();
         let mut blobs = Vec::new();
+        let mut entries = 0;
         if node.is_leaf() {
+            entries = node.len() as u64;
             for i in 0..node.len() {
                 if let LeafValue::Overflow(o) = node.value(i)? {
                     blobs.push(o);
@@ -510,16 +526,19 @@ fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Result<()> {
                 children.push(node.child(i)?);
             }
         }
-        (children, blobs)
+        (children, blobs, entries)
     };
     pages.free_page(&r)?;
     for o in blobs {
         pages.free_blob(&o)?;
     }
+    let mut entries = entries;
     for c in children {
-        free_below(pages, c, levels - 1)?;
+        // Saturates rather than wraps: a corrupt count then exceeds the tree record's,
+        // which the caller reports.
+        entries = entries.saturating_add(free_below(pages, c, levels - 1)?);
     }
-    Ok(())
+    Ok(entries)
 }
 
 /// Seals this transaction's dirty pages below `r`, children first: each takes the next

@@ -261,7 +261,7 @@ impl<'t> ReadTree<'t> {
     /// assert_eq!(t.range(2u32.to_be_bytes()..5u32.to_be_bytes())?.count(), 3);
     /// # Ok(()) }
     /// ```
-    pub fn range<R: KeyRange>(&self, range: R) -> Result<Range<'t>> {
+    pub fn range<K: AsRef<[u8]>, R: KeyRange<K>>(&self, range: R) -> Result<Range<'t>> {
         let (lower, upper) = owned_bounds(&range);
         Ok(Range::new(&self.txn.reader, self.record, lower, upper))
     }

@@ -53,6 +53,10 @@ pub(crate) struct TxnPages {
     /// The newest durable commit when this transaction began (it cannot change before
     /// this transaction commits: there is one writer).
     durable: TxnId,
+    /// Committed pages copied by `shadow` so far (for tests: what a change cost in
+    /// copies, which the pages written at commit do not show when the copies were freed
+    /// again before it).
+    pub(crate) copied: u64,
     /// Why a change failed or was interrupted half-way (an I/O error, a corrupt page, a
     /// panic): the transaction's pages may be inconsistent, so it refuses every further
     /// change and `commit`.
@@ -132,6 +136,7 @@ impl TxnPages {
             freed: PageRuns::new(),
             freed_volatile: PageRuns::new(),
             durable,
+            copied: 0,
             failed: None,
         }
     }
@@ -282,6 +287,7 @@ impl TxnPages {
         let mut copy: Box<[u8]> = page.into();
         node::set_txn(&mut copy, self.txn);
         self.free_committed(id, 1, r.txn())?;
+        self.copied += 1;
         Ok(self.add_page(copy))
     }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::free_chain::FreeChain;
 use crate::freelist::{PageRuns, Pending};
 use crate::page::{Geometry, PageId, TxnId};
+use crate::prune;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn::{Durability, Snapshot, find_tree, tree_names};
 use crate::txn_pages::TxnPages;
@@ -383,6 +384,13 @@ impl WriteTxn {
     pub(crate) fn pages_mut(&mut self) -> &mut TxnPages {
         self.pages.get_mut()
     }
+
+    /// Committed pages this transaction copied so far (for tests).
+    pub(crate) fn pages_copied(&self) -> u64 {
+        self.pages
+            .with_ref(|inner| Ok(inner.pages.copied))
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for WriteTxn {
@@ -494,6 +502,57 @@ impl WriteTree<'_> {
         self.change(|pages, record| tree::remove(pages, record, key))
     }
 
+    /// Removes every entry with a key in `range` (see [`KeyRange`]); returns how many.
+    ///
+    /// Subtrees wholly inside the range are freed without being copied, so the pages a
+    /// commit writes grow with the depth of the tree, not with the size of the range.
+    /// An empty or inverted range removes nothing.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// let mut log = wtx.open_tree("log")?;
+    /// for day in 1u32..=31 {
+    ///     log.insert(&day.to_be_bytes(), b"entry")?;
+    /// }
+    /// // Retention: everything before day 25.
+    /// assert_eq!(log.remove_range(..25u32.to_be_bytes())?, 24);
+    /// assert_eq!(log.remove_range(b"a".as_slice()..=b"c")?, 0);
+    /// assert_eq!(log.remove_range(..)?, 7);
+    /// assert!(log.is_empty()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn remove_range<K: AsRef<[u8]>, R: KeyRange<K>>(&mut self, range: R) -> Result<u64> {
+        let (lower, upper) = range.bounds();
+        self.change(|pages, record| prune::remove_range(pages, record, lower, upper))
+    }
+
+    /// Removes every entry for which `keep(key, value)` returns false; returns how many.
+    /// `keep` sees each entry once, in key order. It may not use this transaction (its
+    /// trees answer `Error::Reentrant`): it runs in the middle of the change.
+    ///
+    /// Leaves in which every entry stays are read but not copied.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// let mut t = wtx.open_tree("t")?;
+    /// for (k, v) in [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")] {
+    ///     t.insert(k, v)?;
+    /// }
+    /// assert_eq!(t.retain(|_key, value| value != b"2")?, 1);
+    /// assert_eq!(t.get(b"b")?, None);
+    /// assert_eq!(t.len()?, 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) -> Result<u64> {
+        self.change(|pages, record| prune::retain(pages, record, &mut keep))
+    }
+
     /// Inserts `key` → `value` and returns the value it replaced, if any.
     ///
     /// ```
@@ -574,7 +633,7 @@ impl WriteTree<'_> {
 
     /// Entries with keys in `range`, ascending (or descending with `.rev()`); see
     /// [`KeyRange`] for the ranges it takes.
-    pub fn range<R: KeyRange>(&self, range: R) -> Result<Range<'_>> {
+    pub fn range<K: AsRef<[u8]>, R: KeyRange<K>>(&self, range: R) -> Result<Range<'_>> {
         let (lower, upper) = owned_bounds(&range);
         Ok(Range::new(&self.view, self.view.record()?, lower, upper))
     }

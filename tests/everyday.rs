@@ -92,6 +92,35 @@ fn handles_in_scope_at_the_commit_and_reopened_trees() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_retain_predicate_cannot_use_the_transaction() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("db"))?;
+    let w = db.begin_write()?;
+    let mut keep = w.open_tree("keep")?;
+    keep.insert(b"a", b"")?;
+    let mut t = w.open_tree("t")?;
+    t.insert(b"a", b"")?;
+    t.insert(b"b", b"")?;
+    let mut errors = Vec::new();
+    let removed = t.retain(|k, _| match keep.get(k) {
+        Ok(found) => found.is_some(),
+        Err(e) => {
+            errors.push(e.to_string());
+            true
+        }
+    })?;
+    assert_eq!(removed, 0);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("retain"), "{}", errors[0]);
+    // Outside the predicate everything works again.
+    assert_eq!(t.retain(|k, _| k == b"a")?, 1);
+    keep.insert(b"b", b"")?;
+    w.commit()?;
+    db.check()?;
+    Ok(())
+}
+
 /// One snapshot scanned by eight threads at once (and its values read back) while a
 /// writer commits, with the whole file mapped and with every page read by pread.
 #[test]
@@ -159,7 +188,6 @@ fn eight_threads_scan_one_snapshot_while_a_writer_commits() -> Result<()> {
             writer.join().expect("writer")
         })?;
         assert!(commits.load(Ordering::Relaxed) > 0, "the writer committed");
-        drop(tree);
         drop(rtx);
         db.check()?;
     }

@@ -76,6 +76,22 @@ fn exercise(db: &Database) {
             let _ = db.check();
         }
     }
+    // Range removes walk and free whole subtrees; `retain` reads every entry.
+    if let (Ok(rtx), Ok(wtx)) = (db.begin_read(), db.begin_write()) {
+        let ok = rtx
+            .tree_names()
+            .unwrap_or_default()
+            .iter()
+            .try_for_each(|name| {
+                let mut t = wtx.open_tree(name)?;
+                t.remove_range(&b"k1"[..]..&b"k4"[..])?;
+                t.retain(|k, v| (k.len() + v.len()) % 3 != 0).map(drop)
+            });
+        if ok.is_ok() {
+            let _ = wtx.commit();
+            let _ = db.check();
+        }
+    }
     // Deleting a tree frees every page and blob it reaches.
     if let (Ok(rtx), Ok(wtx)) = (db.begin_read(), db.begin_write()) {
         for name in rtx.tree_names().unwrap_or_default() {

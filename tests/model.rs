@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use mapkv::{Database, Durability, Error, Options, Result, WriteTxn};
 use quickcheck::{Arbitrary, Gen, QuickCheck};
-use support::model::{Tree, Trees, Walk, check_range};
+use support::model::{Tree, Trees, Walk, check_range, model_range};
 
 const TREES: [&str; 3] = ["alpha", "beta", "gamma"];
 const VALUE_SIZES: [usize; 7] = [0, 3, 150, 900, 1700, 5000, 70_000];
@@ -52,6 +52,19 @@ enum Op {
         lower: Bound<BoundKey>,
         upper: Bound<BoundKey>,
         seed: u64,
+    },
+    /// Every bound kind, as for `Range`.
+    RemoveRange {
+        tree: u8,
+        lower: Bound<BoundKey>,
+        upper: Bound<BoundKey>,
+    },
+    /// Keeps the entries for which a hash of key, value and `seed` is not a multiple of
+    /// `modulus` (1: removes all).
+    Retain {
+        tree: u8,
+        modulus: u8,
+        seed: u8,
     },
     DeleteTree {
         tree: u8,
@@ -145,7 +158,7 @@ impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Op {
         let tree = u8::arbitrary(g) % TREES.len() as u8;
         let key = |g: &mut Gen| u16::arbitrary(g) % 2000;
-        match u8::arbitrary(g) % 27 {
+        match u8::arbitrary(g) % 30 {
             0..=6 => Op::Insert {
                 tree,
                 start: key(g),
@@ -177,6 +190,16 @@ impl Arbitrary for Op {
                 }
             }
             14 => Op::DeleteTree { tree },
+            27..=28 => {
+                let lower = arbitrary_bound(g, BoundKey::arbitrary);
+                let upper = arbitrary_bound(g, |g| BoundKey::arbitrary_after(g, &lower));
+                Op::RemoveRange { tree, lower, upper }
+            }
+            29 => Op::Retain {
+                tree,
+                modulus: u8::arbitrary(g) % 4 + 1,
+                seed: u8::arbitrary(g),
+            },
             15..=17 => Op::Commit {
                 durable: u8::arbitrary(g) % 3 != 0,
             },
@@ -203,7 +226,7 @@ impl Arbitrary for Op {
                 size: u8::arbitrary(g) % VALUE_SIZES.len() as u8,
                 seed: u8::arbitrary(g),
             },
-            _ => Op::Overwrite {
+            20..=21 => Op::Overwrite {
                 tree,
                 start: key(g),
                 count: u8::arbitrary(g) % 16 + 1,
@@ -213,6 +236,7 @@ impl Arbitrary for Op {
                 rounds: u8::arbitrary(g) % 2 + 2,
                 seed: u8::arbitrary(g),
             },
+            _ => unreachable!(),
         }
     }
 
@@ -468,6 +492,55 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
                 let range = t.range((lower.clone(), upper.clone()))?;
                 check_range(range, m, as_slice(&lower), as_slice(&upper), walk)?;
             }
+        }
+        Op::RemoveRange { tree, lower, upper } => {
+            let name = TREES[tree as usize];
+            let m = model.entry(name.to_string()).or_default();
+            let mut t = w.open_tree(name)?;
+            let (lower, upper) = (lower.map(|k| k.resolve(m)), upper.map(|k| k.resolve(m)));
+            let gone: Vec<Vec<u8>> = model_range(m, as_slice(&lower), as_slice(&upper))
+                .into_iter()
+                .map(|(k, _)| k.to_vec())
+                .collect();
+            let removed = t.remove_range((lower, upper))?;
+            assert_eq!(removed, gone.len() as u64);
+            for k in gone {
+                m.remove(&k);
+            }
+            assert_eq!(t.len()?, m.len() as u64);
+        }
+        Op::Retain {
+            tree,
+            modulus,
+            seed,
+        } => {
+            let name = TREES[tree as usize];
+            let m = model.entry(name.to_string()).or_default();
+            let mut t = w.open_tree(name)?;
+            let keep = |k: &[u8], v: &[u8]| {
+                let h = k.iter().chain(v.iter().take(8)).fold(seed as u32, |h, &b| {
+                    h.wrapping_mul(31).wrapping_add(b as u32)
+                });
+                (h.wrapping_add(v.len() as u32)) % modulus as u32 != 0
+            };
+            let mut seen = Vec::new();
+            let removed = t.retain(|k, v| {
+                assert_eq!(
+                    m.get(k).map(Vec::as_slice),
+                    Some(v),
+                    "retain offers stored values"
+                );
+                seen.push(k.to_vec());
+                keep(k, v)
+            })?;
+            assert!(
+                seen.iter().eq(m.keys()),
+                "retain offers each entry once, in order"
+            );
+            let before = m.len();
+            m.retain(|k, v| keep(k, v));
+            assert_eq!(removed, (before - m.len()) as u64);
+            assert_eq!(t.len()?, m.len() as u64);
         }
         Op::DeleteTree { tree } => {
             let name = TREES[tree as usize];

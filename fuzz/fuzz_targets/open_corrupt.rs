@@ -4,8 +4,8 @@
 //! extensions, optionally resealed (every checksum on the way from the meta recomputed,
 //! so the edit reaches the decoders instead of stopping at a checksum), and crafted edits:
 //! trees turned into DAGs (resealed), references given another writer `txn`. Then: open,
-//! check, compact (one input in eight), read everything, write (inserts, removes, a tree
-//! deleted), commit, close, reopen. Errors are allowed; panics, crashes, hangs and huge
+//! check, compact (one input in eight), read everything, write (inserts, removes, range
+//! removes, `retain`, a tree deleted), commit, close, reopen. Errors are allowed; panics, crashes, hangs and huge
 //! allocations are not.
 //!
 //! When the only edits are `txn` changes, the pages, the references between them and the
@@ -394,11 +394,20 @@ fn exercise(db: &Database, writes: &[(u16, u16)], found: &Found, intact: bool) -
             return None;
         };
         let key = format!("k{:05}", k % 2000).into_bytes();
-        let r = match v % 6 {
+        let r = match v % 8 {
             0 | 1 if !keys.is_empty() => tree.remove(&keys[v as usize / 6 % keys.len()]).map(drop),
             0 => tree.remove(&key).map(drop),
             // Overflow blobs of up to five pages.
             2 => tree.insert(&key, &vec![i as u8; 3000 + usize::from(v) % 17_000]),
+            // Range removes walk and free whole subtrees, and `retain` reads every entry.
+            6 if !keys.is_empty() => {
+                let from = &keys[v as usize / 8 % keys.len()];
+                tree.remove_range(&from[..]..=&key[..]).map(drop)
+            }
+            6 => tree.remove_range::<&[u8], _>(..).map(drop),
+            7 => tree
+                .retain(|k, value| (k.len() + value.len() + i) % 3 != 0)
+                .map(drop),
             _ => tree.insert(&key, &vec![i as u8; usize::from(v) % 400]),
         };
         if r.is_err() {

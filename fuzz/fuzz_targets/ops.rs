@@ -205,6 +205,22 @@ enum Op {
     Lifecycle(Lifecycle),
     /// `Database::compact` (in place), when no write transaction of the harness is open.
     Compact,
+    /// `remove_range` between two bounds of any kinds (inverted and empty ranges too).
+    RemoveRange {
+        tree: u8,
+        lo: KeyBound,
+        hi: KeyBound,
+    },
+    /// `retain`, keeping the entries whose bytes hash with `seed` to a number that is not
+    /// a multiple of `modulus % 4 + 1` (1: none kept). With `panic_at`, the predicate
+    /// panics (caught) at that call if it gets there: a change cut half-way by user code,
+    /// after which the transaction refuses further changes and its commit.
+    Retain {
+        tree: u8,
+        modulus: u8,
+        seed: u8,
+        panic_at: Option<u8>,
+    },
     /// `replace`, `take` or `update` of one key, against the model.
     Rmw {
         tree: u8,
@@ -504,6 +520,73 @@ impl Harness {
         drop(t);
         let m = self.pending.entry(tree.to_string()).or_default();
         assert_eq!(was, m.remove(k).is_some(), "remove {k:?}");
+    }
+
+    fn remove_range(&mut self, tree: &str, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) {
+        let Some(wtx) = self.wtx() else { return };
+        let mut t = wtx.open_tree(tree).expect("open_tree");
+        let removed = t
+            .remove_range::<Vec<u8>, _>((lo.clone(), hi.clone()))
+            .expect("remove_range");
+        drop(t);
+        let m = self.pending.entry(tree.to_string()).or_default();
+        let before = m.len();
+        m.retain(|k, _| !in_range(k, &lo, &hi));
+        assert_eq!(
+            removed,
+            (before - m.len()) as u64,
+            "remove_range {lo:?}..{hi:?}"
+        );
+    }
+
+    fn retain(&mut self, tree: &str, modulus: u8, seed: u8, panic_at: Option<u8>) {
+        if self.wtx().is_none() {
+            return;
+        }
+        let (Some(wtx), pending) = (self.wtx.as_mut(), &mut self.pending) else {
+            unreachable!("begun above");
+        };
+        let m = pending.entry(tree.to_string()).or_default();
+        let keep = |k: &[u8], v: &[u8]| {
+            let h = k
+                .iter()
+                .chain(v.iter().take(16))
+                .fold(u32::from(seed), |h, &b| {
+                    h.wrapping_mul(31).wrapping_add(u32::from(b))
+                });
+            h.wrapping_add(v.len() as u32) % (u32::from(modulus % 4) + 1) != 0
+        };
+        let mut seen = Vec::new();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut t = wtx.open_tree(tree).expect("open_tree");
+            t.retain(|k, v| {
+                if panic_at.is_some_and(|n| usize::from(n) == seen.len()) {
+                    panic_any(UserPanic);
+                }
+                assert_eq!(m.get(k).map(Vec::as_slice), Some(v), "retain offers {k:?}");
+                seen.push(k.to_vec());
+                keep(k, v)
+            })
+            .expect("retain")
+        }));
+        let Ok(removed) = outcome else {
+            // Cut inside a change: the transaction refuses everything, and its commit.
+            let wtx = self.wtx.take().expect("a write transaction");
+            assert!(
+                wtx.open_tree(tree).is_err(),
+                "a change after an interrupted one"
+            );
+            assert!(wtx.commit().is_err(), "commit after an interrupted change");
+            self.pending = self.committed.clone();
+            return;
+        };
+        assert!(
+            seen.iter().eq(m.keys()),
+            "retain offers each entry once, in order"
+        );
+        let before = m.len();
+        m.retain(|k, v| keep(k, v));
+        assert_eq!(removed, (before - m.len()) as u64, "retain");
     }
 
     /// Runs `f` on the tree as the write transaction sees it (if one is open and
@@ -1148,6 +1231,13 @@ fuzz_target!(init: let_user_panics_through(), |input: Input| {
                 point,
             } => h.user_panic(name(*tree), key_bytes(key), value_bytes(value), *point),
             Op::Lifecycle(plan) => lifecycle(&mut h, plan),
+            Op::RemoveRange { tree, lo, hi } => h.remove_range(name(*tree), bound(lo), bound(hi)),
+            Op::Retain {
+                tree,
+                modulus,
+                seed,
+                panic_at,
+            } => h.retain(name(*tree), *modulus, *seed, *panic_at),
         }
     }
     if input.ops.len() % 2 == 0 {

@@ -248,7 +248,7 @@ pub(super) fn insert_from(
 
 /// Removes the slots `range` of dirty node `id`; their cells become holes (counted in
 /// `frag_bytes`).
-pub(super) fn remove_range(page: &mut [u8], id: PageId, range: Range<usize>) -> Result<()> {
+pub(crate) fn remove_range(page: &mut [u8], id: PageId, range: Range<usize>) -> Result<()> {
     let node = Node::parse(page, id)?;
     let (kind, count) = (node.kind(), node.len());
     if range.start > range.end || range.end > count {
