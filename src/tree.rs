@@ -15,6 +15,9 @@ use crate::node::{
 use crate::page::{ChildRef, Geometry, PageId, PageKind, VALUE_LEN_MAX, seal};
 use crate::txn_pages::TxnPages;
 
+mod append;
+pub(crate) use append::append;
+
 /// No tree is deeper than this; a descent that goes further has met a cycle in a corrupt
 /// file. Branch fan-out is at least 3, so 3^40 leaves is far beyond any file.
 pub(crate) const DEPTH_MAX: u32 = 40;
