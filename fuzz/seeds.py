@@ -92,6 +92,11 @@ OP = enum(
         "Compact",
         "RemoveRange",
         "Retain",
+        "Append",
+        "AppendRun",
+        "Rmw",
+        "Ends",
+        "TwoTrees",
     ]
 )
 MMAP = enum(["Whole", "Zero", "Pages"])
@@ -129,6 +134,14 @@ def full_range(tree, committed=False, take=255, pattern=0x5A5A5A5A):
         u8(take),
         boolean(committed),
     )
+
+
+def append(tree, index, value_len=30):
+    return OP("Append", u8(tree), KEY("Index", u16(index)), VALUE("Sized", u32(value_len), u8(5)))
+
+
+def append_run(tree, count, value_len=20):
+    return OP("AppendRun", u8(tree), u8(count), u16(value_len))
 
 
 def forget(tree, start, count, value_len=60, remove_every=0):
@@ -226,6 +239,26 @@ OPS_PASSING = {
             COMMIT,
             retain(0, 2, 3, panic_at=100),
             full_range(0, committed=True),
+            COMMIT,
+            CHECK,
+        ]
+    ),
+    # Appends past the last key, with leaves and branches cut at their end, blobs,
+    # refusals of keys not past the last, inserts between, across commits.
+    "seed-append-runs": ops_input(
+        [
+            append_run(0, 250),
+            append_run(0, 250, value_len=3000),
+            COMMIT,
+            append(0, 5),
+            insert_run(0, 0, 100),
+            append_run(0, 200),
+            get(0, 50),
+            full_range(0),
+            COMMIT,
+            append_run(1, 255, value_len=700),
+            append(1, 399),
+            remove_run(1, 0, 400),
             COMMIT,
             CHECK,
         ]

@@ -23,10 +23,12 @@ pub enum Error {
     TreeNotFound(String),
     /// `Database::bulk_load` was asked to load into a tree that already holds entries.
     TreeNotEmpty(String),
-    /// `Database::bulk_load` input was not strictly ascending.
+    /// `Database::bulk_load` input was not strictly ascending, or `WriteTree::append`
+    /// was given a key not greater than the tree's last.
     Unsorted {
-        /// Zero-based position of the first entry whose key is not greater than the
-        /// key before it.
+        /// `bulk_load`: zero-based position of the first entry whose key is not greater
+        /// than the key before it. `append`: the tree's entry count, the position the
+        /// entry would have had.
         index: u64,
     },
     /// A key (or tree name) is longer than the page size allows.
@@ -86,7 +88,8 @@ impl fmt::Display for Error {
             }
             Error::Unsorted { index } => write!(
                 f,
-                "bulk_load input is not strictly ascending at entry {index}"
+                "keys are not strictly ascending at entry {index} (bulk_load input, or an \
+                 append after the tree's last key)"
             ),
             Error::KeyTooLarge { size, max } => {
                 write!(

@@ -12,7 +12,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use crate::error::{Error, Result};
 use crate::page::{ChildRef, PageHeader, PageId, PageKind, TxnId, header, header_mut};
 
+mod runs;
 mod siblings;
+pub(crate) use runs::{Hint, Run, run_cut};
 pub(crate) use siblings::{Evened, even_out, remove_range};
 
 /// Header of branch and leaf pages. See FORMAT.md#node-pages.
@@ -628,6 +630,8 @@ fn compact(page: &mut [u8], id: PageId, kind: PageKind) -> Result<()> {
         .then(|| node.child(0))
         .transpose()?;
     init(page, kind, txn);
+    // The same cells in the same slots: the insert hint still holds.
+    Hint::of(&old).write(page);
     if let Some(l) = leftmost {
         set_leftmost(page, &l);
     }
@@ -720,9 +724,10 @@ pub(crate) fn build(
 /// A node cut in two: the left page, the key that separates them, the right page.
 pub(crate) type TwoPages = (Box<[u8]>, Vec<u8>, Box<[u8]>);
 
-/// Cuts `cells` (too many for one page) into two new pages; returns them with the key
-/// that separates them. Branches move the cut cell's key up and its child becomes the
-/// right page's leftmost.
+/// Cuts `cells` (too many for one page) into two new pages, at `cut` if given (a cut
+/// that fits, from `run_cut`), else where `split_point` puts it; returns them with the
+/// key that separates them and the cut. Branches move the cut cell's key up and its
+/// child becomes the right page's leftmost.
 pub(crate) fn build_two(
     id: PageId,
     page_size: usize,
@@ -730,11 +735,17 @@ pub(crate) fn build_two(
     txn: TxnId,
     leftmost: Option<&ChildRef>,
     cells: &[Cell],
-) -> Result<TwoPages> {
-    let cut = split_point(id, kind, page_size, cells.len(), |j| {
-        Ok(cells[j].footprint())
-    })?
-    .at;
+    cut: Option<usize>,
+) -> Result<(TwoPages, usize)> {
+    let cut = match cut {
+        Some(at) => at,
+        None => {
+            split_point(id, kind, page_size, cells.len(), |j| {
+                Ok(cells[j].footprint())
+            })?
+            .at
+        }
+    };
     let mut left = vec![0; page_size].into_boxed_slice();
     let mut right = vec![0; page_size].into_boxed_slice();
     let (sep, right_leftmost, right_cells) = match kind {
@@ -751,7 +762,7 @@ pub(crate) fn build_two(
     };
     build(&mut left, kind, txn, leftmost, &cells[..cut]);
     build(&mut right, kind, txn, right_leftmost.as_ref(), right_cells);
-    Ok((left, sep, right))
+    Ok(((left, sep, right), cut))
 }
 
 /// A node is underfull below a quarter page; removes rebalance such nodes.

@@ -53,7 +53,8 @@ impl PageKind {
 pub(crate) struct PageHeader {
     /// A [`PageKind`].
     pub kind: u8,
-    /// Always 0 in this version.
+    /// Leaves: the insert hint (`node::Hint`, FORMAT.md#insert-hints); 0 in branches and
+    /// blobs. Readers ignore it.
     pub flags: u8,
     /// Number of slots (node pages); 0 for blobs.
     pub count: U16,

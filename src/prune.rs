@@ -443,7 +443,7 @@ fn settle_below(
         return Ok(Some(Grow::One(r)));
     }
     *underfull |= child_underfull;
-    Ok(Some(tree::attach_or_rebalance(pages, &r, i, grow)?))
+    Ok(Some(tree::attach_or_rebalance(pages, &r, i, grow, true)?))
 }
 
 /// The walk of `retain`.
@@ -486,7 +486,7 @@ impl Retain<'_> {
         let Some(grow) = self.visit(pages, child, levels - 1, from)? else {
             return Ok(None);
         };
-        Ok(Some(tree::attach_or_rebalance(pages, &r, i, grow)?))
+        Ok(Some(tree::attach_or_rebalance(pages, &r, i, grow, true)?))
     }
 
     fn visit_leaf(&mut self, pages: &mut TxnPages, r: ChildRef) -> Result<Option<Grow>> {

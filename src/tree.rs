@@ -9,11 +9,14 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::error::{Error, Result};
 use crate::node::{
-    self, Cell, Evened, LeafValue, Node, OverflowRef, encode_branch_cell, encode_leaf_cell,
-    is_underfull,
+    self, Cell, Evened, Hint, LeafValue, Node, OverflowRef, Run, encode_branch_cell,
+    encode_leaf_cell, is_underfull,
 };
 use crate::page::{ChildRef, Geometry, PageId, PageKind, VALUE_LEN_MAX, seal};
 use crate::txn_pages::TxnPages;
+
+mod append;
+pub(crate) use append::append;
 
 /// No tree is deeper than this; a descent that goes further has met a cycle in a corrupt
 /// file. Branch fan-out is at least 3, so 3^40 leaves is far beyond any file.
@@ -158,8 +161,12 @@ pub(crate) fn get<'a, P: Pages + ?Sized>(
 pub(crate) enum Grow {
     /// The node (possibly at a new page id after shadowing).
     One(ChildRef),
-    /// The node became two; keys `>= separator` are in the right one.
-    Split(ChildRef, Vec<u8>, ChildRef),
+    /// The node became two; keys `>= separator` are in the right one. With a run: the
+    /// node was cut at its edge for a run of inserts going that way (the old cells
+    /// stayed together, the new one's page is at the edge: the right one going up, the
+    /// left one going down), so its parent, if the node is its child at the same edge,
+    /// cuts there too (`node::run_cut`).
+    Split(ChildRef, Vec<u8>, ChildRef, Option<Run>),
 }
 
 /// Checks key and value sizes against the limits of this page size.
@@ -268,19 +275,26 @@ fn edit_below(
     let Some((grow, existed)) = edit_below(pages, child, key, levels - 1, change)? else {
         return Ok(None);
     };
-    Ok(Some((attach_or_rebalance(pages, &r, i, grow)?, existed)))
+    // A new key only adds to its leaf: one underfull after it was underfull before (a
+    // run of inserts opened it with one cell, FORMAT.md#insert-hints) and is left so.
+    // A remove, or an overwrite that shrank a value, rebalances.
+    Ok(Some((
+        attach_or_rebalance(pages, &r, i, grow, existed)?,
+        existed,
+    )))
 }
 
 /// Shadows the branch `r` and puts `grow` (what became of its child `i`) into it,
-/// rebalancing the child with a sibling if it is underfull now: one step of the way back
-/// up from a changed leaf. Returns what became of the branch.
+/// rebalancing the child with a sibling if `may_rebalance` and it is underfull now: one
+/// step of the way back up from a changed leaf. Returns what became of the branch.
 pub(crate) fn attach_or_rebalance(
     pages: &mut TxnPages,
     r: &ChildRef,
     i: usize,
     grow: Grow,
+    may_rebalance: bool,
 ) -> Result<Grow> {
-    let child_underfull = is_underfull_now(pages, &grow)?;
+    let child_underfull = may_rebalance && is_underfull_now(pages, &grow)?;
     let id = pages.shadow(r)?;
     match grow {
         Grow::One(c) if child_underfull => {
@@ -309,13 +323,37 @@ fn edit_leaf(
         }
         node::remove_cell(pages.dirty_mut(id), id, i)?;
     }
-    let grow = match change {
-        LeafEdit::Put(cell) => {
-            put_cell(pages, id, PageKind::Leaf, slot.unwrap_or_else(|i| i), cell)?
-        }
-        LeafEdit::Delete => Grow::One(pages.dirty_ref(id)),
+    let grow = match (change, slot) {
+        // An overwrite keeps the hint: it says where new keys arrive.
+        (LeafEdit::Put(cell), Ok(i)) => put_cell(pages, id, PageKind::Leaf, i, cell, None)?.grow,
+        (LeafEdit::Put(cell), Err(i)) => put_new_key(pages, id, i, cell, None)?,
+        (LeafEdit::Delete, _) => Grow::One(pages.dirty_ref(id)),
     };
     Ok(Some((grow, slot.is_ok())))
+}
+
+/// Inserts a new key's `cell` at slot `pos` of dirty leaf `id`. If the leaf is full and
+/// the insert continues a run (`run`, else the one the leaf's hint shows), the leaf is
+/// cut at the insertion point; the page that takes the cell records the new hint.
+fn put_new_key(
+    pages: &mut TxnPages,
+    id: PageId,
+    pos: usize,
+    cell: Cell,
+    run: Option<Run>,
+) -> Result<Grow> {
+    let (adjacent, run) = match run {
+        Some(run) => (Some(run), Some(run)),
+        None => {
+            let page = pages.dirty(id);
+            let hint = Hint::of(page);
+            let adjacent = hint.adjacent(&Node::parse(page, id)?, pos)?;
+            (adjacent, adjacent.filter(|&run| hint.continues(run)))
+        }
+    };
+    let put = put_cell(pages, id, PageKind::Leaf, pos, cell, run)?;
+    Hint::after(cell.key, adjacent).write(pages.dirty_mut(put.cell_page));
+    Ok(put.grow)
 }
 
 /// Whether what became of a node (a dirty page) leaves it underfull, so its parent
@@ -333,7 +371,7 @@ pub(crate) fn is_underfull_now(pages: &TxnPages, grow: &Grow) -> Result<bool> {
 pub(crate) fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<()> {
     match grow {
         Grow::One(r) => tree.root = r,
-        Grow::Split(left, sep, right) => {
+        Grow::Split(left, sep, right, _) => {
             if tree.depth.get() >= DEPTH_MAX {
                 return Err(Error::corrupted(
                     left.page.get(),
@@ -363,37 +401,53 @@ fn attach(pages: &mut TxnPages, id: PageId, i: usize, grow: Grow) -> Result<Grow
             node::set_child(pages.dirty_mut(id), i, &r)?;
             Ok(Grow::One(pages.dirty_ref(id)))
         }
-        Grow::Split(left, sep, right) => {
-            node::set_child(pages.dirty_mut(id), i, &left)?;
+        Grow::Split(left, sep, right, edge) => {
+            let p = pages.dirty_mut(id);
+            node::set_child(p, i, &left)?;
+            let len = Node::parse(p, id)?.len();
+            // The run goes on at this branch's edge only if the child was at that edge.
+            let run = edge.filter(|run| match run {
+                Run::Up => i == len,
+                Run::Down => i == 0,
+            });
             let mut cell = Vec::new();
             encode_branch_cell(&mut cell, &sep, &right);
-            put_cell(
-                pages,
-                id,
-                PageKind::Branch,
-                i,
-                Cell {
-                    key: &sep,
-                    bytes: &cell,
-                },
-            )
+            let cell = Cell {
+                key: &sep,
+                bytes: &cell,
+            };
+            Ok(put_cell(pages, id, PageKind::Branch, i, cell, run)?.grow)
         }
     }
 }
 
-/// Inserts `cell` at slot `pos` of dirty node `id`, splitting it if it is full.
+/// What `put_cell` did.
+struct Put {
+    /// What became of the node.
+    grow: Grow,
+    /// Leaves: the page that took the new cell.
+    cell_page: PageId,
+}
+
+/// Inserts `cell` at slot `pos` of dirty node `id`, splitting it if it is full: at the
+/// insertion point if the insert continues a `run` and such a cut fits, else evenly.
 fn put_cell(
     pages: &mut TxnPages,
     id: PageId,
     kind: PageKind,
     pos: usize,
     cell: Cell,
-) -> Result<Grow> {
+    run: Option<Run>,
+) -> Result<Put> {
     if node::insert_cell(pages.dirty_mut(id), id, kind, pos, cell)? {
-        return Ok(Grow::One(pages.dirty_ref(id)));
+        return Ok(Put {
+            grow: Grow::One(pages.dirty_ref(id)),
+            cell_page: id,
+        });
     }
     let old = pages.take(id);
-    let (left, sep, right) = {
+    let page_size = pages.geometry().page_size;
+    let ((left, sep, right), cut, edge) = {
         let node = Node::parse(&old, id)?;
         let mut cells = (0..node.len())
             .map(|i| node.cell(i))
@@ -402,22 +456,35 @@ fn put_cell(
         let leftmost = (kind == PageKind::Branch)
             .then(|| node.child(0))
             .transpose()?;
-        node::build_two(
+        let run_cut = run.and_then(|r| node::run_cut(kind, page_size, &cells, pos, r));
+        // Cut at the edge: the new cell alone on its side (branches are cut for a run
+        // only at their edge).
+        let edge = match (kind, run, run_cut) {
+            (_, _, None) => None,
+            (PageKind::Leaf, Some(Run::Up), Some(at)) if at == pos && at + 1 == cells.len() => {
+                Some(Run::Up)
+            }
+            (PageKind::Leaf, Some(Run::Down), Some(1)) if pos == 0 => Some(Run::Down),
+            (PageKind::Leaf, ..) => None,
+            (_, run, Some(_)) => run,
+        };
+        let (two, cut) = node::build_two(
             id,
-            pages.geometry().page_size,
+            page_size,
             kind,
             pages.txn,
             leftmost.as_ref(),
             &cells,
-        )?
+            run_cut,
+        )?;
+        (two, cut, edge)
     };
     pages.put(id, left);
     let right_id = pages.add_page(right);
-    Ok(Grow::Split(
-        pages.dirty_ref(id),
-        sep,
-        pages.dirty_ref(right_id),
-    ))
+    Ok(Put {
+        grow: Grow::Split(pages.dirty_ref(id), sep, pages.dirty_ref(right_id), edge),
+        cell_page: if pos < cut { id } else { right_id },
+    })
 }
 
 /// Removes `key`; false (and nothing changes) if it is absent.
@@ -490,7 +557,7 @@ fn rebalance(pages: &mut TxnPages, parent: PageId, i: usize) -> Result<Grow> {
                 key: &new_sep,
                 bytes: &cell,
             };
-            put_cell(pages, parent, PageKind::Branch, a, cell)
+            Ok(put_cell(pages, parent, PageKind::Branch, a, cell, None)?.grow)
         }
     }
 }

@@ -497,6 +497,38 @@ impl WriteTree<'_> {
         self.change(|pages, record| tree::insert(pages, record, key, value))
     }
 
+    /// Adds `key` → `value` after the tree's last entry: for keys that arrive in
+    /// ascending order (time series, log positions). It goes down the tree's rightmost
+    /// edge without searching, and a full page is cut where the entry goes, so appended
+    /// pages stay full. A `key` not greater than the tree's last key is refused with
+    /// [`Error::Unsorted`](crate::Error::Unsorted), `index` being the tree's entry count
+    /// (the position the entry would have had), and nothing changes. Sizes are limited as
+    /// for [`insert`](Self::insert).
+    ///
+    /// ```
+    /// use mapkv::{Database, Error, Result};
+    ///
+    /// # fn main() -> Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = Database::open(dir.path().join("log.mapkv"))?;
+    /// let w = db.begin_write()?;
+    /// let mut log = w.open_tree("log")?;
+    /// for i in 0u64..1000 {
+    ///     log.append(&i.to_be_bytes(), b"entry")?;
+    /// }
+    /// assert!(matches!(
+    ///     log.append(&5u64.to_be_bytes(), b"late"),
+    ///     Err(Error::Unsorted { index: 1000 })
+    /// ));
+    /// assert_eq!(log.len()?, 1000);
+    /// w.commit()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn append(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.change(|pages, record| tree::append(pages, record, key, value))
+    }
+
     /// Removes `key`; true if it was present.
     pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
         self.change(|pages, record| tree::remove(pages, record, key))

@@ -40,6 +40,17 @@ enum Op {
         rounds: u8,
         seed: u8,
     },
+    /// Appends `count` keys past the model's last (`stride` apart, long ones if the last
+    /// is long or `long_keys`), then appends the last key and the least one again,
+    /// which must be refused (`Unsorted`) and change nothing.
+    Append {
+        tree: u8,
+        count: u16,
+        stride: u8,
+        long_keys: bool,
+        size: u8,
+        seed: u8,
+    },
     Get {
         tree: u8,
         key: u16,
@@ -158,7 +169,7 @@ impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Op {
         let tree = u8::arbitrary(g) % TREES.len() as u8;
         let key = |g: &mut Gen| u16::arbitrary(g) % 2000;
-        match u8::arbitrary(g) % 30 {
+        match u8::arbitrary(g) % 32 {
             0..=6 => Op::Insert {
                 tree,
                 start: key(g),
@@ -223,6 +234,14 @@ impl Arbitrary for Op {
                 second: (tree + 1 + u8::arbitrary(g) % 2) % TREES.len() as u8,
                 start: key(g),
                 count: u8::arbitrary(g) % 100 + 1,
+                size: u8::arbitrary(g) % VALUE_SIZES.len() as u8,
+                seed: u8::arbitrary(g),
+            },
+            30..=31 => Op::Append {
+                tree,
+                count: u16::arbitrary(g) % 400 + 1,
+                stride: u8::arbitrary(g) % 4 + 1,
+                long_keys: u8::arbitrary(g) % 5 == 0,
                 size: u8::arbitrary(g) % VALUE_SIZES.len() as u8,
                 seed: u8::arbitrary(g),
             },
@@ -466,6 +485,50 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
                     );
                 }
             }
+        }
+        Op::Append {
+            tree,
+            count,
+            stride,
+            long_keys,
+            size,
+            seed,
+        } => {
+            let name = TREES[tree as usize];
+            let mut t = w.open_tree(name)?;
+            let m = model.entry(name.to_string()).or_default();
+            // Model keys are `key_bytes(k, long)`; long ones sort after short ones.
+            let (first, long) = match m.keys().next_back() {
+                None => (0, long_keys),
+                Some(last) => {
+                    let k = u16::from_be_bytes(last[last.len() - 2..].try_into().unwrap());
+                    match (last.len() > 2, long_keys) {
+                        (false, true) => (0, true),
+                        (long, _) => (k as u32 + 1, long),
+                    }
+                }
+            };
+            let keys = (first..=u16::MAX as u32).step_by(stride as usize);
+            for k in keys.take(count as usize).map(|k| k as u16) {
+                let (key, value) = (
+                    key_bytes(k, long),
+                    value_bytes(k, VALUE_SIZES[size as usize], seed),
+                );
+                t.append(&key, &value)?;
+                m.insert(key, value);
+            }
+            let len = m.len() as u64;
+            if let Some(last) = m.keys().next_back() {
+                for key in [last.clone(), key_bytes(0, false)] {
+                    let r = t.append(&key, b"refused");
+                    assert!(
+                        matches!(r, Err(Error::Unsorted { index }) if index == len),
+                        "{r:?}"
+                    );
+                }
+                assert_eq!(t.get(last)?, m.get(last).map(|v| &v[..]));
+            }
+            assert_eq!(t.len()?, len);
         }
         Op::Get {
             tree,

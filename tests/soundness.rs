@@ -431,10 +431,12 @@ fn a_corrupt_node_layout_is_an_error_on_the_write_path() -> Result<()> {
             leaf[2..4].copy_from_slice(&((count - 1) as u16).to_le_bytes());
         }),
         ("a value running over the other cells", "overlap", |leaf| {
-            // The cell nearest the slots grows to the page end, over all the others.
+            // The cell nearest the slots grows over the next few cells, staying no
+            // larger than a cell may be (the leaf is full: its first cell grown to the
+            // page end would be refused for its size before any overlap is seen).
             let first = image::u16_at(leaf, 16);
-            let room = (PAGE - first - 8) as u32;
-            leaf[first..first + 4].copy_from_slice(&room.to_le_bytes());
+            let len = u32::from_le_bytes(leaf[first..first + 4].try_into().unwrap());
+            leaf[first..first + 4].copy_from_slice(&(len + 200).to_le_bytes());
         }),
     ];
     for (what, why, edit) in edits {
@@ -471,7 +473,8 @@ fn a_long_reader_does_not_make_none_commits_sync() -> Result<()> {
     let mut w = db.begin_write()?;
     {
         let mut t = w.open_tree("t")?;
-        for i in 0..20_000 {
+        // Appended, so the leaves are full: about 600 of them.
+        for i in 0..40_000 {
             t.insert(&key(i), &[i as u8; 40])?;
         }
     }
@@ -483,7 +486,7 @@ fn a_long_reader_does_not_make_none_commits_sync() -> Result<()> {
     let commits = 1500;
     for i in 0..commits {
         let w = db.begin_write()?;
-        w.open_tree("t")?.insert(&key(i * 13 % 20_000), b"x")?;
+        w.open_tree("t")?.insert(&key(i * 26 % 40_000), b"x")?;
         w.commit()?;
     }
     let syncs = disk.count(OpKind::Sync) - syncs_before;

@@ -221,6 +221,21 @@ enum Op {
         seed: u8,
         panic_at: Option<u8>,
     },
+    /// `WriteTree::append` of `key`: taken exactly when it is past the tree's last key
+    /// (and not too long), else refused (`Unsorted` with the tree's length) with no change.
+    Append {
+        tree: u8,
+        key: Key,
+        value: Value,
+    },
+    /// `count` appends, each key the successor of the tree's last, of values of
+    /// `value_len` bytes (blobs past about 2 KiB at 4 KiB pages), then one of the last key
+    /// again (refused).
+    AppendRun {
+        tree: u8,
+        count: u8,
+        value_len: u16,
+    },
     /// `replace`, `take` or `update` of one key, against the model.
     Rmw {
         tree: u8,
@@ -511,6 +526,48 @@ impl Harness {
         }
         self.pending.entry(b.to_string()).or_default();
         self.pending.entry(a.to_string()).or_default().remove(&k);
+    }
+
+    /// `WriteTree::append`, checked against the model: taken exactly when `k` is past the
+    /// last key and fits.
+    fn append(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>) {
+        let key_max = self.page_size / 2 - 128;
+        if self.wtx().is_none() {
+            return;
+        }
+        let wtx = self.wtx.as_ref().expect("begun");
+        let mut t = wtx.open_tree(tree).expect("open_tree");
+        let m = self.pending.entry(tree.to_string()).or_default();
+        let past_last = m.keys().next_back().is_none_or(|last| k > *last);
+        match t.append(&k, &v) {
+            Ok(()) => {
+                assert!(k.len() <= key_max && past_last, "append of {k:?} taken");
+                m.insert(k, v);
+            }
+            Err(Error::KeyTooLarge { size, max }) => {
+                assert!(size == k.len() && max == key_max && size > max);
+            }
+            Err(Error::Unsorted { index }) => {
+                assert!(!past_last && k.len() <= key_max, "append of {k:?} refused");
+                assert_eq!(index, m.len() as u64, "Unsorted index");
+            }
+            Err(e) => panic!("append: {e}"),
+        }
+        assert_eq!(t.len().expect("len"), m.len() as u64);
+    }
+
+    /// The key right after the last of `tree` (the write transaction's view): its last
+    /// byte incremented, or a zero byte added after 0xff.
+    fn successor(&self, tree: &str) -> Vec<u8> {
+        let Some(last) = self.pending.get(tree).and_then(|m| m.keys().next_back()) else {
+            return b"k".to_vec();
+        };
+        let mut k = last.clone();
+        match k.last_mut() {
+            Some(b) if *b < 0xff => *b += 1,
+            _ => k.push(0),
+        }
+        k
     }
 
     fn remove(&mut self, tree: &str, k: &[u8]) {
@@ -1188,6 +1245,25 @@ fuzz_target!(init: let_user_panics_through(), |input: Input| {
                 check_view(&r, &h.committed, "after compact");
             }
             Op::Compact => {}
+            Op::Append { tree, key, value } => {
+                h.append(name(*tree), key_bytes(key), value_bytes(value))
+            }
+            // (A read-only handle has no write transaction: nothing to append to.)
+            Op::AppendRun {
+                tree,
+                count,
+                value_len,
+            } if h.wtx().is_some() => {
+                let tree = name(*tree);
+                for i in 0..*count {
+                    let v = vec![i; *value_len as usize % 9000];
+                    h.append(tree, h.successor(tree), v);
+                }
+                if let Some(last) = h.pending.get(tree).and_then(|m| m.keys().next_back()) {
+                    h.append(tree, last.clone(), b"refused".to_vec());
+                }
+            }
+            Op::AppendRun { .. } => {}
             Op::Check => {
                 h.db().check().expect("check");
             }
