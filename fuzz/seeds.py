@@ -188,6 +188,19 @@ def retain(tree, modulus, seed, panic_at=None):
     return OP("Retain", u8(tree), u8(modulus), u8(seed), option(None if panic_at is None else u8(panic_at)))
 
 
+def rmw(tree, index, kind, value_len=30):
+    """kind: 0 replace, 1 take, 2 update (by the value's length: 0 store, 1 remove, 2 keep)."""
+    return OP("Rmw", u8(tree), KEY("Index", u16(index)), VALUE("Sized", u32(value_len), u8(9)), u8(kind))
+
+
+def ends(tree, index, committed=False):
+    return OP("Ends", u8(tree), KEY("Index", u16(index)), boolean(committed))
+
+
+def two_trees(a, b, start, count, value_len=40):
+    return OP("TwoTrees", u8(a), u8(b), u16(start), u8(count), u16(value_len))
+
+
 COMMIT = OP("Commit")
 COMPACT = OP("Compact")
 ABORT = OP("Abort")
@@ -240,6 +253,28 @@ OPS_PASSING = {
             retain(0, 2, 3, panic_at=100),
             full_range(0, committed=True),
             COMMIT,
+            CHECK,
+        ]
+    ),
+    # Two trees open at once, one opened again while its older handle lives (stale, its
+    # slices intact); read-modify-write of present and absent keys; first, last and
+    # prefixes, before and after the commit.
+    "seed-everyday-api": ops_input(
+        [
+            insert_run(0, 0, 120, value_len=200),
+            two_trees(0, 1, 100, 200, value_len=3000),
+            rmw(0, 5, 0),
+            rmw(0, 6, 1),
+            rmw(0, 7, 2, value_len=30),
+            rmw(0, 8, 2, value_len=31),
+            rmw(0, 9, 2, value_len=32),
+            rmw(1, 500, 0, value_len=5000),
+            ends(0, 10),
+            ends(1, 399),
+            COMMIT,
+            ends(0, 10, committed=True),
+            two_trees(1, 2, 0, 50),
+            ABORT,
             CHECK,
         ]
     ),

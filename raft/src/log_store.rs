@@ -300,13 +300,7 @@ impl LogStore {
         let mut wtx = self.db.begin_write()?;
         {
             let mut tree = wtx.open_tree(LOG)?;
-            let keys: Vec<Vec<u8>> = tree
-                .range((range.start_bound().cloned(), range.end_bound().cloned()))?
-                .map(|r| r.map(|(k, _)| k.to_vec()))
-                .collect::<Result<_, _>>()?;
-            for k in keys {
-                tree.remove(&k)?;
-            }
+            tree.remove_range((range.start_bound().cloned(), range.end_bound().cloned()))?;
         }
         if let Some(id) = purged {
             let bytes = codec::encode(id).map_err(|e| DbError::Io(std::io::Error::other(e)))?;
