@@ -258,7 +258,10 @@ impl WriteTxn {
     /// Opens a tree for reading and writing, creating it if absent (the new tree exists
     /// once the transaction commits). Several different trees may be open at once.
     /// Opening a tree again makes the older handle of it stale: it answers every later
-    /// call with `Error::StaleTree` (what it returned before stays valid).
+    /// call with `Error::StaleTree` (what it returned before stays valid). If that older
+    /// handle is still alive (not dropped), the transaction's changed pages are copied
+    /// once to keep its slices valid: drop a handle you are done with before opening
+    /// its tree again in a large transaction.
     ///
     /// ```
     /// # fn main() -> mapkv::Result<()> {
