@@ -193,6 +193,17 @@ pub(crate) fn insert(
     key: &[u8],
     value: &[u8],
 ) -> Result<()> {
+    insert_keeping(pages, tree, key, value, None).map(drop)
+}
+
+/// `insert`, copying the value it replaces into `old`; whether there was one.
+fn insert_keeping(
+    pages: &mut TxnPages,
+    tree: &mut TreeRecord,
+    key: &[u8],
+    value: &[u8],
+    old: Option<&mut Vec<u8>>,
+) -> Result<bool> {
     let g = pages.geometry();
     check_sizes(&g, key, value.len() as u64)?;
     let stored = if node::value_fits_inline(key.len(), value.len() as u64, g.page_size) {
@@ -202,12 +213,39 @@ pub(crate) fn insert(
     };
     let mut cell = std::mem::take(&mut pages.scratch);
     encode_leaf_cell(&mut cell, key, &stored);
-    let result = insert_cell(pages, tree, Cell { key, bytes: &cell });
+    let result = insert_cell(pages, tree, Cell { key, bytes: &cell }, old);
     pages.scratch = cell;
     result
 }
 
-fn insert_cell(pages: &mut TxnPages, tree: &mut TreeRecord, cell: Cell) -> Result<()> {
+/// Inserts or overwrites `key` and returns the value it replaced, in one descent.
+pub(crate) fn replace(
+    pages: &mut TxnPages,
+    tree: &mut TreeRecord,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    let mut old = Vec::new();
+    let existed = insert_keeping(pages, tree, key, value, Some(&mut old))?;
+    Ok(existed.then_some(old))
+}
+
+/// Removes `key` and returns its value, in one descent.
+pub(crate) fn take(
+    pages: &mut TxnPages,
+    tree: &mut TreeRecord,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    let mut old = Vec::new();
+    Ok(remove_keeping(pages, tree, key, Some(&mut old))?.then_some(old))
+}
+
+fn insert_cell(
+    pages: &mut TxnPages,
+    tree: &mut TreeRecord,
+    cell: Cell,
+    old: Option<&mut Vec<u8>>,
+) -> Result<bool> {
     if tree.root.is_null() {
         let txn = pages.txn;
         let (id, page) = pages.alloc_page();
@@ -215,9 +253,9 @@ fn insert_cell(pages: &mut TxnPages, tree: &mut TreeRecord, cell: Cell) -> Resul
         tree.root = pages.dirty_ref(id);
         tree.depth = U32::new(1);
         tree.entries = U64::new(1);
-        return Ok(());
+        return Ok(false);
     }
-    let existed = edit(pages, tree, cell.key, LeafEdit::Put(cell))?;
+    let existed = edit(pages, tree, cell.key, LeafEdit::Put(cell), old)?;
     if !existed {
         // The count comes from the file: one that cannot grow is corrupt.
         let entries = tree.entries.get().checked_add(1).ok_or_else(|| {
@@ -225,7 +263,7 @@ fn insert_cell(pages: &mut TxnPages, tree: &mut TreeRecord, cell: Cell) -> Resul
         })?;
         tree.entries = U64::new(entries);
     }
-    Ok(())
+    Ok(existed)
 }
 
 /// A change to one leaf entry.
@@ -239,10 +277,18 @@ enum LeafEdit<'c> {
 
 /// Applies `change` to `key`'s leaf in the non-empty `tree`, in one descent: each level
 /// searches its page once, and the pages on the path are shadowed and changed on the
-/// way back up, splitting or rebalancing nodes. Returns whether the key existed; a
-/// `Delete` of an absent key changes nothing (no page is shadowed or freed).
-fn edit(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8], change: LeafEdit) -> Result<bool> {
-    let Some((grow, existed)) = edit_below(pages, tree.root, key, tree.depth.get(), change)? else {
+/// way back up, splitting or rebalancing nodes. Returns whether the key existed (its
+/// value copied into `old` if given); a `Delete` of an absent key changes nothing (no
+/// page is shadowed or freed).
+fn edit(
+    pages: &mut TxnPages,
+    tree: &mut TreeRecord,
+    key: &[u8],
+    change: LeafEdit,
+    old: Option<&mut Vec<u8>>,
+) -> Result<bool> {
+    let Some((grow, existed)) = edit_below(pages, tree.root, key, tree.depth.get(), change, old)?
+    else {
         return Ok(false);
     };
     set_root(pages, tree, grow)?;
@@ -262,17 +308,18 @@ fn edit_below(
     key: &[u8],
     levels: u32,
     change: LeafEdit,
+    old: Option<&mut Vec<u8>>,
 ) -> Result<Option<(Grow, bool)>> {
     let (child, i) = {
         let node = load(&*pages, &r, levels)?;
         if node.is_leaf() {
             let slot = node.search(key)?;
-            return edit_leaf(pages, &r, slot, change);
+            return edit_leaf(pages, &r, slot, change, old);
         }
         let i = node.child_index(key)?;
         (node.child(i)?, i)
     };
-    let Some((grow, existed)) = edit_below(pages, child, key, levels - 1, change)? else {
+    let Some((grow, existed)) = edit_below(pages, child, key, levels - 1, change, old)? else {
         return Ok(None);
     };
     // A new key only adds to its leaf: one underfull after it was underfull before (a
@@ -312,13 +359,24 @@ fn edit_leaf(
     r: &ChildRef,
     slot: std::result::Result<usize, usize>,
     change: LeafEdit,
+    old: Option<&mut Vec<u8>>,
 ) -> Result<Option<(Grow, bool)>> {
     if matches!(change, LeafEdit::Delete) && slot.is_err() {
         return Ok(None);
     }
     let id = pages.shadow(r)?;
     if let Ok(i) = slot {
-        if let LeafValue::Overflow(o) = Node::parse(pages.dirty(id), id)?.value(i)? {
+        let blob = {
+            let value = Node::parse(pages.dirty(id), id)?.value(i)?;
+            if let Some(old) = old {
+                old.extend_from_slice(resolve(&*pages, value)?);
+            }
+            match value {
+                LeafValue::Overflow(o) => Some(o),
+                LeafValue::Inline(_) => None,
+            }
+        };
+        if let Some(o) = blob {
             pages.free_blob(&o)?;
         }
         node::remove_cell(pages.dirty_mut(id), id, i)?;
@@ -489,7 +547,17 @@ fn put_cell(
 
 /// Removes `key`; false (and nothing changes) if it is absent.
 pub(crate) fn remove(pages: &mut TxnPages, tree: &mut TreeRecord, key: &[u8]) -> Result<bool> {
-    if tree.root.is_null() || !edit(pages, tree, key, LeafEdit::Delete)? {
+    remove_keeping(pages, tree, key, None)
+}
+
+/// `remove`, copying the value into `old`.
+fn remove_keeping(
+    pages: &mut TxnPages,
+    tree: &mut TreeRecord,
+    key: &[u8],
+    old: Option<&mut Vec<u8>>,
+) -> Result<bool> {
+    if tree.root.is_null() || !edit(pages, tree, key, LeafEdit::Delete, old)? {
         return Ok(false);
     }
     tree.entries = U64::new(tree.entries.get().saturating_sub(1));

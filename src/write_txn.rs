@@ -588,7 +588,8 @@ impl WriteTree<'_> {
         self.change(|pages, record| prune::retain(pages, record, &mut keep))
     }
 
-    /// Inserts `key` → `value` and returns the value it replaced, if any.
+    /// Inserts `key` → `value` and returns the value it replaced, if any: one descent,
+    /// as `insert`.
     ///
     /// ```
     /// # fn main() -> mapkv::Result<()> {
@@ -603,18 +604,13 @@ impl WriteTree<'_> {
     /// # Ok(()) }
     /// ```
     pub fn replace(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
-        let old = self.get(key)?.map(<[u8]>::to_vec);
-        self.insert(key, value)?;
-        Ok(old)
+        self.change(|pages, record| tree::replace(pages, record, key, value))
     }
 
-    /// Removes `key` and returns its value, if it was present.
+    /// Removes `key` and returns its value, if it was present. One descent, as
+    /// `remove`.
     pub fn take(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let old = self.get(key)?.map(<[u8]>::to_vec);
-        if old.is_some() {
-            self.remove(key)?;
-        }
-        Ok(old)
+        self.change(|pages, record| tree::take(pages, record, key))
     }
 
     /// Sets `key` to what `f` makes of its current value (`None` if absent): `Some(new)`
