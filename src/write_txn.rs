@@ -181,10 +181,16 @@ impl TouchedTrees {
     /// The record of the tree in `slot`, for the handle of `generation`: an older
     /// handle is `Error::StaleTree`.
     fn current(&mut self, slot: usize, generation: u64) -> Result<&mut TreeRecord> {
-        let state = &mut self.states[slot];
-        match (state.generation == generation, state.now.as_mut()) {
-            (true, Some(record)) => Ok(record),
-            _ => Err(Error::StaleTree(state.name.clone())),
+        self.check_current(slot, generation)?;
+        Ok(self.states[slot].now.as_mut().expect("checked"))
+    }
+
+    /// `Ok` if the handle of `generation` is the tree's newest and the tree exists.
+    fn check_current(&self, slot: usize, generation: u64) -> Result<()> {
+        let state = &self.states[slot];
+        match state.generation == generation && state.now.is_some() {
+            true => Ok(()),
+            false => Err(Error::StaleTree(state.name.clone())),
         }
     }
 
@@ -440,9 +446,10 @@ struct TreeView<'t> {
 impl TreeView<'_> {
     /// The tree's record, unless the handle is stale or an earlier change failed.
     fn record(&self) -> Result<TreeRecord> {
-        self.lock.with(|TxnInner { pages, trees }| {
+        self.lock.with_ref(|TxnInner { pages, trees }| {
             pages.usable()?;
-            trees.current(self.slot, self.generation).copied()
+            trees.check_current(self.slot, self.generation)?;
+            Ok(trees.states[self.slot].now.expect("checked"))
         })
     }
 
@@ -450,8 +457,8 @@ impl TreeView<'_> {
     /// the slice it returns borrowed from this view rather than from the lock.
     #[allow(unsafe_code)]
     fn read(&self, read: impl FnOnce(&TxnPages) -> Result<&[u8]>) -> Result<&[u8]> {
-        self.lock.with(|TxnInner { pages, trees }| {
-            trees.current(self.slot, self.generation)?;
+        self.lock.with_ref(|TxnInner { pages, trees }| {
+            trees.check_current(self.slot, self.generation)?;
             let bytes: *const [u8] = read(pages)?;
             // SAFETY: the slice is a dirty page of this tree (a `DirtyPage`, which never
             // moves) or a committed page or own blob read through the transaction's
