@@ -80,10 +80,10 @@ pub struct WriteTxn {
 }
 
 /// The transaction's pages and trees behind one lock, which tree handles take for
-/// each change and for each read of a dirty page. Reentrant, so that a `retain`
-/// predicate that reads another tree gets `Error::Reentrant` from the `RefCell` rather
-/// than a deadlock; a lock rather than a bare `RefCell`, so that a snapshot's `Range`
-/// type can be `Send` (see `TreeView`).
+/// each change and for each page they read. Reentrant, so that a `retain` predicate
+/// that uses the transaction gets `Error::Reentrant` from the `RefCell` rather than a
+/// deadlock; a lock rather than a bare `RefCell`, so that `Range` (one type for
+/// snapshots and write trees) can be `Send` (see `TreeView`).
 pub(crate) struct TxnLock(ReentrantMutex<RefCell<TxnInner>>);
 
 pub(crate) struct TxnInner {
