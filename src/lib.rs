@@ -61,6 +61,7 @@ mod cursor;
 mod db;
 mod dirty_page;
 mod error;
+mod extent;
 mod free_chain;
 mod freelist;
 mod meta;
@@ -80,6 +81,7 @@ pub use compact::CompactStats;
 pub use cursor::{KeyRange, Keys, Range, Values};
 pub use db::{Database, Options, Stats, TreeStats};
 pub use error::{Error, Result};
+pub use extent::ValueExtent;
 pub use txn::{Durability, ReadTree, ReadTxn};
 pub use write_txn::{WriteTree, WriteTxn};
 
