@@ -85,7 +85,7 @@ pub(crate) fn locate<'t>(
 /// says so), whatever writers do meanwhile. From [`ReadTree::get_extent`].
 ///
 /// [`ReadTree::get_extent`]: crate::ReadTree::get_extent
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct ValueExtent<'t> {
     file: &'t File,
     offset: u64,
@@ -177,6 +177,17 @@ impl<'t> ValueExtent<'t> {
                 ),
             ))),
         }
+    }
+}
+
+impl std::fmt::Debug for ValueExtent<'_> {
+    /// The range, not the bytes (a value may be gigabytes long).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueExtent")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .field("in_memory", &self.bytes.is_some())
+            .finish()
     }
 }
 

@@ -144,6 +144,7 @@ pub(crate) fn get<'a, P: Pages + ?Sized>(
 }
 
 /// The leaf that holds `key` and its slot there, or `None` if the key is absent.
+#[inline]
 fn find_slot<'a, P: Pages + ?Sized>(
     pages: &'a P,
     tree: &TreeRecord,
