@@ -10,6 +10,10 @@
 //! - **One fdatasync per commit, no WAL**: every page carries a checksum that its parent
 //!   also keeps (a Merkle tree), so recovery detects a torn last commit and falls back
 //!   to the one before.
+//! - **Serving straight from the file**: every value has a byte range in the file that
+//!   stays put while the read transaction lives ([`ReadTree::get_extent`]), so it can go
+//!   to a socket with `sendfile(2)` ([`ReadTree::send_value`]) or be streamed
+//!   ([`ReadTree::value_reader`]) without being copied into memory.
 //! - Named trees, large values on overflow pages, integrity check, compaction, stats,
 //!   a bulk loader for sorted data.
 //!
@@ -61,6 +65,7 @@ mod cursor;
 mod db;
 mod dirty_page;
 mod error;
+mod extent;
 mod free_chain;
 mod freelist;
 mod meta;
@@ -80,6 +85,7 @@ pub use compact::CompactStats;
 pub use cursor::{KeyRange, Keys, Range, Values};
 pub use db::{Database, Options, Stats, TreeStats};
 pub use error::{Error, Result};
+pub use extent::ValueExtent;
 pub use txn::{Durability, ReadTree, ReadTxn};
 pub use write_txn::{WriteTree, WriteTxn};
 

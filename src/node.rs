@@ -273,6 +273,14 @@ impl<'a> Node<'a> {
         self.cell(i)?.leaf_value(self.id)
     }
 
+    /// Leaf only: where the value of slot `i` starts in the page (for an inline value, its
+    /// bytes; for an overflow value, its reference), bounds-checked as `cell` checks them.
+    pub(crate) fn value_offset(&self, i: usize) -> Result<usize> {
+        debug_assert!(self.is_leaf());
+        let key_len = self.cell(i)?.key.len();
+        Ok(self.slot(i).offset.get() as usize + LEAF_CELL_HEADER_BYTES + key_len)
+    }
+
     /// Branch only: child `i` of `len() + 1`; child 0 is the leftmost.
     pub(crate) fn child(&self, i: usize) -> Result<ChildRef> {
         debug_assert!(!self.is_leaf());
@@ -772,7 +780,21 @@ pub(crate) fn is_underfull(used_bytes: usize, page_size: usize) -> bool {
 
 /// The blob payload in `run` (all pages of a blob), checked against its header.
 pub(crate) fn blob_payload(run: &[u8], id: PageId) -> Result<&[u8]> {
-    let h = BlobHeader::ref_from_prefix(run)
+    let len = blob_header_len(run, id)?;
+    if len > (run.len() - BLOB_HEADER_BYTES) as u64 {
+        return Err(Error::corrupted(
+            id.0,
+            format!("blob length {len} exceeds its {} bytes", run.len()),
+        ));
+    }
+    Ok(&run[BLOB_HEADER_BYTES..BLOB_HEADER_BYTES + len as usize])
+}
+
+/// The payload length that the blob header at the start of `first_page` (the first page
+/// of the run at `id`, or more of it) records, after checking that it is a blob's header.
+/// The caller checks the length against the run and the reference.
+pub(crate) fn blob_header_len(first_page: &[u8], id: PageId) -> Result<u64> {
+    let h = BlobHeader::ref_from_prefix(first_page)
         .map_err(|_| Error::corrupted(id.0, "blob shorter than its header"))?
         .0;
     if h.page.kind != PageKind::Blob as u8 {
@@ -781,14 +803,7 @@ pub(crate) fn blob_payload(run: &[u8], id: PageId) -> Result<&[u8]> {
             format!("expected a blob page, found kind {}", h.page.kind),
         ));
     }
-    let len = h.len.get();
-    if len > (run.len() - BLOB_HEADER_BYTES) as u64 {
-        return Err(Error::corrupted(
-            id.0,
-            format!("blob length {len} exceeds its {} bytes", run.len()),
-        ));
-    }
-    Ok(&run[BLOB_HEADER_BYTES..BLOB_HEADER_BYTES + len as usize])
+    Ok(h.len.get())
 }
 
 /// Writes a blob header for `len` payload bytes at the start of `first_page`.

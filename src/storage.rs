@@ -544,6 +544,29 @@ impl PageReader {
         }
     }
 
+    // ---- where values lie: for extents and value readers (src/extent.rs) ------------
+
+    /// Where the `pages` pages at `id` lie in the file (checked as `run` checks them),
+    /// and their bytes if they lie in the map; reads nothing.
+    pub(crate) fn locate_run(&self, id: PageId, pages: u64) -> Result<(u64, Option<&[u8]>)> {
+        let (start, end) = self.run_bytes(id, pages)?;
+        let mapped = (end <= self.window_end).then(|| self.mapped(start, end));
+        Ok((start, mapped))
+    }
+
+    /// The file behind the backend, if it has one.
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.storage.file()
+    }
+
+    /// Fills `buf` from byte `offset` of the file with pread, keeping nothing. The caller
+    /// reads only bytes of pages its snapshot reaches (below `limit_bytes`), which no
+    /// writer changes while the snapshot lives.
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        debug_assert!(offset + buf.len() as u64 <= self.limit_bytes);
+        self.storage.backend.read_exact_at(buf, offset)
+    }
+
     // ---- reads that the reader does not keep: for walks over the whole file ----------
 
     /// `pages` pages at `id`, like `run`, but not kept in this reader's table: a walk

@@ -137,6 +137,19 @@ pub(crate) fn get<'a, P: Pages + ?Sized>(
     tree: &TreeRecord,
     key: &[u8],
 ) -> Result<Option<&'a [u8]>> {
+    match find_slot(pages, tree, key)? {
+        Some((node, i)) => Ok(Some(resolve(pages, node.cell(i)?.leaf_value(node.id())?)?)),
+        None => Ok(None),
+    }
+}
+
+/// The leaf that holds `key` and its slot there, or `None` if the key is absent.
+#[inline]
+fn find_slot<'a, P: Pages + ?Sized>(
+    pages: &'a P,
+    tree: &TreeRecord,
+    key: &[u8],
+) -> Result<Option<(Node<'a>, usize)>> {
     if tree.root.is_null() {
         return Ok(None);
     }
@@ -145,14 +158,42 @@ pub(crate) fn get<'a, P: Pages + ?Sized>(
     loop {
         let node = load(pages, &r, levels)?;
         if node.is_leaf() {
-            return match node.search(key)? {
-                Ok(i) => Ok(Some(resolve(pages, node.cell(i)?.leaf_value(node.id())?)?)),
-                Err(_) => Ok(None),
-            };
+            return Ok(node.search(key)?.ok().map(|i| (node, i)));
         }
         r = node.child(node.child_index(key)?)?;
         levels -= 1;
     }
+}
+
+/// Where a value is stored, found without reading an overflow value's run.
+pub(crate) enum ValueAt<'a> {
+    /// Inside leaf `page`, `offset` bytes from its start.
+    Inline {
+        page: PageId,
+        offset: usize,
+        bytes: &'a [u8],
+    },
+    /// In the blob the reference names (not yet read or checked).
+    Overflow(OverflowRef),
+}
+
+/// Where `key`'s value is stored, or `None` if the key is absent.
+pub(crate) fn find_value<'a, P: Pages + ?Sized>(
+    pages: &'a P,
+    tree: &TreeRecord,
+    key: &[u8],
+) -> Result<Option<ValueAt<'a>>> {
+    let Some((node, i)) = find_slot(pages, tree, key)? else {
+        return Ok(None);
+    };
+    Ok(Some(match node.value(i)? {
+        LeafValue::Inline(bytes) => ValueAt::Inline {
+            page: node.id(),
+            offset: node.value_offset(i)?,
+            bytes,
+        },
+        LeafValue::Overflow(o) => ValueAt::Overflow(o),
+    }))
 }
 
 // ---- writes --------------------------------------------------------------------------

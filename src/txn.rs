@@ -3,12 +3,15 @@
 //! See FORMAT.md#commit-protocol and FORMAT.md#page-reuse.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cursor::{KeyRange, Range, owned_bounds, prefix_bounds};
 use crate::db::Shared;
 use crate::error::{Error, Result};
+use crate::extent::{self, ValueExtent, ValueReader};
 use crate::meta::Meta;
 use crate::page::TxnId;
 use crate::storage::PageReader;
@@ -237,6 +240,117 @@ impl<'t> ReadTree<'t> {
     /// The value stored under `key`, borrowed for the whole transaction.
     pub fn get(&self, key: &[u8]) -> Result<Option<&'t [u8]>> {
         tree::get(&self.txn.reader, &self.record, key)
+    }
+
+    /// Where `key`'s value lies in the database file, or `None` if the key is absent:
+    /// for sending it with `sendfile(2)` or `splice(2)` ([`ValueExtent::send_to`]), or
+    /// reading it with `pread` from [`ValueExtent::as_fd`](std::os::fd::AsFd::as_fd).
+    /// The range stays valid, and its bytes unchanged, while this transaction lives,
+    /// whatever writers do meanwhile (FORMAT.md#value-extents). The same at every
+    /// `mmap_size`, 0 included.
+    ///
+    /// An inline value lies inside its leaf page; a large value in its overflow run,
+    /// after the run's header. For a large value, this checks what [`get`](Self::get)
+    /// checks (the run's header records the value's length, the run lies inside the
+    /// file) and reads only the run's first page, not the value; like `get`, it does not
+    /// verify the value's checksum, which would read it all ([`Database::check`]
+    /// does).
+    ///
+    /// A database opened on a custom storage backend that has no file gives
+    /// `Error::Io` of kind `Unsupported`.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// use std::os::unix::fs::FileExt;
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// wtx.open_tree("media")?.insert(b"clip", &[7; 100_000])?;
+    /// wtx.commit()?;
+    ///
+    /// let rtx = db.begin_read()?;
+    /// let media = rtx.open_tree("media")?;
+    /// let extent = media.get_extent(b"clip")?.expect("present");
+    /// assert_eq!(extent.len(), 100_000);
+    /// // The bytes are in the database file, at `offset()`.
+    /// let file = std::fs::File::from(std::os::fd::AsFd::as_fd(&extent).try_clone_to_owned()?);
+    /// let mut head = [0; 4];
+    /// file.read_exact_at(&mut head, extent.offset())?;
+    /// assert_eq!(head, [7; 4]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Database::check`]: crate::Database::check
+    pub fn get_extent(&self, key: &[u8]) -> Result<Option<ValueExtent<'t>>> {
+        let reader = &self.txn.reader;
+        match extent::locate(reader, &self.record, key)? {
+            Some(at) => Ok(Some(ValueExtent::new(reader, at)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends `key`'s whole value to `out` (a socket, pipe or file) with `sendfile(2)`
+    /// where it can, and returns the bytes sent, or `None` if the key is absent. See
+    /// [`ValueExtent::send_to`] for the fallbacks, non-blocking `out`s (fewer bytes
+    /// than the value's length come back: send the rest with
+    /// `get_extent(key)?.send_to(out, sent..)`) and errors, which never harm the
+    /// database.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// use std::io::Read;
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// wtx.open_tree("pages")?.insert(b"/index.html", b"<h1>hello</h1>")?;
+    /// wtx.commit()?;
+    ///
+    /// let (mut client, server) = std::os::unix::net::UnixStream::pair()?;
+    /// let rtx = db.begin_read()?;
+    /// let pages = rtx.open_tree("pages")?;
+    /// assert_eq!(pages.send_value(b"/index.html", &server)?, Some(14));
+    /// assert_eq!(pages.send_value(b"/missing", &server)?, None);
+    /// drop(server);
+    /// let mut got = String::new();
+    /// client.read_to_string(&mut got)?;
+    /// assert_eq!(got, "<h1>hello</h1>");
+    /// # Ok(()) }
+    /// ```
+    pub fn send_value(&self, key: &[u8], out: &impl AsFd) -> Result<Option<u64>> {
+        match self.get_extent(key)? {
+            Some(extent) => Ok(Some(extent.send_to(out, ..)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `key`'s value as a stream (`Read + Seek`), or `None` if the key is absent: read
+    /// from the map when the value is mapped, else with `pread` into the caller's
+    /// buffers, so a value larger than memory can be read piece by piece at
+    /// `mmap_size(0)`. Valid while this transaction lives; works on every storage
+    /// backend. Checks the value as [`get_extent`](Self::get_extent) does.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// use std::io::{Read, Seek, SeekFrom};
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = mapkv::Options::new().mmap_size(0).open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// let big: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+    /// wtx.open_tree("blobs")?.insert(b"big", &big)?;
+    /// wtx.commit()?;
+    ///
+    /// let rtx = db.begin_read()?;
+    /// let blobs = rtx.open_tree("blobs")?;
+    /// let mut r = blobs.value_reader(b"big")?.expect("present");
+    /// r.seek(SeekFrom::Start(999_990))?;
+    /// let mut tail = Vec::new();
+    /// r.read_to_end(&mut tail)?;
+    /// assert_eq!(tail, big[999_990..]);
+    /// # Ok(()) }
+    /// ```
+    pub fn value_reader(&self, key: &[u8]) -> Result<Option<impl Read + Seek + Send + 't>> {
+        let reader = &self.txn.reader;
+        Ok(extent::locate(reader, &self.record, key)?.map(|at| ValueReader::new(reader, at)))
     }
 
     /// Entries with keys in `range`, ascending (or descending with `.rev()`); see
