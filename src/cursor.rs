@@ -5,6 +5,7 @@ use std::ops::Bound;
 
 use crate::error::{Error, Result};
 use crate::node::Node;
+use crate::page::PageId;
 use crate::tree::{Pages, TreeRecord, load, resolve};
 
 /// A position: the path from the root, each node with the index taken in it (child index
@@ -253,10 +254,13 @@ impl<'a> Range<'a> {
         Values(self)
     }
 
-    /// The value of `cell`, unless only keys are wanted.
-    fn value_of(&self, node: &Node<'a>, cell: &crate::node::Cell<'a>) -> Result<&'a [u8]> {
+    /// The value of `cell` (in leaf `id`), unless only keys are wanted. Inlined into the
+    /// steps, whose hot path it is (called, it cost a 10-entry range 7 % more
+    /// instructions).
+    #[inline(always)]
+    fn value_of(&self, id: PageId, cell: crate::node::Cell<'a>) -> Result<&'a [u8]> {
         match self.values {
-            true => resolve(self.pages, cell.leaf_value(node.id())?),
+            true => resolve(self.pages, cell.leaf_value(id)?),
             false => Ok(&[]),
         }
     }
@@ -284,7 +288,7 @@ impl<'a> Range<'a> {
             return Ok(None);
         }
         self.front.last_key = Some(key);
-        Ok(Some((key, self.value_of(&node, &cell)?)))
+        Ok(Some((key, self.value_of(node.id(), cell)?)))
     }
 
     fn next_back_inner(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
@@ -310,7 +314,7 @@ impl<'a> Range<'a> {
             return Ok(None);
         }
         self.back.last_key = Some(key);
-        Ok(Some((key, self.value_of(&node, &cell)?)))
+        Ok(Some((key, self.value_of(node.id(), cell)?)))
     }
 
     /// Ends the iteration on `None` or an error, so nothing follows either.
