@@ -70,11 +70,28 @@ create_exception!(
     "An option out of range, or a file that does not fit the options."
 );
 
+/// An `OSError` with the operating system's error number where there is one, also when
+/// mapkv wrapped the error to name the file (its source is then the OS error): Python
+/// picks the subclass from the number (`FileNotFoundError`, `PermissionError`, ...) and
+/// callers can match on `errno`.
+fn os_error(io: std::io::Error, message: String) -> PyErr {
+    let errno = io.raw_os_error().or_else(|| {
+        io.get_ref()
+            .and_then(|inner| inner.source())
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error)
+    });
+    match errno {
+        Some(errno) => pyo3::exceptions::PyOSError::new_err((errno, message)),
+        None => PyErr::from(io),
+    }
+}
+
 /// The Python exception for `e`, with its fields as attributes where it has any.
 pub(crate) fn to_py(e: mapkv::Error) -> PyErr {
     let message = e.to_string();
     Python::attach(|py| match e {
-        mapkv::Error::Io(io) => PyErr::from(io),
+        mapkv::Error::Io(io) => os_error(io, message),
         mapkv::Error::Corrupted { page, reason } => {
             with_attrs(py, Corrupted::new_err(message), |v| {
                 v.setattr("page", page)?;

@@ -42,6 +42,16 @@ def test_read_only(path):
 def test_missing_file_read_only_is_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         mapkv.open(str(tmp_path / "missing.mapkv"), readonly=True)
+
+
+def test_os_errors_keep_errno_and_name_the_file(tmp_path):
+    import errno
+
+    path = tmp_path / "no-such-dir" / "db.mapkv"
+    with pytest.raises(FileNotFoundError) as e:
+        mapkv.open(str(path))
+    assert e.value.errno == errno.ENOENT
+    assert str(path) in str(e.value)
     with pytest.raises(OSError):
         mapkv.open(str(tmp_path / "no" / "such" / "dir.mapkv"))
 
