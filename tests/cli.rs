@@ -628,3 +628,14 @@ fn bench_runs() {
         "bench removes its database"
     );
 }
+
+/// An I/O error that names the file is printed once, not prefixed with the path again.
+#[test]
+fn io_errors_name_the_file_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = arg(dir.path());
+    let run = mapkv(["stat", path]);
+    let line = run.failed();
+    assert_eq!(line.matches(path).count(), 1, "{line}");
+}

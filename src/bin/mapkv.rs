@@ -240,7 +240,12 @@ impl Failure {
             }
             _ => error.to_string(),
         };
-        Failure(format!("{}: {why}", path.display()))
+        // The library's I/O errors from opening and locking name the file already.
+        let path = path.display().to_string();
+        match why.contains(&path) {
+            true => Failure(why),
+            false => Failure(format!("{path}: {why}")),
+        }
     }
 
     /// A failure of a plain file operation on `path`.
