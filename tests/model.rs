@@ -655,6 +655,7 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
             long_keys,
         } => {
             let name = TREES[tree as usize];
+            assert_eq!(w.try_open_tree(name)?.is_some(), model.contains_key(name));
             let m = model.entry(name.to_string()).or_default();
             let t = w.open_tree(name)?;
             let pair = |e: Option<(&[u8], &[u8])>| e.map(|(k, v)| (k.to_vec(), v.to_vec()));
