@@ -97,6 +97,7 @@ OP = enum(
         "Rmw",
         "Ends",
         "TwoTrees",
+        "InsertFrom",
     ]
 )
 MMAP = enum(["Whole", "Zero", "Pages"])
@@ -201,6 +202,11 @@ def two_trees(a, b, start, count, value_len=40):
     return OP("TwoTrees", u8(a), u8(b), u16(start), u8(count), u16(value_len))
 
 
+def insert_from(tree, index, value_len=30, short=False):
+    """insert_from of a value of value_len bytes; short: the reader ends a byte early."""
+    return OP("InsertFrom", u8(tree), KEY("Index", u16(index)), VALUE("Sized", u32(value_len), u8(3)), boolean(short))
+
+
 COMMIT = OP("Commit")
 COMPACT = OP("Compact")
 ABORT = OP("Abort")
@@ -275,6 +281,11 @@ OPS_PASSING = {
             ends(0, 10, committed=True),
             two_trees(1, 2, 0, 50),
             ABORT,
+            insert_from(0, 11, value_len=20),
+            insert_from(0, 12, value_len=9000),
+            insert_from(0, 11, value_len=9000, short=True),
+            insert_from(1, 13, value_len=5, short=True),
+            COMMIT,
             CHECK,
         ]
     ),

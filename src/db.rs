@@ -114,6 +114,9 @@ pub(crate) struct Shared {
     pub writer: Arc<Mutex<Writer>>,
     pub read_only: bool,
     pub durability: Durability,
+    /// The database file's path (empty for a backend without one): `insert_from` opens
+    /// it a second time for direct I/O.
+    pub path: Arc<Path>,
     /// Commits since the database was opened.
     pub commits: AtomicU64,
 }
@@ -221,6 +224,7 @@ impl Database {
                 commits: AtomicU64::new(0),
                 read_only: options.read_only,
                 durability: options.durability,
+                path: Arc::from(path.unwrap_or(Path::new(""))),
             }),
             path: path.map(Path::to_path_buf).unwrap_or_default(),
         })

@@ -74,6 +74,7 @@ mod page;
 mod path_error;
 mod prune;
 mod storage;
+mod stream;
 mod tree;
 mod txn;
 mod txn_pages;

@@ -206,9 +206,11 @@ pub(crate) struct Geometry {
     pub page_size: usize,
 }
 
-/// Largest value accepted: overflow runs are addressed by a u64 length, but we bound it so
-/// that page arithmetic can never overflow.
-pub(crate) const VALUE_LEN_MAX: u64 = u32::MAX as u64;
+/// Largest value accepted, 1 TiB: overflow runs are addressed by a u64 length (in the
+/// leaf's reference and the blob's header), but we bound it so that page arithmetic can
+/// never overflow (2^40 bytes are 2^28 pages of the smallest size) and a corrupt length
+/// is caught before it is used. See FORMAT.md#overflow-values.
+pub(crate) const VALUE_LEN_MAX: u64 = 1 << 40;
 
 impl Geometry {
     pub(crate) fn new(page_size: usize) -> Result<Geometry> {

@@ -311,9 +311,15 @@ impl Storage {
 
     pub(crate) fn write_pages(&self, first: PageId, bufs: &[&[u8]]) -> Result<()> {
         let bytes: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        self.count_pages_written(bytes);
+        self.write_at(self.geometry.offset(first), bufs)
+    }
+
+    /// Adds the pages of `bytes` written to `Stats::pages_written` (for writes that do
+    /// not go through `write_pages`).
+    pub(crate) fn count_pages_written(&self, bytes: u64) {
         let pages = bytes.div_ceil(self.geometry.page_bytes());
         self.pages_written.fetch_add(pages, Ordering::Relaxed);
-        self.write_at(self.geometry.offset(first), bufs)
     }
 
     pub(crate) fn write_at(&self, offset: u64, bufs: &[&[u8]]) -> Result<()> {

@@ -258,8 +258,30 @@ fn insert_keeping(
     } else {
         LeafValue::Overflow(pages.write_blob(value)?)
     };
+    insert_value(pages, tree, key, &stored, old)
+}
+
+/// Inserts or overwrites `key` with a value already written to the blob `o` names
+/// (`WriteTree::insert_from`); the caller checked the sizes before writing it.
+pub(crate) fn insert_overflow(
+    pages: &mut TxnPages,
+    tree: &mut TreeRecord,
+    key: &[u8],
+    o: OverflowRef,
+) -> Result<()> {
+    insert_value(pages, tree, key, &LeafValue::Overflow(o), None).map(drop)
+}
+
+/// Inserts the leaf cell of `key` → `stored`; whether the key was there.
+fn insert_value(
+    pages: &mut TxnPages,
+    tree: &mut TreeRecord,
+    key: &[u8],
+    stored: &LeafValue,
+    old: Option<&mut Vec<u8>>,
+) -> Result<bool> {
     let mut cell = std::mem::take(&mut pages.scratch);
-    encode_leaf_cell(&mut cell, key, &stored);
+    encode_leaf_cell(&mut cell, key, stored);
     let result = insert_cell(pages, tree, Cell { key, bytes: &cell }, old);
     pages.scratch = cell;
     result

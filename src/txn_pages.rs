@@ -4,6 +4,7 @@
 //! parent's reference before it is copied or freed. See FORMAT.md#page-reuse.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::alloc::Allocator;
@@ -57,6 +58,9 @@ pub(crate) struct TxnPages {
     /// copies, which the pages written at commit do not show when the copies were freed
     /// again before it).
     pub(crate) copied: u64,
+    /// The database file's path (empty without one), for direct writes of streamed
+    /// blobs.
+    path: Arc<Path>,
     /// Why a change failed or was interrupted half-way (an I/O error, a corrupt page, a
     /// panic): the transaction's pages may be inconsistent, so it refuses every further
     /// change and `commit`.
@@ -118,6 +122,7 @@ impl TxnPages {
         page_count: PageId,
         free: PageRuns,
         durable: TxnId,
+        path: Arc<Path>,
     ) -> TxnPages {
         TxnPages {
             txn: TxnId(base.0 + 1),
@@ -137,6 +142,7 @@ impl TxnPages {
             freed_volatile: PageRuns::new(),
             durable,
             copied: 0,
+            path,
             failed: None,
         }
     }
@@ -465,6 +471,44 @@ impl TxnPages {
         Ok(ChildRef::new(id, checksum, self.txn))
     }
 
+    /// Takes a run for a blob of `len` payload bytes that the caller writes itself,
+    /// outside the transaction's lock (`WriteTree::insert_from`), and grows the file to
+    /// hold it. Until `adopt_blob` the run is taken but unreferenced: give it back with
+    /// `give_back_run` if the blob is not finished.
+    pub(crate) fn take_blob_run(&mut self, len: u64) -> Result<BlobRun> {
+        let g = self.geometry();
+        let pages = g.blob_pages(len);
+        let id = self.alloc.take_run(pages);
+        if let Err(e) = self.storage.ensure_len(g.offset(PageId(id.0 + pages))) {
+            self.alloc.give_back(id, pages)?;
+            return Err(e);
+        }
+        Ok(BlobRun {
+            id,
+            pages,
+            len,
+            txn: self.txn,
+            storage: Arc::clone(&self.storage),
+            path: Arc::clone(&self.path),
+        })
+    }
+
+    /// Files a blob written into a run from `take_blob_run` among this transaction's
+    /// own blobs, and returns the reference to it.
+    pub(crate) fn adopt_blob(&mut self, run: &BlobRun, checksum: u32) -> OverflowRef {
+        self.own_blobs.insert(run.id, run.pages);
+        self.reader.extend_limit(self.alloc.end());
+        OverflowRef {
+            blob: ChildRef::new(run.id, checksum, self.txn),
+            len: zerocopy::little_endian::U64::new(run.len),
+        }
+    }
+
+    /// Gives back a run from `take_blob_run` that was never adopted.
+    pub(crate) fn give_back_run(&mut self, run: &BlobRun) -> Result<()> {
+        self.alloc.give_back(run.id, run.pages)
+    }
+
     /// Seals a blob of `pages` pages at `id` holding `payload` (which fills them), to be
     /// written with the commit's sealed pages.
     pub(crate) fn seal_blob(&mut self, id: PageId, pages: u64, payload: &[u8]) -> ChildRef {
@@ -486,6 +530,19 @@ impl TxnPages {
     pub(crate) fn freed(&self) -> (&PageRuns, &PageRuns) {
         (&self.freed, &self.freed_volatile)
     }
+}
+
+/// A run taken for a blob that is written outside the transaction's lock: where, how
+/// long, and what is needed to write it (`crate::stream`).
+pub(crate) struct BlobRun {
+    pub id: PageId,
+    pub pages: u64,
+    /// The payload length.
+    pub len: u64,
+    pub txn: TxnId,
+    pub storage: Arc<Storage>,
+    /// The database file's path (empty without one): where direct writes open it.
+    pub path: Arc<Path>,
 }
 
 /// The header of a blob holding `payload` then `padding`, with the checksum of the

@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,7 +17,8 @@ use crate::page::{Geometry, PageId, TxnId};
 use crate::prune;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn::{Durability, Snapshot, find_tree, tree_names};
-use crate::txn_pages::TxnPages;
+use crate::txn_pages::{BlobRun, TxnPages};
+use crate::{node, stream};
 use parking_lot::{ArcMutexGuard, RawMutex, ReentrantMutex};
 
 /// State that belongs to whichever write transaction holds the writer lock.
@@ -244,6 +246,7 @@ impl WriteTxn {
             base.meta.page_count(),
             std::mem::take(&mut writer.free),
             writer.durable,
+            Arc::clone(&shared.path),
         );
         let inner = TxnInner {
             pages,
@@ -420,6 +423,31 @@ pub struct WriteTree<'t> {
     _alive: AliveMark,
 }
 
+/// A blob run that `insert_from` took and has not (yet) put in the tree: given back to
+/// the allocator unless adopted, also when the user's reader panics.
+struct TakenRun<'t> {
+    lock: &'t TxnLock,
+    run: Option<BlobRun>,
+}
+
+impl TakenRun<'_> {
+    fn give_back(&mut self) -> Result<()> {
+        match self.run.take() {
+            Some(run) => self.lock.with(|inner| inner.pages.give_back_run(&run)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TakenRun<'_> {
+    fn drop(&mut self) {
+        // Only a panic gets here with the run still taken; an error giving it back
+        // (a reentrant borrow) would leave it taken, and `Database::check` would report
+        // it, but a panic is already under way.
+        let _ = self.give_back();
+    }
+}
+
 /// Tells the transaction that a handle was dropped, so that opening its tree again
 /// need not freeze the dirty pages. It borrows nothing: a handle can be dropped after
 /// the transaction committed (the borrow checker ends a handle's borrow at its last
@@ -505,6 +533,87 @@ impl WriteTree<'_> {
     /// Inserts `key` → `value`, replacing any previous value.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         self.change(|pages, record| tree::insert(pages, record, key, value))
+    }
+
+    /// Inserts `key` → a value of `len` bytes read from `reader`, replacing any previous
+    /// value: for values larger than memory (up to 1 TiB). Memory stays bounded (three
+    /// 4 MiB buffers) whatever `len` is: the value goes straight to its overflow pages,
+    /// chunk by chunk (a writer thread writes while `reader` fills the next chunk;
+    /// `O_DIRECT` from 8 MiB where the file system allows), and the tree changes only
+    /// once all of it is written. A value
+    /// small enough to live inside its leaf is read into memory and inserted as
+    /// [`insert`](Self::insert) would (it is under half a page).
+    ///
+    /// Exactly `len` bytes are read; what `reader` could give past them is left there.
+    /// A reader that ends early is [`Error::Io`](crate::Error::Io) with
+    /// `ErrorKind::UnexpectedEof` (saying how many bytes came), and a reader's own error
+    /// is returned as `Error::Io`: either way the tree is unchanged, the pages taken for
+    /// the value are free again, and the transaction stays usable. `reader` runs
+    /// without the transaction's lock held, so it may itself read or change other trees
+    /// of the transaction (not this one: it is borrowed), and other threads' changes
+    /// are not held up. If this tree's handle becomes stale meanwhile (the tree opened
+    /// again or deleted), the value is dropped and the error is `Error::StaleTree`.
+    /// Sizes are limited as for `insert`.
+    ///
+    /// ```
+    /// use std::io::Read;
+    ///
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// let mut files = wtx.open_tree("files")?;
+    /// // Any `Read`: a file, a socket, a decompressor. Here 10 MB of a repeated byte.
+    /// let mut source = std::io::repeat(b'x').take(10_000_000);
+    /// files.insert_from(b"big", 10_000_000, &mut source)?;
+    /// assert_eq!(files.get(b"big")?.map(<[u8]>::len), Some(10_000_000));
+    ///
+    /// // A reader that ends early changes nothing.
+    /// let err = files.insert_from(b"short", 100_000, &mut &[0u8; 10][..]);
+    /// assert!(matches!(err, Err(mapkv::Error::Io(_))));
+    /// assert_eq!(files.get(b"short")?, None);
+    /// drop(files);
+    /// wtx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn insert_from(&mut self, key: &[u8], len: u64, reader: &mut impl Read) -> Result<()> {
+        let g = self.view.geometry;
+        tree::check_sizes(&g, key, len)?;
+        if node::value_fits_inline(key.len(), len, g.page_size) {
+            let mut value = vec![0; len as usize];
+            stream::fill(reader, &mut value, 0, len)?;
+            return self.insert(key, &value);
+        }
+        // 1. Take the run under the lock. 2. Fill it without the lock. 3. Under the lock
+        // again, point the key at it. The run is unreferenced until then: on any
+        // failure (or a panic in `reader`) it goes back to the allocator.
+        let run = self.change(|pages, _| pages.take_blob_run(len))?;
+        let mut taken = TakenRun {
+            lock: self.view.lock,
+            run: Some(run),
+        };
+        let run = taken.run.as_ref().expect("just set");
+        let checksum = match stream::write_blob_from(run, g.page_size, reader) {
+            Ok(checksum) => checksum,
+            Err(e) => {
+                taken.give_back()?;
+                return Err(e);
+            }
+        };
+        let mut adopted = false;
+        let r = self.change(|pages, record| {
+            let o = pages.adopt_blob(run, checksum);
+            adopted = true;
+            tree::insert_overflow(pages, record, key, o)
+        });
+        if adopted {
+            // The blob is the transaction's own now: a failed insert left the
+            // transaction failed, and freeing the run is for its abort.
+            taken.run = None;
+        } else if r.is_err() {
+            taken.give_back()?;
+        }
+        r
     }
 
     /// Adds `key` → `value` after the tree's last entry: for keys that arrive in

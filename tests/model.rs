@@ -112,6 +112,15 @@ enum Op {
     },
     Abort,
     Reopen,
+    /// `insert_from` of one value; with `short`, the reader ends a byte early, which
+    /// must be `Error::Io` and change nothing (the transaction stays usable).
+    InsertFrom {
+        tree: u8,
+        key: u16,
+        size: u8,
+        seed: u8,
+        short: bool,
+    },
 }
 
 /// The key of a range bound, resolved against the model when the range is read.
@@ -169,7 +178,7 @@ impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Op {
         let tree = u8::arbitrary(g) % TREES.len() as u8;
         let key = |g: &mut Gen| u16::arbitrary(g) % 2000;
-        match u8::arbitrary(g) % 32 {
+        match u8::arbitrary(g) % 34 {
             0..=6 => Op::Insert {
                 tree,
                 start: key(g),
@@ -254,6 +263,13 @@ impl Arbitrary for Op {
                 size: VALUE_SIZES.len() as u8 - 1 - u8::arbitrary(g) % 3,
                 rounds: u8::arbitrary(g) % 2 + 2,
                 seed: u8::arbitrary(g),
+            },
+            32..=33 => Op::InsertFrom {
+                tree,
+                key: key(g),
+                size: u8::arbitrary(g) % VALUE_SIZES.len() as u8,
+                seed: u8::arbitrary(g),
+                short: u8::arbitrary(g) % 4 == 0,
             },
             _ => unreachable!(),
         }
@@ -484,6 +500,30 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
                         "key {k} reads back a stale value after overwrite round {round}"
                     );
                 }
+            }
+        }
+        Op::InsertFrom {
+            tree,
+            key,
+            size,
+            seed,
+            short,
+        } => {
+            let name = TREES[tree as usize];
+            let mut t = w.open_tree(name)?;
+            let m = model.entry(name.to_string()).or_default();
+            let (key, value) = (
+                key_bytes(key, false),
+                value_bytes(key, VALUE_SIZES[size as usize], seed),
+            );
+            if short {
+                let given = &value[..value.len().saturating_sub(1)];
+                let r = t.insert_from(&key, value.len() as u64 + 1, &mut &given[..]);
+                assert!(matches!(r, Err(Error::Io(_))), "short reader: {r:?}");
+                assert!(t.get(&key)? == m.get(&key).map(|v| &v[..]), "changed");
+            } else {
+                t.insert_from(&key, value.len() as u64, &mut &value[..])?;
+                m.insert(key, value);
             }
         }
         Op::Append {

@@ -258,6 +258,15 @@ enum Op {
         count: u8,
         value_len: u16,
     },
+    /// `insert_from` of `value` streamed from a reader; with `short`, the reader gives
+    /// one byte less than the length asked for: `Error::Io`, nothing changed, and the
+    /// transaction still usable.
+    InsertFrom {
+        tree: u8,
+        key: Key,
+        value: Value,
+        short: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -438,6 +447,41 @@ impl Harness {
                 self.pending.entry(tree.to_string()).or_default();
             }
             Err(e) => panic!("insert: {e}"),
+        }
+    }
+
+    /// `insert_from` of `v`; `short`: the reader ends a byte early, which changes nothing.
+    fn insert_from(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>, short: bool) {
+        let key_max = self.page_size / 2 - 128;
+        if self.wtx().is_none() {
+            return;
+        }
+        // After `wtx`, which begins a transaction (and its model) if none is open.
+        let old = self.pending.get(tree).and_then(|m| m.get(&k)).cloned();
+        let wtx = self.wtx().expect("open");
+        let mut t = wtx.open_tree(tree).expect("open_tree");
+        let len = v.len() as u64 + u64::from(short);
+        match t.insert_from(&k, len, &mut &v[..]) {
+            Ok(()) => {
+                drop(t);
+                assert!(!short, "a short reader was accepted");
+                assert!(k.len() <= key_max, "key of {} accepted", k.len());
+                self.pending
+                    .entry(tree.to_string())
+                    .or_default()
+                    .insert(k, v);
+            }
+            Err(Error::KeyTooLarge { size, max }) => {
+                drop(t);
+                assert!(size == k.len() && max == key_max && size > max);
+                self.pending.entry(tree.to_string()).or_default();
+            }
+            Err(Error::Io(e)) if short && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                assert!(t.get(&k).expect("get") == old.as_deref(), "changed");
+                drop(t);
+                self.pending.entry(tree.to_string()).or_default();
+            }
+            Err(e) => panic!("insert_from: {e}"),
         }
     }
 
@@ -1293,6 +1337,12 @@ fuzz_target!(init: let_user_panics_through(), |input: Input| {
                 count,
                 value_len,
             } => h.two_trees(name(*a), name(*b), *start, *count, *value_len),
+            Op::InsertFrom {
+                tree,
+                key,
+                value,
+                short,
+            } => h.insert_from(name(*tree), key_bytes(key), value_bytes(value), *short),
             Op::ForgetTree {
                 tree,
                 start,

@@ -90,6 +90,24 @@ pub(crate) fn is_refusal(e: &io::Error) -> bool {
         || e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error())
 }
 
+/// One `pwrite` loop on the direct descriptor. Offsets and lengths are page multiples
+/// and the buffer is aligned (`direct::open` checked the file system's requirements).
+pub(crate) fn write_all_at(d: &DirectFile, mut data: &[u8], mut offset: u64) -> io::Result<()> {
+    debug_assert_eq!(data.as_ptr() as usize % d.mem_align, 0);
+    while !data.is_empty() {
+        match rustix::io::pwrite(&d.fd, data, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                offset += n as u64;
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// A fixed-capacity byte buffer whose start is aligned for direct I/O, made without
 /// `unsafe`: a zeroed `Vec` over-allocated by the alignment, used from the first aligned
 /// byte. The `Vec` never grows, so its heap block (and the alignment) stays put when the
@@ -146,6 +164,18 @@ impl AlignedBuf {
         self.bytes[at..at + n].copy_from_slice(&src[..n]);
         self.len += n;
         n
+    }
+
+    /// Grows the filled part by `count` bytes (which must fit) and returns them, holding
+    /// whatever they held before, for the caller to overwrite.
+    pub(crate) fn extend_with(&mut self, count: usize) -> &mut [u8] {
+        assert!(
+            count <= self.capacity - self.len,
+            "{count} bytes do not fit"
+        );
+        let at = self.start + self.len;
+        self.len += count;
+        &mut self.bytes[at..at + count]
     }
 
     /// Appends up to `count` zero bytes (as many as fit); returns how many.

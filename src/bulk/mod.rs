@@ -4,7 +4,7 @@
 //! then one commit. See FORMAT.md#bulk-load.
 
 mod builder;
-mod direct;
+pub(crate) mod direct;
 mod writer;
 
 use std::path::Path;

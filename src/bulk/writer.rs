@@ -581,7 +581,7 @@ fn write_chunk(shared: &WriterShared, data: &[u8], offset: u64) -> Result<()> {
         _ => return storage.write_at(offset, &[data]),
     };
     let written = storage.guard_write(offset, data.len() as u64, || {
-        write_direct(direct, data, offset)
+        direct::write_all_at(direct, data, offset)
     })?;
     match written {
         Ok(()) => {
@@ -605,22 +605,4 @@ fn write_chunk(shared: &WriterShared, data: &[u8], offset: u64) -> Result<()> {
         // (FORMAT.md#disk-assumptions).
         Err(e) => Err(storage.poison(e)),
     }
-}
-
-/// One `pwrite` loop on the direct descriptor. Offsets and lengths are page multiples
-/// and the buffer is aligned (`direct::open` checked the file system's requirements).
-fn write_direct(d: &DirectFile, mut data: &[u8], mut offset: u64) -> io::Result<()> {
-    debug_assert_eq!(data.as_ptr() as usize % d.mem_align, 0);
-    while !data.is_empty() {
-        match rustix::io::pwrite(&d.fd, data, offset) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                data = &data[n..];
-                offset += n as u64;
-            }
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
