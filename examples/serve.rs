@@ -3,6 +3,8 @@
 //! `Content-Range`), 404 for an absent tree or key, 416 for a range outside the value.
 //! Each request reads from its own read transaction, so a writer may commit meanwhile and
 //! a response never mixes two states. Keys are the rest of the path, `%XX`-decoded.
+//! `PUT /TREE/KEY` with a `Content-Length` streams the body into the database with
+//! `WriteTree::insert_from` (bounded memory, whatever the size) and commits: 201.
 //!
 //! `--mode` picks how the body leaves the process:
 //! - `sendfile` (default): `ReadTree::get_extent` and `ValueExtent::send_to`; the bytes go
@@ -20,6 +22,7 @@
 //! cargo run --release --example serve -- DB [ADDR] [--mode sendfile|map-write|copy]
 //! cargo run --release --example serve -- --bench MIB        # one MIB-MiB value, each mode
 //! curl -r 0-99 http://127.0.0.1:8080/media/clip.mp4
+//! curl -T clip.mp4 http://127.0.0.1:8080/media/clip.mp4
 //! ```
 
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -73,7 +76,7 @@ fn connection(stream: TcpStream, db: &Database, mode: Mode) -> io::Result<()> {
         let head = String::from_utf8_lossy(&head);
         let mut lines = head.lines();
         let request_line: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
-        let (mut range, mut close) = (None, false);
+        let (mut range, mut close, mut length) = (None, false, None);
         for line in lines {
             let Some((name, value)) = line.split_once(':') else {
                 continue;
@@ -83,11 +86,28 @@ fn connection(stream: TcpStream, db: &Database, mode: Mode) -> io::Result<()> {
                 range = Some(value.to_string());
             } else if name.eq_ignore_ascii_case("connection") {
                 close = value.eq_ignore_ascii_case("close");
+            } else if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse::<u64>().ok();
             }
         }
         match request_line[..] {
             ["GET", path, _version] => get(&mut out, db, mode, path, range.as_deref())?,
-            _ => respond(&mut out, "400 Bad Request", &[], b"only GET /TREE/KEY\n")?,
+            ["PUT", path, _version] => {
+                let Some(length) = length else {
+                    return respond(&mut out, "411 Length Required", &[], b"no length\n");
+                };
+                // The body is read through the same buffered reader as the head.
+                reader.set_limit(length);
+                if !put(&mut out, &mut reader, db, path, length)? {
+                    return Ok(()); // the body was cut short: the connection is unusable
+                }
+            }
+            _ => respond(
+                &mut out,
+                "400 Bad Request",
+                &[],
+                b"only GET or PUT /TREE/KEY\n",
+            )?,
         }
         if close {
             return Ok(());
@@ -108,6 +128,36 @@ fn write_head(out: &mut TcpStream, status: &str, headers: &[String], len: u64) -
     }
     head.push_str("\r\n");
     out.write_all(head.as_bytes())
+}
+
+/// `PUT /TREE/KEY` with a body of `length` bytes: streamed into the database with
+/// `insert_from` (in bounded memory, whatever its size) and committed. False if the body
+/// ended early (nothing is stored).
+fn put(
+    out: &mut TcpStream,
+    body: &mut impl Read,
+    db: &Database,
+    path: &str,
+    length: u64,
+) -> io::Result<bool> {
+    let Some((tree, key)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return respond(out, "400 Bad Request", &[], b"expected /TREE/KEY\n").map(|_| true);
+    };
+    let (tree, key) = (percent_decode(tree), percent_decode(key));
+    let tree = String::from_utf8_lossy(&tree);
+    let stored = (|| {
+        let wtx = db.begin_write()?;
+        wtx.open_tree(&tree)?.insert_from(&key, length, body)?;
+        wtx.commit()
+    })();
+    match stored {
+        Ok(()) => respond(out, "201 Created", &[], b"").map(|_| true),
+        Err(mapkv::Error::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => {
+            let message = format!("{e}\n");
+            respond(out, "500 Internal Server Error", &[], message.as_bytes()).map(|_| true)
+        }
+    }
 }
 
 /// `GET /TREE/KEY`: the value, or the part a `Range` header asks for.
@@ -264,6 +314,27 @@ fn fetch(conn: &mut BufReader<TcpStream>, path: &str, extra: &str) -> io::Result
     Ok((status, headers, body))
 }
 
+/// Sends `PUT path` with `body` on `conn`; returns the status code.
+fn upload(conn: &mut BufReader<TcpStream>, path: &str, body: &[u8]) -> io::Result<u16> {
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let stream = conn.get_mut();
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut line = String::new();
+    conn.read_line(&mut line)?;
+    let status = line.split(' ').nth(1).and_then(|s| s.parse().ok());
+    // The rest of the head, then the (empty) body.
+    while {
+        line.clear();
+        conn.read_line(&mut line)?;
+        !line.trim_end().is_empty()
+    } {}
+    status.ok_or_else(|| io::Error::other(format!("bad status line {line:?}")))
+}
+
 fn value(i: usize, len: usize) -> Vec<u8> {
     (0..len).map(|j| (j * 31 + i * 7 + j / 257) as u8).collect()
 }
@@ -313,6 +384,26 @@ fn self_test() -> Result<()> {
                 assert_eq!(fetch(&mut conn, &path, &bad)?.0, 416, "{mode:?} {path}");
             }
             assert_eq!(fetch(&mut conn, "/files/absent", "")?.0, 404);
+            // An upload, streamed into the database, then read back.
+            let up = value(99, (3 << 20) + 11);
+            assert_eq!(upload(&mut conn, "/uploads/big", &up)?, 201, "{mode:?} put");
+            let (status, _, body) = fetch(&mut conn, "/uploads/big", "")?;
+            assert!(status == 200 && body == up, "{mode:?} uploaded value");
+            // A body cut short stores nothing, and the server drops the connection.
+            let mut cut = TcpStream::connect(addr)?;
+            cut.write_all(b"PUT /uploads/short HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")?;
+            cut.write_all(&[7; 100])?;
+            cut.shutdown(std::net::Shutdown::Write)?;
+            assert_eq!(
+                cut.read(&mut [0; 64])?,
+                0,
+                "{mode:?}: closed without a reply"
+            );
+            assert_eq!(
+                fetch(&mut conn, "/uploads/short", "")?.0,
+                404,
+                "{mode:?} cut"
+            );
             assert_eq!(fetch(&mut conn, "/no-tree/f%200", "")?.0, 404);
             let (status, _, _) = fetch(&mut conn, "/files/f%201", "Connection: close\r\n")?;
             assert_eq!(status, 200);
