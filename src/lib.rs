@@ -78,6 +78,7 @@ mod stream;
 mod tree;
 mod txn;
 mod txn_pages;
+mod write_tree;
 mod write_txn;
 
 pub use bulk::{BulkOptions, BulkStats};
@@ -88,7 +89,8 @@ pub use db::{Database, Options, Stats, TreeStats};
 pub use error::{Error, Result};
 pub use extent::ValueExtent;
 pub use txn::{Durability, ReadTree, ReadTxn};
-pub use write_txn::{WriteTree, WriteTxn};
+pub use write_tree::WriteTree;
+pub use write_txn::WriteTxn;
 
 /// Hooks for crash and fault-injection tests and fuzzers. Not part of the stable API.
 #[doc(hidden)]

@@ -4,21 +4,18 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cursor::{KeyRange, Range, owned_bounds, prefix_bounds};
 use crate::db::Shared;
 use crate::error::{Error, Result};
 use crate::free_chain::FreeChain;
 use crate::freelist::{PageRuns, Pending};
-use crate::page::{Geometry, PageId, TxnId};
-use crate::prune;
+use crate::page::{PageId, TxnId};
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn::{Durability, Snapshot, find_tree, tree_names};
-use crate::txn_pages::{BlobRun, TxnPages};
-use crate::{node, stream};
+use crate::txn_pages::TxnPages;
+use crate::write_tree::WriteTree;
 use parking_lot::{ArcMutexGuard, RawMutex, ReentrantMutex};
 
 /// State that belongs to whichever write transaction holds the writer lock.
@@ -104,14 +101,14 @@ impl TxnLock {
 
     /// Runs `f` with the pages and trees, or `Error::Reentrant` if this thread is in
     /// the middle of a change already.
-    fn with<T>(&self, f: impl FnOnce(&mut TxnInner) -> Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut TxnInner) -> Result<T>) -> Result<T> {
         let guard = self.0.lock();
         let mut inner = guard.try_borrow_mut().map_err(|_| Error::Reentrant)?;
         f(&mut inner)
     }
 
     /// `with`, read-only.
-    fn with_ref<T>(&self, f: impl FnOnce(&TxnInner) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_ref<T>(&self, f: impl FnOnce(&TxnInner) -> Result<T>) -> Result<T> {
         let guard = self.0.lock();
         let inner = guard.try_borrow().map_err(|_| Error::Reentrant)?;
         f(&inner)
@@ -180,15 +177,21 @@ impl TouchedTrees {
             .collect()
     }
 
-    /// The record of the tree in `slot`, for the handle of `generation`: an older
-    /// handle is `Error::StaleTree`.
-    fn current(&mut self, slot: usize, generation: u64) -> Result<&mut TreeRecord> {
+    /// The record of the tree in `slot`, for the handle of `generation` (an older
+    /// handle is `Error::StaleTree`), read-only.
+    pub(crate) fn current_record(&self, slot: usize, generation: u64) -> Result<TreeRecord> {
+        self.check_current(slot, generation)?;
+        Ok(self.states[slot].now.expect("checked"))
+    }
+
+    /// The same, to change.
+    pub(crate) fn current(&mut self, slot: usize, generation: u64) -> Result<&mut TreeRecord> {
         self.check_current(slot, generation)?;
         Ok(self.states[slot].now.as_mut().expect("checked"))
     }
 
     /// `Ok` if the handle of `generation` is the tree's newest and the tree exists.
-    fn check_current(&self, slot: usize, generation: u64) -> Result<()> {
+    pub(crate) fn check_current(&self, slot: usize, generation: u64) -> Result<()> {
         let state = &self.states[slot];
         match state.generation == generation && state.now.is_some() {
             true => Ok(()),
@@ -306,15 +309,13 @@ impl WriteTxn {
             let state = &mut trees.states[slot];
             state.now.get_or_insert(TreeRecord::EMPTY);
             state.alive = Some(Arc::clone(&alive));
-            Ok(Some(WriteTree {
-                view: TreeView {
-                    lock: &self.pages,
-                    slot,
-                    generation,
-                    geometry: pages.geometry(),
-                },
-                _alive: AliveMark(alive),
-            }))
+            Ok(Some(WriteTree::new(
+                &self.pages,
+                slot,
+                generation,
+                pages.geometry(),
+                alive,
+            )))
         })
     }
 
@@ -411,422 +412,5 @@ impl Drop for WriteTxn {
         if !self.committed {
             self.writer.free = self.pages.get_mut().alloc.undo();
         }
-    }
-}
-
-/// A tree in a [`WriteTxn`]: reads see the transaction's own writes. Every change goes
-/// straight into the transaction: leaking or dropping the handle loses nothing, and a
-/// change that is interrupted (an error, or a panic the caller catches) makes the
-/// transaction refuse to commit. `Send + Sync`.
-pub struct WriteTree<'t> {
-    view: TreeView<'t>,
-    _alive: AliveMark,
-}
-
-/// A blob run that `insert_from` took and has not (yet) put in the tree: given back to
-/// the allocator unless adopted, also when the user's reader panics.
-struct TakenRun<'t> {
-    lock: &'t TxnLock,
-    run: Option<BlobRun>,
-}
-
-impl TakenRun<'_> {
-    fn give_back(&mut self) -> Result<()> {
-        match self.run.take() {
-            Some(run) => self.lock.with(|inner| inner.pages.give_back_run(&run)),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for TakenRun<'_> {
-    fn drop(&mut self) {
-        // Only a panic gets here with the run still taken; an error giving it back
-        // (a reentrant borrow) would leave it taken, and `Database::check` would report
-        // it, but a panic is already under way.
-        let _ = self.give_back();
-    }
-}
-
-/// Tells the transaction that a handle was dropped, so that opening its tree again
-/// need not freeze the dirty pages. It borrows nothing: a handle can be dropped after
-/// the transaction committed (the borrow checker ends a handle's borrow at its last
-/// use, and `WriteTree` has no `Drop` of its own for that reason).
-struct AliveMark(Arc<AtomicBool>);
-
-impl Drop for AliveMark {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
-/// How a tree handle reads pages: through the transaction, under its lock, for as
-/// long as the handle is borrowed.
-struct TreeView<'t> {
-    lock: &'t TxnLock,
-    /// Where the tree's state is kept in `TouchedTrees`.
-    slot: usize,
-    /// The tree's generation when this handle was opened.
-    generation: u64,
-    geometry: Geometry,
-}
-
-impl TreeView<'_> {
-    /// The tree's record, unless the handle is stale or an earlier change failed.
-    fn record(&self) -> Result<TreeRecord> {
-        self.lock.with_ref(|TxnInner { pages, trees }| {
-            pages.usable()?;
-            trees.check_current(self.slot, self.generation)?;
-            Ok(trees.states[self.slot].now.expect("checked"))
-        })
-    }
-
-    /// `read` applied to the transaction's pages, for a handle that is not stale, with
-    /// the slice it returns borrowed from this view rather than from the lock.
-    #[allow(unsafe_code)]
-    fn read(&self, read: impl FnOnce(&TxnPages) -> Result<&[u8]>) -> Result<&[u8]> {
-        self.lock.with_ref(|TxnInner { pages, trees }| {
-            trees.check_current(self.slot, self.generation)?;
-            let bytes: *const [u8] = read(pages)?;
-            // SAFETY: the slice is a dirty page of this tree (a `DirtyPage`, which never
-            // moves) or a committed page or own blob read through the transaction's
-            // reader (bytes of its map, whose old maps it keeps, or of its pread
-            // buffers, which it never drops or changes while it lives); the reader and
-            // the dirty pages live as long as the transaction, which this view borrows.
-            // What remains is that the bytes do not change while the slice (which
-            // borrows this handle) lives. Committed pages never change during a
-            // transaction. A dirty page or own blob is changed or freed only by a change
-            // of its own tree (a tree's references lead only to its own pages:
-            // `TxnPages::shadow` checks what it copies), and a change needs `&mut` of
-            // the tree's newest handle: this one, whose borrow excludes it, or a newer
-            // one, whose opening replaced every dirty page by a copy, keeping the
-            // original unchanged until the transaction ends, and keeps the pages of
-            // freed own blobs from reuse until the commit (`TouchedTrees::supersede`,
-            // `TxnPages::freeze`). Deleting the tree supersedes this handle the same
-            // way, and the commit consumes the transaction.
-            Ok(unsafe { &*bytes })
-        })
-    }
-}
-
-impl Pages for TreeView<'_> {
-    fn page(&self, id: PageId) -> Result<&[u8]> {
-        self.read(|pages| pages.page(id))
-    }
-
-    fn run(&self, id: PageId, count: u64) -> Result<&[u8]> {
-        self.read(|pages| pages.run(id, count))
-    }
-
-    fn geometry(&self) -> Geometry {
-        self.geometry
-    }
-
-    fn pages_readable(&self) -> u64 {
-        self.lock
-            .with_ref(|inner| Ok(inner.pages.pages_readable()))
-            .unwrap_or(0)
-    }
-}
-
-impl WriteTree<'_> {
-    /// Inserts `key` → `value`, replacing any previous value.
-    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.change(|pages, record| tree::insert(pages, record, key, value))
-    }
-
-    /// Inserts `key` → a value of `len` bytes read from `reader`, replacing any previous
-    /// value: for values larger than memory (up to 1 TiB). Memory stays bounded (three
-    /// 4 MiB buffers) whatever `len` is: the value goes straight to its overflow pages,
-    /// chunk by chunk (a writer thread writes while `reader` fills the next chunk;
-    /// `O_DIRECT` from 8 MiB where the file system allows), and the tree changes only
-    /// once all of it is written. A value
-    /// small enough to live inside its leaf is read into memory and inserted as
-    /// [`insert`](Self::insert) would (it is under half a page).
-    ///
-    /// Exactly `len` bytes are read; what `reader` could give past them is left there.
-    /// A reader that ends early is [`Error::Io`](crate::Error::Io) with
-    /// `ErrorKind::UnexpectedEof` (saying how many bytes came), and a reader's own error
-    /// is returned as `Error::Io`: either way the tree is unchanged, the pages taken for
-    /// the value are free again, and the transaction stays usable. `reader` runs
-    /// without the transaction's lock held, so it may itself read or change other trees
-    /// of the transaction (not this one: it is borrowed), and other threads' changes
-    /// are not held up. If this tree's handle becomes stale meanwhile (the tree opened
-    /// again or deleted), the value is dropped and the error is `Error::StaleTree`.
-    /// Sizes are limited as for `insert`.
-    ///
-    /// ```
-    /// use std::io::Read;
-    ///
-    /// # fn main() -> mapkv::Result<()> {
-    /// # let dir = tempfile::tempdir()?;
-    /// let db = mapkv::Database::open(dir.path().join("db"))?;
-    /// let wtx = db.begin_write()?;
-    /// let mut files = wtx.open_tree("files")?;
-    /// // Any `Read`: a file, a socket, a decompressor. Here 10 MB of a repeated byte.
-    /// let mut source = std::io::repeat(b'x').take(10_000_000);
-    /// files.insert_from(b"big", 10_000_000, &mut source)?;
-    /// assert_eq!(files.get(b"big")?.map(<[u8]>::len), Some(10_000_000));
-    ///
-    /// // A reader that ends early changes nothing.
-    /// let err = files.insert_from(b"short", 100_000, &mut &[0u8; 10][..]);
-    /// assert!(matches!(err, Err(mapkv::Error::Io(_))));
-    /// assert_eq!(files.get(b"short")?, None);
-    /// drop(files);
-    /// wtx.commit()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn insert_from(&mut self, key: &[u8], len: u64, reader: &mut impl Read) -> Result<()> {
-        let g = self.view.geometry;
-        tree::check_sizes(&g, key, len)?;
-        if node::value_fits_inline(key.len(), len, g.page_size) {
-            let mut value = vec![0; len as usize];
-            stream::fill(reader, &mut value, 0, len)?;
-            return self.insert(key, &value);
-        }
-        // 1. Take the run under the lock. 2. Fill it without the lock. 3. Under the lock
-        // again, point the key at it. The run is unreferenced until then: on any
-        // failure (or a panic in `reader`) it goes back to the allocator.
-        let run = self.change(|pages, _| pages.take_blob_run(len))?;
-        let mut taken = TakenRun {
-            lock: self.view.lock,
-            run: Some(run),
-        };
-        let run = taken.run.as_ref().expect("just set");
-        let checksum = match stream::write_blob_from(run, g.page_size, reader) {
-            Ok(checksum) => checksum,
-            Err(e) => {
-                taken.give_back()?;
-                return Err(e);
-            }
-        };
-        let mut adopted = false;
-        let r = self.change(|pages, record| {
-            let o = pages.adopt_blob(run, checksum);
-            adopted = true;
-            tree::insert_overflow(pages, record, key, o)
-        });
-        if adopted {
-            // The blob is the transaction's own now: a failed insert left the
-            // transaction failed, and freeing the run is for its abort.
-            taken.run = None;
-        } else if r.is_err() {
-            taken.give_back()?;
-        }
-        r
-    }
-
-    /// Adds `key` → `value` after the tree's last entry: for keys that arrive in
-    /// ascending order (time series, log positions). It goes down the tree's rightmost
-    /// edge without searching, and a full page is cut where the entry goes, so appended
-    /// pages stay full. A `key` not greater than the tree's last key is refused with
-    /// [`Error::Unsorted`](crate::Error::Unsorted), `index` being the tree's entry count
-    /// (the position the entry would have had), and nothing changes. Sizes are limited as
-    /// for [`insert`](Self::insert).
-    ///
-    /// ```
-    /// use mapkv::{Database, Error, Result};
-    ///
-    /// # fn main() -> Result<()> {
-    /// # let dir = tempfile::tempdir()?;
-    /// let db = Database::open(dir.path().join("log.mapkv"))?;
-    /// let w = db.begin_write()?;
-    /// let mut log = w.open_tree("log")?;
-    /// for i in 0u64..1000 {
-    ///     log.append(&i.to_be_bytes(), b"entry")?;
-    /// }
-    /// assert!(matches!(
-    ///     log.append(&5u64.to_be_bytes(), b"late"),
-    ///     Err(Error::Unsorted { index: 1000 })
-    /// ));
-    /// assert_eq!(log.len()?, 1000);
-    /// w.commit()?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn append(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.change(|pages, record| tree::append(pages, record, key, value))
-    }
-
-    /// Removes `key`; true if it was present.
-    pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
-        self.change(|pages, record| tree::remove(pages, record, key))
-    }
-
-    /// Removes every entry with a key in `range` (see [`KeyRange`]); returns how many.
-    ///
-    /// Subtrees wholly inside the range are freed without being copied, so the pages a
-    /// commit writes grow with the depth of the tree, not with the size of the range.
-    /// An empty or inverted range removes nothing.
-    ///
-    /// ```
-    /// # fn main() -> mapkv::Result<()> {
-    /// # let dir = tempfile::tempdir()?;
-    /// let db = mapkv::Database::open(dir.path().join("db"))?;
-    /// let wtx = db.begin_write()?;
-    /// let mut log = wtx.open_tree("log")?;
-    /// for day in 1u32..=31 {
-    ///     log.insert(&day.to_be_bytes(), b"entry")?;
-    /// }
-    /// // Retention: everything before day 25.
-    /// assert_eq!(log.remove_range(..25u32.to_be_bytes())?, 24);
-    /// assert_eq!(log.remove_range(b"a".as_slice()..=b"c")?, 0);
-    /// assert_eq!(log.remove_range(..)?, 7);
-    /// assert!(log.is_empty()?);
-    /// # Ok(()) }
-    /// ```
-    pub fn remove_range<K: AsRef<[u8]>, R: KeyRange<K>>(&mut self, range: R) -> Result<u64> {
-        let (lower, upper) = range.bounds();
-        self.change(|pages, record| prune::remove_range(pages, record, lower, upper))
-    }
-
-    /// Removes every entry for which `keep(key, value)` returns false; returns how many.
-    /// `keep` sees each entry once, in key order. It may not use this transaction (its
-    /// trees answer `Error::Reentrant`): it runs in the middle of the change.
-    ///
-    /// Leaves in which every entry stays are read but not copied.
-    ///
-    /// ```
-    /// # fn main() -> mapkv::Result<()> {
-    /// # let dir = tempfile::tempdir()?;
-    /// let db = mapkv::Database::open(dir.path().join("db"))?;
-    /// let wtx = db.begin_write()?;
-    /// let mut t = wtx.open_tree("t")?;
-    /// for (k, v) in [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")] {
-    ///     t.insert(k, v)?;
-    /// }
-    /// assert_eq!(t.retain(|_key, value| value != b"2")?, 1);
-    /// assert_eq!(t.get(b"b")?, None);
-    /// assert_eq!(t.len()?, 2);
-    /// # Ok(()) }
-    /// ```
-    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) -> Result<u64> {
-        self.change(|pages, record| prune::retain(pages, record, &mut keep))
-    }
-
-    /// Inserts `key` → `value` and returns the value it replaced, if any: one descent,
-    /// as `insert`.
-    ///
-    /// ```
-    /// # fn main() -> mapkv::Result<()> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
-    /// let wtx = db.begin_write()?;
-    /// let mut t = wtx.open_tree("config")?;
-    /// assert_eq!(t.replace(b"mode", b"fast")?, None);
-    /// assert_eq!(t.replace(b"mode", b"safe")?, Some(b"fast".to_vec()));
-    /// assert_eq!(t.take(b"mode")?, Some(b"safe".to_vec()));
-    /// assert_eq!(t.take(b"mode")?, None);
-    /// # Ok(()) }
-    /// ```
-    pub fn replace(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.change(|pages, record| tree::replace(pages, record, key, value))
-    }
-
-    /// Removes `key` and returns its value, if it was present. One descent, as
-    /// `remove`.
-    pub fn take(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.change(|pages, record| tree::take(pages, record, key))
-    }
-
-    /// Sets `key` to what `f` makes of its current value (`None` if absent): `Some(new)`
-    /// stores `new`, `None` removes the key. For counters, compare-and-swap and other
-    /// read-modify-write steps; `f` runs once, and nothing changes if it returns what
-    /// is there.
-    ///
-    /// ```
-    /// # fn main() -> mapkv::Result<()> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
-    /// let wtx = db.begin_write()?;
-    /// let mut hits = wtx.open_tree("hits")?;
-    /// let bump = |old: Option<&[u8]>| {
-    ///     let n = old.map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
-    ///     Some((n + 1).to_le_bytes().to_vec())
-    /// };
-    /// hits.update(b"/index.html", bump)?;
-    /// hits.update(b"/index.html", bump)?;
-    /// assert_eq!(hits.get(b"/index.html")?, Some(&2u64.to_le_bytes()[..]));
-    ///
-    /// // Compare-and-swap: replace "v1" by "v2" only if "v1" is there.
-    /// hits.insert(b"version", b"v1")?;
-    /// hits.update(b"version", |old| match old {
-    ///     Some(b"v1") => Some(b"v2".to_vec()),
-    ///     other => other.map(<[u8]>::to_vec),
-    /// })?;
-    /// assert_eq!(hits.get(b"version")?, Some(&b"v2"[..]));
-    /// # Ok(()) }
-    /// ```
-    pub fn update(
-        &mut self,
-        key: &[u8],
-        f: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,
-    ) -> Result<()> {
-        let old = self.get(key)?;
-        let new = f(old);
-        if old == new.as_deref() {
-            return Ok(());
-        }
-        match new {
-            Some(value) => self.insert(key, &value),
-            None => self.remove(key).map(|_| ()),
-        }
-    }
-
-    /// The value stored under `key`, borrowed until the tree is next modified.
-    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        tree::get(&self.view, &self.view.record()?, key)
-    }
-
-    /// Entries with keys in `range`, ascending (or descending with `.rev()`); see
-    /// [`KeyRange`] for the ranges it takes.
-    pub fn range<K: AsRef<[u8]>, R: KeyRange<K>>(&self, range: R) -> Result<Range<'_>> {
-        let (lower, upper) = owned_bounds(&range);
-        Ok(Range::new(&self.view, self.view.record()?, lower, upper))
-    }
-
-    /// All entries, ascending.
-    pub fn iter(&self) -> Result<Range<'_>> {
-        self.range(..)
-    }
-
-    /// The entries whose keys start with `prefix`, ascending (or descending with
-    /// `.rev()`).
-    pub fn prefix(&self, prefix: &[u8]) -> Result<Range<'_>> {
-        let (lower, upper) = prefix_bounds(prefix);
-        Ok(Range::new(&self.view, self.view.record()?, lower, upper))
-    }
-
-    /// The entry with the smallest key, or `None` if the tree is empty.
-    pub fn first(&self) -> Result<Option<(&[u8], &[u8])>> {
-        self.iter()?.next().transpose()
-    }
-
-    /// The entry with the largest key, or `None` if the tree is empty.
-    pub fn last(&self) -> Result<Option<(&[u8], &[u8])>> {
-        self.iter()?.next_back().transpose()
-    }
-
-    /// The number of entries.
-    pub fn len(&self) -> Result<u64> {
-        Ok(self.view.record()?.entries.get())
-    }
-
-    /// Whether the tree has no entries.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
-    }
-
-    /// Runs `f` on the transaction's pages and this tree's record. A panic in `f` leaves the transaction marked failed
-    /// (`TxnPages::change`): it refuses to commit.
-    pub(crate) fn change<T>(
-        &mut self,
-        f: impl FnOnce(&mut TxnPages, &mut TreeRecord) -> Result<T>,
-    ) -> Result<T> {
-        let view = &self.view;
-        view.lock.with(|TxnInner { pages, trees }| {
-            let record = trees.current(view.slot, view.generation)?;
-            pages.change(|pages| f(pages, record))
-        })
     }
 }
