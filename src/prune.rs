@@ -38,16 +38,7 @@ pub(crate) fn remove_range(
     };
     let root = walk.prune(pages, tree.root, tree.depth.get(), range.root_fences())?;
     let root_page = tree.root.page.get();
-    let entries = tree
-        .entries
-        .get()
-        .checked_sub(walk.removed)
-        .ok_or_else(|| {
-            Error::corrupted(
-                root_page,
-                "tree record counts fewer entries than its leaves hold",
-            )
-        })?;
+    let entries = entries_left(tree, walk.removed)?;
     match root {
         Pruned::Same => return Ok(0),
         Pruned::Gone if entries != 0 => {
@@ -106,16 +97,7 @@ pub(crate) fn retain(
         }
         from = Some(fence);
     }
-    let entries = tree
-        .entries
-        .get()
-        .checked_sub(walk.removed)
-        .ok_or_else(|| {
-            Error::corrupted(
-                tree.root.page.get(),
-                "tree record counts fewer entries than its leaves hold",
-            )
-        })?;
+    let entries = entries_left(tree, walk.removed)?;
     tree.entries = U64::new(entries);
     Ok(walk.removed)
 }
@@ -526,4 +508,15 @@ impl Retain<'_> {
         self.removed += gone.len() as u64;
         Ok(Some(Grow::One(pages.dirty_ref(id))))
     }
+}
+
+/// The tree's entry count less `removed`: fewer entries in the record than the leaves
+/// held is a corrupt record.
+fn entries_left(tree: &TreeRecord, removed: u64) -> Result<u64> {
+    tree.entries.get().checked_sub(removed).ok_or_else(|| {
+        Error::corrupted(
+            tree.root.page.get(),
+            "tree record counts fewer entries than its leaves hold",
+        )
+    })
 }
