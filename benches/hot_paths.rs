@@ -1,12 +1,14 @@
-//! Micro-benchmarks of the hot paths: point get (hit and miss), a 10-entry range, an
+//! Micro-benchmarks of the hot paths: point get (hit and miss), a 10-entry range, a full
+//! scan, gets through the pread path (`mmap_size(0)`) on one thread and on several, an
 //! insert into a page that is already dirty, and the commit of a one-page transaction.
 //! Run with `cargo bench --bench hot_paths`. The comparison with other engines is the
 //! `compare` program in `benches/compare`.
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use mapkv::{Database, Durability};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mapkv::{Database, Durability, Options};
 
 const N: u64 = 200_000;
 
@@ -21,6 +23,11 @@ fn key(i: u64) -> [u8; 24] {
 
 fn loaded_db(dir: &tempfile::TempDir) -> Database {
     let db = Database::open(dir.path().join("bench.mapkv")).expect("open");
+    load(&db);
+    db
+}
+
+fn load(db: &Database) {
     let w = db.begin_write().expect("write");
     {
         let mut t = w.open_tree("t").expect("tree");
@@ -29,7 +36,6 @@ fn loaded_db(dir: &tempfile::TempDir) -> Database {
         }
     }
     w.commit().expect("commit");
-    db
 }
 
 fn reads(c: &mut Criterion) {
@@ -60,6 +66,73 @@ fn reads(c: &mut Criterion) {
             black_box(n)
         })
     });
+    let mut scan = c.benchmark_group("full scan");
+    scan.throughput(Throughput::Elements(N));
+    scan.bench_function("every entry", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for e in t.range(..).expect("range") {
+                n += e.expect("entry").1.len();
+            }
+            black_box(n)
+        })
+    });
+    scan.finish();
+}
+
+/// Read transactions of the pread benchmarks end after this many gets, so that pages
+/// come from the shared page cache, not from the transaction's own table.
+const GETS_PER_TXN: u64 = 100;
+
+/// Gets through the pread path with every page in the page cache: the hit path, on one
+/// thread and on several, each with its own read transactions. Throughput per thread
+/// count shows whether the hit path scales (no shared lock on it).
+fn pread_reads(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.mapkv");
+    load(&Database::open(&path).expect("open"));
+    let db = Options::new()
+        .mmap_size(0)
+        .cache_size(256 << 20)
+        .open(&path)
+        .expect("open at mmap_size(0)");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut group = c.benchmark_group("get at mmap_size(0), cache hits");
+    group.throughput(Throughput::Elements(1));
+    let mut counts = vec![1, 2, 4, cores];
+    counts.retain(|&t| t <= cores.max(2));
+    counts.sort();
+    counts.dedup();
+    for threads in counts {
+        group.bench_function(format!("{threads} thread(s)"), |b| {
+            b.iter_custom(|iters| gets_on_threads(&db, threads, iters))
+        });
+    }
+    group.finish();
+}
+
+/// `iters` gets split over `threads` threads; the wall clock of all of them.
+fn gets_on_threads(db: &Database, threads: usize, iters: u64) -> Duration {
+    let per_thread = iters.div_ceil(threads as u64);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads as u64 {
+            s.spawn(move || {
+                let mut i = t * 104_729;
+                let mut done = 0;
+                while done < per_thread {
+                    let r = db.begin_read().expect("read");
+                    let tree = r.open_tree("t").expect("tree");
+                    for _ in 0..GETS_PER_TXN.min(per_thread - done) {
+                        i = (i + 7919) % N;
+                        black_box(tree.get(&key(i)).expect("get"));
+                        done += 1;
+                    }
+                }
+            });
+        }
+    });
+    start.elapsed()
 }
 
 fn writes(c: &mut Criterion) {
@@ -105,6 +178,6 @@ fn writes(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = reads, writes
+    targets = reads, pread_reads, writes
 }
 criterion_main!(benches);

@@ -68,6 +68,7 @@ mod error;
 mod extent;
 mod free_chain;
 mod freelist;
+mod held_runs;
 mod meta;
 mod node;
 mod page;

@@ -15,7 +15,8 @@ use parking_lot::Mutex;
 
 use crate::cache::{PageBuf, PageCache};
 use crate::error::{Error, Result};
-use crate::page::{Geometry, PageId, PageMap};
+use crate::held_runs::HeldRuns;
+use crate::page::{Geometry, PageId};
 
 /// The file operations the engine needs. The real file implements it; tests can put a
 /// recording, crashing or failing layer in its place.
@@ -170,7 +171,7 @@ impl Storage {
             backend,
             geometry,
             mmap_size,
-            cache: PageCache::new(cache_size),
+            cache: PageCache::new(cache_size, geometry.page_bytes()),
             state: Mutex::new(MapState {
                 map: None,
                 file_len,
@@ -388,8 +389,7 @@ impl Storage {
             map: state.map.clone(),
             window_end: window.min(limit_bytes),
             limit_bytes,
-            buffers: Mutex::new(PageMap::default()),
-            retired: Mutex::new(Vec::new()),
+            held: HeldRuns::new(),
             retired_maps: Vec::new(),
         }
     }
@@ -403,18 +403,10 @@ pub(crate) struct PageReader {
     map: Option<Arc<Mmap>>,
     window_end: u64,
     limit_bytes: u64,
-    /// Runs read with pread (or found in the shared cache), by first page (a run read
-    /// again at another length, which only a corrupt file can ask for, replaces the held
-    /// one). Buffers are never dropped or mutated while the reader lives: `forget` moves
-    /// them to `retired`. Shared `Arc`s, never `Box`es: moving a `Box` asserts unique
-    /// access to its contents, which would invalidate the slices already handed out
-    /// (Stacked Borrows; Miri reported it on an earlier version).
-    ///
-    /// Behind a lock, not a `RefCell`, so that one snapshot can be read by several
-    /// threads at once (`ReadTxn: Sync`); the lock is held only to look a run up or
-    /// file it, never while the bytes are read.
-    buffers: Mutex<PageMap<PageBuf>>,
-    retired: Mutex<Vec<PageBuf>>,
+    /// Runs read with pread (or found in the shared cache), held until the reader is
+    /// dropped so the slices handed out stay valid; lookups in it take no lock, so one
+    /// snapshot can be read by several threads at once (`ReadTxn: Sync`).
+    held: HeldRuns,
     /// Maps that `extend_limit` replaced, kept for the slices of them still alive.
     retired_maps: Vec<Arc<Mmap>>,
 }
@@ -469,44 +461,18 @@ impl PageReader {
         }
     }
 
+    /// Not inlined into `run`: the mapped path, the hot one with a map, stays small.
+    #[inline(never)]
     fn read_owned(&self, id: PageId, start: u64, end: u64) -> Result<&[u8]> {
         let len = (end - start) as usize;
-        let held = self
-            .buffers
-            .lock()
-            .get(&id)
-            .filter(|b| b.len() == len)
-            .map(Arc::as_ptr);
-        let ptr = match held {
-            Some(ptr) => ptr,
-            None => {
-                // Read without the lock, so other threads' hits are not held up by it.
-                let buf = match self.storage.cache.get(id, len) {
-                    Some(buf) => buf,
-                    None => self.read_from_file(id, start, len)?,
-                };
-                let mut buffers = self.buffers.lock();
-                match buffers.get(&id) {
-                    // Another thread filed the same run meanwhile: use its copy.
-                    Some(b) if b.len() == len => Arc::as_ptr(b),
-                    _ => {
-                        let ptr = Arc::as_ptr(&buf);
-                        if let Some(old) = buffers.insert(id, buf) {
-                            self.retired.lock().push(old);
-                        }
-                        ptr
-                    }
-                }
-            }
+        if let Some(held) = self.held.get(id, len) {
+            return Ok(held);
+        }
+        let buf = match self.storage.cache.get(id, len) {
+            Some(buf) => buf,
+            None => self.read_from_file(id, start, len)?,
         };
-        // SAFETY: `ptr` points to the bytes of an `Arc<[u8]>` of which `self.buffers` holds
-        // a clone. The bytes are never written again: they were written (`read_from_file`)
-        // before the `Arc` was first cloned, and the cache writes a buffer again only after
-        // `Arc::get_mut` proved it unshared. Our clone is never dropped while `self` lives
-        // (`forget`, or another thread filing a run at the same page with another length,
-        // moves it to `retired`; `Drop` frees both), and moving an `Arc` does not move its
-        // bytes, so the slice is valid for the lifetime of `&self`.
-        Ok(unsafe { &*ptr })
+        Ok(self.held.hold(id, buf))
     }
 
     /// Reads `len` bytes at `start` (the run at `id`) with pread and offers them to the
@@ -524,9 +490,7 @@ impl PageReader {
     /// Stops serving cached copies of the run at `id`: a write transaction calls this when
     /// it frees pages it wrote itself, since it may write them again.
     pub(crate) fn forget(&self, id: PageId) {
-        if let Some(b) = self.buffers.lock().remove(&id) {
-            self.retired.lock().push(b);
-        }
+        self.held.forget(id);
     }
 
     /// Lets a write transaction read pages it wrote past the committed end.
@@ -584,17 +548,11 @@ impl PageReader {
     pub(crate) fn fetch(&self, id: PageId, pages: u64) -> Result<Fetched<'_>> {
         let (start, end) = self.run_bytes(id, pages)?;
         if end <= self.window_end {
-            return Ok(Fetched::Mapped(self.mapped(start, end)));
+            return Ok(Fetched::Borrowed(self.mapped(start, end)));
         }
         let len = (end - start) as usize;
-        if let Some(held) = self
-            .buffers
-            .lock()
-            .get(&id)
-            .filter(|b| b.len() == len)
-            .cloned()
-        {
-            return Ok(Fetched::Owned(held));
+        if let Some(held) = self.held.get(id, len) {
+            return Ok(Fetched::Borrowed(held));
         }
         if let Some(cached) = self.storage.cache.get(id, len) {
             return Ok(Fetched::Owned(cached));
@@ -670,10 +628,10 @@ impl PageReader {
     }
 }
 
-/// The bytes of a page or run from [`PageReader::fetch`]: borrowed from the map, or a
-/// buffer shared with the page cache (or this reader's table) or read just now.
+/// The bytes of a page or run from [`PageReader::fetch`]: borrowed from the map or this
+/// reader's held runs, or a buffer shared with the page cache or read just now.
 pub(crate) enum Fetched<'a> {
-    Mapped(&'a [u8]),
+    Borrowed(&'a [u8]),
     Owned(PageBuf),
 }
 
@@ -682,7 +640,7 @@ impl std::ops::Deref for Fetched<'_> {
 
     fn deref(&self) -> &[u8] {
         match self {
-            Fetched::Mapped(bytes) => bytes,
+            Fetched::Borrowed(bytes) => bytes,
             Fetched::Owned(buf) => buf,
         }
     }
@@ -747,7 +705,7 @@ mod tests {
             assert_eq!(r.run(id, n).unwrap(), want, "run {first}+{pages}");
         }
         // Only the three runs that `run` read past the window stay in the reader's table.
-        assert_eq!(r.buffers.lock().len(), 3);
+        assert_eq!(r.held.count(), 3);
     }
 
     #[test]
