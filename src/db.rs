@@ -30,6 +30,7 @@ pub struct Options {
     page_size: usize,
     mmap_size: u64,
     cache_size: u64,
+    read_ahead: bool,
     durability: Durability,
     read_only: bool,
 }
@@ -43,6 +44,7 @@ impl Default for Options {
             page_size: 4096,
             mmap_size: u64::MAX,
             cache_size: CACHE_SIZE_DEFAULT,
+            read_ahead: true,
             durability: Durability::Immediate,
             read_only: false,
         }
@@ -78,6 +80,26 @@ impl Options {
     /// read, so it costs nothing when the whole file is mapped.
     pub fn cache_size(mut self, bytes: u64) -> Options {
         self.cache_size = bytes;
+        self
+    }
+
+    /// Whether the operating system may read ahead of the pages that reads touch.
+    /// Default `true`. `false` advises random access (`MADV_RANDOM` on the map,
+    /// `POSIX_FADV_RANDOM` on the file, as LMDB's `MDB_NORDAHEAD` does): a read that
+    /// misses the page cache then reads one page instead of up to 128 KiB around it.
+    /// Choose it for a database larger than memory that is read at random, where reading
+    /// ahead fills memory with pages nobody asked for and pushes out the ones they will;
+    /// keep the default where reads are mostly in key order (scans, ranges) or the file
+    /// fits in memory. See BENCHMARKS.md, "Larger than memory".
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = mapkv::Options::new().read_ahead(false).open(dir.path().join("db"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn read_ahead(mut self, yes: bool) -> Options {
+        self.read_ahead = yes;
         self
     }
 
@@ -519,12 +541,11 @@ fn open_storage(
     geometry: Geometry,
     options: &Options,
 ) -> Result<Arc<Storage>> {
-    Ok(Arc::new(Storage::new(
-        backend,
-        geometry,
-        options.mmap_size,
-        options.cache_size,
-    )?))
+    let storage = Storage::new(backend, geometry, options.mmap_size, options.cache_size)?;
+    if !options.read_ahead {
+        storage.advise_random();
+    }
+    Ok(Arc::new(storage))
 }
 
 /// Makes the file's directory entry durable (after creating a file).

@@ -145,6 +145,8 @@ pub(crate) struct Storage {
     /// The newest map and the file length, which shrinks only below the end of every
     /// live snapshot (`shrink_to`, `trim_to`).
     state: Mutex<MapState>,
+    /// Set by `Options::read_ahead(false)`: every map gets `MADV_RANDOM`.
+    random_access: AtomicBool,
     /// Set by the first failed write or sync. The kernel may have dropped the failed
     /// pages from its cache and marked them clean, so nothing written since the last
     /// good sync can be trusted to reach the disk: refuse all further writes.
@@ -176,12 +178,28 @@ impl Storage {
                 map: None,
                 file_len,
             }),
+            random_access: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             pages_written: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
         };
         storage.remap_if_needed(&mut storage.state.lock())?;
         Ok(storage)
+    }
+
+    /// Tells the kernel that reads will be random, so that it reads no further than the
+    /// page asked for: `MADV_RANDOM` on the map (a fault otherwise reads up to 128 KiB
+    /// around the page) and `POSIX_FADV_RANDOM` on the file (pread's readahead). Advice
+    /// only: where the kernel refuses it, reads stay as they were.
+    pub(crate) fn advise_random(&self) {
+        self.random_access.store(true, Ordering::SeqCst);
+        let state = self.state.lock();
+        if let Some(map) = &state.map {
+            let _ = map.advise(memmap2::Advice::Random);
+        }
+        if let Some(file) = self.backend.file() {
+            let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::Random);
+        }
     }
 
     pub(crate) fn into_backend(self) -> Box<dyn Backend> {
@@ -303,6 +321,9 @@ impl Storage {
             // residual risk). Old maps stay alive in the Arcs of the transactions that
             // use them, so no slice handed out ever dangles.
             if let Ok(map) = unsafe { MmapOptions::new().len(len).map(file) } {
+                if self.random_access.load(Ordering::SeqCst) {
+                    let _ = map.advise(memmap2::Advice::Random);
+                }
                 state.map = Some(Arc::new(map));
                 return Ok(());
             }

@@ -198,3 +198,44 @@ fn none_commits_do_not_grow_the_file_without_bound() -> Result<()> {
     assert_eq!(t.get(&key(2))?, Some(&[0; 100][..]));
     Ok(())
 }
+
+/// Threads sharing one read transaction at `mmap_size(0)` (its table of pages read with
+/// pread is shared, lookups without a lock) while the writer reuses pages and a small
+/// page cache keeps evicting: every thread reads the snapshot's generation, and slices
+/// taken by one thread stay valid while the others read.
+#[test]
+fn threads_sharing_one_snapshot_through_pread_agree() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let options = Options::new().mmap_size(0).cache_size(64 << 10);
+    let db = options.open(dir.path().join("db"))?;
+    let keys = 3000;
+    write_generation(&db, 0, keys)?;
+    for round in 1..12u32 {
+        let r = db.begin_read()?;
+        let t = r.open_tree("t")?;
+        let want = (round - 1).to_le_bytes().repeat(20);
+        std::thread::scope(|s| -> Result<()> {
+            let readers: Vec<_> = (0..4u32)
+                .map(|thread| {
+                    let (t, want) = (&t, &want);
+                    s.spawn(move || -> Result<()> {
+                        let mut kept = Vec::new();
+                        for i in (thread..keys).step_by(3) {
+                            let v = t.get(&key(i))?.expect("present");
+                            assert_eq!(v, &want[..], "key {i}");
+                            kept.push(v);
+                        }
+                        assert!(kept.iter().all(|v| *v == &want[..]), "a slice changed");
+                        Ok(())
+                    })
+                })
+                .collect();
+            write_generation(&db, round, keys)?;
+            readers
+                .into_iter()
+                .try_for_each(|h| h.join().expect("reader"))
+        })?;
+    }
+    db.check()?;
+    Ok(())
+}

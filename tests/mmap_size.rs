@@ -137,3 +137,35 @@ fn slices_from_pread_buffers_live_as_long_as_the_transaction() -> Result<()> {
     }
     Ok(())
 }
+
+/// `read_ahead(false)` reaches the kernel: the map of the file carries the random-read
+/// flag (`rr` in /proc/self/smaps), and the default does not.
+#[test]
+fn read_ahead_false_advises_random_access_on_the_map() -> Result<()> {
+    for (read_ahead, want) in [(false, true), (true, false)] {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(format!("ahead-{read_ahead}"));
+        let db = Options::new().read_ahead(read_ahead).open(&path)?;
+        let w = db.begin_write()?;
+        w.open_tree("t")?.insert(b"k", b"v")?;
+        w.commit()?;
+        assert_eq!(
+            map_flags(&path).contains(&"rr".to_string()),
+            want,
+            "read_ahead({read_ahead})"
+        );
+    }
+    Ok(())
+}
+
+/// The VmFlags of the first mapping of `path` in /proc/self/smaps.
+fn map_flags(path: &std::path::Path) -> Vec<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+    let name = path.to_str().expect("utf-8 path");
+    let mut lines = smaps.lines().skip_while(|l| !l.ends_with(name));
+    assert!(lines.next().is_some(), "{name} is not mapped");
+    let flags = lines
+        .find_map(|l| l.strip_prefix("VmFlags:"))
+        .expect("VmFlags line");
+    flags.split_whitespace().map(str::to_string).collect()
+}
