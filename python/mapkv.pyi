@@ -52,6 +52,7 @@ def open(
     page_size: Optional[int] = None,
     mmap_size: Optional[int] = None,
     cache_size: Optional[int] = None,
+    read_ahead: bool = True,
     durability: Optional[Durability] = None,
     readonly: bool = False,
 ) -> Database:
@@ -60,7 +61,9 @@ def open(
     ``page_size``: a power of two from 4096 to 65536, fixed when the file is made.
     ``mmap_size``: bytes of the file read through the memory map, the rest with pread
     (None: the whole file; 0: no map). ``cache_size``: bytes of pread pages kept between
-    transactions. ``durability``: "immediate" (default) or "none". Raises ``Locked``,
+    transactions. ``read_ahead=False``: advise the kernel that reads are random (a file
+    larger than memory read at random). ``durability``: "immediate" (default) or "none".
+    Raises ``Locked``,
     ``InvalidOptions`` or ``OSError``.
     """
 
@@ -138,8 +141,26 @@ class WriteTransaction:
         tree: Optional[str] = None,
         buffer: Optional[bool] = None,
     ) -> Any: ...
-    def put(self, key: BytesLike, value: BytesLike, *, tree: Optional[str] = None) -> None: ...
+    def put(
+        self, key: BytesLike, value: BytesLike, *, tree: Optional[str] = None, append: bool = False
+    ) -> None:
+        """Stores ``value`` under ``key``. ``append=True``: ``key`` must sort after every
+        key of the tree (pages are then filled completely); raises ``Unsorted`` if not."""
+    def replace(
+        self, key: BytesLike, value: BytesLike, *, tree: Optional[str] = None
+    ) -> Optional[bytes]:
+        """Stores ``value`` under ``key``; returns the value it replaced, or None."""
+    def pop(self, key: BytesLike, default: Any = None, *, tree: Optional[str] = None) -> Any:
+        """Removes ``key``; returns its value, or ``default`` if it was absent."""
     def delete(self, key: BytesLike, *, tree: Optional[str] = None) -> bool: ...
+    def delete_range(
+        self,
+        start: Optional[BytesLike] = None,
+        end: Optional[BytesLike] = None,
+        *,
+        tree: Optional[str] = None,
+    ) -> int:
+        """Removes every key ``start <= k < end`` (None: unbounded); returns the count."""
     def delete_tree(self, name: str) -> bool: ...
     def cursor(self, tree: Optional[str] = None, *, buffer: Optional[bool] = None) -> Cursor: ...
     def len(self, tree: Optional[str] = None) -> int: ...

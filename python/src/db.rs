@@ -92,6 +92,8 @@ pub(crate) fn parse_durability(name: &str) -> PyResult<Durability> {
 /// - `mmap_size`: read at most this many bytes of the file through the memory map and
 ///   the rest with pread (None: the whole file; 0: no map at all).
 /// - `cache_size`: bytes of pages read with pread kept between transactions.
+/// - `read_ahead`: False advises the kernel that reads are random (for a file larger
+///   than memory read at random: a miss then reads one page, not 128 KiB around it).
 /// - `durability`: "immediate" (a commit returns once on disk) or "none" (visible at
 ///   once, durable with the next immediate commit or a clean close; never corrupt).
 /// - `readonly`: no writes; several read-only handles may share the file.
@@ -99,17 +101,18 @@ pub(crate) fn parse_durability(name: &str) -> PyResult<Durability> {
 /// Raises `Locked` if the file is open read-write elsewhere, `InvalidOptions`, or
 /// `OSError` (e.g. `FileNotFoundError` for a missing file opened read-only).
 #[pyfunction]
-#[pyo3(signature = (path, *, page_size=None, mmap_size=None, cache_size=None, durability=None, readonly=false))]
+#[pyo3(signature = (path, *, page_size=None, mmap_size=None, cache_size=None, read_ahead=true, durability=None, readonly=false))]
 pub(crate) fn open(
     py: Python<'_>,
     path: PathBuf,
     page_size: Option<usize>,
     mmap_size: Option<u64>,
     cache_size: Option<u64>,
+    read_ahead: bool,
     durability: Option<String>,
     readonly: bool,
 ) -> PyResult<Database> {
-    let mut options = Options::new().read_only(readonly);
+    let mut options = Options::new().read_only(readonly).read_ahead(read_ahead);
     if let Some(bytes) = page_size {
         options = options.page_size(bytes);
     }

@@ -163,16 +163,70 @@ impl WriteTransaction {
     }
 
     /// Stores `value` under `key` in `tree` (created if absent), replacing any value.
-    #[pyo3(signature = (key, value, *, tree=None))]
+    ///
+    /// `append=True` (py-lmdb's `MDB_APPEND`): `key` must sort after every key of the
+    /// tree, which then fills its pages completely, as a bulk load does; raises
+    /// `Unsorted` otherwise, with the tree unchanged.
+    #[pyo3(signature = (key, value, *, tree=None, append=false))]
     fn put(
         &mut self,
         key: BytesIn<'_, '_>,
         value: BytesIn<'_, '_>,
         tree: Option<String>,
+        append: bool,
     ) -> PyResult<()> {
         let (key, value) = (key.as_slice(), value.as_slice());
-        self.with_tree(tree.as_deref(), true, |t| t.insert(key, value))?;
+        self.with_tree(tree.as_deref(), true, |t| match append {
+            true => t.append(key, value),
+            false => t.insert(key, value),
+        })?;
         Ok(())
+    }
+
+    /// Stores `value` under `key` and returns the value it replaced (bytes), or None.
+    #[pyo3(signature = (key, value, *, tree=None))]
+    fn replace<'py>(
+        &mut self,
+        py: Python<'py>,
+        key: BytesIn<'_, '_>,
+        value: BytesIn<'_, '_>,
+        tree: Option<String>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let (key, value) = (key.as_slice(), value.as_slice());
+        let old = self.with_tree(tree.as_deref(), true, |t| t.replace(key, value))?;
+        Ok(old.flatten().map(|v| PyBytes::new(py, &v)))
+    }
+
+    /// Removes `key` and returns its value (bytes), or `default` if it was absent.
+    #[pyo3(signature = (key, default=None, *, tree=None))]
+    fn pop<'py>(
+        &mut self,
+        py: Python<'py>,
+        key: BytesIn<'_, 'py>,
+        default: Option<Bound<'py, PyAny>>,
+        tree: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let key = key.as_slice();
+        let old = self.with_tree(tree.as_deref(), false, |t| t.take(key))?;
+        Ok(match old.flatten() {
+            Some(v) => PyBytes::new(py, &v).into_any(),
+            None => default.unwrap_or_else(|| py.None().into_bound(py)),
+        })
+    }
+
+    /// Removes every key `k` of `tree` with `start <= k < end` (None: unbounded on that
+    /// side) in one pass, and returns how many were removed.
+    #[pyo3(signature = (start=None, end=None, *, tree=None))]
+    fn delete_range(
+        &mut self,
+        start: Option<BytesIn<'_, '_>>,
+        end: Option<BytesIn<'_, '_>>,
+        tree: Option<String>,
+    ) -> PyResult<u64> {
+        let lower = start.as_ref().map_or(Limit::Unbounded, |k| Limit::Included(k.as_slice()));
+        let upper = end.as_ref().map_or(Limit::Unbounded, |k| Limit::Excluded(k.as_slice()));
+        let removed = self.with_tree(tree.as_deref(), false, |t| t.remove_range((lower, upper)))?;
+        Ok(removed.unwrap_or(0))
     }
 
     /// Removes `key` from `tree`; True if it was present.

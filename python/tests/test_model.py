@@ -78,6 +78,51 @@ class Model(RuleBasedStateMachine):
             kv.pop(key, None)
 
     @precondition(lambda self: self.txn is not None)
+    @rule(tree=TREES, key=KEYS, value=VALUES)
+    def replace(self, tree, key, value):
+        kv = self.pending.setdefault(name(tree), {})
+        assert self.txn.replace(key, value, tree=tree) == kv.get(key)
+        kv[key] = value
+
+    @precondition(lambda self: self.txn is not None)
+    @rule(tree=TREES, key=KEYS, value=VALUES)
+    def put_append(self, tree, key, value):
+        kv = self.pending.setdefault(name(tree), {})
+        if kv and key <= max(kv):
+            with pytest.raises(mapkv.Unsorted):
+                self.txn.put(key, value, tree=tree, append=True)
+        else:
+            self.txn.put(key, value, tree=tree, append=True)
+            kv[key] = value
+
+    @precondition(lambda self: self.txn is not None)
+    @rule(tree=TREES, key=KEYS)
+    def pop(self, tree, key):
+        kv = self.pending.get(name(tree))
+        if kv is None and name(tree) != mapkv.DEFAULT_TREE:
+            with pytest.raises(mapkv.TreeNotFound):
+                self.txn.pop(key, tree=tree)
+            return
+        assert self.txn.pop(key, b"absent", tree=tree) == (kv or {}).pop(key, b"absent")
+
+    @precondition(lambda self: self.txn is not None)
+    @rule(tree=TREES, start=st.one_of(st.none(), KEYS), end=st.one_of(st.none(), KEYS))
+    def delete_range(self, tree, start, end):
+        kv = self.pending.get(name(tree))
+        if kv is None and name(tree) != mapkv.DEFAULT_TREE:
+            with pytest.raises(mapkv.TreeNotFound):
+                self.txn.delete_range(start, end, tree=tree)
+            return
+        doomed = [
+            k
+            for k in (kv or {})
+            if (start is None or k >= start) and (end is None or k < end)
+        ]
+        assert self.txn.delete_range(start, end, tree=tree) == len(doomed)
+        for k in doomed:
+            del kv[k]
+
+    @precondition(lambda self: self.txn is not None)
     @rule(tree=TREES)
     def delete_tree(self, tree):
         existed = self.pending.pop(name(tree), None) is not None
