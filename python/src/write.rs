@@ -223,8 +223,12 @@ impl WriteTransaction {
         end: Option<BytesIn<'_, '_>>,
         tree: Option<String>,
     ) -> PyResult<u64> {
-        let lower = start.as_ref().map_or(Limit::Unbounded, |k| Limit::Included(k.as_slice()));
-        let upper = end.as_ref().map_or(Limit::Unbounded, |k| Limit::Excluded(k.as_slice()));
+        let lower = start
+            .as_ref()
+            .map_or(Limit::Unbounded, |k| Limit::Included(k.as_slice()));
+        let upper = end
+            .as_ref()
+            .map_or(Limit::Unbounded, |k| Limit::Excluded(k.as_slice()));
         let removed = self.with_tree(tree.as_deref(), false, |t| t.remove_range((lower, upper)))?;
         Ok(removed.unwrap_or(0))
     }
