@@ -101,6 +101,8 @@ pub(crate) fn parse_durability(name: &str) -> PyResult<Durability> {
 /// Raises `Locked` if the file is open read-write elsewhere, `InvalidOptions`, or
 /// `OSError` (e.g. `FileNotFoundError` for a missing file opened read-only).
 #[pyfunction]
+// One parameter per keyword argument of the Python function.
+#[allow(clippy::too_many_arguments)]
 #[pyo3(signature = (path, *, page_size=None, mmap_size=None, cache_size=None, read_ahead=true, durability=None, readonly=false))]
 pub(crate) fn open(
     py: Python<'_>,
