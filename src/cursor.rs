@@ -102,8 +102,17 @@ impl<'a> Cursor<'a> {
         self.path.last().copied()
     }
 
-    /// Moves to the next entry.
+    /// Moves to the next entry: within the leaf at once (the common case, inlined into
+    /// the iterator's step), else through `settle_forward`.
+    #[inline(always)]
     fn step_forward(&mut self, pages: &'a dyn Pages) -> Result<()> {
+        if let Some((node, i)) = self.path.last_mut()
+            && node.is_leaf()
+            && *i + 1 < node.len()
+        {
+            *i += 1;
+            return Ok(());
+        }
         self.index_add(1);
         self.settle_forward(pages)
     }

@@ -299,7 +299,7 @@ impl<'a> Node<'a> {
 
     /// Leaf only: the key and value of slot `i`, checked as `cell` checks them, in one
     /// pass over the slot and cell header (the hot path of gets and iteration).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn leaf_entry(&self, i: usize) -> Result<(&'a [u8], LeafValue<'a>)> {
         debug_assert!(self.is_leaf());
         let s = self.slot(i);
