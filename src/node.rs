@@ -359,8 +359,14 @@ impl<'a> Node<'a> {
             Some(s) if u32::from_be_bytes(s.prefix) == target => {}
             _ => return Ok(Err(first)),
         }
-        // Slots from `first` share the key's prefix until one does not: compare keys.
-        let (mut lo, mut hi) = (first, slots.len());
+        // Slots from `first` share the key's prefix until one does not: compare keys,
+        // `first`'s at once (usually the key itself, or the only slot with its prefix).
+        match self.key(first)?.cmp(key) {
+            Ordering::Equal => return Ok(Ok(first)),
+            Ordering::Greater => return Ok(Err(first)),
+            Ordering::Less => {}
+        }
+        let (mut lo, mut hi) = (first + 1, slots.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let ord = match compare_prefix(slots[mid].prefix, target) {
