@@ -409,6 +409,8 @@ impl Storage {
             storage: Arc::clone(self),
             map: state.map.clone(),
             window_end: window.min(limit_bytes),
+            window_pages: window.min(limit_bytes) / self.geometry.page_bytes(),
+            first_data: self.geometry.first_data_page().0,
             limit_bytes,
             held: HeldRuns::new(),
             retired_maps: Vec::new(),
@@ -423,6 +425,10 @@ pub(crate) struct PageReader {
     storage: Arc<Storage>,
     map: Option<Arc<Mmap>>,
     window_end: u64,
+    /// Pages wholly below `window_end`, and the first data page: the single-page fast
+    /// path of [`PageReader::page`] compares with these, nothing else.
+    window_pages: u64,
+    first_data: u64,
     limit_bytes: u64,
     /// Runs read with pread (or found in the shared cache), held until the reader is
     /// dropped so the slices handed out stay valid; lookups in it take no lock, so one
@@ -442,9 +448,27 @@ impl PageReader {
         self.limit_bytes / self.storage.geometry.page_bytes()
     }
 
-    /// One page.
+    /// One page. Inlined: every step of a descent loads one, and through the map that
+    /// is two comparisons and a slice.
+    #[inline(always)]
     pub(crate) fn page(&self, id: PageId) -> Result<&[u8]> {
-        self.run(id, 1)
+        if id.0 >= self.first_data && id.0 < self.window_pages {
+            let page = self.storage.geometry.page_bytes();
+            // No overflow: `id < window_pages`, so `(id + 1) * page <= window_end`.
+            return Ok(self.mapped(id.0 * page, (id.0 + 1) * page));
+        }
+        self.page_beyond_window(id)
+    }
+
+    /// A page past the window: the reader's held copy if it has one (it passed `run`'s
+    /// checks when it was read, and the limit only grows), else `run`.
+    #[inline(never)]
+    fn page_beyond_window(&self, id: PageId) -> Result<&[u8]> {
+        let page = self.storage.geometry.page_size;
+        match self.held.get(id, page) {
+            Some(bytes) => Ok(bytes),
+            None => self.run(id, 1),
+        }
     }
 
     /// `pages` contiguous pages starting at `id`.
@@ -457,6 +481,7 @@ impl PageReader {
     }
 
     /// The bytes `start..end` of the map, which must lie below `window_end`.
+    #[inline(always)]
     fn mapped(&self, start: u64, end: u64) -> &[u8] {
         assert!(
             start <= end && end <= self.window_end,
@@ -521,6 +546,7 @@ impl PageReader {
         let map = self.storage.current_map();
         let map_len = map.as_ref().map_or(0, |m| m.len() as u64);
         self.window_end = map_len.min(self.storage.mmap_size).min(self.limit_bytes);
+        self.window_pages = self.window_end / self.storage.geometry.page_bytes();
         let same = match (&self.map, &map) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
