@@ -277,8 +277,8 @@ impl Store {
 enum Variant {
     /// mapkv, default `mmap_size` (the whole file mapped).
     MapkvMap,
-    /// The same, with `madvise(MADV_RANDOM)` applied by this program to mapkv's mapping
-    /// of the file (found in `/proc/self/maps`): what that hint in mapkv would do.
+    /// The same with `Options::read_ahead(false)`: `MADV_RANDOM` on the map, as LMDB's
+    /// `MDB_NORDAHEAD`.
     MapkvMapRandom,
     /// mapkv, `mmap_size(0)`, `cache_size(cache_mib)`.
     MapkvPread { cache_mib: u64 },
@@ -305,7 +305,7 @@ impl Variant {
     fn label(&self) -> String {
         match self {
             Variant::MapkvMap => "mapkv (map, default mmap_size)".into(),
-            Variant::MapkvMapRandom => "mapkv (map) + MADV_RANDOM (harness)".into(),
+            Variant::MapkvMapRandom => "mapkv (map), read_ahead(false)".into(),
             Variant::MapkvPread { cache_mib } => {
                 format!("mapkv mmap_size(0), cache_size {cache_mib} MiB")
             }
@@ -632,13 +632,11 @@ fn open_reader(variant: &Variant, dir: &Path) -> Result<Box<dyn Reader>> {
         Variant::MapkvMap => Box::new(MapkvReader(
             mapkv::Options::new().open(dir.join("data.mapkv"))?,
         )),
-        Variant::MapkvMapRandom => {
-            let path = dir.join("data.mapkv");
-            let db = mapkv::Options::new().open(&path)?;
-            let advised = madvise_random(&path)?;
-            ensure!(advised > 0, "no mapping of {} found", path.display());
-            Box::new(MapkvReader(db))
-        }
+        Variant::MapkvMapRandom => Box::new(MapkvReader(
+            mapkv::Options::new()
+                .read_ahead(false)
+                .open(dir.join("data.mapkv"))?,
+        )),
         Variant::MapkvPread { cache_mib } => Box::new(MapkvReader(
             mapkv::Options::new()
                 .mmap_size(0)
@@ -677,34 +675,6 @@ fn open_reader(variant: &Variant, dir: &Path) -> Result<Box<dyn Reader>> {
             Box::new(SqliteReader(c))
         }
     })
-}
-
-/// `madvise(MADV_RANDOM)` on every mapping of `path` in this process (from
-/// `/proc/self/maps`); returns the bytes advised. The kernel then reads only the faulting
-/// page instead of a read-around window (`read_ahead_kb` of the device, 8 MiB here).
-fn madvise_random(path: &Path) -> Result<u64> {
-    let path = std::fs::canonicalize(path)?;
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let mut bytes = 0;
-    for line in maps.lines() {
-        if !line.ends_with(path.to_str().context("path")?) {
-            continue;
-        }
-        let range = line.split(' ').next().context("maps line")?;
-        let (a, b) = range.split_once('-').context("maps range")?;
-        let (a, b) = (u64::from_str_radix(a, 16)?, u64::from_str_radix(b, 16)?);
-        // SAFETY: MADV_RANDOM only changes the kernel's read-ahead for the range, which
-        // is a mapping of this process; no memory is changed or freed.
-        unsafe {
-            rustix::mm::madvise(
-                a as usize as *mut std::ffi::c_void,
-                (b - a) as usize,
-                rustix::mm::Advice::Random,
-            )?;
-        }
-        bytes += b - a;
-    }
-    Ok(bytes)
 }
 
 fn run_child(spec: &ChildSpec) -> Result<ChildResult> {
