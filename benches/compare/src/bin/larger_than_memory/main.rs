@@ -19,9 +19,12 @@
 //! Needs root and the cgroup v1 memory controller at `/sys/fs/cgroup/memory`; without
 //! them it says why and exits 0 without doing anything.
 
-#[path = "../data.rs"]
+mod cgroup;
+#[path = "../../data.rs"]
 #[allow(dead_code)]
 mod data;
+mod readers;
+mod workload;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -35,10 +38,12 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{KEY_LEN, Rng, VALUE_LEN};
+use crate::cgroup::{Cgroup, memory_stat};
+use crate::data::{KEY_LEN, VALUE_LEN};
+use crate::readers::open_reader;
+use crate::workload::{Entries, Workload};
 
 const MIB: u64 = 1 << 20;
-const CGROUP_ROOT: &str = "/sys/fs/cgroup/memory";
 const TREE: &str = "bench";
 const TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(TREE);
 /// Entries per write transaction of the loads that are insert loops (and of LMDB's).
@@ -107,146 +112,6 @@ struct Args {
     /// Internal: run one cell as the child process (a JSON `ChildSpec`).
     #[arg(long, hide = true)]
     child: Option<String>,
-}
-
-// ---------------------------------------------------------------------------------------
-// Data: entry `i` is a function of (seed, i), and keys ascend with i.
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Keys and values by index. The first 8 key bytes are `i * stride` plus a random offset
-/// below the stride (so they are spread evenly over the whole range, look random, and
-/// ascend strictly with `i`); the other 16 and the value are random bytes from `i`. The
-/// sorted loads stream them in index order and the readers regenerate them from the
-/// index, so no process holds the dataset.
-#[derive(Clone, Copy)]
-struct Entries {
-    n: u64,
-    seed: u64,
-    stride: u64,
-}
-
-impl Entries {
-    fn new(n: u64, seed: u64) -> Entries {
-        assert!(n >= 2);
-        Entries {
-            n,
-            seed,
-            stride: u64::MAX / n,
-        }
-    }
-
-    fn key(&self, i: u64) -> [u8; KEY_LEN] {
-        let s = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let h = mix(s ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        let mut key = [0u8; KEY_LEN];
-        key[..8].copy_from_slice(&(i * self.stride + h % self.stride).to_be_bytes());
-        key[8..16].copy_from_slice(&mix(h ^ 0x4B45_5931).to_le_bytes());
-        key[16..].copy_from_slice(&mix(h ^ 0x4B45_5932).to_le_bytes());
-        key
-    }
-
-    fn value(&self, i: u64) -> [u8; VALUE_LEN] {
-        let s = self.seed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let mut value = [0u8; VALUE_LEN];
-        Rng::new(mix(s ^ i.wrapping_mul(0x94D0_49BB_1331_11EB) ^ 0x5641_4C55)).fill(&mut value);
-        value
-    }
-
-    fn iter(&self) -> impl Iterator<Item = ([u8; KEY_LEN], [u8; VALUE_LEN])> + '_ {
-        (0..self.n).map(|i| (self.key(i), self.value(i)))
-    }
-
-    /// Checks what a get of entry `i` returned.
-    fn check(&self, i: u64, got: Option<&[u8]>) -> Result<()> {
-        match got {
-            Some(v) if v == self.value(i) => Ok(()),
-            Some(_) => bail!("entry {i}: wrong value"),
-            None => bail!("entry {i}: key not found"),
-        }
-    }
-}
-
-/// YCSB's Zipfian generator (Gray et al., "Quickly generating billion-record synthetic
-/// databases"): rank 0 is the most popular; P(rank r) ∝ 1 / (r + 1)^theta.
-struct Zipf {
-    n: f64,
-    theta: f64,
-    alpha: f64,
-    zetan: f64,
-    eta: f64,
-}
-
-impl Zipf {
-    fn new(n: u64, theta: f64) -> Zipf {
-        let zeta = |n: u64| (1..=n).map(|i| (i as f64).powf(-theta)).sum::<f64>();
-        let (zeta2, zetan) = (zeta(2), zeta(n));
-        let nf = n as f64;
-        Zipf {
-            n: nf,
-            theta,
-            alpha: 1.0 / (1.0 - theta),
-            zetan,
-            eta: (1.0 - (2.0 / nf).powf(1.0 - theta)) / (1.0 - zeta2 / zetan),
-        }
-    }
-
-    fn next(&self, rng: &mut Rng) -> u64 {
-        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let uz = u * self.zetan;
-        if uz < 1.0 {
-            return 0;
-        }
-        if uz < 1.0 + 0.5f64.powf(self.theta) {
-            return 1;
-        }
-        let r = (self.n * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
-        r.min(self.n as u64 - 1)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Workload {
-    Uniform,
-    Zipfian,
-}
-
-impl Workload {
-    fn parse(s: &str) -> Result<Workload> {
-        Ok(match s {
-            "uniform" => Workload::Uniform,
-            "zipfian" => Workload::Zipfian,
-            _ => bail!("unknown workload {s:?} (uniform, zipfian)"),
-        })
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Workload::Uniform => "uniform",
-            Workload::Zipfian => "Zipfian θ=0.99",
-        }
-    }
-
-    /// The entry indices of `count` gets. Zipfian ranks are scattered over the key space
-    /// by a hash (YCSB's "scrambled" Zipfian), so the hot keys are not neighbours.
-    fn indices(self, n: u64, seed: u64, count: usize) -> Vec<u32> {
-        let mut rng = Rng::new(mix(seed ^ 0x4745_5453));
-        match self {
-            Workload::Uniform => (0..count).map(|_| rng.below(n as usize) as u32).collect(),
-            Workload::Zipfian => {
-                let zipf = Zipf::new(n, 0.99);
-                let salt = mix(seed ^ 0x5A49_5046);
-                (0..count)
-                    .map(|_| (mix(zipf.next(&mut rng) ^ salt) % n) as u32)
-                    .collect()
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -444,90 +309,6 @@ fn resident(files: &[PathBuf]) -> Option<u64> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The memory cgroup (v1).
-
-struct Cgroup {
-    path: PathBuf,
-}
-
-impl Cgroup {
-    /// Why no cgroup can be made here, if so.
-    fn unavailable() -> Option<String> {
-        let root = Path::new(CGROUP_ROOT);
-        if !root.join("memory.limit_in_bytes").exists() {
-            return Some(format!(
-                "no cgroup v1 memory controller at {CGROUP_ROOT} (memory.limit_in_bytes missing)"
-            ));
-        }
-        match Cgroup::create(u64::MAX / 2, "probe") {
-            Ok(cg) => {
-                drop(cg);
-                None
-            }
-            Err(e) => Some(format!(
-                "cannot create a memory cgroup under {CGROUP_ROOT} (needs root): {e:#}"
-            )),
-        }
-    }
-
-    fn create(limit: u64, tag: &str) -> Result<Cgroup> {
-        let path =
-            Path::new(CGROUP_ROOT).join(format!("mapkv-compare-{}-{tag}", std::process::id()));
-        std::fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
-        let cg = Cgroup { path };
-        std::fs::write(cg.path.join("memory.limit_in_bytes"), limit.to_string())
-            .context("write memory.limit_in_bytes")?;
-        Ok(cg)
-    }
-
-    fn read(&self, file: &str) -> Option<u64> {
-        std::fs::read_to_string(self.path.join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    /// The `oom_kill` count of `memory.oom_control` (kernels since 4.13).
-    fn oom_kills(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.path.join("memory.oom_control")).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|v| v.trim().parse().ok())
-    }
-}
-
-impl Drop for Cgroup {
-    /// Removes the cgroup (its processes have exited; v1 moves its page-cache charges to
-    /// the parent). Retries a little, as the last exit may still be settling.
-    fn drop(&mut self) {
-        for attempt in 0..50 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            if attempt == 10 {
-                let _ = std::fs::write(self.path.join("memory.force_empty"), "0");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("warning: could not remove cgroup {}", self.path.display());
-    }
-}
-
-/// Memory counters of the cgroup, as `memory.stat` gives them (bytes).
-fn memory_stat(cgroup: &Path) -> BTreeMap<String, u64> {
-    let text = std::fs::read_to_string(cgroup.join("memory.stat")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            ["cache", "rss", "mapped_file", "pgmajfault"]
-                .contains(&k)
-                .then(|| Some((k.to_string(), v.trim().parse().ok()?)))?
-        })
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------
 // The child: one cell, inside the cgroup.
 
 #[derive(Serialize, Deserialize)]
@@ -555,126 +336,6 @@ struct ChildResult {
     memory_stat: BTreeMap<String, u64>,
     /// The child's peak resident set (`VmHWM`), bytes.
     vm_hwm: u64,
-}
-
-/// Reads one transaction's gets of the entries at `batch`, checking every value.
-trait Reader {
-    fn txn(&mut self, batch: &[u32], entries: &Entries) -> Result<()>;
-}
-
-struct MapkvReader(mapkv::Database);
-
-impl Reader for MapkvReader {
-    fn txn(&mut self, batch: &[u32], entries: &Entries) -> Result<()> {
-        let r = self.0.begin_read()?;
-        let t = r.open_tree(TREE)?;
-        for &i in batch {
-            entries.check(i as u64, t.get(&entries.key(i as u64))?)?;
-        }
-        Ok(())
-    }
-}
-
-struct LmdbReader {
-    env: heed::Env,
-    db: heed::Database<heed::types::Bytes, heed::types::Bytes>,
-}
-
-impl Reader for LmdbReader {
-    fn txn(&mut self, batch: &[u32], entries: &Entries) -> Result<()> {
-        let r = self.env.read_txn()?;
-        for &i in batch {
-            entries.check(i as u64, self.db.get(&r, &entries.key(i as u64))?)?;
-        }
-        Ok(())
-    }
-}
-
-struct RedbReader(redb::Database);
-
-impl Reader for RedbReader {
-    fn txn(&mut self, batch: &[u32], entries: &Entries) -> Result<()> {
-        use redb::ReadableDatabase;
-        let r = self.0.begin_read()?;
-        let t = r.open_table(TABLE)?;
-        for &i in batch {
-            let got = t.get(&entries.key(i as u64)[..])?;
-            entries.check(i as u64, got.as_ref().map(|g| g.value()))?;
-        }
-        Ok(())
-    }
-}
-
-struct SqliteReader(rusqlite::Connection);
-
-impl Reader for SqliteReader {
-    fn txn(&mut self, batch: &[u32], entries: &Entries) -> Result<()> {
-        let tx = self.0.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached("SELECT v FROM kv WHERE k = ?1")?;
-            for &i in batch {
-                let mut rows = stmt.query([&entries.key(i as u64)[..]])?;
-                let row = rows.next()?;
-                let got = match row {
-                    Some(row) => Some(row.get_ref(0)?.as_blob()?),
-                    None => None,
-                };
-                entries.check(i as u64, got)?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-}
-
-fn open_reader(variant: &Variant, dir: &Path) -> Result<Box<dyn Reader>> {
-    Ok(match variant {
-        Variant::MapkvMap => Box::new(MapkvReader(
-            mapkv::Options::new().open(dir.join("data.mapkv"))?,
-        )),
-        Variant::MapkvMapRandom => Box::new(MapkvReader(
-            mapkv::Options::new()
-                .read_ahead(false)
-                .open(dir.join("data.mapkv"))?,
-        )),
-        Variant::MapkvPread { cache_mib } => Box::new(MapkvReader(
-            mapkv::Options::new()
-                .mmap_size(0)
-                .cache_size(cache_mib * MIB)
-                .open(dir.join("data.mapkv"))?,
-        )),
-        Variant::Lmdb { no_read_ahead } => {
-            let size = std::fs::metadata(dir.join("data.mdb"))?.len();
-            let mut options = heed::EnvOpenOptions::new();
-            options.map_size(lmdb_map_size(size));
-            if *no_read_ahead {
-                unsafe { options.flags(heed::EnvFlags::NO_READ_AHEAD) };
-            }
-            let env = unsafe { options.open(dir)? };
-            let r = env.read_txn()?;
-            let db = env
-                .open_database(&r, None)?
-                .context("LMDB's unnamed database is missing")?;
-            r.commit()?;
-            Box::new(LmdbReader { env, db })
-        }
-        Variant::Redb { cache_mib } => Box::new(RedbReader(
-            redb::Builder::new()
-                .set_cache_size((cache_mib * MIB) as usize)
-                .open(dir.join("data.redb"))?,
-        )),
-        Variant::Sqlite { cache_mib, mmap } => {
-            let c = rusqlite::Connection::open(dir.join("data.sqlite"))?;
-            let mode: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-            ensure!(mode.eq_ignore_ascii_case("wal"), "journal_mode is {mode}");
-            c.execute_batch(&format!(
-                "PRAGMA cache_size=-{}; PRAGMA mmap_size={};",
-                cache_mib * 1024,
-                if *mmap { 1u64 << 40 } else { 0 }
-            ))?;
-            Box::new(SqliteReader(c))
-        }
-    })
 }
 
 fn run_child(spec: &ChildSpec) -> Result<ChildResult> {
@@ -1052,38 +713,4 @@ fn main() -> Result<()> {
         std::fs::remove_dir_all(&root)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_ascend_and_values_repeat() {
-        let e = Entries::new(10_000, 3);
-        for i in 1..e.n {
-            assert!(e.key(i - 1) < e.key(i));
-        }
-        assert_eq!(e.value(17), Entries::new(10_000, 3).value(17));
-        assert_ne!(e.value(17), e.value(18));
-        assert!(e.check(5, Some(&e.value(5))).is_ok());
-        assert!(e.check(5, Some(&e.value(6))).is_err());
-    }
-
-    #[test]
-    fn zipfian_is_skewed_and_scattered() {
-        let n = 100_000u64;
-        let idx = Workload::Zipfian.indices(n, 3, 200_000);
-        let mut counts = std::collections::HashMap::new();
-        for &i in &idx {
-            assert!((i as u64) < n);
-            *counts.entry(i).or_insert(0u32) += 1;
-        }
-        let mut by_count: Vec<(u32, u32)> = counts.iter().map(|(&i, &c)| (c, i)).collect();
-        by_count.sort_unstable_by(|a, b| b.cmp(a));
-        // θ = 0.99 over 1e5 items: the top item gets ~8 % of the draws.
-        assert!(by_count[0].0 > 10_000, "top count {}", by_count[0].0);
-        // The ten hottest are not clustered at the start of the key space.
-        assert!(by_count[..10].iter().any(|&(_, i)| i as u64 > n / 2));
-    }
 }
