@@ -82,7 +82,15 @@ fn reads(c: &mut Criterion) {
 
 /// Read transactions of the pread benchmarks end after this many gets, so that pages
 /// come from the shared page cache, not from the transaction's own table.
+/// `HOT_PATHS_TXN_GETS` sets another length.
 const GETS_PER_TXN: u64 = 100;
+
+/// A setting of the threaded benchmark from the environment, for experiments:
+/// `HOT_PATHS_TXN_GETS`, `HOT_PATHS_MMAP_SIZE` (default 0), `HOT_PATHS_CACHE_SIZE`
+/// (default 256 MiB).
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| v.parse().expect("a number"))
+}
 
 /// Gets through the pread path with every page in the page cache: the hit path, on one
 /// thread and on several, each with its own read transactions. Throughput per thread
@@ -92,8 +100,8 @@ fn pread_reads(c: &mut Criterion) {
     let path = dir.path().join("bench.mapkv");
     load(&Database::open(&path).expect("open"));
     let db = Options::new()
-        .mmap_size(0)
-        .cache_size(256 << 20)
+        .mmap_size(setting("HOT_PATHS_MMAP_SIZE", 0))
+        .cache_size(setting("HOT_PATHS_CACHE_SIZE", 256 << 20))
         .open(&path)
         .expect("open at mmap_size(0)");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -114,6 +122,7 @@ fn pread_reads(c: &mut Criterion) {
 /// `iters` gets split over `threads` threads; the wall clock of all of them.
 fn gets_on_threads(db: &Database, threads: usize, iters: u64) -> Duration {
     let per_thread = iters.div_ceil(threads as u64);
+    let txn_gets = setting("HOT_PATHS_TXN_GETS", GETS_PER_TXN).max(1);
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads as u64 {
@@ -123,7 +132,7 @@ fn gets_on_threads(db: &Database, threads: usize, iters: u64) -> Duration {
                 while done < per_thread {
                     let r = db.begin_read().expect("read");
                     let tree = r.open_tree("t").expect("tree");
-                    for _ in 0..GETS_PER_TXN.min(per_thread - done) {
+                    for _ in 0..txn_gets.min(per_thread - done) {
                         i = (i + 7919) % N;
                         black_box(tree.get(&key(i)).expect("get"));
                         done += 1;
