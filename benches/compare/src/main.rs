@@ -12,6 +12,7 @@ mod engine;
 mod engines;
 mod report;
 mod sorted_load;
+mod units;
 mod workloads;
 
 use std::collections::BTreeSet;

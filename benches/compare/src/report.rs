@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::engine::EngineKind;
 use crate::sorted_load::SortedLoadReport;
+use crate::units::fmt_rate;
 use crate::workloads::{Results, Row, SCAN_LEN, Sample, Workload};
 
 /// What the report says about the run, besides the numbers.
@@ -219,16 +220,6 @@ fn fmt_secs(s: f64) -> String {
         format!("{:.1} ms", s * 1e3)
     } else {
         format!("{s:.2} s")
-    }
-}
-
-fn fmt_rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2}M/s", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1}k/s", r / 1e3)
-    } else {
-        format!("{r:.0}/s")
     }
 }
 

@@ -24,6 +24,8 @@ mod cgroup;
 #[allow(dead_code)]
 mod data;
 mod readers;
+#[path = "../../units.rs"]
+mod units;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -41,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{Cgroup, memory_stat};
 use crate::data::{KEY_LEN, VALUE_LEN};
 use crate::readers::open_reader;
+use crate::units::fmt_rate;
 use crate::workload::{Entries, Workload};
 
 const MIB: u64 = 1 << 20;
@@ -523,16 +526,6 @@ fn mib(bytes: u64) -> String {
     format!("{:.0}", bytes as f64 / MIB as f64)
 }
 
-fn rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2}M/s", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1}k/s", r / 1e3)
-    } else {
-        format!("{r:.0}/s")
-    }
-}
-
 fn markdown(variants: &[Variant], workloads: &[Workload], cells: &[Cell]) -> String {
     let find = |v: &Variant, w: Workload| {
         cells
@@ -568,7 +561,7 @@ fn markdown(variants: &[Variant], workloads: &[Workload], cells: &[Cell]) -> Str
                     match c.gets_per_sec {
                         Some(r) => out.push_str(&format!(
                             " {} | {} |",
-                            rate(r),
+                            fmt_rate(r),
                             base.map_or("–".into(), |b| format!("{:.2}", r / b))
                         )),
                         None => out.push_str(&format!(" **{}** | – |", c.outcome)),
@@ -654,7 +647,7 @@ fn main() -> Result<()> {
                 "{:<48} {:<15} {:>12}  resident after evict {} KiB, peak {} MiB, failcnt {}, oom_kill {}{}",
                 v.label(),
                 w.label(),
-                cell.gets_per_sec.map_or(cell.outcome.clone(), rate),
+                cell.gets_per_sec.map_or(cell.outcome.clone(), fmt_rate),
                 cell.resident_after_evict
                     .map_or("?".into(), |b| (b / 1024).to_string()),
                 cell.max_usage_bytes.map_or("?".into(), mib),
