@@ -460,15 +460,18 @@ impl PageReader {
         self.page_beyond_window(id)
     }
 
-    /// A page past the window: the reader's held copy if it has one (it passed `run`'s
-    /// checks when it was read, and the limit only grows), else `run`.
+    /// A page past the window (or below the data pages, which `run_bytes` refuses): the
+    /// reader's held copy if it has one (it passed `run_bytes`' checks when it was read,
+    /// and the limit only grows), else one read as `run` reads it.
     #[inline(never)]
     fn page_beyond_window(&self, id: PageId) -> Result<&[u8]> {
         let page = self.storage.geometry.page_size;
-        match self.held.get(id, page) {
-            Some(bytes) => Ok(bytes),
-            None => self.run(id, 1),
+        if let Some(bytes) = self.held.get(id, page) {
+            return Ok(bytes);
         }
+        // Past `window_pages`, so past `window_end` too: nothing to find in the map.
+        let (start, end) = self.run_bytes(id, 1)?;
+        self.read_and_hold(id, start, end)
     }
 
     /// `pages` contiguous pages starting at `id`.
@@ -510,10 +513,16 @@ impl PageReader {
     /// Not inlined into `run`: the mapped path, the hot one with a map, stays small.
     #[inline(never)]
     fn read_owned(&self, id: PageId, start: u64, end: u64) -> Result<&[u8]> {
-        let len = (end - start) as usize;
-        if let Some(held) = self.held.get(id, len) {
-            return Ok(held);
+        match self.held.get(id, (end - start) as usize) {
+            Some(held) => Ok(held),
+            None => self.read_and_hold(id, start, end),
         }
+    }
+
+    /// The run at `id` (bytes `start..end`, past the window) from the page cache or the
+    /// file, held until the reader ends.
+    fn read_and_hold(&self, id: PageId, start: u64, end: u64) -> Result<&[u8]> {
+        let len = (end - start) as usize;
         let buf = match self.storage.cache.get(id, len) {
             Some(buf) => buf,
             None => self.read_from_file(id, start, len)?,
