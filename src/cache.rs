@@ -41,7 +41,7 @@ use std::sync::atomic::{
 use parking_lot::Mutex;
 use zerocopy::FromZeros;
 
-use crate::page::PageId;
+use crate::page::{PageId, slot_of};
 
 /// One page, or one run of pages, as read from the file. `Arc<[u8]>` rather than
 /// `Arc<Vec<u8>>`: one pointer to follow from a transaction's table to the bytes.
@@ -226,7 +226,7 @@ impl PageCache {
 
     fn bucket(&self, id: PageId) -> Option<&Bucket> {
         let mask = self.buckets.len().checked_sub(1)?;
-        Some(&self.buckets[(id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask])
+        Some(&self.buckets[slot_of(id.0, mask)])
     }
 
     /// Evicts unmarked runs, clearing marks as the hand passes, until the cache is

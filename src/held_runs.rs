@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use zerocopy::FromZeros;
 
 use crate::cache::PageBuf;
-use crate::page::PageId;
+use crate::page::{PageId, slot_of};
 
 /// The key of a slot that held a run which [`HeldRuns::forget`] removed. Page ids lie far
 /// below it (keys are page id + 1, and 0 marks an empty slot).
@@ -159,7 +159,7 @@ impl Table {
     #[inline]
     fn find(&self, key: u64, len: usize) -> Option<(*const u8, usize)> {
         let mask = self.slots.len() - 1;
-        let mut i = home(key, mask);
+        let mut i = slot_of(key, mask);
         loop {
             let slot = &self.slots[i];
             match slot.key.load(Ordering::Acquire) {
@@ -176,7 +176,7 @@ impl Table {
     /// keeps the table at most half full).
     fn fill(&self, key: u64, data: *mut u8, len: usize) {
         let mask = self.slots.len() - 1;
-        let mut i = home(key, mask);
+        let mut i = slot_of(key, mask);
         while self.slots[i].key.load(Ordering::Relaxed) != 0 {
             i = (i + 1) & mask;
         }
@@ -189,7 +189,7 @@ impl Table {
     /// Turns every slot of `key` into a tombstone (the caller holds the mutex).
     fn hide(&self, key: u64) {
         let mask = self.slots.len() - 1;
-        let mut i = home(key, mask);
+        let mut i = slot_of(key, mask);
         loop {
             let slot = &self.slots[i];
             match slot.key.load(Ordering::Relaxed) {
@@ -205,13 +205,6 @@ impl Table {
 fn key_of(id: PageId) -> u64 {
     debug_assert!(id.0 < TOMBSTONE - 1);
     id.0 + 1
-}
-
-/// Where the probe for `key` starts: runs are often numbered consecutively, so mix the
-/// bits (Fibonacci hashing) rather than take the low ones.
-#[inline]
-fn home(key: u64, mask: usize) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
 }
 
 #[cfg(test)]

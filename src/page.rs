@@ -256,6 +256,17 @@ impl Geometry {
 #[derive(Default)]
 pub(crate) struct PageIdHasher(u64);
 
+/// Fibonacci hashing's multiplier (2^64 / φ): page ids are often consecutive, and the
+/// product's high bits spread them.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The slot of `key` (a page id, or one plus it) in a table of `mask + 1` slots, a power
+/// of two, for the hand-built tables of the pread path (`cache`, `held_runs`).
+#[inline]
+pub(crate) fn slot_of(key: u64, mask: usize) -> usize {
+    (key.wrapping_mul(FIBONACCI) >> 32) as usize & mask
+}
+
 /// A map keyed by page id, hashed with [`PageIdHasher`].
 pub(crate) type PageMap<V> = HashMap<PageId, V, BuildHasherDefault<PageIdHasher>>;
 
@@ -266,11 +277,11 @@ impl Hasher for PageIdHasher {
 
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(FIBONACCI);
         }
     }
 
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = (self.0 ^ n).wrapping_mul(FIBONACCI);
     }
 }
