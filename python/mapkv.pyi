@@ -99,8 +99,8 @@ class Database:
     def compact_to(self, path: Union[str, os.PathLike[str]]) -> None:
         """Writes a compacted copy of the newest commit to ``path`` (which must not exist)."""
     def compact(self) -> dict[str, int]:
-        """Compacts the file in place (readers may run); returns ``pages_moved``,
-        ``passes``, ``file_size_before``, ``file_size_after``. Raises if this thread holds
+        """Compacts the file in place (readers may run); returns ``leaves_merged``,
+        ``pages_moved``, ``passes``, ``file_size_before``, ``file_size_after``. Raises if this thread holds
         the write transaction."""
     def tree_names(self) -> list[str]: ...
     def close(self) -> None: ...

@@ -1,7 +1,8 @@
-//! Compaction in place: ordinary copy-on-write commits that copy every page lying past
-//! the point where the pages in use would end if they were packed, into the lowest free
-//! pages, until the end of the file is free and can be cut off. Readers keep running:
-//! what their snapshots still reach is freed, and cut, by a later commit once they end.
+//! Compaction in place: ordinary copy-on-write commits that first pack the leaves of
+//! every tree into full pages, then copy every page lying past the point where the pages
+//! in use would end if they were packed, into the lowest free pages, until the end of the
+//! file is free and can be cut off. Readers keep running: what their snapshots still
+//! reach is freed, and cut, by a later commit once they end.
 //! See FORMAT.md#compaction-in-place.
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use crate::db::Shared;
 use crate::error::Result;
 use crate::node::{self, Cell, LeafValue, Node, OverflowRef, encode_leaf_cell};
-use crate::page::{ChildRef, PageId};
+use crate::page::{ChildRef, PageId, PageKind};
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn::Durability;
 use crate::txn_pages::TxnPages;
@@ -29,6 +30,8 @@ const PASSES_MAX: u32 = 64;
 /// What `Database::compact` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactStats {
+    /// Leaves emptied by packing their neighbours' entries into full pages.
+    pub leaves_merged: u64,
     /// Pages copied to a lower place (nodes, pages of large values).
     pub pages_moved: u64,
     /// Commits made.
@@ -39,16 +42,17 @@ pub struct CompactStats {
     pub file_size_after: u64,
 }
 
-/// Runs passes until the end of the file stops moving. See `Database::compact`.
+/// Packs the leaves, then runs passes that move pages down until the end of the file
+/// stops moving. See `Database::compact`.
 pub(crate) fn compact(shared: &Arc<Shared>) -> Result<CompactStats> {
     let mut stats = CompactStats {
         file_size_before: shared.storage.file_len(),
         ..CompactStats::default()
     };
-    while stats.passes < PASSES_MAX {
-        let mut txn = WriteTxn::begin(shared)?;
-        txn.set_durability(Durability::Immediate);
-        txn.compacting = true;
+    pack_trees(shared, &mut stats, PASS_PAGES_MAX)?;
+    let moving_passes = stats.passes + PASSES_MAX;
+    while stats.passes < moving_passes {
+        let mut txn = compaction_txn(shared)?;
         let end_before = txn.pages.get_mut().end();
         let moved = txn.move_pages_down()?;
         txn.commit()?;
@@ -63,13 +67,52 @@ pub(crate) fn compact(shared: &Arc<Shared>) -> Result<CompactStats> {
     Ok(stats)
 }
 
+/// A durable write transaction that folds the free list and places everything it
+/// writes in the lowest free pages.
+fn compaction_txn(shared: &Arc<Shared>) -> Result<WriteTxn> {
+    let mut txn = WriteTxn::begin(shared)?;
+    txn.set_durability(Durability::Immediate);
+    txn.compacting = true;
+    txn.pages.get_mut().alloc.prefer_lowest();
+    Ok(txn)
+}
+
+/// Where a packing pass starts: a tree, and a key in the first bottom branch it packs.
+struct PackFrom {
+    tree: String,
+    key: Vec<u8>,
+}
+
+/// Packs the leaves of every tree (`Packer`), in passes of at most `pass_pages` pages,
+/// each one commit.
+fn pack_trees(shared: &Arc<Shared>, stats: &mut CompactStats, pass_pages: u64) -> Result<()> {
+    let mut from = PackFrom {
+        tree: String::new(),
+        key: Vec::new(),
+    };
+    loop {
+        let mut txn = compaction_txn(shared)?;
+        let mut packer = Packer {
+            pass_pages,
+            ..Packer::default()
+        };
+        let next = txn.pack_pass(&from, &mut packer)?;
+        txn.commit()?;
+        stats.passes += 1;
+        stats.leaves_merged += packer.merged;
+        match next {
+            Some(next) => from = next,
+            None => return Ok(()),
+        }
+    }
+}
+
 impl WriteTxn {
     /// Copies the pages past a point chosen so that the free pages below it can take
     /// them, and the copies of the branches above them (a tenth more, and the catalog's
     /// path and the free-list record): at most `PASS_PAGES_MAX` of them.
     fn move_pages_down(&mut self) -> Result<u64> {
         let pages = self.pages.get_mut();
-        pages.alloc.prefer_lowest();
         let end = pages.end().0;
         let first = pages.geometry().first_data_page().0;
         let free = pages.alloc.free();
@@ -103,6 +146,179 @@ impl WriteTxn {
             .change(|pages| relocate(pages, &mut catalog, from, &mut budget))?;
         self.catalog = catalog;
         Ok(moved)
+    }
+
+    /// Packs the trees from `from` on (in name order) until the packer's budget is
+    /// spent; returns where the next pass starts, or None once every tree is packed.
+    fn pack_pass(&mut self, from: &PackFrom, packer: &mut Packer) -> Result<Option<PackFrom>> {
+        for name in self.tree_names()? {
+            if name < from.tree {
+                continue;
+            }
+            let key = (name == from.tree).then_some(&from.key[..]);
+            let mut tree = self.open_tree(&name)?;
+            tree.change(|pages, record| packer.pack(pages, record, key))?;
+            if let Some(key) = packer.stop.take() {
+                return Ok(Some(PackFrom { tree: name, key }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// One packing pass: cuts the cells under each bottom branch (a branch whose children
+/// are leaves) into the fewest full leaves, and rebuilds the branch over them, while
+/// the pass's pages last.
+#[derive(Default)]
+struct Packer {
+    /// Pages the pass may copy or rebuild.
+    pass_pages: u64,
+    /// Pages copied or rebuilt so far.
+    spent: u64,
+    /// Leaves emptied so far.
+    merged: u64,
+    /// Set when the pages ran out: a key in the first bottom branch left for the next pass.
+    stop: Option<Vec<u8>>,
+}
+
+impl Packer {
+    /// Packs `tree`'s bottom branches from the one that holds `from` (else the first).
+    fn pack(
+        &mut self,
+        pages: &mut TxnPages,
+        tree: &mut TreeRecord,
+        from: Option<&[u8]>,
+    ) -> Result<()> {
+        if tree.depth.get() < 2 {
+            return Ok(());
+        }
+        let lower = from.unwrap_or(&[]);
+        if let Some(root) = self.pack_below(pages, tree.root, tree.depth.get(), from, lower)? {
+            tree.root = root;
+            tree::collapse_root(pages, tree)?;
+        }
+        Ok(())
+    }
+
+    /// `pack` below branch `r`, whose keys start at `lower` (the key to resume at if the
+    /// pages run out before its first bottom branch): Some(new reference) if it changed.
+    fn pack_below(
+        &mut self,
+        pages: &mut TxnPages,
+        r: ChildRef,
+        levels: u32,
+        from: Option<&[u8]>,
+        lower: &[u8],
+    ) -> Result<Option<ChildRef>> {
+        if levels == 2 {
+            return self.pack_leaves_under(pages, r, lower);
+        }
+        let (children, keys, start) = {
+            let node = tree::load(&*pages, &r, levels)?;
+            let children = (0..=node.len())
+                .map(|i| node.child(i))
+                .collect::<Result<Vec<_>>>()?;
+            let keys = (0..node.len())
+                .map(|i| Ok(node.key(i)?.to_vec()))
+                .collect::<Result<Vec<_>>>()?;
+            let start = from.map_or(Ok(0), |k| node.child_index(k))?;
+            (children, keys, start)
+        };
+        let mut changed = Vec::new();
+        for (i, child) in children.into_iter().enumerate().skip(start) {
+            let (child_from, child_lower) = match i == start {
+                true => (from, lower),
+                false => (None, &keys[i - 1][..]),
+            };
+            if let Some(copy) =
+                self.pack_below(pages, child, levels - 1, child_from, child_lower)?
+            {
+                changed.push((i, copy));
+            }
+            if self.stop.is_some() {
+                break;
+            }
+        }
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let id = pages.shadow(&r)?;
+        self.spent += 1;
+        for (i, copy) in changed {
+            node::set_child(pages.dirty_mut(id), i, &copy)?;
+        }
+        Ok(Some(pages.dirty_ref(id)))
+    }
+
+    /// Cuts the cells of the leaves under bottom branch `r` into the fewest full leaves
+    /// and rebuilds `r` over them, unless they are as few as can be already, or the
+    /// pass's pages run out first (then `stop` is set to `lower`).
+    fn pack_leaves_under(
+        &mut self,
+        pages: &mut TxnPages,
+        r: ChildRef,
+        lower: &[u8],
+    ) -> Result<Option<ChildRef>> {
+        let g = pages.geometry();
+        let leaves = {
+            let node = tree::load(&*pages, &r, 2)?;
+            (0..=node.len())
+                .map(|i| node.child(i))
+                .collect::<Result<Vec<_>>>()?
+        };
+        // Worth it only if their bytes would take fewer pages.
+        let room = g.page_size - node::slots_start(PageKind::Leaf);
+        let mut bytes = 0;
+        for leaf in &leaves {
+            bytes += tree::load(&*pages, leaf, 1)?.used_bytes() - node::slots_start(PageKind::Leaf);
+        }
+        if bytes.div_ceil(room) >= leaves.len() {
+            return Ok(None);
+        }
+        let cost = leaves.len() as u64 + 1;
+        if self.spent > 0 && self.spent + cost > self.pass_pages {
+            self.stop = Some(lower.to_vec());
+            return Ok(None);
+        }
+        self.spent += cost;
+        // Copying each leaf first checks it (`TxnPages::shadow`); the copies are then
+        // rewritten with the packed cells, and the ones left over are dropped.
+        let ids = (leaves.iter())
+            .map(|l| pages.shadow(l))
+            .collect::<Result<Vec<_>>>()?;
+        let (packed, separators) = {
+            let nodes = (ids.iter())
+                .map(|&id| Node::parse(pages.dirty(id), id))
+                .collect::<Result<Vec<_>>>()?;
+            let cells = node::all_cells(&nodes)?;
+            let cuts = node::pack_cuts(r.page(), g.page_size, &cells)?;
+            node::build_leaves(g.page_size, pages.txn, &cells, &cuts)
+        };
+        let children: Vec<ChildRef> = ids[..packed.len()]
+            .iter()
+            .map(|&id| pages.dirty_ref(id))
+            .collect();
+        let branch = node::build_branch(g.page_size, pages.txn, &children, &separators);
+        let id = pages.shadow(&r)?;
+        let Some(branch) = branch else {
+            // The new separators do not fit one branch (long keys): keep the leaves as
+            // they were, at their copies.
+            for (i, &leaf) in ids.iter().enumerate() {
+                let copy = pages.dirty_ref(leaf);
+                node::set_child(pages.dirty_mut(id), i, &copy)?;
+            }
+            return Ok(Some(pages.dirty_ref(id)));
+        };
+        for (&leaf, page) in ids.iter().zip(packed) {
+            pages.put(leaf, page);
+        }
+        for &leaf in &ids[children.len()..] {
+            let copy = pages.dirty_ref(leaf);
+            pages.free_page(&copy)?;
+        }
+        pages.put(id, branch);
+        self.merged += (ids.len() - children.len()) as u64;
+        Ok(Some(pages.dirty_ref(id)))
     }
 }
 
@@ -210,4 +426,64 @@ fn move_value(
     *moved += blob_pages;
     *budget = budget.saturating_sub(blob_pages);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Database;
+
+    fn key(i: u64) -> [u8; 8] {
+        i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes()
+    }
+
+    /// Passes of a few pages each resume where the last stopped, across trees, and
+    /// leave every tree packed, checked and whole.
+    #[test]
+    fn packing_in_small_passes_resumes_across_trees() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path().join("db"))?;
+        let w = db.begin_write()?;
+        for name in ["a", "b", "c"] {
+            let mut t = w.open_tree(name)?;
+            for i in 0..20_000u64 {
+                t.insert(&key(i), &[i as u8; 40])?;
+            }
+        }
+        w.commit()?;
+        let w = db.begin_write()?;
+        for name in ["a", "c"] {
+            let mut t = w.open_tree(name)?;
+            for i in (0..20_000u64).filter(|i| i % 4 != 0) {
+                t.remove(&key(i))?;
+            }
+        }
+        w.commit()?;
+        let in_use = |db: &Database| db.stats().map(|s| s.pages_in_use);
+        let before = in_use(&db)?;
+        let mut stats = CompactStats::default();
+        pack_trees(&db.shared, &mut stats, 40)?;
+        assert!(stats.passes > 5, "{stats:?}");
+        assert!(stats.leaves_merged > 0, "{stats:?}");
+        let after = in_use(&db)?;
+        assert!(
+            after + stats.leaves_merged / 2 < before,
+            "{before} -> {after}, {stats:?}"
+        );
+        db.check()?;
+        // A second round finds nothing left to pack.
+        let mut again = CompactStats::default();
+        pack_trees(&db.shared, &mut again, 40)?;
+        assert_eq!(again.leaves_merged, 0, "{again:?}");
+        let r = db.begin_read()?;
+        for name in ["a", "b", "c"] {
+            let t = r.open_tree(name)?;
+            let kept = |i: &u64| name == "b" || i % 4 == 0;
+            assert_eq!(t.len()?, (0..20_000u64).filter(kept).count() as u64);
+            for i in (0..20_000u64).filter(kept) {
+                assert_eq!(t.get(&key(i))?, Some(&[i as u8; 40][..]), "{name} {i}");
+            }
+        }
+        Ok(())
+    }
 }

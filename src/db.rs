@@ -147,7 +147,7 @@ pub(crate) struct Shared {
 /// One write transaction at a time, any number of readers; readers never block the
 /// writer and the writer never blocks readers.
 pub struct Database {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     path: PathBuf,
 }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::page::{ChildRef, PageHeader, PageId, PageKind, TxnId, header, header_mut};
 
 mod edit;
+mod pack;
 mod runs;
 mod siblings;
 pub(crate) use edit::{
@@ -21,6 +22,7 @@ pub(crate) use edit::{
     split_point, zero_free_space,
 };
 use edit::{compact, node_header_mut, write_slot};
+pub(crate) use pack::{all_cells, build_branch, build_leaves, pack_cuts};
 pub(crate) use runs::{Hint, Run, run_cut};
 pub(crate) use siblings::{Evened, even_out, remove_range};
 

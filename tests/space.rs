@@ -203,7 +203,9 @@ fn compact_in_place_moves_the_end_down_and_cuts_it() -> Result<()> {
     let before = db.stats()?;
     let reader = db.begin_read()?;
     let stats = db.compact()?;
-    assert!(stats.pages_moved > 0, "{stats:?}");
+    // Packing takes the low free pages for the packed leaves; the pages it frees wait
+    // for the reader, so this first call may have nothing left to move.
+    assert!(stats.leaves_merged > 0, "{stats:?}");
     // The reader still reads its snapshot (nothing it reaches was cut or overwritten).
     assert_eq!(reader.open_tree("t")?.len()?, 12_000);
     let t = reader.open_tree("t")?;

@@ -264,16 +264,17 @@ impl Database {
         py.detach(|| handle.db.compact_to(path)).py_err()
     }
 
-    /// Compacts the file in place, without the GIL: moves the pages past where the
-    /// pages in use would end into free space, with ordinary commits, and cuts the file.
-    /// Waits for a write transaction of another thread to end; raises if this thread
-    /// holds one. Returns ``pages_moved``, ``passes``, ``file_size_before``,
-    /// ``file_size_after``.
+    /// Compacts the file in place, without the GIL: packs the leaves into full pages,
+    /// moves the pages past where the pages in use would end into free space, with
+    /// ordinary commits, and cuts the file. Waits for a write transaction of another
+    /// thread to end; raises if this thread holds one. Returns ``leaves_merged``,
+    /// ``pages_moved``, ``passes``, ``file_size_before``, ``file_size_after``.
     fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let handle = self.handle()?;
         handle.check_not_writer()?;
         let stats = py.detach(|| handle.db.compact()).py_err()?;
         let d = PyDict::new(py);
+        d.set_item("leaves_merged", stats.leaves_merged)?;
         d.set_item("pages_moved", stats.pages_moved)?;
         d.set_item("passes", stats.passes)?;
         d.set_item("file_size_before", stats.file_size_before)?;

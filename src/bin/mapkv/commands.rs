@@ -287,10 +287,11 @@ pub fn compact_in_place(path: &Path, db: mapkv::Database) -> CliResult<ExitCode>
     spinner.finish_and_clear();
     let stats = result.map_err(|e| Failure::db(path, e))?;
     println!(
-        "compacted {} in place: {} -> {} ({} pages moved, {} commits)",
+        "compacted {} in place: {} -> {} ({} leaves merged, {} pages moved, {} commits)",
         path.display(),
         human_bytes(stats.file_size_before),
         human_bytes(stats.file_size_after),
+        stats.leaves_merged,
         stats.pages_moved,
         stats.passes
     );
