@@ -114,19 +114,19 @@ impl Record<'_> {
     /// The added sets' runs are written in order, merging runs of different sets that
     /// touch; sets that overlap mean a page was freed twice (a corrupt file).
     pub(crate) fn encode(&self, capacity: usize) -> Result<Option<Vec<u8>>> {
-        let added = PageRuns::union(self.added.iter().copied())
+        let added = PageRuns::union_runs(self.added.iter().copied())
             .ok_or_else(|| Error::corrupted(0, "free page sets overlap"))?;
         let header = RecordHeader {
             prev: self.prev,
             below: U32::new(self.below),
             reserved: U32::ZERO,
             page_count: U64::new(self.page_count.0),
-            added: U64::new(added.run_count() as u64),
+            added: U64::new(added.len() as u64),
             removed: U64::new(self.removed.run_count() as u64),
         };
         let mut out = Vec::with_capacity(capacity);
         out.extend_from_slice(header.as_bytes());
-        for (s, n) in added.runs().chain(self.removed.runs()) {
+        for (s, n) in added.into_iter().chain(self.removed.runs()) {
             out.extend_from_slice(&s.0.to_le_bytes());
             out.extend_from_slice(&n.to_le_bytes());
         }

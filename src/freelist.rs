@@ -165,30 +165,15 @@ impl PageRuns {
         (s + n == end.0).then_some((PageId(s), n))
     }
 
-    /// Builds a set from runs sorted by start; None if two overlap (a page in two sets).
-    pub(crate) fn from_sorted(sorted: &[(PageId, u64)]) -> Option<PageRuns> {
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
-        for &(start, len) in sorted {
-            match merged.last_mut() {
-                Some((s, n)) if *s + *n > start.0 => return None,
-                Some((s, n)) if *s + *n == start.0 => *n += len,
-                _ if len > 0 => merged.push((start.0, len)),
-                _ => {}
-            }
-        }
-        let pages = merged.iter().map(|(_, n)| n).sum();
-        Some(PageRuns {
-            by_len: merged.iter().map(|&(s, n)| (n, s)).collect(),
-            runs: merged.into_iter().collect(),
-            pages,
-        })
-    }
-
-    /// The union of disjoint sets, as sorted runs; None if they overlap.
-    pub(crate) fn union<'a>(sets: impl IntoIterator<Item = &'a PageRuns>) -> Option<PageRuns> {
+    /// The union of disjoint sets, as sorted runs with touching runs merged; None if
+    /// they overlap. (The free-list record needs only the runs, not the indexes a
+    /// `PageRuns` keeps.)
+    pub(crate) fn union_runs<'a>(
+        sets: impl IntoIterator<Item = &'a PageRuns>,
+    ) -> Option<Vec<(PageId, u64)>> {
         let mut all: Vec<(PageId, u64)> = sets.into_iter().flat_map(PageRuns::runs).collect();
         all.sort_unstable();
-        PageRuns::from_sorted(&all)
+        merge_sorted(&all)
     }
 
     /// Serialized as a little-endian u64 count, then (start, length) u64 pairs, then
@@ -301,6 +286,20 @@ impl Pending {
     }
 }
 
+/// Sorted runs with touching runs merged and empty ones dropped; None if two overlap.
+fn merge_sorted(sorted: &[(PageId, u64)]) -> Option<Vec<(PageId, u64)>> {
+    let mut merged: Vec<(PageId, u64)> = Vec::with_capacity(sorted.len());
+    for &(start, len) in sorted {
+        match merged.last_mut() {
+            Some((s, n)) if s.0 + *n > start.0 => return None,
+            Some((s, n)) if s.0 + *n == start.0 => *n += len,
+            _ if len > 0 => merged.push((start, len)),
+            _ => {}
+        }
+    }
+    Some(merged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,12 +379,9 @@ mod tests {
         assert!(a.insert(PageId(3), 2) && a.insert(PageId(10), 1));
         let mut b = PageRuns::new();
         assert!(b.insert(PageId(5), 1));
-        let u = PageRuns::union([&a, &b]).unwrap();
-        assert_eq!(
-            u.runs().collect::<Vec<_>>(),
-            [(PageId(3), 3), (PageId(10), 1)]
-        );
-        assert!(PageRuns::union([&a, &u]).is_none());
+        let u = PageRuns::union_runs([&a, &b]).unwrap();
+        assert_eq!(u, [(PageId(3), 3), (PageId(10), 1)]);
+        assert!(PageRuns::union_runs([&a, &b, &b]).is_none());
     }
 
     #[test]
