@@ -436,7 +436,20 @@ impl<'a> Node<'a> {
     /// The write path checks it before copying a committed page; `check` too.
     pub(crate) fn verify_layout(&self) -> Result<()> {
         let max = cell_bytes_max(self.kind, self.bytes.len());
-        let mut cells = Vec::with_capacity(self.len());
+        let area = self.bytes.len() - self.cells_start;
+        // One bit per byte of the cell area (on the stack up to 4 KiB pages): a cell
+        // overlaps another iff one of its bits is set already. No sort of the offsets.
+        let mut small = [0u64; 64];
+        let mut large = Vec::new();
+        let words = area.div_ceil(64);
+        let map = match words <= small.len() {
+            true => &mut small[..words],
+            false => {
+                large.resize(words, 0);
+                &mut large[..]
+            }
+        };
+        let mut cell_bytes = 0;
         for i in 0..self.len() {
             let cell = self.cell(i)?;
             if cell.footprint() > max {
@@ -445,20 +458,18 @@ impl<'a> Node<'a> {
                     cell.footprint()
                 )));
             }
+            // `cell` checked that it lies in the cell area.
             let start = cell.bytes.as_ptr() as usize - self.bytes.as_ptr() as usize;
-            cells.push((start, start + cell.bytes.len()));
+            if !mark_once(map, start - self.cells_start, cell.bytes.len()) {
+                return Err(self.bad("cells overlap".into()));
+            }
+            cell_bytes += cell.bytes.len();
         }
-        cells.sort_unstable();
-        if cells.windows(2).any(|w| w[0].1 > w[1].0) {
-            return Err(self.bad("cells overlap".into()));
-        }
-        let cell_bytes: usize = cells.iter().map(|(start, end)| end - start).sum();
         let frag = NodeHeader::ref_from_prefix(self.bytes)
             .expect("parsed")
             .0
             .frag_bytes
             .get();
-        let area = self.bytes.len() - self.cells_start;
         if cell_bytes + frag as usize != area {
             return Err(self.bad(format!(
                 "cells of {cell_bytes} bytes and {frag} bytes of holes in a cell area of {area}"
@@ -492,6 +503,24 @@ impl<'a> Node<'a> {
     fn bad(&self, reason: String) -> Error {
         Error::corrupted(self.id.0, reason)
     }
+}
+
+/// Sets the bits `start..start + len` of `map` (`len` > 0); false, leaving the map
+/// partly set, if one of them was set already.
+fn mark_once(map: &mut [u64], start: usize, len: usize) -> bool {
+    let end = start + len;
+    let mut at = start;
+    while at < end {
+        let (word, bit) = (at / 64, at % 64);
+        let bits = (64 - bit).min(end - at);
+        let mask = (u64::MAX >> (64 - bits)) << bit;
+        if map[word] & mask != 0 {
+            return false;
+        }
+        map[word] |= mask;
+        at += bits;
+    }
+    true
 }
 
 /// A cell's bytes, ready to be copied into another page, and its key.
@@ -613,6 +642,17 @@ mod tests {
             assert!(insert_cell(&mut page, PageId(5), PageKind::Leaf, i, cell).unwrap());
         }
         page
+    }
+
+    #[test]
+    fn mark_once_refuses_any_byte_marked_twice() {
+        let mut map = [0u64; 4];
+        assert!(mark_once(&mut map, 0, 64));
+        assert!(mark_once(&mut map, 70, 130), "across words 1 to 3");
+        assert!(!mark_once(&mut map, 199, 2), "the last byte of the run");
+        assert!(mark_once(&mut map, 64, 6), "the gap, exactly");
+        assert!(!mark_once(&mut map, 63, 1), "the first run's last byte");
+        assert_eq!(map, [u64::MAX, u64::MAX, u64::MAX, (1 << 8) - 1]);
     }
 
     #[test]
