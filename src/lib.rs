@@ -77,6 +77,7 @@ mod prune;
 mod storage;
 mod stream;
 mod tree;
+mod tree_options;
 mod txn;
 mod txn_pages;
 mod write_tree;
@@ -89,6 +90,7 @@ pub use cursor::{KeyRange, Keys, Range, Values};
 pub use db::{Database, Options, Stats, TreeStats};
 pub use error::{Error, Result};
 pub use extent::ValueExtent;
+pub use tree_options::TreeOptions;
 pub use txn::{Durability, ReadTree, ReadTxn};
 pub use write_tree::WriteTree;
 pub use write_txn::WriteTxn;
@@ -120,7 +122,7 @@ pub mod testing {
             let key = node.key(i)?;
             if node.is_leaf() {
                 if let LeafValue::Overflow(o) = node.value(i)? {
-                    let _ = (o.blob.page(), o.len.get());
+                    let _ = (o.blob.page(), o.value_len());
                 }
             }
             // A search for a key that is present must find it unless the page is corrupt
