@@ -12,6 +12,7 @@ mod codec;
 mod log_store;
 pub mod router;
 mod state_machine;
+pub mod tcp;
 
 use std::path::Path;
 
