@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, config, set};
-use mapkv_raft::LogStoreOptions;
+use mapkv_raft::{BatchOptions, Batcher, LogStoreOptions};
 
 async fn run(
     parent: &str,
     group_commit: bool,
+    batched: bool,
     clients: u64,
     seconds: f64,
 ) -> (f64, Duration, Duration) {
@@ -28,17 +29,28 @@ async fn run(
     let leader = c.leader().await;
     c.write(set(u64::MAX)).await;
     let raft = c.nodes[&leader].raft.clone();
+    let mut options = BatchOptions::default();
+    if let Some(n) = std::env::var("MAPKV_RAFT_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        options.in_flight = n;
+    }
+    let batcher = batched.then(|| Batcher::new(raft.clone(), options));
     let next = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (raft, next) = (raft.clone(), Arc::clone(&next));
+        let (raft, batcher, next) = (raft.clone(), batcher.clone(), Arc::clone(&next));
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < end {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
-                raft.client_write(set(n)).await.expect("write");
+                match &batcher {
+                    Some(b) => drop(b.write(set(n)).await.expect("write")),
+                    None => drop(raft.client_write(set(n)).await.expect("write")),
+                }
                 lat.push(t.elapsed());
             }
             lat
@@ -53,7 +65,7 @@ async fn run(
     all.sort();
     let p = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
     let result = (all.len() as f64 / elapsed, p(0.5), p(0.99));
-    drop(raft);
+    drop((raft, batcher));
     Arc::try_unwrap(c)
         .ok()
         .expect("sole owner")
@@ -71,18 +83,28 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let disk = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
-    println!("| storage | group commit | clients | writes/s | p50 ms | p99 ms |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!("| storage | group commit | proposals | clients | writes/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---:|---:|---:|---:|");
     for (name, parent) in [("disk", disk.as_str()), ("tmpfs", "/dev/shm")] {
         for group_commit in [true, false] {
-            for clients in [1, 32] {
-                let (rate, p50, p99) = run(parent, group_commit, clients, seconds).await;
-                println!(
-                    "| {name} | {} | {clients} | {rate:.0} | {:.2} | {:.2} |",
-                    if group_commit { "on" } else { "off" },
-                    p50.as_secs_f64() * 1e3,
-                    p99.as_secs_f64() * 1e3
-                );
+            for batched in [false, true] {
+                for clients in [1, 32] {
+                    let gc = if group_commit { "on" } else { "off" };
+                    let proposals = if batched { "batched" } else { "direct" };
+                    let row = format!("{name}-{gc}-{proposals}-{clients}");
+                    if let Ok(rows) = std::env::var("MAPKV_RAFT_BENCH_ROWS") {
+                        if !rows.split(',').any(|r| r == row) {
+                            continue;
+                        }
+                    }
+                    let (rate, p50, p99) =
+                        run(parent, group_commit, batched, clients, seconds).await;
+                    println!(
+                        "| {name} | {gc} | {proposals} | {clients} | {rate:.0} | {:.2} | {:.2} |",
+                        p50.as_secs_f64() * 1e3,
+                        p99.as_secs_f64() * 1e3
+                    );
+                }
             }
         }
     }

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mapkv_raft::tcp::TcpNetwork;
-use mapkv_raft::{Request, StateMachineStore, TypeConfig};
+use mapkv_raft::{BatchOptions, Batcher, Request, StateMachineStore, TypeConfig};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -103,11 +103,13 @@ fn node_main(args: &[String]) -> Result<(), String> {
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| e.to_string())?);
+        let raft = Raft::new(id, config, TcpNetwork, log, sm.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         let node = Node {
             id,
-            raft: Raft::new(id, config, TcpNetwork, log, sm.clone())
-                .await
-                .map_err(|e| e.to_string())?,
+            batcher: Batcher::new(raft.clone(), BatchOptions::default()),
+            raft,
             sm,
             members,
         };
@@ -129,6 +131,8 @@ fn node_main(args: &[String]) -> Result<(), String> {
 struct Node {
     id: u64,
     raft: Raft<TypeConfig>,
+    /// Writes go through it: concurrent clients' writes share log entries.
+    batcher: Batcher,
     sm: StateMachineStore,
     members: BTreeMap<u64, BasicNode>,
 }
@@ -209,8 +213,8 @@ impl Node {
     }
 
     async fn write(&self, request: Request) -> String {
-        match self.raft.client_write(request).await {
-            Ok(r) => match r.data.previous {
+        match self.batcher.write(request).await {
+            Ok(r) => match r.previous {
                 Some(p) => format!("OK previous={}", String::from_utf8_lossy(&p)),
                 None => "OK".into(),
             },
