@@ -29,7 +29,8 @@
 //! | `INIT` | `OK`: makes the configured peers the cluster's first membership |
 //! | `DIGEST` | `applied=.. keys=.. digest=..` of the local state machine |
 //!
-//! A write or read sent to a node that is not the leader answers
+//! Writes go through a `mapkv_raft::Batcher` (concurrent clients' writes share log
+//! entries). A write or read sent to a node that is not the leader answers
 //! `ERR not-leader leader=<id or ?>`. Try it by hand: `raft_kv node 1 ...` (see
 //! `node_main` for the arguments), then `nc 127.0.0.1 <api port>`.
 

@@ -26,14 +26,9 @@ use mapkv_raft::router::Router;
 use mapkv_raft::{BatchOptions, Batcher, LogStoreOptions, TypeConfig};
 use openraft::{BasicNode, Raft};
 
-/// Writes per second, p50 and p99 latency of `clients` writers through `raft` (the
-/// leader) for `seconds`.
-async fn measure(
-    raft: Raft<TypeConfig>,
-    batched: bool,
-    clients: u64,
-    seconds: f64,
-) -> (f64, Duration, Duration) {
+/// Writes per second, p50 and p99 latency, and writes per log entry of `clients`
+/// writers through `raft` (the leader) for `seconds`.
+async fn measure(raft: Raft<TypeConfig>, batched: bool, clients: u64, seconds: f64) -> Row {
     let mut options = BatchOptions::default();
     if let Some(n) = std::env::var("MAPKV_RAFT_BENCH_IN_FLIGHT")
         .ok()
@@ -42,6 +37,7 @@ async fn measure(
         options.in_flight = n;
     }
     let batcher = batched.then(|| Batcher::new(raft.clone(), options));
+    let first_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
     let next = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
@@ -67,9 +63,22 @@ async fn measure(
         all.extend(t.await.expect("client"));
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let entries = raft.metrics().borrow().last_log_index.unwrap_or(0) - first_index;
     all.sort();
     let p = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
-    (all.len() as f64 / elapsed, p(0.5), p(0.99))
+    Row {
+        rate: all.len() as f64 / elapsed,
+        p50: p(0.5),
+        p99: p(0.99),
+        per_entry: all.len() as f64 / entries.max(1) as f64,
+    }
+}
+
+struct Row {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    per_entry: f64,
 }
 
 async fn run_mapkv(
@@ -78,7 +87,7 @@ async fn run_mapkv(
     batched: bool,
     clients: u64,
     seconds: f64,
-) -> (f64, Duration, Duration) {
+) -> Row {
     let c = Cluster::start_in(parent, config(1_000_000), LogStoreOptions { group_commit }).await;
     let leader = c.leader().await;
     c.write(set(u64::MAX)).await;
@@ -87,7 +96,7 @@ async fn run_mapkv(
     result
 }
 
-async fn run_memory(batched: bool, clients: u64, seconds: f64) -> (f64, Duration, Duration) {
+async fn run_memory(batched: bool, clients: u64, seconds: f64) -> Row {
     let router = Router::default();
     let mut rafts = BTreeMap::new();
     for id in IDS {
@@ -140,17 +149,19 @@ async fn main() {
         Ok(rows) => rows.split(',').any(|r| r == row),
         Err(_) => true,
     };
-    let print =
-        |storage: &str, gc: &str, proposals: &str, clients: u64, r: (f64, Duration, Duration)| {
-            println!(
-                "| {storage} | {gc} | {proposals} | {clients} | {:.0} | {:.2} | {:.2} |",
-                r.0,
-                r.1.as_secs_f64() * 1e3,
-                r.2.as_secs_f64() * 1e3
-            )
-        };
-    println!("| storage | group commit | proposals | clients | writes/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---:|---:|---:|---:|");
+    let print = |storage: &str, gc: &str, proposals: &str, clients: u64, r: Row| {
+        println!(
+            "| {storage} | {gc} | {proposals} | {clients} | {:.0} | {:.2} | {:.2} | {:.1} |",
+            r.rate,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            r.per_entry
+        )
+    };
+    println!(
+        "| storage | group commit | proposals | clients | writes/s | p50 ms | p99 ms | writes/entry |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
     for (name, parent) in [("disk", disk.as_str()), ("tmpfs", "/dev/shm")] {
         for group_commit in [true, false] {
             let gc = if group_commit { "on" } else { "off" };
