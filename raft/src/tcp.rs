@@ -239,3 +239,40 @@ impl RaftNetwork<TypeConfig> for TcpConnection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bad_lengths_are_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            write_frame(&mut s, &(7u64, "seven".to_string()))
+                .await
+                .unwrap();
+            write_frame(&mut s, &Vec::<u8>::new()).await.unwrap();
+            // A length beyond MAX_FRAME, then nothing.
+            s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        });
+        let (mut s, _) = listener.accept().await.unwrap();
+        let a: Option<(u64, String)> = read_frame(&mut s).await.unwrap();
+        assert_eq!(a, Some((7, "seven".to_string())));
+        let b: Option<Vec<u8>> = read_frame(&mut s).await.unwrap();
+        assert_eq!(b, Some(Vec::new()));
+        assert!(read_frame::<Vec<u8>>(&mut s).await.is_err());
+        client.await.unwrap();
+
+        // A peer that closes between frames: `None`, not an error.
+        let client = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            write_frame(&mut s, &1u8).await.unwrap();
+        });
+        let (mut s, _) = listener.accept().await.unwrap();
+        assert_eq!(read_frame::<u8>(&mut s).await.unwrap(), Some(1));
+        client.await.unwrap();
+        assert_eq!(read_frame::<u8>(&mut s).await.unwrap(), None);
+    }
+}
