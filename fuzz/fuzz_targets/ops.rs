@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use mapkv::testing::open_with_backend;
-use mapkv::{Database, Durability, Error, Options, ReadTxn, WriteTxn};
+use mapkv::{Database, Durability, Error, Options, ReadTxn, TreeOptions, WriteTxn};
 
 use mem::MemFile;
 use support::model::{digest, read_all};
@@ -36,6 +36,39 @@ type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 type Trees = BTreeMap<String, Tree>;
 
 const TREE_NAMES: [&str; 4] = ["a", "b", "", "a tree with a longer name"];
+
+/// Tree "b" stores its values aligned to 16 bytes (FORMAT.md#aligned-values); the
+/// others are plain. Every write transaction opens trees with these options, and
+/// `Database::check` verifies the alignment.
+const ALIGNED_TREE: (&str, usize) = ("b", 16);
+
+fn tree_options(tree: &str) -> TreeOptions {
+    match tree == ALIGNED_TREE.0 {
+        true => TreeOptions::new().value_align(ALIGNED_TREE.1),
+        false => TreeOptions::new(),
+    }
+}
+
+/// The longest key `tree` takes: the padding of aligned values comes out of its room.
+fn key_max(page_size: usize, tree: &str) -> usize {
+    let pads = match tree == ALIGNED_TREE.0 {
+        true => 2 * (ALIGNED_TREE.1 - 1),
+        false => 0,
+    };
+    page_size / 2 - 128 - pads
+}
+
+trait OpenModelTree {
+    fn open_model_tree(&self, tree: &str) -> mapkv::Result<mapkv::WriteTree<'_>>;
+}
+
+impl OpenModelTree for mapkv::WriteTxn {
+    fn open_model_tree(&self, tree: &str) -> mapkv::Result<mapkv::WriteTree<'_>> {
+        self.open_tree_with(tree, tree_options(tree))
+    }
+}
+
+
 
 #[derive(Arbitrary, Debug)]
 enum Key {
@@ -429,9 +462,9 @@ impl Harness {
     }
 
     fn insert(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>) {
-        let key_max = self.page_size / 2 - 128;
+        let key_max = key_max(self.page_size, tree);
         let Some(wtx) = self.wtx() else { return };
-        let mut t = wtx.open_tree(tree).expect("open_tree");
+        let mut t = wtx.open_model_tree(tree).expect("open_tree");
         match t.insert(&k, &v) {
             Ok(()) => {
                 drop(t);
@@ -452,14 +485,14 @@ impl Harness {
 
     /// `insert_from` of `v`; `short`: the reader ends a byte early, which changes nothing.
     fn insert_from(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>, short: bool) {
-        let key_max = self.page_size / 2 - 128;
+        let key_max = key_max(self.page_size, tree);
         if self.wtx().is_none() {
             return;
         }
         // After `wtx`, which begins a transaction (and its model) if none is open.
         let old = self.pending.get(tree).and_then(|m| m.get(&k)).cloned();
         let wtx = self.wtx().expect("open");
-        let mut t = wtx.open_tree(tree).expect("open_tree");
+        let mut t = wtx.open_model_tree(tree).expect("open_tree");
         let len = v.len() as u64 + u64::from(short);
         match t.insert_from(&k, len, &mut &v[..]) {
             Ok(()) => {
@@ -488,12 +521,12 @@ impl Harness {
     /// `replace` (kind 0), `take` (1) or `update` (2: stores, removes or keeps, by the
     /// value's length) of `k`, against the model.
     fn rmw(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>, kind: u8) {
-        let key_max = self.page_size / 2 - 128;
+        let key_max = key_max(self.page_size, tree);
         if self.wtx().is_none() {
             return;
         }
         let wtx = self.wtx.as_ref().expect("begun");
-        let mut t = wtx.open_tree(tree).expect("open_tree");
+        let mut t = wtx.open_model_tree(tree).expect("open_tree");
         let m = self.pending.entry(tree.to_string()).or_default();
         if k.len() > key_max {
             return;
@@ -530,8 +563,8 @@ impl Harness {
             return;
         }
         let Some(wtx) = self.wtx() else { return };
-        let mut ta = wtx.open_tree(a).expect("open_tree");
-        let mut tb = wtx.open_tree(b).expect("open_tree");
+        let mut ta = wtx.open_model_tree(a).expect("open_tree");
+        let mut tb = wtx.open_model_tree(b).expect("open_tree");
         let mut changes = Vec::new();
         for i in 0..count as u16 {
             let n = start.wrapping_add(i) % 400;
@@ -548,7 +581,7 @@ impl Harness {
         let k = format!("k{:04}", start % 400).into_bytes();
         let kept = ta.get(&k).expect("get");
         let copy = kept.map(<[u8]>::to_vec);
-        let mut again = wtx.open_tree(a).expect("open_tree");
+        let mut again = wtx.open_model_tree(a).expect("open_tree");
         again.insert(&k, &[7; 5000]).expect("insert");
         again.remove(&k).expect("remove");
         assert_eq!(
@@ -575,12 +608,12 @@ impl Harness {
     /// `WriteTree::append`, checked against the model: taken exactly when `k` is past the
     /// last key and fits.
     fn append(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>) {
-        let key_max = self.page_size / 2 - 128;
+        let key_max = key_max(self.page_size, tree);
         if self.wtx().is_none() {
             return;
         }
         let wtx = self.wtx.as_ref().expect("begun");
-        let mut t = wtx.open_tree(tree).expect("open_tree");
+        let mut t = wtx.open_model_tree(tree).expect("open_tree");
         let m = self.pending.entry(tree.to_string()).or_default();
         let past_last = m.keys().next_back().is_none_or(|last| k > *last);
         match t.append(&k, &v) {
@@ -616,7 +649,7 @@ impl Harness {
 
     fn remove(&mut self, tree: &str, k: &[u8]) {
         let Some(wtx) = self.wtx() else { return };
-        let mut t = wtx.open_tree(tree).expect("open_tree");
+        let mut t = wtx.open_model_tree(tree).expect("open_tree");
         let was = t.remove(k).expect("remove");
         drop(t);
         let m = self.pending.entry(tree.to_string()).or_default();
@@ -625,7 +658,7 @@ impl Harness {
 
     fn remove_range(&mut self, tree: &str, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) {
         let Some(wtx) = self.wtx() else { return };
-        let mut t = wtx.open_tree(tree).expect("open_tree");
+        let mut t = wtx.open_model_tree(tree).expect("open_tree");
         let removed = t
             .remove_range::<Vec<u8>, _>((lo.clone(), hi.clone()))
             .expect("remove_range");
@@ -659,7 +692,7 @@ impl Harness {
         };
         let mut seen = Vec::new();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let mut t = wtx.open_tree(tree).expect("open_tree");
+            let mut t = wtx.open_model_tree(tree).expect("open_tree");
             t.retain(|k, v| {
                 if panic_at.is_some_and(|n| usize::from(n) == seen.len()) {
                     panic_any(UserPanic);
@@ -674,7 +707,7 @@ impl Harness {
             // Cut inside a change: the transaction refuses everything, and its commit.
             let wtx = self.wtx.take().expect("a write transaction");
             assert!(
-                wtx.open_tree(tree).is_err(),
+                wtx.open_model_tree(tree).is_err(),
                 "a change after an interrupted one"
             );
             assert!(wtx.commit().is_err(), "commit after an interrupted change");
@@ -700,7 +733,7 @@ impl Harness {
     ) -> Option<R> {
         if !committed && self.wtx.is_some() {
             let wtx = self.wtx.as_mut().unwrap();
-            let t = wtx.open_tree(tree).expect("open_tree");
+            let t = wtx.open_model_tree(tree).expect("open_tree");
             let m = self.pending.entry(tree.to_string()).or_default();
             return Some(f(Reader::Write(&t), Some(m)));
         }
@@ -760,7 +793,7 @@ impl Harness {
     /// A panic from user code while a tree is borrowed, caught by the user: it strikes
     /// between changes, so the transaction goes on with every change made before it.
     fn user_panic(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>, point: PanicPoint) {
-        let key_max = self.page_size / 2 - 128;
+        let key_max = key_max(self.page_size, tree);
         if self.wtx().is_none() {
             return;
         }
@@ -769,7 +802,7 @@ impl Harness {
             unreachable!("begun above");
         };
         let caught = catch_unwind(AssertUnwindSafe(|| {
-            let mut t = wtx.open_tree(tree).expect("open_tree");
+            let mut t = wtx.open_model_tree(tree).expect("open_tree");
             let m = pending.entry(tree.to_string()).or_default();
             match point {
                 PanicPoint::Opened => {}
@@ -815,7 +848,7 @@ impl Harness {
             // Cut inside a change: the transaction refuses everything, and its commit.
             let wtx = self.wtx.take().expect("a write transaction");
             assert!(
-                wtx.open_tree(tree).is_err(),
+                wtx.open_model_tree(tree).is_err(),
                 "a change after an interrupted one"
             );
             assert!(wtx.commit().is_err(), "commit after an interrupted change");
@@ -854,7 +887,7 @@ fn forget_write_tree(
     value_len: u16,
     remove_every: u8,
 ) {
-    let mut t = wtx.open_tree(tree).expect("open_tree");
+    let mut t = wtx.open_model_tree(tree).expect("open_tree");
     for i in 0..u16::from(count) {
         let n = start.wrapping_add(i) % 400;
         let key = format!("k{n:04}").into_bytes();
@@ -925,9 +958,9 @@ fn lifecycle(h: &mut Harness, plan: &Lifecycle) {
             Handle::Writer(w, _, None) => drop(w),
             Handle::Writer(mut w, mut m, Some(end)) => {
                 let tree = name(end.tree);
-                let key_max = h.page_size / 2 - 128;
+                let key_max = key_max(h.page_size, tree);
                 {
-                    let mut t = w.open_tree(tree).expect("open_tree");
+                    let mut t = w.open_model_tree(tree).expect("open_tree");
                     let mt = m.entry(tree.to_string()).or_default();
                     for i in 0..u16::from(end.count) {
                         let n = end.start.wrapping_add(i) % 400;
@@ -1209,7 +1242,7 @@ fuzz_target!(init: let_user_panics_through(), |input: Input| {
             }
             Op::OpenTree { tree } => {
                 if let Some(w) = h.wtx() {
-                    drop(w.open_tree(name(*tree)).expect("open_tree"));
+                    drop(w.open_model_tree(name(*tree)).expect("open_tree"));
                     h.pending.entry(name(*tree).to_string()).or_default();
                 }
             }
