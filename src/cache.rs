@@ -8,7 +8,7 @@
 //! changes a page that a snapshot can reach, and a page is written again only after every
 //! snapshot that could reach the old contents has ended. `Storage` forgets a page before
 //! writing it ([`PageCache::forget_range`]), so no transaction that begins later can find
-//! the old copy. Transactions hold their own `Arc` to every buffer they read, so eviction
+//! the old copy. Transactions hold their own clone of every buffer they read, so eviction
 //! never frees memory a live slice points into.
 //!
 //! **Lookups take no lock**, so readers on many cores do not queue behind one another (a
@@ -31,8 +31,6 @@
 #![allow(unsafe_code)] // the lock-free lookup: `Arc`s kept as raw pointers in atomic slots
 
 use std::mem::ManuallyDrop;
-use std::ptr;
-use std::sync::Arc;
 use std::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{Relaxed, Release, SeqCst},
@@ -42,10 +40,7 @@ use parking_lot::Mutex;
 use zerocopy::FromZeros;
 
 use crate::page::{PageId, slot_of};
-
-/// One page, or one run of pages, as read from the file. `Arc<[u8]>` rather than
-/// `Arc<Vec<u8>>`: one pointer to follow from a transaction's table to the bytes.
-pub(crate) type PageBuf = Arc<[u8]>;
+use crate::page_buf::PageBuf;
 
 /// Runs longer than this share of the budget are not cached: one large overflow value
 /// would otherwise push out every page of the tree above it.
@@ -99,7 +94,7 @@ struct Bucket {
     busy: AtomicBool,
     /// Where the next search for a victim in this bucket starts.
     hand: AtomicU8,
-    /// The bytes of each cached run (from `Arc::into_raw`: the slot owns one count).
+    /// The bytes of each cached run (from `PageBuf::into_raw`: the slot owns one count).
     data: [AtomicPtr<u8>; WAYS],
     lens: [AtomicUsize; WAYS],
 }
@@ -151,7 +146,7 @@ impl PageCache {
             spare.bytes -= len as u64;
             return spare.bufs.swap_remove(pos);
         }
-        std::iter::repeat_n(0, len).collect()
+        PageBuf::zeroed(len)
     }
 
     /// To be taken before reading a run from the file and handed to `insert`.
@@ -184,7 +179,7 @@ impl PageCache {
         let key = key_of(id);
         let way = bucket.position(key).unwrap_or_else(|| bucket.victim());
         let evicted = bucket.take(way);
-        bucket.fill(way, key, Arc::clone(buf));
+        bucket.fill(way, key, buf.clone());
         drop(guard);
         if let Some(evicted) = evicted {
             self.bytes.fetch_sub(evicted.len() as u64, SeqCst);
@@ -266,7 +261,7 @@ impl PageCache {
     /// unshared one stays unshared) and there is room.
     fn recycle(&self, mut buf: PageBuf) {
         let len = buf.len() as u64;
-        if Arc::get_mut(&mut buf).is_none() {
+        if buf.get_mut().is_none() {
             return;
         }
         if let Some(mut spare) = self.spare.try_lock()
@@ -310,16 +305,13 @@ impl Bucket {
     fn acquire(&self, way: usize, key: u64) -> Option<PageBuf> {
         self.pins[way].fetch_add(1, SeqCst);
         let found = (self.keys[way].load(SeqCst) == key).then(|| {
-            let raw = ptr::slice_from_raw_parts(
-                self.data[way].load(Relaxed),
-                self.lens[way].load(Relaxed),
-            );
-            // SAFETY: the slot holds `key`, so `raw` is what `fill` stored: the result of
-            // `Arc::into_raw` on a `PageBuf` whose count the slot owns, and which `take`
-            // cannot drop before we unpin (above). `ManuallyDrop` leaves the slot's
-            // count alone; the clone adds ours.
-            let slot_own = ManuallyDrop::new(unsafe { Arc::from_raw(raw) });
-            Arc::clone(&slot_own)
+            let (data, len) = (self.data[way].load(Relaxed), self.lens[way].load(Relaxed));
+            // SAFETY: the slot holds `key`, so `data` and `len` are what `fill` stored:
+            // the result of `PageBuf::into_raw` on a buffer of `len` bytes whose count the
+            // slot owns, and which `take` cannot drop before we unpin (above).
+            // `ManuallyDrop` leaves the slot's count alone; the clone adds ours.
+            let slot_own = ManuallyDrop::new(unsafe { PageBuf::from_raw(data, len) });
+            PageBuf::clone(&slot_own)
         });
         self.pins[way].fetch_sub(1, Release);
         found
@@ -344,7 +336,7 @@ impl Bucket {
     fn fill(&self, way: usize, key: u64, buf: PageBuf) {
         debug_assert_eq!(self.keys[way].load(Relaxed), 0);
         let len = buf.len();
-        self.data[way].store(Arc::into_raw(buf).cast::<u8>().cast_mut(), Relaxed);
+        self.data[way].store(buf.into_raw().cast_mut(), Relaxed);
         self.lens[way].store(len, Relaxed);
         self.referenced[way].store(false, Relaxed);
         self.keys[way].store(key, SeqCst);
@@ -361,12 +353,12 @@ impl Bucket {
         while self.pins[way].load(SeqCst) != 0 {
             backoff(&mut spins);
         }
-        let raw =
-            ptr::slice_from_raw_parts(self.data[way].load(Relaxed), self.lens[way].load(Relaxed));
-        // SAFETY: the slot held a key, so `raw` came from `Arc::into_raw` in `fill` and
-        // the slot owns that count; with the key cleared and the pins drained no lookup
-        // will use it again, so the count passes to the returned `Arc`.
-        Some(unsafe { Arc::from_raw(raw) })
+        let (data, len) = (self.data[way].load(Relaxed), self.lens[way].load(Relaxed));
+        // SAFETY: the slot held a key, so `data` came from `PageBuf::into_raw` in `fill`
+        // on a buffer of `len` bytes, and the slot owns that count; with the key cleared
+        // and the pins drained no lookup will use it again, so the count passes to the
+        // returned buffer.
+        Some(unsafe { PageBuf::from_raw(data, len) })
     }
 
     fn try_lock(&self) -> Option<BucketGuard<'_>> {
@@ -426,7 +418,7 @@ mod tests {
 
     fn page(cache: &PageCache, fill: u8) -> PageBuf {
         let mut buf = cache.buffer(PAGE);
-        Arc::get_mut(&mut buf).unwrap().fill(fill);
+        buf.get_mut().unwrap().fill(fill);
         buf
     }
 
@@ -490,8 +482,31 @@ mod tests {
         assert!(spare > 0);
         assert!(cache.spare.lock().bytes <= cache.budget / RUN_SHARE_MAX);
         let mut reused = cache.buffer(PAGE);
-        assert!(Arc::get_mut(&mut reused).is_some());
+        assert!(reused.get_mut().is_some());
         assert_eq!(cache.spare.lock().bufs.len(), spare - 1);
+    }
+
+    /// Fresh, cached and recycled buffers all start on a `BUF_ALIGN` boundary.
+    #[test]
+    fn every_buffer_handed_out_is_aligned() {
+        use crate::page_buf::BUF_ALIGN;
+        let aligned = |b: &PageBuf| b.as_ptr() as usize % BUF_ALIGN == 0;
+        let cache = cache(RUN_SHARE_MAX);
+        for id in 0..4 * RUN_SHARE_MAX {
+            let buf = page(&cache, id as u8);
+            assert!(aligned(&buf));
+            cache.insert(PageId(id), &buf, cache.epoch());
+            let found = cache.get(PageId(id), PAGE).expect("just filed");
+            assert!(aligned(&found) && found.as_ptr() == buf.as_ptr());
+        }
+        assert!(
+            !cache.spare.lock().bufs.is_empty(),
+            "evicted buffers were kept"
+        );
+        for _ in 0..SPARES_MAX + 1 {
+            assert!(aligned(&cache.buffer(PAGE)));
+        }
+        assert!(aligned(&cache.buffer(3 * PAGE)));
     }
 
     #[test]
@@ -524,7 +539,7 @@ mod tests {
                             None => {
                                 let epoch = cache.epoch();
                                 let mut buf = cache.buffer(LEN);
-                                Arc::get_mut(&mut buf).unwrap().fill(id.0 as u8);
+                                buf.get_mut().unwrap().fill(id.0 as u8);
                                 cache.insert(id, &buf, epoch);
                             }
                         }

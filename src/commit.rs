@@ -14,6 +14,7 @@ use crate::freelist::PageRuns;
 use crate::meta::{FORMAT_VERSION, Meta};
 use crate::node::BLOB_HEADER_BYTES;
 use crate::page::{ChildRef, PageId, page_checksum};
+use crate::page_buf::PageBox;
 use crate::storage::Storage;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn::{Durability, Snapshot};
@@ -277,7 +278,7 @@ impl WriteTxn {
         let g = self.pages.get_mut().geometry();
         storage.ensure_len_written(g.offset(self.pages.get_mut().end()))?;
         let pages = self.pages.get_mut().take_sealed();
-        let adjacent = |a: &(PageId, Box<[u8]>), b: &(PageId, Box<[u8]>)| {
+        let adjacent = |a: &(PageId, PageBox), b: &(PageId, PageBox)| {
             b.0.0 == a.0.0 + a.1.len() as u64 / g.page_bytes()
         };
         for run in pages.chunk_by(adjacent) {

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use zerocopy::FromZeros;
 
-use crate::cache::PageBuf;
 use crate::page::{PageId, slot_of};
+use crate::page_buf::PageBuf;
 
 /// The key of a slot that held a run which [`HeldRuns::forget`] removed. Page ids lie far
 /// below it (keys are page id + 1, and 0 marks an empty slot).
@@ -88,7 +88,8 @@ impl HeldRuns {
             // `inner.runs` holds until `self` is dropped (`forget` only hides it). Its
             // bytes were written before it was filed and are never written again: the
             // page cache writes into a buffer only when `Arc::get_mut` proves it
-            // unshared, and our clone shares it. Moving an `Arc` does not move its bytes.
+            // unshared, and our clone shares it. Moving a `PageBuf` (an `Arc`) does not
+            // move its bytes.
             unsafe { std::slice::from_raw_parts(data, len) }
         })
     }
@@ -105,7 +106,7 @@ impl HeldRuns {
             self.grow(&mut inner, (capacity * GROWTH).max(FIRST_SLOTS));
         }
         let table = inner.tables.last().expect("grown above");
-        let data = Arc::as_ptr(&run).cast::<u8>().cast_mut();
+        let data = run.as_ptr().cast_mut();
         table.fill(key_of(id), data, run.len());
         inner.used += 1;
         inner.runs.push(run);
@@ -211,32 +212,53 @@ fn key_of(id: PageId) -> u64 {
 mod tests {
     use super::*;
 
+    /// A run of `len` bytes (a multiple of 64, as `PageBuf` asks) of `fill`.
     fn run(fill: u8, len: usize) -> PageBuf {
-        std::iter::repeat_n(fill, len).collect()
+        let mut run = PageBuf::zeroed(len);
+        run.get_mut().expect("unshared").fill(fill);
+        run
     }
 
     #[test]
     fn holds_finds_forgets_and_keeps_slices_valid_across_growth() {
         let held = HeldRuns::new();
-        assert!(held.get(PageId(5), 8).is_none());
-        let first = held.hold(PageId(5), run(5, 8));
+        assert!(held.get(PageId(5), 64).is_none());
+        let first = held.hold(PageId(5), run(5, 64));
         for id in 6..200u64 {
-            assert_eq!(held.hold(PageId(id), run(id as u8, 8)), [id as u8; 8]);
+            assert_eq!(held.hold(PageId(id), run(id as u8, 64)), [id as u8; 64]);
         }
-        assert_eq!(first, [5; 8], "a slice from before the tables grew");
+        assert_eq!(first, [5; 64], "a slice from before the tables grew");
         for id in 5..200u64 {
-            assert_eq!(held.get(PageId(id), 8).unwrap(), [id as u8; 8]);
-            assert!(held.get(PageId(id), 16).is_none(), "another length");
+            assert_eq!(held.get(PageId(id), 64).unwrap(), [id as u8; 64]);
+            assert!(held.get(PageId(id), 128).is_none(), "another length");
         }
         assert_eq!(
-            held.hold(PageId(7), run(99, 8)),
-            [7; 8],
+            held.hold(PageId(7), run(99, 64)),
+            [7; 64],
             "the held copy wins"
         );
         held.forget(PageId(7));
-        assert!(held.get(PageId(7), 8).is_none());
-        assert_eq!(held.hold(PageId(7), run(77, 8)), [77; 8]);
+        assert!(held.get(PageId(7), 64).is_none());
+        assert_eq!(held.hold(PageId(7), run(77, 64)), [77; 64]);
         assert_eq!(held.count(), 196);
+    }
+
+    /// The slices `hold` and `get` return are the held buffers' own bytes, aligned as
+    /// `PageBuf` promises, for runs of one page and of several.
+    #[test]
+    fn held_slices_are_aligned() {
+        use crate::page_buf::BUF_ALIGN;
+        let held = HeldRuns::new();
+        for id in 0..100u64 {
+            let len = 4096 * (1 + id as usize % 3);
+            let bytes = held.hold(PageId(id), run(id as u8, len));
+            assert_eq!(bytes.as_ptr() as usize % BUF_ALIGN, 0);
+        }
+        for id in 0..100u64 {
+            let bytes = held.get(PageId(id), 4096 * (1 + id as usize % 3)).unwrap();
+            assert_eq!(bytes.as_ptr() as usize % BUF_ALIGN, 0);
+            assert!(bytes.iter().all(|&b| b == id as u8));
+        }
     }
 
     /// Threads sharing one reader: every lookup finds its own run or none, never
@@ -251,11 +273,11 @@ mod tests {
                 s.spawn(move || {
                     for i in 0..ids {
                         let id = PageId((i * 7 + t) % ids);
-                        let bytes = match held.get(id, 4) {
+                        let bytes = match held.get(id, 64) {
                             Some(b) => b,
-                            None => held.hold(id, run(id.0 as u8, 4)),
+                            None => held.hold(id, run(id.0 as u8, 64)),
                         };
-                        assert_eq!(bytes, [id.0 as u8; 4]);
+                        assert_eq!(bytes, [id.0 as u8; 64]);
                     }
                 });
             }

@@ -72,6 +72,7 @@ mod held_runs;
 mod meta;
 mod node;
 mod page;
+mod page_buf;
 mod path_error;
 mod prune;
 mod storage;

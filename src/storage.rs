@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use memmap2::{Mmap, MmapOptions};
 use parking_lot::Mutex;
 
-use crate::cache::{PageBuf, PageCache};
+use crate::cache::PageCache;
 use crate::error::{Error, Result};
 use crate::held_runs::HeldRuns;
 use crate::page::{Geometry, PageId};
+use crate::page_buf::PageBuf;
 
 /// The file operations the engine needs. The real file implements it; tests can put a
 /// recording, crashing or failing layer in its place.
@@ -536,7 +537,7 @@ impl PageReader {
         let cache = &self.storage.cache;
         let epoch = cache.epoch();
         let mut buf = cache.buffer(len);
-        let bytes = Arc::get_mut(&mut buf).expect("a new or recycled buffer is unshared");
+        let bytes = buf.get_mut().expect("a new or recycled buffer is unshared");
         self.read_into(id, bytes, start)?;
         cache.insert(id, &buf, epoch);
         Ok(buf)
@@ -614,7 +615,7 @@ impl PageReader {
             return Ok(Fetched::Owned(cached));
         }
         let mut buf = self.storage.cache.buffer(len);
-        let bytes = Arc::get_mut(&mut buf).expect("a new or recycled buffer is unshared");
+        let bytes = buf.get_mut().expect("a new or recycled buffer is unshared");
         self.read_into(id, bytes, start)?;
         Ok(Fetched::Owned(buf))
     }

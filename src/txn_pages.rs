@@ -14,6 +14,7 @@ use crate::free_chain::Link;
 use crate::freelist::PageRuns;
 use crate::node::{self, BLOB_HEADER_BYTES, Node, OverflowRef};
 use crate::page::{ChildRef, Geometry, PageId, PageMap, TxnId, verify_ref};
+use crate::page_buf::PageBox;
 use crate::storage::{PageReader, Storage};
 use crate::tree::Pages;
 
@@ -41,7 +42,7 @@ pub(crate) struct TxnPages {
     own_freed: Vec<(PageId, u64)>,
     next_provisional: u64,
     /// Sealed pages with their final ids, in the order they were sealed.
-    sealed: Vec<(PageId, Box<[u8]>)>,
+    sealed: Vec<(PageId, PageBox)>,
     /// Blobs this transaction wrote (first page → pages): values it may free at once.
     own_blobs: PageMap<u64>,
     /// The pages this transaction may write, and where the file ends.
@@ -235,11 +236,11 @@ impl TxnPages {
         self.dirty.get_mut(&id).expect("page is dirty").bytes_mut()
     }
 
-    pub(crate) fn take(&mut self, id: PageId) -> Box<[u8]> {
+    pub(crate) fn take(&mut self, id: PageId) -> PageBox {
         self.dirty.remove(&id).expect("page is dirty").into_box()
     }
 
-    pub(crate) fn put(&mut self, id: PageId, page: Box<[u8]>) {
+    pub(crate) fn put(&mut self, id: PageId, page: PageBox) {
         self.dirty.insert(id, DirtyPage::new(page));
     }
 
@@ -248,12 +249,12 @@ impl TxnPages {
     }
 
     /// Files a sealed page under its final id (the commit writes them in this order).
-    pub(crate) fn put_sealed(&mut self, id: PageId, page: Box<[u8]>) {
+    pub(crate) fn put_sealed(&mut self, id: PageId, page: PageBox) {
         self.sealed.push((id, page));
     }
 
     /// The sealed pages, sorted by id.
-    pub(crate) fn take_sealed(&mut self) -> Vec<(PageId, Box<[u8]>)> {
+    pub(crate) fn take_sealed(&mut self) -> Vec<(PageId, PageBox)> {
         let mut pages = std::mem::take(&mut self.sealed);
         pages.sort_unstable_by_key(|(id, _)| *id);
         pages
@@ -261,13 +262,13 @@ impl TxnPages {
 
     /// A new zeroed dirty page.
     pub(crate) fn alloc_page(&mut self) -> (PageId, &mut [u8]) {
-        let page = vec![0; self.geometry().page_size].into_boxed_slice();
+        let page = PageBox::zeroed(self.geometry().page_size);
         let id = self.add_page(page);
         (id, self.dirty_mut(id))
     }
 
     /// Adds a dirty page under a new provisional id.
-    pub(crate) fn add_page(&mut self, page: Box<[u8]>) -> PageId {
+    pub(crate) fn add_page(&mut self, page: PageBox) -> PageId {
         let id = PageId(self.next_provisional);
         self.next_provisional += 1;
         self.dirty.insert(id, DirtyPage::new(page));
@@ -290,7 +291,7 @@ impl TxnPages {
         node.verify_layout()?;
         node.verify_order()?;
         self.verify_refs_committed(&node)?;
-        let mut copy: Box<[u8]> = page.into();
+        let mut copy = PageBox::copy_of(page);
         node::set_txn(&mut copy, self.txn);
         self.free_committed(id, 1, r.txn())?;
         self.copied += 1;
@@ -511,15 +512,16 @@ impl TxnPages {
     /// written with the commit's sealed pages.
     pub(crate) fn seal_blob(&mut self, id: PageId, pages: u64, payload: &[u8]) -> ChildRef {
         let (head, checksum) = blob_head(self.txn, 0, payload, &[]);
-        let mut buf = Vec::with_capacity((pages * self.geometry().page_bytes()) as usize);
-        buf.extend_from_slice(&head[..BLOB_HEADER_BYTES]);
-        buf.extend_from_slice(payload);
+        let head = &head[..BLOB_HEADER_BYTES];
+        let mut buf = PageBox::zeroed((pages * self.geometry().page_bytes()) as usize);
         assert_eq!(
-            buf.len() as u64,
-            pages * self.geometry().page_bytes(),
+            head.len() + payload.len(),
+            buf.len(),
             "payload fills the blob"
         );
-        self.sealed.push((id, buf.into_boxed_slice()));
+        buf[..head.len()].copy_from_slice(head);
+        buf[head.len()..].copy_from_slice(payload);
+        self.sealed.push((id, buf));
         ChildRef::new(id, checksum, self.txn)
     }
 

@@ -55,7 +55,7 @@ fn check_tree(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>, align: usize) -
     Ok(())
 }
 
-fn mapped_values_are_aligned_in_memory(db: &Database, align: usize) -> Result<()> {
+fn values_are_aligned_in_memory(db: &Database, align: usize) -> Result<()> {
     let r = db.begin_read()?;
     let t = r.open_tree("t")?;
     for entry in t.range::<&[u8], _>(..)? {
@@ -93,7 +93,7 @@ fn values_stay_aligned_through_every_edit() -> Result<()> {
                 w.commit()?;
             }
             check_tree(&db, &model, align)?;
-            mapped_values_are_aligned_in_memory(&db, align)?;
+            values_are_aligned_in_memory(&db, align)?;
             // Removes (merges), then compaction in place packs and moves the rest.
             let w = db.begin_write()?;
             {
@@ -116,10 +116,11 @@ fn values_stay_aligned_through_every_edit() -> Result<()> {
                 for file in [&path, &copy] {
                     let db = Options::new().mmap_size(mmap_size).open(file)?;
                     check_tree(&db, &model, align)?;
+                    values_are_aligned_in_memory(&db, align)?;
                 }
             }
             let db = Database::open(&path)?;
-            mapped_values_are_aligned_in_memory(&db, align)?;
+            values_are_aligned_in_memory(&db, align)?;
         }
     }
     Ok(())
@@ -137,7 +138,7 @@ fn bulk_loads_keep_the_tree_alignment() -> Result<()> {
             (0..3000u64).map(|i| (key(i), value(i, 4096))).collect();
         db.bulk_load("t", model.iter().map(|(k, v)| (k.clone(), v.clone())))?;
         check_tree(&db, &model, align)?;
-        mapped_values_are_aligned_in_memory(&db, align)?;
+        values_are_aligned_in_memory(&db, align)?;
     }
     Ok(())
 }

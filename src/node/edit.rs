@@ -6,6 +6,7 @@ use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::*;
+use crate::page_buf::PageBox;
 
 /// Makes `page` an empty node of `kind` written by `txn`.
 pub(crate) fn init(page: &mut [u8], kind: PageKind, txn: TxnId) {
@@ -316,7 +317,7 @@ pub(crate) fn build(
 }
 
 /// A node cut in two: the left page, the key that separates them, the right page.
-pub(crate) type TwoPages = (Box<[u8]>, Vec<u8>, Box<[u8]>);
+pub(crate) type TwoPages = (PageBox, Vec<u8>, PageBox);
 
 /// Cuts `cells` (too many for one page) into two new pages, at `cut` if given (a cut
 /// that fits, from `run_cut`), else where `split_point` puts it; returns them with the
@@ -340,8 +341,8 @@ pub(crate) fn build_two(
             .at
         }
     };
-    let mut left = vec![0; page_size].into_boxed_slice();
-    let mut right = vec![0; page_size].into_boxed_slice();
+    let mut left = PageBox::zeroed(page_size);
+    let mut right = PageBox::zeroed(page_size);
     let (sep, right_leftmost, right_cells) = match kind {
         PageKind::Leaf => (
             separator(cells[cut - 1].key, cells[cut].key).to_vec(),

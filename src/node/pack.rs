@@ -10,6 +10,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::page::{ChildRef, PageId, PageKind, TxnId};
+use crate::page_buf::PageBox;
 
 /// Where to cut `cells` (in key order) into the fewest leaves that hold them: the index
 /// at which each leaf after the first starts. Each leaf takes cells while they fit, which
@@ -47,7 +48,7 @@ pub(crate) fn build_leaves(
     txn: TxnId,
     cells: &[Cell],
     cuts: &[usize],
-) -> (Vec<Box<[u8]>>, Vec<Vec<u8>>) {
+) -> (Vec<PageBox>, Vec<Vec<u8>>) {
     let bounds: Vec<usize> = std::iter::once(0)
         .chain(cuts.iter().copied())
         .chain(std::iter::once(cells.len()))
@@ -55,7 +56,7 @@ pub(crate) fn build_leaves(
     let leaves = bounds
         .windows(2)
         .map(|w| {
-            let mut page = vec![0; page_size].into_boxed_slice();
+            let mut page = PageBox::zeroed(page_size);
             build(&mut page, PageKind::Leaf, txn, None, &cells[w[0]..w[1]]);
             page
         })
@@ -74,7 +75,7 @@ pub(crate) fn build_branch(
     txn: TxnId,
     children: &[ChildRef],
     separators: &[Vec<u8>],
-) -> Option<Box<[u8]>> {
+) -> Option<PageBox> {
     let kind = PageKind::Branch;
     let need: usize = (separators.iter())
         .map(|s| SLOT_BYTES + BRANCH_CELL_HEADER_BYTES + s.len())
@@ -92,7 +93,7 @@ pub(crate) fn build_branch(
     let cells: Vec<Cell> = (separators.iter().zip(&encoded))
         .map(|(key, bytes)| Cell { key, bytes })
         .collect();
-    let mut page = vec![0; page_size].into_boxed_slice();
+    let mut page = PageBox::zeroed(page_size);
     build(&mut page, kind, txn, Some(&children[0]), &cells);
     Some(page)
 }
