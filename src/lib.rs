@@ -79,6 +79,7 @@ mod stream;
 mod tree;
 mod txn;
 mod txn_pages;
+mod typed;
 mod write_tree;
 mod write_txn;
 
@@ -90,6 +91,9 @@ pub use db::{Database, Options, Stats, TreeStats};
 pub use error::{Error, Result};
 pub use extent::ValueExtent;
 pub use txn::{Durability, ReadTree, ReadTxn};
+#[cfg(feature = "bytemuck")]
+pub use typed::Bytemuck;
+pub use typed::{Key, ReadTable, Table, TableRange, ValueCodec, WriteTable, Zerocopy};
 pub use write_tree::WriteTree;
 pub use write_txn::WriteTxn;
 
