@@ -93,7 +93,9 @@ pub use extent::ValueExtent;
 pub use txn::{Durability, ReadTree, ReadTxn};
 #[cfg(feature = "bytemuck")]
 pub use typed::Bytemuck;
-pub use typed::{Key, ReadTable, Table, TableRange, ValueCodec, WriteTable, Zerocopy};
+pub use typed::{
+    Key, KeyBounds, KeyRef, ReadTable, Table, TableRange, ValueCodec, WriteTable, Zerocopy,
+};
 pub use write_tree::WriteTree;
 pub use write_txn::WriteTxn;
 

@@ -201,6 +201,56 @@ fn tables_round_trip_and_are_trees() -> Result<()> {
 }
 
 #[test]
+fn ranges_take_keys_by_value_or_reference() -> Result<()> {
+    const WORDS: Table<str, [u8]> = Table::new("words");
+    let (_dir, db) = temp_db()?;
+    let wtx = db.begin_write()?;
+    let mut words = wtx.open_table(WORDS)?;
+    for w in ["apple", "banana", "cherry", "date", "fig"] {
+        words.insert(w, w.as_bytes())?;
+    }
+    let keys = |r: mapkv::TableRange<'_, str, [u8], _>| -> Result<Vec<String>> {
+        r.map(|e| e.map(|(k, _)| k)).collect()
+    };
+    assert_eq!(keys(words.range("b".."d")?)?, ["banana", "cherry"]);
+    assert_eq!(keys(words.range(..="banana")?)?, ["apple", "banana"]);
+    let from = String::from("date");
+    assert_eq!(keys(words.range(from.as_str()..)?)?, ["date", "fig"]);
+    let backwards: Vec<String> = words
+        .range("b"..)?
+        .rev()
+        .map(|e| e.map(|(k, _)| k))
+        .collect::<Result<_>>()?;
+    assert_eq!(backwards, ["fig", "date", "cherry", "banana"]);
+    assert_eq!(
+        keys(words.range((Bound::Excluded("apple"), Bound::Excluded("cherry")))?)?,
+        ["banana"]
+    );
+    // Whole `str` keys are stored as plain UTF-8.
+    assert_eq!(words.raw().get(b"fig")?, Some(&b"fig"[..]));
+
+    let mut pairs = wtx.open_table(PAIRS)?;
+    for k in [1u16, 5, 9] {
+        pairs.insert(&k, &[0; 2])?;
+    }
+    let five = 5u16;
+    assert_eq!(pairs.range(&five..)?.count(), 2);
+    assert_eq!(pairs.range(five..=9)?.count(), 2);
+    assert_eq!(pairs.range(..five)?.count(), 1);
+    Ok(())
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<mapkv::ReadTable<'_, str, [f32]>>();
+    send_sync::<mapkv::WriteTable<'_, (u64, String), [u8]>>();
+    send::<mapkv::TableRange<'_, str, [f32], mapkv::Zerocopy>>();
+    send_sync::<Table<str, [f32]>>();
+}
+
+#[test]
 fn an_absent_table_is_not_found() -> Result<()> {
     let (_dir, db) = temp_db()?;
     let rtx = db.begin_read()?;
@@ -470,4 +520,54 @@ fn model_against_btreemap() {
     QuickCheck::new()
         .tests(60)
         .quickcheck(prop as fn(Vec<Op>) -> TestResult);
+}
+
+#[cfg(feature = "bytemuck")]
+mod pod {
+    use super::*;
+    use mapkv::Bytemuck;
+
+    /// A `Pod` type of bytemuck's own (a derive would need bytemuck's proc-macro crate).
+    type Pixel = [u8; 4];
+
+    const PIXELS: Table<u32, [Pixel], Bytemuck> = Table::new("pixels");
+    const ONE: Table<u32, Pixel, Bytemuck> = Table::new("one");
+
+    #[test]
+    fn pod_values_round_trip() -> Result<()> {
+        let (_dir, db) = temp_db()?;
+        let wtx = db.begin_write()?;
+        let row: [Pixel; 2] = [[1, 2, 3, 4], [5; 4]];
+        wtx.open_table(PIXELS)?.insert(&7, &row[..])?;
+        let mut one = wtx.open_table(ONE)?;
+        one.insert(&1, &row[1])?;
+        one.raw().insert(&2u32.to_be_bytes(), &[0; 5])?;
+        drop(one);
+        wtx.commit()?;
+        let rtx = db.begin_read()?;
+        assert_eq!(rtx.open_table(PIXELS)?.get(&7)?, Some(&row[..]));
+        let one = rtx.open_table(ONE)?;
+        assert_eq!(one.get(&1)?, Some(&row[1]));
+        assert!(matches!(one.get(&2), Err(Error::Corrupted { .. })));
+        Ok(())
+    }
+
+    #[test]
+    #[ignore = "needs value alignment (issue 16 item 1)"]
+    fn pod_slices_of_wider_types_are_aligned() -> Result<()> {
+        const SAMPLES: Table<u32, [f64], Bytemuck> = Table::new("samples");
+        let (_dir, db) = temp_db()?;
+        let wtx = db.begin_write()?;
+        let mut t = wtx.open_table(SAMPLES)?;
+        for i in 0..200u32 {
+            let v: Vec<f64> = (0..i * 3).map(f64::from).collect();
+            t.insert(&i, &v)?;
+        }
+        for row in t.iter()? {
+            let (i, v) = row?;
+            assert_eq!(v.as_ptr() as usize % 8, 0);
+            assert_eq!(v.len() as u32, i * 3);
+        }
+        Ok(())
+    }
 }

@@ -4,10 +4,12 @@
 //! its tree records the value type's alignment and layout when it is created, so that
 //! opening it with another value type is an error rather than a misreading.
 
+mod bounds;
 mod key;
 mod table;
 mod value;
 
+pub use bounds::{KeyBounds, KeyRef};
 pub use key::Key;
 pub use table::{ReadTable, TableRange, WriteTable};
 #[cfg(feature = "bytemuck")]

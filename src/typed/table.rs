@@ -3,11 +3,10 @@
 //! B-tree, isolation, overflow values) is the raw tree's.
 
 use std::marker::PhantomData;
-use std::ops::{Bound, RangeBounds};
 
 use crate::cursor::Range;
 use crate::error::{Error, Result};
-use crate::typed::{Key, Types, ValueCodec};
+use crate::typed::{Key, KeyBounds, Types, ValueCodec};
 use crate::{ReadTree, WriteTree};
 
 /// A typed table as seen by a [`ReadTxn`](crate::ReadTxn), from
@@ -61,13 +60,10 @@ where
             .transpose()
     }
 
-    /// Entries with keys in `range`, ascending (`.rev()` for descending), as
-    /// `(K::Owned, &V)`.
-    pub fn range<R: RangeBounds<K>>(&self, range: R) -> Result<TableRange<'t, K, V, C>> {
-        Ok(TableRange::new(
-            self.tree.range(encode_bounds(&range))?,
-            self.name,
-        ))
+    /// Entries with keys in `range` (see [`KeyBounds`]), ascending (`.rev()` for
+    /// descending), as `(K::Owned, &V)`: the key decoded, the value in place.
+    pub fn range<R: KeyBounds<K>>(&self, range: R) -> Result<TableRange<'t, K, V, C>> {
+        Ok(TableRange::new(self.tree.range(range.encode())?, self.name))
     }
 
     /// All entries, ascending.
@@ -136,11 +132,8 @@ where
     }
 
     /// Entries with keys in `range`, ascending; see [`ReadTable::range`].
-    pub fn range<R: RangeBounds<K>>(&self, range: R) -> Result<TableRange<'_, K, V, C>> {
-        Ok(TableRange::new(
-            self.tree.range(encode_bounds(&range))?,
-            self.name,
-        ))
+    pub fn range<R: KeyBounds<K>>(&self, range: R) -> Result<TableRange<'_, K, V, C>> {
+        Ok(TableRange::new(self.tree.range(range.encode())?, self.name))
     }
 
     /// All entries, ascending.
@@ -249,11 +242,6 @@ fn encode_key<K: Key + ?Sized>(key: &K) -> Vec<u8> {
     let mut out = Vec::new();
     key.encode(&mut out);
     out
-}
-
-fn encode_bounds<K: Key + ?Sized>(range: &impl RangeBounds<K>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    let encode = |bound: Bound<&K>| bound.map(encode_key);
-    (encode(range.start_bound()), encode(range.end_bound()))
 }
 
 /// `bytes` seen as a `V`. Stored bytes that do not fit are the file's fault, or of a
