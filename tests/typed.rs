@@ -285,6 +285,46 @@ fn stored_values_that_do_not_fit_are_corrupted() -> Result<()> {
 }
 
 #[test]
+fn values_written_through_the_raw_tree_are_checked() -> Result<()> {
+    // Elements of 2 bytes with alignment 1: the length check, apart from alignment.
+    const PAIRS_OF: Table<u32, [[u8; 2]]> = Table::new("pairs_of");
+    let (_dir, db) = temp_db()?;
+    let wtx = db.begin_write()?;
+    wtx.open_table(PAIRS_OF)?
+        .insert(&1, &[[1, 2], [3, 4]][..])?;
+    let mut raw = wtx.open_tree("pairs_of")?;
+    raw.insert(&2u32.to_be_bytes(), &[0; 5])?; // not a whole number of elements
+    raw.insert(&3u32.to_be_bytes(), &[])?; // an empty slice is fine
+    drop(raw);
+    wtx.commit()?;
+    let rtx = db.begin_read()?;
+    let pairs_of = rtx.open_table(PAIRS_OF)?;
+    assert_eq!(pairs_of.get(&1)?, Some(&[[1, 2], [3, 4]][..]));
+    assert!(matches!(pairs_of.get(&2), Err(Error::Corrupted { .. })));
+    assert_eq!(pairs_of.get(&3)?, Some(&[][..]));
+    assert!(rtx.try_open_table(PAIRS_OF)?.is_some());
+    const ABSENT: Table<u32, [[u8; 2]]> = Table::new("absent");
+    assert!(rtx.try_open_table(ABSENT)?.is_none());
+    Ok(())
+}
+
+#[test]
+fn empty_values_read_at_any_alignment() -> Result<()> {
+    // An empty value has no bytes to align: the tree may return it at any address.
+    const WIDE: Table<u8, [u64]> = Table::new("wide");
+    let (_dir, db) = temp_db()?;
+    let wtx = db.begin_write()?;
+    let mut wide = wtx.open_table(WIDE)?;
+    for k in 0..50u8 {
+        wide.insert(&k, &[])?;
+    }
+    for row in wide.iter()? {
+        assert_eq!(row?.1, &[] as &[u64]);
+    }
+    Ok(())
+}
+
+#[test]
 fn stored_keys_that_do_not_decode_are_corrupted() -> Result<()> {
     let (_dir, db) = temp_db()?;
     let wtx = db.begin_write()?;

@@ -140,6 +140,38 @@ impl ReadTxn {
         let tree = self.open_tree_with(table.name, table.options()?)?;
         Ok(ReadTable::new(tree, table.name))
     }
+
+    /// Opens a typed table, or `None` if its tree does not exist (a table that was
+    /// never written reads as absent, which is often the same as empty).
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// const SCORES: mapkv::Table<str, u32> = mapkv::Table::new("scores");
+    /// let rtx = db.begin_read()?;
+    /// let best = match rtx.try_open_table(SCORES)? {
+    ///     Some(scores) => scores.get("ada")?.copied(),
+    ///     None => None,
+    /// };
+    /// assert_eq!(best, None);
+    /// # Ok(()) }
+    /// ```
+    pub fn try_open_table<K, V, C>(
+        &self,
+        table: Table<K, V, C>,
+    ) -> Result<Option<ReadTable<'_, K, V, C>>>
+    where
+        K: Key + ?Sized,
+        V: ?Sized,
+        C: ValueCodec<V>,
+    {
+        match self.open_table(table) {
+            Ok(t) => Ok(Some(t)),
+            Err(crate::Error::TreeNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 // ---- until `TreeOptions` lands: the same calls over today's trees, alignment 1 -----

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 
 use crate::cursor::Range;
 use crate::error::{Error, Result};
+use crate::typed::value::empty_aligned;
 use crate::typed::{Key, KeyBounds, Types, ValueCodec};
 use crate::{ReadTree, WriteTree};
 
@@ -247,6 +248,11 @@ fn encode_key<K: Key + ?Sized>(key: &K) -> Vec<u8> {
 /// `bytes` seen as a `V`. Stored bytes that do not fit are the file's fault, or of a
 /// raw write to the table's tree: an error, never a panic.
 fn value<'a, V: ?Sized, C: ValueCodec<V>>(table: &str, bytes: &'a [u8]) -> Result<&'a V> {
+    let bytes = if bytes.is_empty() {
+        empty_aligned()
+    } else {
+        bytes
+    };
     C::from_bytes(bytes).ok_or_else(|| {
         Error::corrupted(
             0,

@@ -124,6 +124,14 @@ fn metadata<M: Copy + 'static>(value: impl Any) -> Option<M> {
 #[repr(C, align(64))]
 struct Aligned64([u8; 64]);
 
+/// An empty slice at an address aligned to 64: where an empty stored value is read
+/// from. An empty value takes no bytes, so the tree may hand it back at any address;
+/// its `&V` (an empty slice, or a zero-sized type) needs only an aligned one.
+pub(crate) fn empty_aligned() -> &'static [u8] {
+    static EMPTY: Aligned64 = Aligned64([0; 64]);
+    &EMPTY.as_bytes()[..0]
+}
+
 /// `V`'s alignment, read off a reference to a zeroed `V` of `size_min` bytes; `None`
 /// above 64.
 fn align_of_shape<V>(size_min: usize) -> Option<usize>
