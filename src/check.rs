@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::free_chain::{self, Link};
 use crate::meta::Meta;
-use crate::node::{self, BlobHeader, LeafValue, Node, OverflowRef};
+use crate::node::{self, LeafValue, Node, OverflowRef, ValueAlign};
 use crate::page::{ChildRef, Geometry, PageId, RunVerifier, TxnId, VALUE_LEN_MAX, verify_ref};
 use crate::storage::PageReader;
 use crate::tree::{DEPTH_MAX, TreeRecord, parse_at_depth};
@@ -76,7 +76,8 @@ enum Scope {
 enum Leaves {
     /// The catalog: tree names and records.
     TreeRecords,
-    Entries,
+    /// A tree's entries, whose values start at multiples of `align`.
+    Entries { align: ValueAlign },
 }
 
 /// Where a node lies in its tree, from its parent.
@@ -164,19 +165,26 @@ pub(crate) fn visit_snapshot(
     Ok(w.report)
 }
 
-/// The payload length in the header of the blob `r` points to, and its pages.
-pub(crate) fn blob_len(pages: &PageReader, r: &ChildRef) -> Result<(u64, u64)> {
+/// What the header of the blob `r` points to says: its payload length, the padding
+/// before the payload, and so its pages.
+pub(crate) fn blob_len(pages: &PageReader, r: &ChildRef) -> Result<BlobSize> {
     let head = pages.fetch(r.page(), 1)?;
-    let (h, _) = <BlobHeader as zerocopy::FromBytes>::ref_from_prefix(&head)
-        .map_err(|_| Error::corrupted(r.page.get(), "blob header"))?;
-    let len = h.len.get();
+    let (len, pad) = node::blob_header(&head, r.page())?;
     if len > VALUE_LEN_MAX {
         return Err(Error::corrupted(
             r.page.get(),
             format!("blob of {len} bytes"),
         ));
     }
-    Ok((len, pages.geometry().blob_pages(len)))
+    let pages = pages.geometry().blob_pages(len + pad);
+    Ok(BlobSize { len, pad, pages })
+}
+
+/// A blob's size, from its header.
+pub(crate) struct BlobSize {
+    pub len: u64,
+    pub pad: u64,
+    pub pages: u64,
 }
 
 /// `sum + n` for counts of entries read from the file: no file holds 2^64 entries, so
@@ -186,12 +194,37 @@ fn add_count(sum: u64, n: u64, page: PageId) -> Result<u64> {
         .ok_or_else(|| Error::corrupted(page.0, "entry counts add up past 2^64"))
 }
 
-/// The length of a large value's blob must be the one its leaf records.
-fn check_overflow_len(o: &OverflowRef, blob_len: u64) -> Result<()> {
-    if blob_len != o.len.get() {
+/// Value `i` of `leaf` (`value`) starts at a multiple of its tree's alignment: inline in
+/// the leaf, or after its blob's header and padding.
+fn check_value_aligned(leaf: &Node, i: usize, value: &LeafValue, align: ValueAlign) -> Result<()> {
+    let offset = match value {
+        LeafValue::Inline(_) => leaf.value_offset(i)? as u64,
+        LeafValue::Overflow(o) => node::BLOB_HEADER_BYTES as u64 + o.pad(),
+    };
+    match offset % align.bytes() as u64 {
+        0 => Ok(()),
+        _ => Err(Error::corrupted(
+            leaf.id().0,
+            format!(
+                "value {i} at offset {offset}, in a tree aligned to {}",
+                align.bytes()
+            ),
+        )),
+    }
+}
+
+/// The length and padding of a large value's blob must be the ones its leaf records.
+fn check_overflow_len(o: &OverflowRef, blob: &BlobSize) -> Result<()> {
+    if (blob.len, blob.pad) != (o.value_len(), o.pad()) {
         return Err(Error::corrupted(
             o.blob.page.get(),
-            format!("blob of {blob_len} bytes, its leaf says {}", o.len.get()),
+            format!(
+                "blob of {} bytes after {} of padding, its leaf says {} after {}",
+                blob.len,
+                blob.pad,
+                o.value_len(),
+                o.pad()
+            ),
         ));
     }
     Ok(())
@@ -287,7 +320,12 @@ impl<'a> Walker<'a> {
                 let (key, value) = (node.key(i)?, node.value(i)?);
                 match leaves {
                     Leaves::TreeRecords => self.enter_tree(id, key, value, visitor)?,
-                    Leaves::Entries => self.leaf_entry(key, value, visitor)?,
+                    Leaves::Entries { align } => {
+                        if self.scope == Scope::Full {
+                            check_value_aligned(&node, i, &value, align)?;
+                        }
+                        self.leaf_entry(key, value, visitor)?
+                    }
                 }
             }
             return Ok(());
@@ -334,7 +372,8 @@ impl<'a> Walker<'a> {
         self.report.trees += 1;
         self.report.entries = add_count(self.report.entries, record.entries.get(), leaf)?;
         visitor.tree_start(name, &record)?;
-        self.walk_tree(&record, Leaves::Entries, visitor)?;
+        let align = record.value_align();
+        self.walk_tree(&record, Leaves::Entries { align }, visitor)?;
         visitor.tree_end()
     }
 
@@ -357,30 +396,31 @@ impl<'a> Walker<'a> {
             return Ok(());
         }
         if !visitor.wants_entries() {
-            let (len, pages) = self.verify_blob_in_pieces(&o.blob)?;
-            self.report.overflow_pages += pages;
-            return check_overflow_len(&o, len);
+            let blob = self.verify_blob_in_pieces(&o.blob)?;
+            self.report.overflow_pages += blob.pages;
+            return check_overflow_len(&o, &blob);
         }
-        let (_, pages) = self.mark_blob(&o.blob)?;
-        self.report.overflow_pages += pages;
-        let run = self.pages.fetch(o.blob.page(), pages)?;
+        let blob = self.mark_blob(&o.blob)?;
+        self.report.overflow_pages += blob.pages;
+        let run = self.pages.fetch(o.blob.page(), blob.pages)?;
         verify_ref(&run, &o.blob)?;
         let payload = node::blob_payload(&run, o.blob.page())?;
-        check_overflow_len(&o, payload.len() as u64)?;
+        check_overflow_len(&o, &blob)?;
         visitor.entry(key, payload)
     }
 
     /// Verifies the blob `r` points to while holding at most `PIECE_BYTES` of it; marks
-    /// its pages. Returns its payload length and pages.
-    fn verify_blob_in_pieces(&mut self, r: &ChildRef) -> Result<(u64, u64)> {
-        let (len, pages) = self.mark_blob(r)?;
+    /// its pages. Returns its size.
+    fn verify_blob_in_pieces(&mut self, r: &ChildRef) -> Result<BlobSize> {
+        let blob = self.mark_blob(r)?;
         let mut run = RunVerifier::new();
-        self.pages.stream(r.page(), pages, PIECE_BYTES, |piece| {
-            run.update(piece);
-            Ok(())
-        })?;
+        self.pages
+            .stream(r.page(), blob.pages, PIECE_BYTES, |piece| {
+                run.update(piece);
+                Ok(())
+            })?;
         run.verify(r)?;
-        Ok((len, pages))
+        Ok(blob)
     }
 
     /// Marks the pages of a blob of the free list's chain (read and verified already).
@@ -390,13 +430,13 @@ impl<'a> Walker<'a> {
     }
 
     /// Marks the pages of the blob `r` points to, sized by the length in its header
-    /// (its first page is marked before it is read); returns that length and the pages.
-    fn mark_blob(&mut self, r: &ChildRef) -> Result<(u64, u64)> {
+    /// (its first page is marked before it is read); returns its size.
+    fn mark_blob(&mut self, r: &ChildRef) -> Result<BlobSize> {
         self.check_not_future(r)?;
         self.mark(r.page())?;
-        let (len, pages) = blob_len(self.pages, r)?;
-        self.mark_run(PageId(r.page().0 + 1), pages - 1)?;
-        Ok((len, pages))
+        let blob = blob_len(self.pages, r)?;
+        self.mark_run(PageId(r.page().0 + 1), blob.pages - 1)?;
+        Ok(blob)
     }
 
     fn check_not_future(&self, r: &ChildRef) -> Result<()> {

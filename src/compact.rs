@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::db::Shared;
 use crate::error::Result;
-use crate::node::{self, Cell, LeafValue, Node, OverflowRef, encode_leaf_cell};
+use crate::node::{self, Cell, LeafValue, Node, OverflowRef, ValueAlign, encode_leaf_cell};
 use crate::page::{ChildRef, PageId, PageKind};
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn::Durability;
@@ -335,9 +335,16 @@ fn relocate(
         return Ok(0);
     }
     let mut moved = 0;
-    if let Some(root) =
-        relocate_below(pages, tree.root, tree.depth.get(), from, budget, &mut moved)?
-    {
+    let align = tree.value_align();
+    if let Some(root) = relocate_below(
+        pages,
+        tree.root,
+        tree.depth.get(),
+        from,
+        align,
+        budget,
+        &mut moved,
+    )? {
         tree.root = root;
     }
     Ok(moved)
@@ -349,6 +356,7 @@ fn relocate_below(
     r: ChildRef,
     levels: u32,
     from: PageId,
+    align: ValueAlign,
     budget: &mut u64,
     moved: &mut u64,
 ) -> Result<Option<ChildRef>> {
@@ -376,7 +384,7 @@ fn relocate_below(
     };
     let mut changed = Vec::new();
     for (i, c) in children.into_iter().enumerate() {
-        if let Some(copy) = relocate_below(pages, c, levels - 1, from, budget, moved)? {
+        if let Some(copy) = relocate_below(pages, c, levels - 1, from, align, budget, moved)? {
             changed.push((i, copy));
         }
     }
@@ -393,7 +401,7 @@ fn relocate_below(
         node::set_child(pages.dirty_mut(id), i, &copy)?;
     }
     for (i, o) in blobs {
-        move_value(pages, id, i, &o, budget, moved)?;
+        move_value(pages, id, i, &o, align, budget, moved)?;
     }
     Ok(Some(pages.dirty_ref(id)))
 }
@@ -405,15 +413,16 @@ fn move_value(
     id: PageId,
     i: usize,
     o: &OverflowRef,
+    align: ValueAlign,
     budget: &mut u64,
     moved: &mut u64,
 ) -> Result<()> {
     let value = tree::overflow_value(&*pages, o)?.to_vec();
-    let copy = pages.write_blob(&value)?;
+    let copy = pages.write_blob(&value, node::blob_pad(align))?;
     pages.free_blob(o)?;
     let key = Node::parse(pages.dirty(id), id)?.key(i)?.to_vec();
     let mut cell = Vec::new();
-    encode_leaf_cell(&mut cell, &key, &LeafValue::Overflow(copy));
+    encode_leaf_cell(&mut cell, &key, &LeafValue::Overflow(copy), align);
     let leaf = pages.dirty_mut(id);
     node::remove_cell(leaf, id, i)?;
     let cell = Cell {
@@ -422,7 +431,7 @@ fn move_value(
     };
     let fits = node::insert_cell(leaf, id, crate::page::PageKind::Leaf, i, cell)?;
     assert!(fits, "a cell of the same size fits where it was");
-    let blob_pages = pages.geometry().blob_pages(o.len.get());
+    let blob_pages = o.pages(&pages.geometry());
     *moved += blob_pages;
     *budget = budget.saturating_sub(blob_pages);
     Ok(())

@@ -466,8 +466,8 @@ impl check::Visitor for Copier {
         true
     }
 
-    fn tree_start(&mut self, name: &str, _: &TreeRecord) -> Result<()> {
-        let builder = TreeBuilder::new(self.geometry, self.txn);
+    fn tree_start(&mut self, name: &str, record: &TreeRecord) -> Result<()> {
+        let builder = TreeBuilder::new(self.geometry, self.txn).for_tree(record);
         self.tree = Some((name.to_string(), builder));
         Ok(())
     }

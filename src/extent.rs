@@ -54,22 +54,22 @@ pub(crate) fn locate<'t>(
             bytes: Some(bytes),
         },
         Some(ValueAt::Overflow(o)) => {
-            let (id, len) = (o.blob.page(), o.len.get());
+            let (id, len) = (o.blob.page(), o.value_len());
             if len > VALUE_LEN_MAX {
                 return Err(Error::corrupted(
                     id.0,
                     format!("overflow value of {len} bytes"),
                 ));
             }
-            let recorded = node::blob_header_len(&reader.fetch(id, 1)?, id)?;
-            if recorded != len {
+            let recorded = node::blob_header(&reader.fetch(id, 1)?, id)?;
+            if recorded != (len, o.pad()) {
                 return Err(Error::corrupted(
                     id.0,
-                    format!("blob of {recorded} bytes, its leaf says {len}"),
+                    format!("blob of {recorded:?} bytes and padding, its leaf says {len}"),
                 ));
             }
-            let (start, mapped) = reader.locate_run(id, g.blob_pages(len))?;
-            let header = node::BLOB_HEADER_BYTES;
+            let (start, mapped) = reader.locate_run(id, o.pages(&g))?;
+            let header = node::BLOB_HEADER_BYTES + o.pad() as usize;
             Located {
                 offset: start + header as u64,
                 len,

@@ -296,7 +296,7 @@ fn read_record(pages: &PageReader, r: &ChildRef) -> Result<(Link, Decoded)> {
 
 /// The payload of the blob `r`, verified against `r`.
 fn read_blob(pages: &PageReader, r: &ChildRef) -> Result<(Vec<u8>, Link)> {
-    let (_, run_pages) = blob_len(pages, r)?;
+    let run_pages = blob_len(pages, r)?.pages;
     let run = pages.fetch(r.page(), run_pages)?;
     verify_ref(&run, r)?;
     let payload = node::blob_payload(&run, r.page())?.to_vec();

@@ -77,6 +77,7 @@ mod prune;
 mod storage;
 mod stream;
 mod tree;
+mod tree_options;
 mod txn;
 mod txn_pages;
 mod typed;
@@ -90,6 +91,7 @@ pub use cursor::{KeyRange, Keys, Range, Values};
 pub use db::{Database, Options, Stats, TreeStats};
 pub use error::{Error, Result};
 pub use extent::ValueExtent;
+pub use tree_options::TreeOptions;
 pub use txn::{Durability, ReadTree, ReadTxn};
 #[cfg(feature = "bytemuck")]
 pub use typed::Bytemuck;
@@ -126,7 +128,7 @@ pub mod testing {
             let key = node.key(i)?;
             if node.is_leaf() {
                 if let LeafValue::Overflow(o) = node.value(i)? {
-                    let _ = (o.blob.page(), o.len.get());
+                    let _ = (o.blob.page(), o.value_len());
                 }
             }
             // A search for a key that is present must find it unless the page is corrupt

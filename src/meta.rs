@@ -11,9 +11,9 @@ use crate::page::{ChildRef, Geometry, PageId, TxnId};
 use crate::tree::TreeRecord;
 
 pub(crate) const MAGIC: [u8; 8] = *b"mapkv\0db";
-/// The version this crate writes. Version 1 (a single free-list blob) still opens; its
-/// first commit writes version 2 (FORMAT.md#versions).
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The version this crate writes (3: aligned values). Versions 1 (a single free-list
+/// blob) and 2 still open; their first commit writes version 3 (FORMAT.md#versions).
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// See FORMAT.md#meta-page.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::page::{ChildRef, PageHeader, PageId, PageKind, TxnId, header, header_mut};
 
 mod edit;
+mod leaf_cell;
 mod pack;
 mod runs;
 mod siblings;
@@ -22,6 +23,8 @@ pub(crate) use edit::{
     split_point, zero_free_space,
 };
 use edit::{compact, node_header_mut, write_slot};
+use leaf_cell::{LEAF_CELL_HEADER_BYTES, LeafHead, inline_cell_len, write_inline_cell};
+pub(crate) use leaf_cell::{ValueAlign, encode_leaf_cell, value_fits_inline};
 pub(crate) use pack::{all_cells, build_branch, build_leaves, pack_cuts};
 pub(crate) use runs::{Hint, Run, run_cut};
 pub(crate) use siblings::{Evened, even_out, remove_range};
@@ -68,16 +71,49 @@ const _: () = assert!(BLOB_HEADER_BYTES == 24);
 #[repr(C)]
 pub(crate) struct OverflowRef {
     pub blob: ChildRef,
-    pub len: U64,
+    /// The value's length, and in the top byte the padding between the blob's header
+    /// and the value (aligned trees; 0 otherwise, as in files from before).
+    len_and_pad: U64,
+}
+
+impl OverflowRef {
+    const PAD_SHIFT: u32 = 56;
+
+    pub(crate) fn new(blob: ChildRef, len: u64, pad: usize) -> OverflowRef {
+        debug_assert!(len < 1 << Self::PAD_SHIFT && pad < 64);
+        OverflowRef {
+            blob,
+            len_and_pad: U64::new(len | (pad as u64) << Self::PAD_SHIFT),
+        }
+    }
+
+    /// The value's length. From a corrupt file it may be anything: readers check it
+    /// against `VALUE_LEN_MAX` and the blob's header.
+    pub(crate) fn value_len(&self) -> u64 {
+        self.len_and_pad.get() & ((1 << Self::PAD_SHIFT) - 1)
+    }
+
+    /// Bytes between the blob's header and the value.
+    pub(crate) fn pad(&self) -> u64 {
+        self.len_and_pad.get() >> Self::PAD_SHIFT
+    }
+
+    /// The pages of the blob run (saturating for a corrupt length).
+    pub(crate) fn pages(&self, g: &crate::page::Geometry) -> u64 {
+        g.blob_pages(self.value_len().saturating_add(self.pad()))
+    }
+}
+
+/// The padding a blob of a tree with alignment `align` puts between its header and the
+/// value, so that the value starts at a multiple of `align` (runs start at pages).
+pub(crate) fn blob_pad(align: ValueAlign) -> usize {
+    align.pad(BLOB_HEADER_BYTES)
 }
 const OVERFLOW_REF_BYTES: usize = size_of::<OverflowRef>();
 const _: () = assert!(OVERFLOW_REF_BYTES == 28);
 
 const NODE_HEADER_BYTES: usize = size_of::<NodeHeader>();
-const LEAF_CELL_HEADER_BYTES: usize = 4;
 const BRANCH_CELL_HEADER_BYTES: usize = size_of::<ChildRef>();
-/// Set in a leaf cell's value length when the value lives in an overflow blob.
-const OVERFLOW_FLAG: u32 = 1 << 31;
 
 /// Where the slot array starts: branches keep their leftmost child before it.
 pub(crate) fn slots_start(kind: PageKind) -> usize {
@@ -104,13 +140,6 @@ pub(crate) fn cell_bytes_max(kind: PageKind, page_size: usize) -> usize {
 pub(crate) enum LeafValue<'a> {
     Inline(&'a [u8]),
     Overflow(OverflowRef),
-}
-
-/// Whether a value of this size is stored inline next to its key.
-#[inline]
-pub(crate) fn value_fits_inline(key_len: usize, value_len: u64, page_size: usize) -> bool {
-    (SLOT_BYTES + LEAF_CELL_HEADER_BYTES + key_len) as u64 + value_len
-        <= cell_bytes_max(PageKind::Leaf, page_size) as u64
 }
 
 /// The first four bytes of `key`, zero-padded. (A variable-length `copy_from_slice`
@@ -267,12 +296,11 @@ impl<'a> Node<'a> {
         }
         let end = match self.kind {
             PageKind::Leaf => {
-                let raw = u32::from_le_bytes(self.bytes[start..start + 4].try_into().unwrap());
-                if raw & OVERFLOW_FLAG != 0 {
-                    key_end + OVERFLOW_REF_BYTES
-                } else {
-                    key_end + raw as usize
+                let head = LeafHead::read(&self.bytes[start..]);
+                if !head.is_well_formed() {
+                    return Err(self.bad(format!("cell {i} has a malformed head")));
                 }
+                key_end + head.after_key()
             }
             _ => key_end,
         };
@@ -312,15 +340,19 @@ impl<'a> Node<'a> {
             Some(head) if start >= self.cells_start => head,
             _ => return Err(self.cell_out_of_bounds(i)),
         };
-        let (len, key) = head.split_at(LEAF_CELL_HEADER_BYTES);
-        let raw = u32::from_le_bytes(len.try_into().expect("cell header size"));
-        if raw & OVERFLOW_FLAG == 0 {
-            return match self.bytes.get(key_end..key_end + raw as usize) {
+        let (head, key) = head.split_at(LEAF_CELL_HEADER_BYTES);
+        let head = LeafHead::read(head);
+        let value_start = key_end + head.lead();
+        if !head.is_overflow() {
+            return match self.bytes.get(value_start..value_start + head.value_len()) {
                 Some(value) => Ok((key, LeafValue::Inline(value))),
                 None => Err(self.cell_past_end(i)),
             };
         }
-        match self.bytes.get(key_end..key_end + OVERFLOW_REF_BYTES) {
+        match self
+            .bytes
+            .get(value_start..value_start + OVERFLOW_REF_BYTES)
+        {
             Some(r) => Ok((
                 key,
                 LeafValue::Overflow(OverflowRef::read_from_bytes(r).expect("reference size")),
@@ -394,8 +426,9 @@ impl<'a> Node<'a> {
     /// bytes; for an overflow value, its reference), bounds-checked as `cell` checks them.
     pub(crate) fn value_offset(&self, i: usize) -> Result<usize> {
         debug_assert!(self.is_leaf());
-        let key_len = self.cell(i)?.key.len();
-        Ok(self.slot(i).offset.get() as usize + LEAF_CELL_HEADER_BYTES + key_len)
+        let cell = self.cell(i)?;
+        let lead = LeafHead::read(cell.bytes).lead();
+        Ok(self.slot(i).offset.get() as usize + LEAF_CELL_HEADER_BYTES + cell.key.len() + lead)
     }
 
     /// Branch only: child `i` of `len() + 1`; child 0 is the leftmost. The cell of a
@@ -536,12 +569,13 @@ impl<'a> Cell<'a> {
     }
 
     pub(crate) fn leaf_value(&self, page: PageId) -> Result<LeafValue<'a>> {
-        let raw = u32::from_le_bytes(self.bytes[..4].try_into().unwrap());
-        let rest = &self.bytes[LEAF_CELL_HEADER_BYTES + self.key.len()..];
-        if raw & OVERFLOW_FLAG == 0 {
-            return Ok(LeafValue::Inline(rest));
+        let head = LeafHead::read(self.bytes);
+        let start = LEAF_CELL_HEADER_BYTES + self.key.len() + head.lead();
+        let value = &self.bytes[start..start + head.value_len()];
+        if !head.is_overflow() {
+            return Ok(LeafValue::Inline(value));
         }
-        let r = OverflowRef::read_from_bytes(rest)
+        let r = OverflowRef::read_from_bytes(value)
             .map_err(|_| Error::corrupted(page.0, "bad overflow reference"))?;
         Ok(LeafValue::Overflow(r))
     }
@@ -549,23 +583,6 @@ impl<'a> Cell<'a> {
     /// Branch cells: the child to the right of this key.
     pub(crate) fn child(&self) -> ChildRef {
         ChildRef::read_from_bytes(&self.bytes[..BRANCH_CELL_HEADER_BYTES]).expect("ref size")
-    }
-}
-
-/// Encodes a leaf cell into `out` (cleared first).
-pub(crate) fn encode_leaf_cell(out: &mut Vec<u8>, key: &[u8], value: &LeafValue) {
-    out.clear();
-    match value {
-        LeafValue::Inline(v) => {
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(key);
-            out.extend_from_slice(v);
-        }
-        LeafValue::Overflow(r) => {
-            out.extend_from_slice(&OVERFLOW_FLAG.to_le_bytes());
-            out.extend_from_slice(key);
-            out.extend_from_slice(r.as_bytes());
-        }
     }
 }
 
@@ -578,20 +595,22 @@ pub(crate) fn encode_branch_cell(out: &mut Vec<u8>, key: &[u8], child: &ChildRef
 
 /// The blob payload in `run` (all pages of a blob), checked against its header.
 pub(crate) fn blob_payload(run: &[u8], id: PageId) -> Result<&[u8]> {
-    let len = blob_header_len(run, id)?;
-    if len > (run.len() - BLOB_HEADER_BYTES) as u64 {
+    let (len, pad) = blob_header(run, id)?;
+    let start = BLOB_HEADER_BYTES + pad as usize;
+    if len > run.len().saturating_sub(start) as u64 {
         return Err(Error::corrupted(
             id.0,
             format!("blob length {len} exceeds its {} bytes", run.len()),
         ));
     }
-    Ok(&run[BLOB_HEADER_BYTES..BLOB_HEADER_BYTES + len as usize])
+    Ok(&run[start..start + len as usize])
 }
 
-/// The payload length that the blob header at the start of `first_page` (the first page
-/// of the run at `id`, or more of it) records, after checking that it is a blob's header.
-/// The caller checks the length against the run and the reference.
-pub(crate) fn blob_header_len(first_page: &[u8], id: PageId) -> Result<u64> {
+/// The payload length and the padding before the payload that the blob header at the
+/// start of `first_page` (the first page of the run at `id`, or more of it) records,
+/// after checking that it is a blob's header. The caller checks the length against the
+/// run and the reference.
+pub(crate) fn blob_header(first_page: &[u8], id: PageId) -> Result<(u64, u64)> {
     let h = BlobHeader::ref_from_prefix(first_page)
         .map_err(|_| Error::corrupted(id.0, "blob shorter than its header"))?
         .0;
@@ -601,17 +620,24 @@ pub(crate) fn blob_header_len(first_page: &[u8], id: PageId) -> Result<u64> {
             format!("expected a blob page, found kind {}", h.page.kind),
         ));
     }
-    Ok(h.len.get())
+    if h.page.flags >= 64 {
+        return Err(Error::corrupted(
+            id.0,
+            format!("blob padding of {} bytes", h.page.flags),
+        ));
+    }
+    Ok((h.len.get(), h.page.flags as u64))
 }
 
-/// Writes a blob header for `len` payload bytes at the start of `first_page`.
-pub(crate) fn init_blob(first_page: &mut [u8], txn: TxnId, len: u64) {
+/// Writes a blob header for `len` payload bytes after `pad` bytes of padding at the
+/// start of `first_page`.
+pub(crate) fn init_blob(first_page: &mut [u8], txn: TxnId, len: u64, pad: usize) {
     let h = BlobHeader::mut_from_prefix(first_page)
         .expect("page size")
         .0;
     h.page = PageHeader {
         kind: PageKind::Blob as u8,
-        flags: 0,
+        flags: pad as u8,
         count: U16::ZERO,
         checksum: U32::ZERO,
         txn: U64::new(txn.0),
@@ -634,7 +660,7 @@ mod tests {
         for k in keys {
             let n = Node::parse(&page, PageId(5)).unwrap();
             let i = n.search(k).unwrap().unwrap_err();
-            encode_leaf_cell(&mut buf, k, &LeafValue::Inline(b"v"));
+            encode_leaf_cell(&mut buf, k, &LeafValue::Inline(b"v"), ValueAlign::NONE);
             let cell = Cell {
                 key: k,
                 bytes: &buf,
@@ -735,7 +761,12 @@ mod tests {
         let big = vec![7u8; 2000];
         let mut buf = Vec::new();
         for i in 0..2u8 {
-            encode_leaf_cell(&mut buf, &[b'z', i], &LeafValue::Inline(&big[..1950]));
+            encode_leaf_cell(
+                &mut buf,
+                &[b'z', i],
+                &LeafValue::Inline(&big[..1950]),
+                ValueAlign::NONE,
+            );
             let cell = Cell {
                 key: &[b'z', i],
                 bytes: &buf,

@@ -47,7 +47,7 @@ pub(crate) fn remove_range(
                 "tree record counts more entries than its leaves hold",
             ));
         }
-        Pruned::Gone => *tree = TreeRecord::EMPTY,
+        Pruned::Gone => *tree = tree.emptied(),
         Pruned::Changed(root) => {
             tree.root = root;
             tree.entries = U64::new(entries);

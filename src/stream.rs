@@ -93,7 +93,9 @@ pub(crate) fn write_blob_from(
                 if done == 0 {
                     // The header, its checksum zero: the checksum hashes those four
                     // bytes as zero, so hashing the run as written gives it.
-                    node::init_blob(buf.extend_with(BLOB_HEADER_BYTES), run.txn, run.len);
+                    let head = buf.extend_with(BLOB_HEADER_BYTES + run.pad);
+                    head.fill(0);
+                    node::init_blob(head, run.txn, run.len, run.pad);
                 }
                 let want = (run.len - payload_read).min((n - buf.len()) as u64) as usize;
                 fill(reader, buf.extend_with(want), payload_read, run.len)?;

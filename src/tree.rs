@@ -9,10 +9,11 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::error::{Error, Result};
 use crate::node::{
-    self, Cell, Evened, Hint, LeafValue, Node, OverflowRef, Run, encode_branch_cell,
+    self, Cell, Evened, Hint, LeafValue, Node, OverflowRef, Run, ValueAlign, encode_branch_cell,
     encode_leaf_cell, is_underfull,
 };
 use crate::page::{ChildRef, Geometry, PageId, PageKind, VALUE_LEN_MAX, seal};
+use crate::tree_options::TreeOptions;
 use crate::txn_pages::TxnPages;
 
 mod append;
@@ -32,7 +33,8 @@ pub(crate) struct TreeRecord {
     pub entries: U64,
     /// Levels from the root to the leaves (1 = the root is a leaf; 0 = empty).
     pub depth: U32,
-    pub reserved: U32,
+    /// The tree's options (`TreeOptions::encode`): value alignment, typed layout.
+    pub values: U32,
 }
 pub(crate) const TREE_RECORD_BYTES: usize = size_of::<TreeRecord>();
 const _: () = assert!(TREE_RECORD_BYTES == 36);
@@ -42,15 +44,34 @@ impl TreeRecord {
         root: ChildRef::NULL,
         entries: U64::ZERO,
         depth: U32::ZERO,
-        reserved: U32::ZERO,
+        values: U32::ZERO,
     };
+
+    /// An empty tree with the options of `self`.
+    pub(crate) fn emptied(&self) -> TreeRecord {
+        TreeRecord {
+            values: self.values,
+            ..TreeRecord::EMPTY
+        }
+    }
+
+    /// The options the tree was created with (checked by `decode`).
+    pub(crate) fn options(&self) -> TreeOptions {
+        TreeOptions::decode(self.values.get()).unwrap_or_default()
+    }
+
+    /// Where a value stored in this tree must start.
+    pub(crate) fn value_align(&self) -> ValueAlign {
+        ValueAlign::of(self.options().align())
+    }
 
     pub(crate) fn decode(bytes: &[u8], page: PageId) -> Result<TreeRecord> {
         let r = TreeRecord::read_from_bytes(bytes)
             .map_err(|_| Error::corrupted(page.0, "tree record has the wrong size"))?;
         let consistent =
             (r.depth.get() == 0) == r.root.is_null() && (r.entries.get() == 0 || !r.root.is_null());
-        if r.depth.get() > DEPTH_MAX || !consistent {
+        if r.depth.get() > DEPTH_MAX || !consistent || TreeOptions::decode(r.values.get()).is_none()
+        {
             return Err(Error::corrupted(
                 page.0,
                 format!("inconsistent tree record {r:?}"),
@@ -125,7 +146,7 @@ pub(crate) fn overflow_value<'a, P: Pages + ?Sized>(
     pages: &'a P,
     o: &OverflowRef,
 ) -> Result<&'a [u8]> {
-    let len = o.len.get();
+    let len = o.value_len();
     let id = o.blob.page();
     if len > VALUE_LEN_MAX {
         return Err(Error::corrupted(
@@ -133,12 +154,13 @@ pub(crate) fn overflow_value<'a, P: Pages + ?Sized>(
             format!("overflow value of {len} bytes"),
         ));
     }
-    let run = pages.run(id, pages.geometry().blob_pages(len))?;
+    let run = pages.run(id, o.pages(&pages.geometry()))?;
     let payload = node::blob_payload(run, id)?;
-    if payload.len() as u64 != len {
+    let pad = payload.as_ptr() as usize - run.as_ptr() as usize - node::BLOB_HEADER_BYTES;
+    if payload.len() as u64 != len || pad as u64 != o.pad() {
         return Err(Error::corrupted(
             id.0,
-            "overflow length differs from its leaf",
+            "overflow length or padding differs from its leaf",
         ));
     }
     Ok(payload)
@@ -225,11 +247,19 @@ pub(crate) enum Grow {
 }
 
 /// Checks key and value sizes against the limits of this page size.
-pub(crate) fn check_sizes(g: &Geometry, key: &[u8], value_len: u64) -> Result<()> {
-    if key.len() > g.key_len_max() {
+pub(crate) fn check_sizes(
+    g: &Geometry,
+    align: ValueAlign,
+    key: &[u8],
+    value_len: u64,
+) -> Result<()> {
+    // The padding around an aligned value comes out of the key's room, so that a cell
+    // with the longest key still fits where any cell must (two to a page).
+    let max = g.key_len_max() - 2 * (align.bytes() - 1);
+    if key.len() > max {
         return Err(Error::KeyTooLarge {
             size: key.len(),
-            max: g.key_len_max(),
+            max,
         });
     }
     if value_len > VALUE_LEN_MAX {
@@ -259,14 +289,31 @@ fn insert_keeping(
     value: &[u8],
     old: Option<&mut Vec<u8>>,
 ) -> Result<bool> {
-    let g = pages.geometry();
-    check_sizes(&g, key, value.len() as u64)?;
-    let stored = if node::value_fits_inline(key.len(), value.len() as u64, g.page_size) {
-        LeafValue::Inline(value)
-    } else {
-        LeafValue::Overflow(pages.write_blob(value)?)
-    };
+    check_sizes(
+        &pages.geometry(),
+        tree.value_align(),
+        key,
+        value.len() as u64,
+    )?;
+    let stored = store_value(pages, tree, key, value)?;
     insert_value(pages, tree, key, &stored, old)
+}
+
+/// How `value` is stored next to `key` in `tree`: inline, or written to a blob now.
+pub(crate) fn store_value<'v>(
+    pages: &mut TxnPages,
+    tree: &TreeRecord,
+    key: &[u8],
+    value: &'v [u8],
+) -> Result<LeafValue<'v>> {
+    let align = tree.value_align();
+    let page_size = pages.geometry().page_size;
+    Ok(
+        match node::value_fits_inline(key.len(), value.len() as u64, page_size, align) {
+            true => LeafValue::Inline(value),
+            false => LeafValue::Overflow(pages.write_blob(value, node::blob_pad(align))?),
+        },
+    )
 }
 
 /// Inserts or overwrites `key` with a value already written to the blob `o` names
@@ -289,7 +336,7 @@ fn insert_value(
     old: Option<&mut Vec<u8>>,
 ) -> Result<bool> {
     let mut cell = std::mem::take(&mut pages.scratch);
-    encode_leaf_cell(&mut cell, key, stored);
+    encode_leaf_cell(&mut cell, key, stored, tree.value_align());
     let result = insert_cell(pages, tree, Cell { key, bytes: &cell }, old);
     pages.scratch = cell;
     result

@@ -16,6 +16,7 @@ use crate::meta::Meta;
 use crate::page::TxnId;
 use crate::storage::PageReader;
 use crate::tree::{self, Pages, TreeRecord};
+use crate::tree_options::TreeOptions;
 use parking_lot::Mutex;
 
 /// When `commit` returns relative to stable storage.
@@ -187,6 +188,16 @@ impl ReadTxn {
     pub fn try_open_tree(&self, name: &str) -> Result<Option<ReadTree<'_>>> {
         let found = find_tree(&self.reader, &self.snapshot.meta.catalog, name)?;
         Ok(found.map(|record| ReadTree { txn: self, record }))
+    }
+
+    /// Opens an existing tree that must have been created with `options`
+    /// (`WriteTxn::open_tree_with`), else `Error::InvalidOptions`; `TreeNotFound` if
+    /// there is none by that name.
+    pub fn open_tree_with(&self, name: &str, options: TreeOptions) -> Result<ReadTree<'_>> {
+        options.encode()?;
+        let tree = self.open_tree(name)?;
+        tree.record.options().check_opened_with(&options, name)?;
+        Ok(tree)
     }
 
     /// The names of all trees, in byte order.

@@ -367,7 +367,7 @@ impl TxnPages {
     /// Frees the blob holding an overflow value.
     pub(crate) fn free_blob(&mut self, o: &OverflowRef) -> Result<()> {
         let r = o.blob;
-        let pages = self.geometry().blob_pages(o.len.get());
+        let pages = o.pages(&self.geometry());
         if self.written_here(&r, |p| p.own_blobs.get(&r.page()) == Some(&pages))? {
             // It may be written again in this transaction: no read may serve the old copy.
             self.own_blobs.remove(&r.page());
@@ -442,16 +442,14 @@ impl TxnPages {
 
     /// Writes a blob now (large values do not wait in memory for the commit) into pages
     /// no snapshot can reach, and returns its reference with its checksum.
-    pub(crate) fn write_blob(&mut self, payload: &[u8]) -> Result<OverflowRef> {
+    /// `pad` bytes lie between the blob's header and the payload (`node::blob_pad`).
+    pub(crate) fn write_blob(&mut self, payload: &[u8], pad: usize) -> Result<OverflowRef> {
         let g = self.geometry();
-        let pages = g.blob_pages(payload.len() as u64);
+        let pages = g.blob_pages((pad + payload.len()) as u64);
         let id = self.alloc.take_run(pages);
-        let blob = self.write_blob_at(id, pages, payload)?;
+        let blob = self.write_blob_at(id, pages, payload, pad)?;
         self.own_blobs.insert(id, pages);
-        Ok(OverflowRef {
-            blob,
-            len: zerocopy::little_endian::U64::new(payload.len() as u64),
-        })
+        Ok(OverflowRef::new(blob, payload.len() as u64, pad))
     }
 
     pub(crate) fn write_blob_at(
@@ -459,14 +457,16 @@ impl TxnPages {
         id: PageId,
         pages: u64,
         payload: &[u8],
+        pad: usize,
     ) -> Result<ChildRef> {
         let g = self.geometry();
-        let padding =
-            vec![0; (pages * g.page_bytes()) as usize - BLOB_HEADER_BYTES - payload.len()];
-        let (head, checksum) = blob_head(self.txn, payload, &padding);
+        let head_bytes = BLOB_HEADER_BYTES + pad;
+        let padding = vec![0; (pages * g.page_bytes()) as usize - head_bytes - payload.len()];
+        let (head, checksum) = blob_head(self.txn, pad, payload, &padding);
         let end = g.offset(PageId(id.0 + pages));
         self.storage.ensure_len(end)?;
-        self.storage.write_pages(id, &[&head, payload, &padding])?;
+        self.storage
+            .write_pages(id, &[&head[..head_bytes], payload, &padding])?;
         self.reader.extend_limit(self.alloc.end());
         Ok(ChildRef::new(id, checksum, self.txn))
     }
@@ -475,9 +475,9 @@ impl TxnPages {
     /// outside the transaction's lock (`WriteTree::insert_from`), and grows the file to
     /// hold it. Until `adopt_blob` the run is taken but unreferenced: give it back with
     /// `give_back_run` if the blob is not finished.
-    pub(crate) fn take_blob_run(&mut self, len: u64) -> Result<BlobRun> {
+    pub(crate) fn take_blob_run(&mut self, len: u64, pad: usize) -> Result<BlobRun> {
         let g = self.geometry();
-        let pages = g.blob_pages(len);
+        let pages = g.blob_pages(len + pad as u64);
         let id = self.alloc.take_run(pages);
         if let Err(e) = self.storage.ensure_len(g.offset(PageId(id.0 + pages))) {
             self.alloc.give_back(id, pages)?;
@@ -487,6 +487,7 @@ impl TxnPages {
             id,
             pages,
             len,
+            pad,
             txn: self.txn,
             storage: Arc::clone(&self.storage),
             path: Arc::clone(&self.path),
@@ -498,10 +499,7 @@ impl TxnPages {
     pub(crate) fn adopt_blob(&mut self, run: &BlobRun, checksum: u32) -> OverflowRef {
         self.own_blobs.insert(run.id, run.pages);
         self.reader.extend_limit(self.alloc.end());
-        OverflowRef {
-            blob: ChildRef::new(run.id, checksum, self.txn),
-            len: zerocopy::little_endian::U64::new(run.len),
-        }
+        OverflowRef::new(ChildRef::new(run.id, checksum, self.txn), run.len, run.pad)
     }
 
     /// Gives back a run from `take_blob_run` that was never adopted.
@@ -512,9 +510,9 @@ impl TxnPages {
     /// Seals a blob of `pages` pages at `id` holding `payload` (which fills them), to be
     /// written with the commit's sealed pages.
     pub(crate) fn seal_blob(&mut self, id: PageId, pages: u64, payload: &[u8]) -> ChildRef {
-        let (head, checksum) = blob_head(self.txn, payload, &[]);
+        let (head, checksum) = blob_head(self.txn, 0, payload, &[]);
         let mut buf = Vec::with_capacity((pages * self.geometry().page_bytes()) as usize);
-        buf.extend_from_slice(&head);
+        buf.extend_from_slice(&head[..BLOB_HEADER_BYTES]);
         buf.extend_from_slice(payload);
         assert_eq!(
             buf.len() as u64,
@@ -539,21 +537,24 @@ pub(crate) struct BlobRun {
     pub pages: u64,
     /// The payload length.
     pub len: u64,
+    /// Bytes between the header and the payload (`node::blob_pad`).
+    pub pad: usize,
     pub txn: TxnId,
     pub storage: Arc<Storage>,
     /// The database file's path (empty without one): where direct writes open it.
     pub path: Arc<Path>,
 }
 
-/// The header of a blob holding `payload` then `padding`, with the checksum of the
-/// whole run in it; and that checksum.
-fn blob_head(txn: TxnId, payload: &[u8], padding: &[u8]) -> ([u8; BLOB_HEADER_BYTES], u32) {
-    let mut head = [0u8; BLOB_HEADER_BYTES];
-    node::init_blob(&mut head, txn, payload.len() as u64);
+/// The header of a blob holding `pad` zeros, `payload` then `padding` (in the first
+/// `BLOB_HEADER_BYTES + pad` bytes returned), with the checksum of the whole run in it;
+/// and that checksum.
+fn blob_head(txn: TxnId, pad: usize, payload: &[u8], padding: &[u8]) -> ([u8; 128], u32) {
+    let mut head = [0u8; 128];
+    node::init_blob(&mut head, txn, payload.len() as u64, pad);
     let mut h = crc32fast::Hasher::new();
     h.update(&head[..4]);
     h.update(&[0; 4]);
-    h.update(&head[8..]);
+    h.update(&head[8..BLOB_HEADER_BYTES + pad]);
     h.update(payload);
     h.update(padding);
     let checksum = h.finalize();

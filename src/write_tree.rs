@@ -200,8 +200,9 @@ impl WriteTree<'_> {
     /// ```
     pub fn insert_from(&mut self, key: &[u8], len: u64, reader: &mut impl Read) -> Result<()> {
         let g = self.view.geometry;
-        tree::check_sizes(&g, key, len)?;
-        if node::value_fits_inline(key.len(), len, g.page_size) {
+        let align = self.change(|_, record| Ok(record.value_align()))?;
+        tree::check_sizes(&g, align, key, len)?;
+        if node::value_fits_inline(key.len(), len, g.page_size, align) {
             let mut value = vec![0; len as usize];
             stream::fill(reader, &mut value, 0, len)?;
             return self.insert(key, &value);
@@ -209,7 +210,7 @@ impl WriteTree<'_> {
         // 1. Take the run under the lock. 2. Fill it without the lock. 3. Under the lock
         // again, point the key at it. The run is unreferenced until then: on any
         // failure (or a panic in `reader`) it goes back to the allocator.
-        let run = self.change(|pages, _| pages.take_blob_run(len))?;
+        let run = self.change(|pages, _| pages.take_blob_run(len, node::blob_pad(align)))?;
         let mut taken = TakenRun {
             lock: self.view.lock,
             run: Some(run),

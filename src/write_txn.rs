@@ -13,10 +13,12 @@ use crate::free_chain::FreeChain;
 use crate::freelist::{PageRuns, Pending};
 use crate::page::{PageId, TxnId};
 use crate::tree::{self, Pages, TreeRecord};
+use crate::tree_options::TreeOptions;
 use crate::txn::{Durability, Snapshot, find_tree, tree_names};
 use crate::txn_pages::TxnPages;
 use crate::write_tree::WriteTree;
 use parking_lot::{ArcMutexGuard, RawMutex, ReentrantMutex};
+use zerocopy::little_endian::U32;
 
 /// State that belongs to whichever write transaction holds the writer lock.
 pub(crate) struct Writer {
@@ -288,26 +290,45 @@ impl WriteTxn {
     /// # Ok(()) }
     /// ```
     pub fn open_tree(&self, name: &str) -> Result<WriteTree<'_>> {
-        Ok(self.open(name, true)?.expect("created"))
+        Ok(self.open(name, true, None)?.expect("created"))
+    }
+
+    /// Opens a tree for reading and writing, creating it with `options` if it does not
+    /// exist. An existing tree must have been created with the same options, else
+    /// `Error::InvalidOptions` (the options are part of how its values are stored).
+    /// See [`TreeOptions`] for an example.
+    pub fn open_tree_with(&self, name: &str, options: TreeOptions) -> Result<WriteTree<'_>> {
+        Ok(self.open(name, true, Some(options))?.expect("created"))
     }
 
     /// Opens a tree for reading and writing if it exists, or `None` (nothing is
     /// created).
     pub fn try_open_tree(&self, name: &str) -> Result<Option<WriteTree<'_>>> {
-        self.open(name, false)
+        self.open(name, false, None)
     }
 
-    fn open(&self, name: &str, create: bool) -> Result<Option<WriteTree<'_>>> {
+    fn open(
+        &self,
+        name: &str,
+        create: bool,
+        options: Option<TreeOptions>,
+    ) -> Result<Option<WriteTree<'_>>> {
+        let values = options.as_ref().map(TreeOptions::encode).transpose()?;
         self.pages.with(|TxnInner { pages, trees }| {
             pages.usable()?;
             let slot = trees.slot(pages, &self.catalog, name)?;
-            if trees.states[slot].now.is_none() && !create {
-                return Ok(None);
+            match (&trees.states[slot].now, &options) {
+                (None, _) if !create => return Ok(None),
+                (Some(record), Some(asked)) => record.options().check_opened_with(asked, name)?,
+                _ => {}
             }
             let generation = trees.supersede(slot, pages);
             let alive = Arc::new(AtomicBool::new(true));
             let state = &mut trees.states[slot];
-            state.now.get_or_insert(TreeRecord::EMPTY);
+            state.now.get_or_insert(TreeRecord {
+                values: U32::new(values.unwrap_or(0)),
+                ..TreeRecord::EMPTY
+            });
             state.alive = Some(Arc::clone(&alive));
             Ok(Some(WriteTree::new(
                 &self.pages,

@@ -95,8 +95,8 @@ fn format_v1_files_still_open() -> Result<()> {
     let (_dir, copy) = fixture_copy(1)?;
     let db = Database::open(&copy)?;
     check_contents(&db)?;
-    // And it takes new writes: the first commit writes a version-2 meta and free list
-    // (FORMAT.md#versions), which opens again.
+    // And it takes new writes: the first commit writes a version-3 meta and a
+    // version-2 free list (FORMAT.md#versions), which opens again.
     let versions = |path: &std::path::Path| -> Result<Vec<u32>> {
         let bytes = std::fs::read(path)?;
         Ok([8, 4096 + 8]
@@ -113,8 +113,8 @@ fn format_v1_files_still_open() -> Result<()> {
     now.sort();
     assert_eq!(
         now,
-        [1, 2],
-        "the first commit writes version 2 beside the fallback"
+        [1, 3],
+        "the first commit writes version 3 beside the fallback"
     );
     drop(db);
     let db = Database::open(&copy)?;

@@ -8,15 +8,18 @@
     reason = "openraft's traits fix StorageError (224 bytes) as the error type; helpers return it too"
 )]
 
+mod batch;
 mod codec;
 mod log_store;
 pub mod router;
 mod state_machine;
+pub mod tcp;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use batch::{BatchOptions, Batcher, WriteError};
 pub use log_store::{LogReader, LogStore, LogStoreOptions};
 pub use state_machine::{Dump, SnapshotBuilder, StateMachineStore};
 
@@ -34,6 +37,10 @@ pub enum Request {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     },
+    /// Several commands in one log entry, applied in order in one transaction (what
+    /// [`Batcher`] proposes for concurrent clients). Answered with one response per
+    /// command in [`Response::batch`].
+    Batch(Vec<Request>),
 }
 
 /// What applying one entry returned.
@@ -44,6 +51,8 @@ pub struct Response {
     pub previous: Option<Vec<u8>>,
     /// False only for a compare-and-swap whose expectation did not hold.
     pub ok: bool,
+    /// For a [`Request::Batch`]: each command's response, in order; empty otherwise.
+    pub batch: Vec<Response>,
 }
 
 openraft::declare_raft_types!(

@@ -8,10 +8,12 @@
 //! `pending` laid over it, so the entries are readable when `append` returns) and
 //! queues them with openraft's flush callback. The writer takes everything queued,
 //! writes it in one `Immediate` transaction (one fdatasync), removes what it wrote
-//! from `pending` and only then calls the callbacks. openraft's core never waits for
-//! a disk sync in `append`, so the appends that arrive during one sync form the next
-//! batch. Votes, truncates and purges first wait for the writer to drain (a barrier),
-//! then commit `Immediate` themselves.
+//! from `pending` and only then calls the callbacks; the appends that arrive during
+//! one sync form the next batch. (openraft 0.9.25's core awaits each append's
+//! callback before its next message, so in practice a batch holds one append; see
+//! `crate::Batcher` for grouping concurrent writes.) Votes, truncates and purges
+//! first wait for the writer to drain (a barrier), then commit `Immediate`
+//! themselves.
 //!
 //! Without group commit every append is its own `Immediate` commit.
 

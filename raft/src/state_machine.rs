@@ -150,14 +150,22 @@ fn apply_request(kv: &mut WriteTree<'_>, request: &Request) -> Result<Response, 
         Request::Set { key, value } => {
             let previous = kv.get(key)?.map(<[u8]>::to_vec);
             kv.insert(key, value)?;
-            Response { previous, ok: true }
+            Response {
+                previous,
+                ok: true,
+                batch: Vec::new(),
+            }
         }
         Request::Delete { key } => {
             let previous = kv.get(key)?.map(<[u8]>::to_vec);
             if previous.is_some() {
                 kv.remove(key)?;
             }
-            Response { previous, ok: true }
+            Response {
+                previous,
+                ok: true,
+                batch: Vec::new(),
+            }
         }
         Request::CompareAndSwap { key, expected, new } => {
             let previous = kv.get(key)?.map(<[u8]>::to_vec);
@@ -170,8 +178,20 @@ fn apply_request(kv: &mut WriteTree<'_>, request: &Request) -> Result<Response, 
                     }
                 }
             }
-            Response { previous, ok }
+            Response {
+                previous,
+                ok,
+                batch: Vec::new(),
+            }
         }
+        Request::Batch(requests) => Response {
+            previous: None,
+            ok: true,
+            batch: requests
+                .iter()
+                .map(|r| apply_request(kv, r))
+                .collect::<Result<_, _>>()?,
+        },
     })
 }
 
@@ -344,13 +364,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         EntryPayload::Membership(m) => {
                             membership = Some(Membership::new(Some(entry.log_id), m.clone()));
                             Response {
-                                previous: None,
                                 ok: true,
+                                ..Response::default()
                             }
                         }
                         EntryPayload::Blank => Response {
-                            previous: None,
                             ok: true,
+                            ..Response::default()
                         },
                     });
                 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Cluster, config, set};
-use mapkv_raft::{LogStoreOptions, Request};
+use mapkv_raft::{BatchOptions, Batcher, LogStoreOptions, Request};
 
 /// Every acknowledged key must be readable, linearizably, from the leader.
 async fn assert_all_readable(c: &Cluster, acknowledged: &[u64]) {
@@ -192,4 +192,62 @@ async fn randomized_leader_kills_lose_no_acknowledged_write() {
         acked.len()
     );
     cluster.shutdown().await;
+}
+
+/// Concurrent writers through a `Batcher`: entries carry several requests, each
+/// caller gets its own response, and every acknowledged write is on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_proposals_answer_each_request() {
+    let c = Cluster::start(config(1_000_000), LogStoreOptions::default()).await;
+    let leader = c.leader().await;
+    let batcher = Batcher::new(c.nodes[&leader].raft.clone(), BatchOptions::default());
+    let mut tasks = Vec::new();
+    for t in 0..32u64 {
+        let batcher = batcher.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20u64 {
+                let n = t * 1000 + i;
+                let r = batcher.write(set(n)).await.expect("write");
+                assert!(r.ok && r.previous.is_none(), "fresh key {n}: {r:?}");
+                // Overwrite: the response is this request's own (its previous value).
+                let r = batcher.write(set_to(n, "again")).await.expect("write");
+                assert_eq!(r.previous, Some(format!("v{n}").into_bytes()));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let applied = c.nodes[&leader]
+        .raft
+        .metrics()
+        .borrow()
+        .last_applied
+        .unwrap()
+        .index;
+    assert!(
+        applied < 32 * 20 * 2,
+        "1280 writes in {applied} entries: some were batched"
+    );
+    c.wait_converged().await;
+    c.assert_identical();
+    let node = &c.nodes[&leader];
+    for t in 0..32u64 {
+        for i in 0..20u64 {
+            let n = t * 1000 + i;
+            assert_eq!(
+                node.sm.get(format!("k{n:08}").as_bytes()).expect("get"),
+                Some(b"again".to_vec())
+            );
+        }
+    }
+    drop(batcher);
+    c.shutdown().await;
+}
+
+fn set_to(n: u64, value: &str) -> Request {
+    Request::Set {
+        key: format!("k{n:08}").into_bytes(),
+        value: value.as_bytes().to_vec(),
+    }
 }

@@ -10,7 +10,8 @@ use super::writer::SeqWriter;
 
 use crate::error::{Error, Result};
 use crate::node::{
-    self, Cell, Evened, LeafValue, Node, encode_branch_cell, encode_leaf_cell, is_underfull,
+    self, Cell, Evened, LeafValue, Node, ValueAlign, encode_branch_cell, encode_leaf_cell,
+    is_underfull,
 };
 use crate::page::{Geometry, PageId, PageKind, TxnId};
 use crate::tree::{self, DEPTH_MAX, TreeRecord};
@@ -45,6 +46,9 @@ pub(crate) struct TreeBuilder {
     spare_keys: Vec<Vec<u8>>,
     /// Leaves take cells while they use at most this many bytes (the fill factor).
     leaf_bytes_max: usize,
+    /// The options field of the tree's record, and the alignment of its values.
+    values: U32,
+    align: ValueAlign,
 }
 
 impl TreeBuilder {
@@ -58,7 +62,16 @@ impl TreeBuilder {
             branch_cell: Vec::new(),
             spare_keys: Vec::new(),
             leaf_bytes_max: geometry.page_size,
+            values: U32::ZERO,
+            align: ValueAlign::NONE,
         }
+    }
+
+    /// Builds a tree with the options of `like` (its values aligned as they ask).
+    pub(crate) fn for_tree(mut self, like: &TreeRecord) -> TreeBuilder {
+        self.values = like.values;
+        self.align = like.value_align();
+        self
     }
 
     /// Fills leaves to `percent` of the page (branches are always filled): room for
@@ -90,12 +103,22 @@ impl TreeBuilder {
                 index: self.entries,
             });
         }
-        tree::check_sizes(&self.geometry, key, value.len() as u64)?;
-        let inline =
-            node::value_fits_inline(key.len(), value.len() as u64, self.geometry.page_size);
+        tree::check_sizes(&self.geometry, self.align, key, value.len() as u64)?;
+        let inline = node::value_fits_inline(
+            key.len(),
+            value.len() as u64,
+            self.geometry.page_size,
+            self.align,
+        );
         if inline
             && let Some(leaf) = self.levels.first_mut()
-            && node::push_inline_within(&mut leaf.current, key, value, self.leaf_bytes_max)
+            && node::push_inline_within(
+                &mut leaf.current,
+                key,
+                value,
+                self.leaf_bytes_max,
+                self.align,
+            )
         {
             self.entries += 1;
             return Ok(());
@@ -121,12 +144,14 @@ impl TreeBuilder {
                 self.start_page(out, 0, separator)?;
             }
             let leaf = &mut self.levels[0].current;
-            let pushed = node::push_inline_within(leaf, key, value, self.leaf_bytes_max);
+            let pushed =
+                node::push_inline_within(leaf, key, value, self.leaf_bytes_max, self.align);
             assert!(pushed, "an entry stored inline fits an empty leaf");
         } else {
-            let stored = LeafValue::Overflow(out.blob(value, self.txn)?);
+            let pad = node::blob_pad(self.align);
+            let stored = LeafValue::Overflow(out.blob(value, pad, self.txn)?);
             let mut cell = std::mem::take(&mut self.leaf_cell);
-            encode_leaf_cell(&mut cell, key, &stored);
+            encode_leaf_cell(&mut cell, key, &stored, self.align);
             let pushed = self.push(out, 0, Cell { key, bytes: &cell });
             self.leaf_cell = cell;
             pushed?;
@@ -262,7 +287,10 @@ impl TreeBuilder {
     /// Writes the remaining pages and returns the tree's record.
     pub(crate) fn finish(mut self, out: &mut SeqWriter) -> Result<TreeRecord> {
         if self.entries == 0 {
-            return Ok(TreeRecord::EMPTY);
+            return Ok(TreeRecord {
+                values: self.values,
+                ..TreeRecord::EMPTY
+            });
         }
         let mut at = 0;
         loop {
@@ -277,7 +305,7 @@ impl TreeBuilder {
                     root: r,
                     entries: U64::new(self.entries),
                     depth: U32::new(at as u32 + 1),
-                    reserved: U32::ZERO,
+                    values: self.values,
                 });
             }
             let current = std::mem::take(&mut level.current);

@@ -148,7 +148,9 @@ where
     };
     let direct_path = options.direct_io.then_some(path);
     let mut out = SeqWriter::start(Arc::clone(storage), start, direct_path)?;
-    let mut builder = TreeBuilder::new(geometry, txn_id).leaf_fill_percent(options.fill_percent);
+    let mut builder = TreeBuilder::new(geometry, txn_id)
+        .leaf_fill_percent(options.fill_percent)
+        .for_tree(&existing);
     // Entries are taken from the input LOOKAHEAD at a time and their first bytes loaded
     // together, before any is added: each entry is a few hundred instructions of work,
     // more than the CPU can look ahead by itself, so entries that are scattered in

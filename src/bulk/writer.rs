@@ -13,8 +13,6 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
-use zerocopy::little_endian::U64;
-
 use super::direct::{self, AlignedBuf, DirectFile};
 use crate::error::{Error, Result};
 use crate::node::{self, OverflowRef};
@@ -191,12 +189,13 @@ impl SeqWriter {
         }
     }
 
-    /// Writes a blob (a large value) as a run of pages. See FORMAT.md#overflow-values.
-    pub(crate) fn blob(&mut self, payload: &[u8], txn: TxnId) -> Result<OverflowRef> {
+    /// Writes a blob (a large value) as a run of pages, `pad` bytes between its header
+    /// and the payload. See FORMAT.md#overflow-values.
+    pub(crate) fn blob(&mut self, payload: &[u8], pad: usize, txn: TxnId) -> Result<OverflowRef> {
         let g = self.geometry;
-        let pages = g.blob_pages(payload.len() as u64);
-        let mut head = [0u8; node::BLOB_HEADER_BYTES];
-        node::init_blob(&mut head, txn, payload.len() as u64);
+        let pages = g.blob_pages((pad + payload.len()) as u64);
+        let mut head = vec![0u8; node::BLOB_HEADER_BYTES + pad];
+        node::init_blob(&mut head, txn, payload.len() as u64, pad);
         let padding = (pages * g.page_bytes()) as usize - head.len() - payload.len();
         let mut h = crc32fast::Hasher::new();
         h.update(&head[..4]);
@@ -213,16 +212,17 @@ impl SeqWriter {
         let checksum = h.finalize();
         head[4..8].copy_from_slice(&checksum.to_le_bytes());
         let id = self.next;
-        self.send(ToSealer::Bytes(head.to_vec()))?;
+        self.send(ToSealer::Bytes(head))?;
         for piece in payload.chunks(BLOB_PIECE_BYTES) {
             self.send(ToSealer::Bytes(piece.to_vec()))?;
         }
         self.send(ToSealer::Zeros(padding))?;
         self.next = PageId(id.0 + pages);
-        Ok(OverflowRef {
-            blob: ChildRef::new(id, checksum, txn),
-            len: U64::new(payload.len() as u64),
-        })
+        Ok(OverflowRef::new(
+            ChildRef::new(id, checksum, txn),
+            payload.len() as u64,
+            pad,
+        ))
     }
 
     /// Queues `message` for the sealer, sending the batch when it is full.

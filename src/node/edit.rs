@@ -112,21 +112,18 @@ pub(crate) fn push_inline_within(
     key: &[u8],
     value: &[u8],
     used_max: usize,
+    align: ValueAlign,
 ) -> bool {
     let (count, cells_start, frag) = layout(page);
     let slots_end = slots_start(PageKind::Leaf) + count * SLOT_BYTES;
-    let cell_len = LEAF_CELL_HEADER_BYTES + key.len() + value.len();
+    let cell_len = inline_cell_len(key.len(), value.len(), align);
     let need = SLOT_BYTES + cell_len;
     let used = slots_end + page.len() - cells_start - frag;
     if (count > 0 && used + need > used_max) || cells_start - slots_end < need {
         return false;
     }
     let at = cells_start - cell_len;
-    let (header, cell) = page[at..cells_start].split_at_mut(LEAF_CELL_HEADER_BYTES);
-    header.copy_from_slice(&(value.len() as u32).to_le_bytes());
-    let (key_bytes, value_bytes) = cell.split_at_mut(key.len());
-    key_bytes.copy_from_slice(key);
-    value_bytes.copy_from_slice(value);
+    write_inline_cell(&mut page[at..cells_start], key, value, align);
     let slot = Slot {
         prefix: prefix_bytes(key),
         offset: U16::new(at as u16),

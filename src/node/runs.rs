@@ -153,14 +153,14 @@ mod tests {
 
     #[test]
     fn adjacency_follows_the_last_new_key() {
-        use crate::node::{LeafValue, encode_leaf_cell, init, push_cell};
+        use crate::node::{LeafValue, ValueAlign, encode_leaf_cell, init, push_cell};
         use crate::page::{PageId, TxnId};
         let mut page = vec![0; 4096];
         init(&mut page, PageKind::Leaf, TxnId(1));
         let mut buf = Vec::new();
         let keys: Vec<[u8; 2]> = (0..100u8).map(|i| [b'k', i * 2]).collect();
         for k in &keys {
-            encode_leaf_cell(&mut buf, k, &LeafValue::Inline(b"v"));
+            encode_leaf_cell(&mut buf, k, &LeafValue::Inline(b"v"), ValueAlign::NONE);
             assert!(push_cell(
                 &mut page,
                 PageKind::Leaf,

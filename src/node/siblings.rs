@@ -275,7 +275,7 @@ pub(crate) fn remove_range(page: &mut [u8], id: PageId, range: Range<usize>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{LeafValue, build, encode_leaf_cell, is_underfull, remove_cell};
+    use crate::node::{LeafValue, ValueAlign, build, encode_leaf_cell, is_underfull, remove_cell};
     use crate::page::{ChildRef, TxnId};
 
     const PAGE: usize = 4096;
@@ -293,7 +293,7 @@ mod tests {
             .map(|i| {
                 let k = key(i, key_len);
                 let mut cell = Vec::new();
-                encode_leaf_cell(&mut cell, &k, &LeafValue::Inline(&value));
+                encode_leaf_cell(&mut cell, &k, &LeafValue::Inline(&value), ValueAlign::NONE);
                 (k, cell)
             })
             .collect();

@@ -6,7 +6,7 @@ use zerocopy::little_endian::U64;
 
 use super::{Pages, TreeRecord, attach, check_sizes, insert, load, put_new_key, set_root};
 use crate::error::{Error, Result};
-use crate::node::{self, LeafValue, Node, Run, encode_leaf_cell};
+use crate::node::{self, Node, Run, encode_leaf_cell};
 use crate::page::ChildRef;
 use crate::txn_pages::TxnPages;
 
@@ -20,7 +20,7 @@ pub(crate) fn append(
     value: &[u8],
 ) -> Result<()> {
     let g = pages.geometry();
-    check_sizes(&g, key, value.len() as u64)?;
+    check_sizes(&g, tree.value_align(), key, value.len() as u64)?;
     if tree.root.is_null() {
         return insert(pages, tree, key, value);
     }
@@ -30,13 +30,9 @@ pub(crate) fn append(
     let entries = tree.entries.get().checked_add(1).ok_or_else(|| {
         Error::corrupted(tree.root.page.get(), "tree record counts 2^64 - 1 entries")
     })?;
-    let stored = if node::value_fits_inline(key.len(), value.len() as u64, g.page_size) {
-        LeafValue::Inline(value)
-    } else {
-        LeafValue::Overflow(pages.write_blob(value)?)
-    };
+    let stored = super::store_value(pages, tree, key, value)?;
     let mut cell = std::mem::take(&mut pages.scratch);
-    encode_leaf_cell(&mut cell, key, &stored);
+    encode_leaf_cell(&mut cell, key, &stored, tree.value_align());
     let result = append_cell(pages, tree, &path, node::Cell { key, bytes: &cell });
     pages.scratch = cell;
     result?;
