@@ -1,9 +1,5 @@
 //! Typed tables: key encodings (round trips, order), values read in place, stored bytes
 //! that do not fit the value type, and a model test against `BTreeMap`.
-//!
-//! Tests marked `#[ignore = "needs value alignment ..."]` depend on trees created with
-//! `TreeOptions::value_align` (issue 16, item 1): until that is in, values are stored
-//! unaligned and a table's value type is not recorded.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -357,7 +353,6 @@ const POINTS: Table<i64, Point> = Table::new("points");
 const SERIES: Table<&str, Series> = Table::new("series");
 
 #[test]
-#[ignore = "needs value alignment (issue 16 item 1)"]
 fn aligned_values_are_read_in_place() -> Result<()> {
     for page_size in [4096, 16384] {
         for mmap_size in [0, 1 << 20, 1 << 30] {
@@ -405,7 +400,6 @@ fn aligned_values_are_read_in_place() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs value alignment (issue 16 item 1)"]
 fn structs_ending_in_a_slice_round_trip() -> Result<()> {
     let (_dir, db) = temp_db()?;
     let wtx = db.begin_write()?;
@@ -423,7 +417,6 @@ fn structs_ending_in_a_slice_round_trip() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs value alignment (issue 16 item 1)"]
 fn opening_with_another_value_type_is_invalid() -> Result<()> {
     let (_dir, db) = temp_db()?;
     let wtx = db.begin_write()?;
@@ -593,7 +586,6 @@ mod pod {
     }
 
     #[test]
-    #[ignore = "needs value alignment (issue 16 item 1)"]
     fn pod_slices_of_wider_types_are_aligned() -> Result<()> {
         const SAMPLES: Table<u32, [f64], Bytemuck> = Table::new("samples");
         let (_dir, db) = temp_db()?;

@@ -20,7 +20,8 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use crate::error::Result;
-use crate::{ReadTxn, WriteTxn};
+use crate::tree_options::ValueLayout;
+use crate::{ReadTxn, TreeOptions, WriteTxn};
 
 /// A typed table's definition: its tree's name and its key and value types, used for
 /// both reading and writing.
@@ -106,7 +107,12 @@ impl<K: Key + ?Sized, V: ?Sized, C: ValueCodec<V>> Table<K, V, C> {
     /// layout.
     fn options(&self) -> Result<TreeOptions> {
         let shape = C::shape()?;
-        Ok(TreeOptions::new().value_align(shape.align))
+        Ok(TreeOptions::new()
+            .value_align(shape.align)
+            .value_layout(ValueLayout {
+                size: shape.size,
+                slice: shape.slice,
+            }))
     }
 }
 
@@ -171,31 +177,5 @@ impl ReadTxn {
             Err(crate::Error::TreeNotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
-    }
-}
-
-// ---- until `TreeOptions` lands: the same calls over today's trees, alignment 1 -----
-
-#[derive(Clone, Copy)]
-struct TreeOptions;
-
-impl TreeOptions {
-    const fn new() -> TreeOptions {
-        TreeOptions
-    }
-    const fn value_align(self, _bytes: usize) -> TreeOptions {
-        self
-    }
-}
-
-impl WriteTxn {
-    fn open_tree_with(&self, name: &str, _options: TreeOptions) -> Result<crate::WriteTree<'_>> {
-        self.open_tree(name)
-    }
-}
-
-impl ReadTxn {
-    fn open_tree_with(&self, name: &str, _options: TreeOptions) -> Result<crate::ReadTree<'_>> {
-        self.open_tree(name)
     }
 }
