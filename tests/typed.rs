@@ -354,8 +354,37 @@ const SERIES: Table<&str, Series> = Table::new("series");
 
 #[test]
 fn aligned_values_are_read_in_place() -> Result<()> {
+    /// `i`'s embedding: mostly inline, every 50th over the largest page (overflow).
+    fn embedding(i: u64) -> Vec<f32> {
+        let len = if i % 50 == 0 { 5000 } else { i % 401 };
+        (0..len).map(|j| (i + j) as f32).collect()
+    }
+    /// Every value of both tables read in place, aligned, and equal to what was written.
+    fn check(db: &Database, keys: impl Iterator<Item = u64> + Clone, at: &str) -> Result<()> {
+        let rtx = db.begin_read()?;
+        let e = rtx.open_table(EMBEDDINGS)?;
+        let mut want = keys.clone();
+        for row in e.iter()? {
+            let (i, v) = row?;
+            assert_eq!(v.as_ptr() as usize % 4, 0, "{at}: embedding {i}");
+            assert_eq!(Some(i), want.next(), "{at}");
+            assert_eq!(v, embedding(i), "{at}: embedding {i}");
+        }
+        assert_eq!(want.next(), None, "{at}");
+        let p = rtx.open_table(POINTS)?;
+        for i in keys {
+            let point = p.get(&(i as i64 - 250))?.expect("present");
+            assert_eq!(std::ptr::from_ref(point) as usize % 8, 0, "{at}: point {i}");
+            assert_eq!(point.id, i, "{at}");
+        }
+        drop(rtx);
+        db.check()?;
+        Ok(())
+    }
+
     for page_size in [4096, 16384] {
         for mmap_size in [0, 1 << 20, 1 << 30] {
+            let at = format!("page_size {page_size}, mmap_size {mmap_size}");
             let dir = tempfile::tempdir()?;
             let path = dir.path().join("db");
             let options = Options::new().page_size(page_size).mmap_size(mmap_size);
@@ -364,36 +393,33 @@ fn aligned_values_are_read_in_place() -> Result<()> {
             let mut e = wtx.open_table(EMBEDDINGS)?;
             let mut p = wtx.open_table(POINTS)?;
             for i in 0..500u64 {
-                // Lengths 0..=400: inline and overflow values.
-                let v: Vec<f32> = (0..i % 401).map(|j| j as f32).collect();
-                e.insert(&i, &v)?;
-                let point = Point {
-                    id: i,
-                    x: 1.5,
-                    y: -2.0,
-                };
-                p.insert(&(i as i64 - 250), &point)?;
+                e.insert(&i, &embedding(i))?;
+                let (x, y) = (1.5, -2.0);
+                p.insert(&(i as i64 - 250), &Point { id: i, x, y })?;
             }
             drop((e, p));
             wtx.commit()?;
+            check(&db, 0..500, &format!("{at}, written"))?;
             drop(db);
 
+            // Reopened; then half removed (leaves merge), compacted, reopened again.
             let db = options.clone().open(&path)?;
-            let rtx = db.begin_read()?;
-            let e = rtx.open_table(EMBEDDINGS)?;
-            for row in e.iter()? {
-                let (i, v) = row?;
-                assert_eq!(v.as_ptr() as usize % 4, 0, "{page_size} {mmap_size}");
-                assert_eq!(v.len() as u64, i % 401);
-                assert!(v.iter().enumerate().all(|(j, &x)| x == j as f32));
+            check(&db, 0..500, &format!("{at}, reopened"))?;
+            let wtx = db.begin_write()?;
+            let mut e = wtx.open_table(EMBEDDINGS)?;
+            let mut p = wtx.open_table(POINTS)?;
+            for i in (0..500u64).filter(|i| i % 4 != 1) {
+                assert!(e.remove(&i)?);
+                assert!(p.remove(&(i as i64 - 250))?);
             }
-            let p = rtx.open_table(POINTS)?;
-            for row in p.range(-10..10)? {
-                let (k, point) = row?;
-                assert_eq!(std::ptr::from_ref(point) as usize % 8, 0);
-                assert_eq!(point.id as i64 - 250, k);
-            }
-            db.check()?;
+            drop((e, p));
+            wtx.commit()?;
+            db.compact()?;
+            let left = (0..500u64).filter(|i| i % 4 == 1);
+            check(&db, left.clone(), &format!("{at}, compacted"))?;
+            drop(db);
+            let db = options.clone().open(&path)?;
+            check(&db, left, &format!("{at}, reopened after compacting"))?;
         }
     }
     Ok(())
@@ -476,21 +502,65 @@ impl Arbitrary for Op {
     }
 }
 
+/// The same entries in two tables: as bytes (alignment 1) and as `u64`s (alignment 8,
+/// every value read checked for it).
+const WIDE_MODEL: Table<ModelKey, [u64]> = Table::new("wide_model");
+
+type Rows = Vec<(ModelKey, Vec<u64>)>;
+
+/// The entries of `range`, forwards or backwards, with their values as words.
+fn rows<'a, V: ?Sized + 'a>(
+    range: impl DoubleEndedIterator<Item = Result<(ModelKey, &'a V)>>,
+    rev: bool,
+    words: impl Fn(&V) -> Vec<u64>,
+) -> Result<Rows> {
+    let range: Box<dyn Iterator<Item = _>> = match rev {
+        true => Box::new(range.rev()),
+        false => Box::new(range),
+    };
+    range.map(|r| r.map(|(k, v)| (k, words(v)))).collect()
+}
+
+fn from_bytes(bytes: &[u8]) -> Vec<u64> {
+    <[u64]>::ref_from_bytes(bytes)
+        .map(<[u64]>::to_vec)
+        .unwrap_or_else(|_| {
+            bytes
+                .chunks(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().expect("whole words")))
+                .collect()
+        })
+}
+
+fn aligned(words: &[u64]) -> Vec<u64> {
+    assert_eq!(
+        words.as_ptr() as usize % 8,
+        0,
+        "a [u64] value is not aligned"
+    );
+    words.to_vec()
+}
+
 fn run_model(ops: Vec<Op>) -> Result<()> {
     let (_dir, db) = temp_db()?;
-    let mut model: BTreeMap<ModelKey, Vec<u8>> = BTreeMap::new();
+    let mut model: BTreeMap<ModelKey, Vec<u64>> = BTreeMap::new();
     let mut wtx = db.begin_write()?;
     for op in ops {
-        let mut table = wtx.open_table(MODEL)?;
+        let mut bytes = wtx.open_table(MODEL)?;
+        let mut wide = wtx.open_table(WIDE_MODEL)?;
         match op {
             Op::Insert(b, i, len) => {
-                let value: Vec<u8> = (0..len).map(|j| (j as u8) ^ b.0.len() as u8).collect();
-                table.insert(&(b.0.clone(), i), &value)?;
-                model.insert((b.0, i), value);
+                let value: Vec<u64> = (0..len / 8).map(|j| u64::from(j) << b.0.len()).collect();
+                let key = (b.0, i);
+                bytes.insert(&key, value.as_bytes())?;
+                wide.insert(&key, &value)?;
+                model.insert(key, value);
             }
             Op::Remove(b, i) => {
                 let key = (b.0, i);
-                assert_eq!(table.remove(&key)?, model.remove(&key).is_some());
+                let present = model.remove(&key).is_some();
+                assert_eq!(bytes.remove(&key)?, present);
+                assert_eq!(wide.remove(&key)?, present);
             }
             Op::Range(lo, hi, hi_inclusive, rev) => {
                 let bound = |k: Option<(Bytes, i16)>, inclusive| match k {
@@ -504,40 +574,37 @@ fn run_model(ops: Vec<Op>) -> Result<()> {
                         continue; // BTreeMap::range panics on such a range
                     }
                 }
-                let mut got: Vec<(ModelKey, Vec<u8>)> = table
-                    .range(bounds.clone())?
-                    .map(|r| r.map(|(k, v)| (k, v.to_vec())))
-                    .collect::<Result<_>>()?;
-                let mut want: Vec<(ModelKey, Vec<u8>)> = model
-                    .range(bounds)
+                let mut want: Rows = model
+                    .range(bounds.clone())
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 if rev {
-                    got.reverse();
                     want.reverse();
                 }
-                assert_eq!(got, want);
+                assert_eq!(rows(bytes.range(bounds.clone())?, rev, from_bytes)?, want);
+                assert_eq!(rows(wide.range(bounds)?, rev, aligned)?, want);
             }
             Op::Commit => {
-                drop(table);
+                drop((bytes, wide));
                 wtx.commit()?;
                 db.check()?;
                 let rtx = db.begin_read()?;
-                let table = rtx.open_table(MODEL)?;
-                assert_eq!(table.len()?, model.len() as u64);
-                let all: Vec<ModelKey> = table
-                    .iter()?
-                    .map(|r| r.map(|(k, _)| k))
-                    .collect::<Result<_>>()?;
-                assert!(all.iter().eq(model.keys()));
+                let want: Rows = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let bytes = rtx.open_table(MODEL)?;
+                assert_eq!(bytes.len()?, model.len() as u64);
+                assert_eq!(rows(bytes.iter()?, false, from_bytes)?, want);
+                let wide = rtx.open_table(WIDE_MODEL)?;
+                assert_eq!(rows(wide.iter()?, false, aligned)?, want);
                 wtx = db.begin_write()?;
             }
         }
     }
-    let table = wtx.open_table(MODEL)?;
-    assert_eq!(table.len()?, model.len() as u64);
+    let bytes = wtx.open_table(MODEL)?;
+    let wide = wtx.open_table(WIDE_MODEL)?;
+    assert_eq!(wide.len()?, model.len() as u64);
     for (k, v) in &model {
-        assert_eq!(table.get(k)?, Some(&v[..]));
+        assert_eq!(bytes.get(k)?.map(from_bytes).as_ref(), Some(v));
+        assert_eq!(wide.get(k)?.map(aligned).as_ref(), Some(v));
     }
     Ok(())
 }
@@ -551,7 +618,7 @@ fn model_against_btreemap() {
         }
     }
     QuickCheck::new()
-        .tests(60)
+        .tests(150)
         .quickcheck(prop as fn(Vec<Op>) -> TestResult);
 }
 
