@@ -54,7 +54,8 @@ pub trait KeyBounds<K: ?Sized> {
     fn encode(&self) -> (Bound<Vec<u8>>, Bound<Vec<u8>>);
 }
 
-fn encode_key<K: Key + ?Sized>(key: &K) -> Vec<u8> {
+/// `key`'s whole-key encoding, as the tree stores it.
+pub(crate) fn encode_key<K: Key + ?Sized>(key: &K) -> Vec<u8> {
     let mut out = Vec::new();
     key.encode(&mut out);
     out

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 
 use crate::cursor::Range;
 use crate::error::{Error, Result};
+use crate::typed::bounds::encode_key;
 use crate::typed::value::empty_aligned;
 use crate::typed::{Key, KeyBounds, Types, ValueCodec};
 use crate::{ReadTree, WriteTree};
@@ -187,13 +188,11 @@ where
     V: ?Sized + 'a,
     C: ValueCodec<V>,
 {
+    /// One raw entry decoded; an error ends the range (as the raw range does).
     fn decode(
         &mut self,
         raw: Option<Result<(&'a [u8], &'a [u8])>>,
     ) -> Option<Result<(K::Owned, &'a V)>> {
-        if self.done {
-            return None;
-        }
         let entry =
             raw?.and_then(|(key, bytes)| Ok((K::decode(key)?, value::<V, C>(self.name, bytes)?)));
         self.done = entry.is_err();
@@ -237,12 +236,6 @@ where
     V: ?Sized + 'a,
     C: ValueCodec<V>,
 {
-}
-
-fn encode_key<K: Key + ?Sized>(key: &K) -> Vec<u8> {
-    let mut out = Vec::new();
-    key.encode(&mut out);
-    out
 }
 
 /// `bytes` seen as a `V`. Stored bytes that do not fit are the file's fault, or of a
