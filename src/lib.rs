@@ -81,6 +81,7 @@ mod tree;
 mod tree_options;
 mod txn;
 mod txn_pages;
+mod typed;
 mod write_tree;
 mod write_txn;
 
@@ -93,6 +94,11 @@ pub use error::{Error, Result};
 pub use extent::ValueExtent;
 pub use tree_options::TreeOptions;
 pub use txn::{Durability, ReadTree, ReadTxn};
+#[cfg(feature = "bytemuck")]
+pub use typed::Bytemuck;
+pub use typed::{
+    Key, KeyBounds, KeyRef, ReadTable, Table, TableRange, ValueCodec, WriteTable, Zerocopy,
+};
 pub use write_tree::WriteTree;
 pub use write_txn::WriteTxn;
 
