@@ -142,6 +142,20 @@ pub(crate) enum LeafValue<'a> {
     Overflow(OverflowRef),
 }
 
+/// Keys compared as byte strings, the first eight bytes as one big-endian integer when
+/// both have them: searches compare whole keys only when the slot prefixes tie, which
+/// for keys such as big-endian integers below 2^32 is every time, and a call to memcmp
+/// per probe was a fifth of such a lookup.
+#[inline(always)]
+fn compare_keys(a: &[u8], b: &[u8]) -> Ordering {
+    match (a.split_first_chunk::<8>(), b.split_first_chunk::<8>()) {
+        (Some((x, a_rest)), Some((y, b_rest))) => u64::from_be_bytes(*x)
+            .cmp(&u64::from_be_bytes(*y))
+            .then_with(|| a_rest.cmp(b_rest)),
+        _ => a.cmp(b),
+    }
+}
+
 /// The first four bytes of `key`, zero-padded. (A variable-length `copy_from_slice`
 /// here compiled to a call to memcpy, a tenth of the time of a lookup in profiles.)
 #[inline]
@@ -395,7 +409,7 @@ impl<'a> Node<'a> {
         }
         // Slots from `first` share the key's prefix until one does not: compare keys,
         // `first`'s at once (usually the key itself, or the only slot with its prefix).
-        match self.key(first)?.cmp(key) {
+        match compare_keys(self.key(first)?, key) {
             Ordering::Equal => return Ok(Ok(first)),
             Ordering::Greater => return Ok(Err(first)),
             Ordering::Less => {}
@@ -404,7 +418,7 @@ impl<'a> Node<'a> {
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let ord = match compare_prefix(slots[mid].prefix, target) {
-                Ordering::Equal => self.key(mid)?.cmp(key),
+                Ordering::Equal => compare_keys(self.key(mid)?, key),
                 o => o,
             };
             match ord {
