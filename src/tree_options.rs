@@ -83,7 +83,6 @@ impl TreeOptions {
     }
 
     /// Records a typed table's value layout (`crate::typed`).
-    #[allow(dead_code)] // used by the typed tables
     pub(crate) const fn value_layout(mut self, layout: ValueLayout) -> TreeOptions {
         self.layout = layout;
         self
@@ -92,11 +91,6 @@ impl TreeOptions {
     /// The alignment asked for, in bytes.
     pub(crate) fn align(&self) -> usize {
         self.align
-    }
-
-    #[allow(dead_code)] // used by the typed tables
-    pub(crate) fn layout(&self) -> ValueLayout {
-        self.layout
     }
 
     /// The record field for these options, or why they are invalid.
