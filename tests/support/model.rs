@@ -144,7 +144,9 @@ fn value(rng: &mut Rng, max: usize) -> Vec<u8> {
         0 => 0,
         1..=5 => rng.range(1, 64) as usize,
         6 | 7 => rng.range(64, 1200) as usize,
-        _ => rng.range(1200, max as u64 + 1) as usize,
+        // (Clamped: batches ask for at most 300 bytes; the lengths are the same as the
+        // unclamped range gave in release builds, which wrapped and were cut to `max`.)
+        _ => rng.range(1200.min(max as u64), max as u64 + 1) as usize,
     };
     let mut v = vec![0; len.min(max)];
     rng.fill(&mut v);
