@@ -7,8 +7,12 @@
 //! as their users do (heed's `bytemuck` codecs read unaligned data with a copy).
 //!
 //! ```sh
-//! embeddings [--n 1000000] [--repeat 3] [--dir /tmp]
+//! embeddings [--n 1000000] [--repeat 3] [--dir /tmp] [--keys u64|str]
 //! ```
+//!
+//! The key's length decides where LMDB and redb put a value's bytes, and so whether
+//! they can be cast in place: with `u64` keys LMDB's 1,552-byte nodes happen to keep
+//! every value 16-byte aligned; with 10-byte string keys every other one is not.
 //!
 //! Prints ns per vector read and dotted, the share of reads that had to copy, and the
 //! ratios; every engine's sum of dot products must agree (the same data was read).
@@ -25,7 +29,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 const DIM: usize = 384;
 const EMBEDDINGS: mapkv::Table<u64, [f32]> = mapkv::Table::new("embeddings");
-const REDB_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("embeddings");
+const EMBEDDINGS_BY_NAME: mapkv::Table<str, [f32]> = mapkv::Table::new("embeddings");
+const REDB_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("embeddings");
 
 #[derive(Parser)]
 struct Args {
@@ -38,6 +43,9 @@ struct Args {
     /// Where a temporary directory holds the databases.
     #[arg(long, default_value = "/tmp")]
     dir: String,
+    /// The keys: the vector's number as a u64, or as a 10-byte string.
+    #[arg(long, value_enum, default_value = "u64")]
+    keys: Keys,
 }
 
 /// xorshift64*: the same vectors in every run.
@@ -108,20 +116,43 @@ trait Engine {
     fn scan(&self, n: u64, query: &[f32]) -> anyhow::Result<Pass>;
 }
 
-struct Mapkv(mapkv::Database);
+/// The vector's number as each engine stores the key.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Keys {
+    /// A `u64`: big-endian bytes (mapkv's `Key` encoding of u64).
+    U64,
+    /// A 10-byte string, `doc0000042`.
+    Str,
+}
+
+impl Keys {
+    fn bytes(self, i: u64) -> Vec<u8> {
+        match self {
+            Keys::U64 => i.to_be_bytes().to_vec(),
+            Keys::Str => name(i).into_bytes(),
+        }
+    }
+}
+
+fn name(i: u64) -> String {
+    format!("doc{i:07}")
+}
+
+struct Mapkv(mapkv::Database, Keys);
 
 impl Mapkv {
-    fn load(path: &Path, vectors: &[Vec<f32>]) -> anyhow::Result<Mapkv> {
+    fn load(path: &Path, vectors: &[Vec<f32>], keys: Keys) -> anyhow::Result<Mapkv> {
         let db = mapkv::Database::open(path)?;
         let w = db.begin_write()?;
-        w.open_table(EMBEDDINGS)?; // created with the alignment of f32
+        match keys {
+            Keys::U64 => drop(w.open_table(EMBEDDINGS)?), // created aligned for f32
+            Keys::Str => drop(w.open_table(EMBEDDINGS_BY_NAME)?),
+        }
         w.commit()?;
-        let entries = vectors.iter().enumerate().map(|(i, v)| {
-            let key = (i as u64).to_be_bytes(); // the Key encoding of u64
-            (key, bytemuck::cast_slice::<f32, u8>(v))
-        });
+        let entries = (vectors.iter().enumerate())
+            .map(|(i, v)| (keys.bytes(i as u64), bytemuck::cast_slice::<f32, u8>(v)));
         db.bulk_load("embeddings", entries)?;
-        Ok(Mapkv(db))
+        Ok(Mapkv(db, keys))
     }
 }
 
@@ -132,54 +163,78 @@ impl Engine for Mapkv {
 
     fn gets(&self, n: u64, query: &[f32]) -> anyhow::Result<Pass> {
         let r = self.0.begin_read()?;
-        let t = r.open_table(EMBEDDINGS)?;
-        timed(n, || {
-            let mut sum = 0.0;
-            for i in order(n) {
-                let v: &[f32] = t.get(&i)?.context("absent")?;
-                sum += f64::from(dot(black_box(v), query));
+        match self.1 {
+            Keys::U64 => {
+                let t = r.open_table(EMBEDDINGS)?;
+                timed(n, || {
+                    let mut sum = 0.0;
+                    for i in order(n) {
+                        let v: &[f32] = t.get(&i)?.context("absent")?;
+                        sum += f64::from(dot(black_box(v), query));
+                    }
+                    Ok((sum, 0))
+                })
             }
-            Ok((sum, 0))
-        })
+            Keys::Str => {
+                let t = r.open_table(EMBEDDINGS_BY_NAME)?;
+                timed(n, || {
+                    let mut sum = 0.0;
+                    for i in order(n) {
+                        let v: &[f32] = t.get(&name(i))?.context("absent")?;
+                        sum += f64::from(dot(black_box(v), query));
+                    }
+                    Ok((sum, 0))
+                })
+            }
+        }
     }
 
     fn scan(&self, n: u64, query: &[f32]) -> anyhow::Result<Pass> {
         let r = self.0.begin_read()?;
-        let t = r.open_table(EMBEDDINGS)?;
-        timed(n, || {
-            let mut sum = 0.0;
-            for row in t.iter()? {
-                let (_, v) = row?;
-                sum += f64::from(dot(black_box(v), query));
+        let mut sum = 0.0;
+        match self.1 {
+            Keys::U64 => {
+                let t = r.open_table(EMBEDDINGS)?;
+                timed(n, || {
+                    for row in t.iter()? {
+                        sum += f64::from(dot(black_box(row?.1), query));
+                    }
+                    Ok((sum, 0))
+                })
             }
-            Ok((sum, 0))
-        })
+            Keys::Str => {
+                let t = r.open_table(EMBEDDINGS_BY_NAME)?;
+                timed(n, || {
+                    for row in t.iter()? {
+                        sum += f64::from(dot(black_box(row?.1), query));
+                    }
+                    Ok((sum, 0))
+                })
+            }
+        }
     }
 }
 
 struct Lmdb {
     env: heed::Env,
     db: heed::Database<Bytes, Bytes>,
+    keys: Keys,
 }
 
 impl Lmdb {
-    fn load(dir: &Path, vectors: &[Vec<f32>]) -> anyhow::Result<Lmdb> {
+    fn load(dir: &Path, vectors: &[Vec<f32>], keys: Keys) -> anyhow::Result<Lmdb> {
         std::fs::create_dir_all(dir)?;
         // SAFETY: the directory is this program's own; nothing else opens it.
         let env = unsafe { heed::EnvOpenOptions::new().map_size(1 << 36).open(dir)? };
         let mut w = env.write_txn()?;
         let db: heed::Database<Bytes, Bytes> = env.create_database(&mut w, None)?;
         for (i, v) in vectors.iter().enumerate() {
-            let key = (i as u64).to_be_bytes();
-            db.put_with_flags(
-                &mut w,
-                heed::PutFlags::APPEND,
-                &key,
-                bytemuck::cast_slice(v),
-            )?;
+            let key = keys.bytes(i as u64);
+            let value = bytemuck::cast_slice(v);
+            db.put_with_flags(&mut w, heed::PutFlags::APPEND, &key, value)?;
         }
         w.commit()?;
-        Ok(Lmdb { env, db })
+        Ok(Lmdb { env, db, keys })
     }
 }
 
@@ -193,7 +248,7 @@ impl Engine for Lmdb {
         timed(n, || {
             let (mut sum, mut copies) = (0.0, 0);
             for i in order(n) {
-                let bytes = self.db.get(&r, &i.to_be_bytes())?.context("absent")?;
+                let bytes = self.db.get(&r, &self.keys.bytes(i))?.context("absent")?;
                 let v = as_floats(bytes, &mut copies);
                 sum += f64::from(dot(black_box(&v), query));
             }
@@ -215,20 +270,21 @@ impl Engine for Lmdb {
     }
 }
 
-struct Redb(redb::Database);
+struct Redb(redb::Database, Keys);
 
 impl Redb {
-    fn load(path: &Path, vectors: &[Vec<f32>]) -> anyhow::Result<Redb> {
+    fn load(path: &Path, vectors: &[Vec<f32>], keys: Keys) -> anyhow::Result<Redb> {
         let db = redb::Database::create(path)?;
         let w = db.begin_write()?;
         {
             let mut t = w.open_table(REDB_TABLE)?;
             for (i, v) in vectors.iter().enumerate() {
-                t.insert(i as u64, bytemuck::cast_slice::<f32, u8>(v))?;
+                let key = keys.bytes(i as u64);
+                t.insert(&key[..], bytemuck::cast_slice::<f32, u8>(v))?;
             }
         }
         w.commit()?;
-        Ok(Redb(db))
+        Ok(Redb(db, keys))
     }
 }
 
@@ -243,7 +299,7 @@ impl Engine for Redb {
         timed(n, || {
             let (mut sum, mut copies) = (0.0, 0);
             for i in order(n) {
-                let guard = t.get(i)?.context("absent")?;
+                let guard = t.get(&self.1.bytes(i)[..])?.context("absent")?;
                 let v = as_floats(guard.value(), &mut copies);
                 sum += f64::from(dot(black_box(&v), query));
             }
@@ -281,9 +337,17 @@ fn main() -> anyhow::Result<()> {
         .tempdir_in(&args.dir)?;
     eprintln!("loading {} vectors of {DIM} f32 into each engine", args.n);
     let engines: Vec<Box<dyn Engine>> = vec![
-        Box::new(Mapkv::load(&dir.path().join("mapkv.db"), &vectors)?),
-        Box::new(Lmdb::load(&dir.path().join("lmdb"), &vectors)?),
-        Box::new(Redb::load(&dir.path().join("redb.db"), &vectors)?),
+        Box::new(Mapkv::load(
+            &dir.path().join("mapkv.db"),
+            &vectors,
+            args.keys,
+        )?),
+        Box::new(Lmdb::load(&dir.path().join("lmdb"), &vectors, args.keys)?),
+        Box::new(Redb::load(
+            &dir.path().join("redb.db"),
+            &vectors,
+            args.keys,
+        )?),
     ];
     drop(vectors);
     let mut rows = Vec::new();
@@ -316,8 +380,12 @@ fn main() -> anyhow::Result<()> {
         );
         rows.push((what, results));
     }
+    let keys = match args.keys {
+        Keys::U64 => "u64 keys",
+        Keys::Str => "10-byte string keys",
+    };
     println!(
-        "n = {}, {DIM} f32 per vector, median of {}\n",
+        "n = {}, {keys}, {DIM} f32 per vector, median of {}\n",
         args.n, args.repeat
     );
     println!(
