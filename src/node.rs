@@ -583,9 +583,10 @@ impl<'a> Cell<'a> {
     }
 
     pub(crate) fn leaf_value(&self, page: PageId) -> Result<LeafValue<'a>> {
-        let head = LeafHead::read(self.bytes);
+        let bad = || Error::corrupted(page.0, "a leaf cell shorter than its head says");
+        let head = LeafHead::read(self.bytes.get(..LEAF_CELL_HEADER_BYTES).ok_or_else(bad)?);
         let start = LEAF_CELL_HEADER_BYTES + self.key.len() + head.lead();
-        let value = &self.bytes[start..start + head.value_len()];
+        let value = (self.bytes.get(start..start + head.value_len())).ok_or_else(bad)?;
         if !head.is_overflow() {
             return Ok(LeafValue::Inline(value));
         }
@@ -611,7 +612,7 @@ pub(crate) fn encode_branch_cell(out: &mut Vec<u8>, key: &[u8], child: &ChildRef
 pub(crate) fn blob_payload(run: &[u8], id: PageId) -> Result<&[u8]> {
     let (len, pad) = blob_header(run, id)?;
     let start = BLOB_HEADER_BYTES + pad as usize;
-    if len > run.len().saturating_sub(start) as u64 {
+    if start > run.len() || len > (run.len() - start) as u64 {
         return Err(Error::corrupted(
             id.0,
             format!("blob length {len} exceeds its {} bytes", run.len()),
