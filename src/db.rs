@@ -578,10 +578,20 @@ fn create(
     }
     let meta = new_meta(geometry);
     let end = geometry.offset(meta.page_count());
-    if len < end {
+    let grow = len < end;
+    if grow {
         backend.set_len(end)?;
     }
     let storage = open_storage(backend, geometry, options)?;
+    if grow {
+        // The length first, durably: then the meta's write lands inside the file, and a
+        // power loss leaves either the old (short, zero) file or one of exactly a
+        // creation length whose first sector may be garbled, both of which recovery
+        // finishes. Without this sync the write could extend the file by itself, torn,
+        // leaving a short file of garbage that no rule can tell from someone else's
+        // (found by the `crash` fuzzer: a 100-byte image of garbage).
+        storage.sync()?;
+    }
     write_meta_slot(&storage, 0, &meta)?;
     storage.sync()?;
     if let Some(path) = path {
