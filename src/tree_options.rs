@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 /// ));
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TreeOptions {
     /// As given; checked when the tree is opened.
     align: usize,
@@ -58,6 +58,13 @@ const ALIGN_BITS: u32 = 0xF;
 const SLICE_BIT: u32 = 1 << 4;
 const SIZE_SHIFT: u32 = 8;
 const RESERVED_BITS: u32 = 0xE0;
+
+impl Default for TreeOptions {
+    /// As [`TreeOptions::new`].
+    fn default() -> TreeOptions {
+        TreeOptions::new()
+    }
+}
 
 impl TreeOptions {
     /// Values aligned to 1 byte (stored as in trees made before alignment existed), no
@@ -164,6 +171,12 @@ mod tests {
             0,
             "old records read as new()"
         );
+    }
+
+    #[test]
+    fn the_default_is_new() {
+        assert_eq!(TreeOptions::default(), TreeOptions::new());
+        assert_eq!(TreeOptions::default().encode().unwrap(), 0);
     }
 
     #[test]
