@@ -275,3 +275,42 @@ fn miri_typed_reads_are_aligned_and_checked() -> Result<()> {
     assert_eq!(words.get(&6)?, Some(&[0xFFFF_FFFF; 3][..]));
     Ok(())
 }
+
+/// A crafted file (valid checksums) whose tree record claims a larger alignment than
+/// its values were stored with: `check` reports the first value off that alignment.
+#[test]
+fn check_finds_values_off_the_recorded_alignment() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("db");
+    {
+        let db = Database::open(&path)?;
+        let w = db.begin_write()?;
+        {
+            let mut t = w.open_tree_with("t", TreeOptions::new().value_align(16))?;
+            for i in 0..50u64 {
+                t.insert(&key(i), &value(i + 2, 4096))?; // inline values
+            }
+        }
+        w.commit()?;
+        db.check()?;
+    }
+    let mut img = std::fs::read(&path)?;
+    let (catalog, slot) = support::image::catalog_leaf(&img, 4096);
+    let meta = slot * support::image::META_SLOT;
+    let durable_before = support::image::u64_at(&img, meta + support::image::META_DURABLE_BEFORE);
+    let (name, record) = support::image::leaf_values(&img, catalog)[0].clone();
+    assert_eq!(name, b"t");
+    // The record's `values` field (its last four bytes): log2 of the alignment, 4 → 6.
+    assert_eq!(img[record + 32], 4);
+    img[record + 32] = 6;
+    support::image::reseal_catalog(&mut img, 4096, durable_before);
+    std::fs::write(&path, &img)?;
+    let db = Database::open(&path)?;
+    match db.check() {
+        Err(Error::Corrupted { reason, .. }) => {
+            assert!(reason.contains("in a tree aligned to 64"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    Ok(())
+}
