@@ -533,7 +533,7 @@ impl<'a> Node<'a> {
     pub(crate) fn verify_order(&self) -> Result<()> {
         self.verify_prefixes()?;
         for i in 1..self.len() {
-            if self.key(i - 1)? >= self.key(i)? {
+            if compare_keys(self.key(i - 1)?, self.key(i)?) != Ordering::Less {
                 return Err(self.bad(format!("keys out of order at slot {i}")));
             }
         }

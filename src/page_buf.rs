@@ -57,9 +57,17 @@ impl PageBox {
 
     /// A copy of `bytes` (whose length is a multiple of [`BUF_ALIGN`]).
     pub(crate) fn copy_of(bytes: &[u8]) -> PageBox {
-        let mut page = PageBox::zeroed(bytes.len());
-        page.copy_from_slice(bytes);
-        page
+        // Pages come from the map or from 64-byte aligned buffers, so they are viewed as
+        // chunks and copied in one go: zeroing a fresh page first cost as much as the
+        // copy (every page a transaction shadows goes through here).
+        match <[Chunk]>::ref_from_bytes(bytes) {
+            Ok(chunks) => PageBox(Box::from(chunks)),
+            Err(_) => {
+                let mut page = PageBox::zeroed(bytes.len());
+                page.copy_from_slice(bytes);
+                page
+            }
+        }
     }
 
     /// The chunks, for [`DirtyPage`](crate::dirty_page::DirtyPage), which owns them
