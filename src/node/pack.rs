@@ -12,11 +12,17 @@ use crate::error::{Error, Result};
 use crate::page::{ChildRef, PageId, PageKind, TxnId};
 use crate::page_buf::PageBox;
 
-/// Where to cut `cells` (in key order) into the fewest leaves that hold them: the index
-/// at which each leaf after the first starts. Each leaf takes cells while they fit, which
-/// needs the fewest pages; if that leaves the last leaf underfull, the last two are cut
+/// Where to cut `cells` (in key order) into the fewest leaves that hold them, and at
+/// least `fewest` (1 or 2): the index at which each leaf after the first starts. Each
+/// leaf takes cells while they fit, which needs the fewest pages; if that leaves the
+/// last leaf underfull, or a single leaf where two are wanted, the last two are cut
 /// where a split would cut them. `id` names the page that errors blame.
-pub(crate) fn pack_cuts(id: PageId, page_size: usize, cells: &[Cell]) -> Result<Vec<usize>> {
+pub(crate) fn pack_cuts(
+    id: PageId,
+    page_size: usize,
+    cells: &[Cell],
+    fewest: usize,
+) -> Result<Vec<usize>> {
     let kind = PageKind::Leaf;
     let room = page_size - slots_start(kind);
     let mut cuts = Vec::new();
@@ -32,11 +38,15 @@ pub(crate) fn pack_cuts(id: PageId, page_size: usize, cells: &[Cell]) -> Result<
         }
         used += size;
     }
-    if !cuts.is_empty() && is_underfull(slots_start(kind) + used, page_size) {
+    let too_few = cuts.is_empty() && fewest > 1;
+    if too_few || !cuts.is_empty() && is_underfull(slots_start(kind) + used, page_size) {
         let first = cuts.len().checked_sub(2).map_or(0, |i| cuts[i]);
         let two = &cells[first..];
         let at = split_point(id, kind, page_size, two.len(), |j| Ok(two[j].footprint()))?.at;
-        *cuts.last_mut().expect("not empty") = first + at;
+        match cuts.last_mut() {
+            Some(last) if !too_few => *last = first + at,
+            _ => cuts.push(first + at),
+        }
     }
     Ok(cuts)
 }
@@ -133,15 +143,20 @@ mod tests {
             .zip(&bytes)
             .map(|(key, bytes)| Cell { key, bytes })
             .collect();
-        assert_eq!(pack_cuts(PageId(9), 4096, &cells).unwrap(), [4, 8]);
+        assert_eq!(pack_cuts(PageId(9), 4096, &cells, 1).unwrap(), [4, 8]);
         // 9 cells: 4, 4, 1 leaves the last a fifth full; the last two become 3 and 2
         // or 2 and 3.
-        let cuts = pack_cuts(PageId(9), 4096, &cells[..9]).unwrap();
+        let cuts = pack_cuts(PageId(9), 4096, &cells[..9], 1).unwrap();
         assert_eq!(cuts.len(), 2);
         assert_eq!(cuts[0], 4);
         assert!(cuts[1] == 6 || cuts[1] == 7, "{cuts:?}");
-        // Everything in one page: no cut.
-        assert!(pack_cuts(PageId(9), 4096, &cells[..3]).unwrap().is_empty());
+        // Everything in one page: no cut, unless two pages are wanted (below the root).
+        assert!(
+            pack_cuts(PageId(9), 4096, &cells[..3], 1)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(pack_cuts(PageId(9), 4096, &cells[..3], 2).unwrap().len(), 1);
     }
 
     #[test]
@@ -152,7 +167,7 @@ mod tests {
             bytes: &bytes[0],
         }];
         assert!(matches!(
-            pack_cuts(PageId(9), 4096, &cells),
+            pack_cuts(PageId(9), 4096, &cells, 1),
             Err(Error::Corrupted { .. })
         ));
     }
