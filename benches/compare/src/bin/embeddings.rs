@@ -17,7 +17,7 @@
 //! Prints ns per vector read and dotted, the share of reads that had to copy, and the
 //! ratios; every engine's sum of dot products must agree (the same data was read).
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
@@ -164,55 +164,50 @@ impl Engine for Mapkv {
     fn gets(&self, n: u64, query: &[f32]) -> anyhow::Result<Pass> {
         let r = self.0.begin_read()?;
         match self.1 {
-            Keys::U64 => {
-                let t = r.open_table(EMBEDDINGS)?;
-                timed(n, || {
-                    let mut sum = 0.0;
-                    for i in order(n) {
-                        let v: &[f32] = t.get(&i)?.context("absent")?;
-                        sum += f64::from(dot(black_box(v), query));
-                    }
-                    Ok((sum, 0))
-                })
-            }
-            Keys::Str => {
-                let t = r.open_table(EMBEDDINGS_BY_NAME)?;
-                timed(n, || {
-                    let mut sum = 0.0;
-                    for i in order(n) {
-                        let v: &[f32] = t.get(&name(i))?.context("absent")?;
-                        sum += f64::from(dot(black_box(v), query));
-                    }
-                    Ok((sum, 0))
-                })
-            }
+            Keys::U64 => typed_gets(&r.open_table(EMBEDDINGS)?, n, query, |i| i),
+            Keys::Str => typed_gets(&r.open_table(EMBEDDINGS_BY_NAME)?, n, query, name),
         }
     }
 
     fn scan(&self, n: u64, query: &[f32]) -> anyhow::Result<Pass> {
         let r = self.0.begin_read()?;
-        let mut sum = 0.0;
         match self.1 {
-            Keys::U64 => {
-                let t = r.open_table(EMBEDDINGS)?;
-                timed(n, || {
-                    for row in t.iter()? {
-                        sum += f64::from(dot(black_box(row?.1), query));
-                    }
-                    Ok((sum, 0))
-                })
-            }
-            Keys::Str => {
-                let t = r.open_table(EMBEDDINGS_BY_NAME)?;
-                timed(n, || {
-                    for row in t.iter()? {
-                        sum += f64::from(dot(black_box(row?.1), query));
-                    }
-                    Ok((sum, 0))
-                })
-            }
+            Keys::U64 => typed_scan(&r.open_table(EMBEDDINGS)?, n, query),
+            Keys::Str => typed_scan(&r.open_table(EMBEDDINGS_BY_NAME)?, n, query),
         }
     }
+}
+
+/// Random gets through a typed table whose key for vector `i` is `key(i)`.
+fn typed_gets<K: mapkv::Key + ?Sized, Q: Borrow<K>>(
+    t: &mapkv::ReadTable<'_, K, [f32]>,
+    n: u64,
+    query: &[f32],
+    key: impl Fn(u64) -> Q,
+) -> anyhow::Result<Pass> {
+    timed(n, || {
+        let mut sum = 0.0;
+        for i in order(n) {
+            let v: &[f32] = t.get(key(i).borrow())?.context("absent")?;
+            sum += f64::from(dot(black_box(v), query));
+        }
+        Ok((sum, 0))
+    })
+}
+
+/// A full scan of a typed table.
+fn typed_scan<K: mapkv::Key + ?Sized>(
+    t: &mapkv::ReadTable<'_, K, [f32]>,
+    n: u64,
+    query: &[f32],
+) -> anyhow::Result<Pass> {
+    timed(n, || {
+        let mut sum = 0.0;
+        for row in t.iter()? {
+            sum += f64::from(dot(black_box(row?.1), query));
+        }
+        Ok((sum, 0))
+    })
 }
 
 struct Lmdb {
