@@ -19,7 +19,7 @@ use crate::storage::Storage;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn::{Durability, Snapshot};
 use crate::txn_pages::TxnPages;
-use crate::write_txn::{WriteTxn, Writer};
+use crate::write_txn::{TxnInner, WriteTxn, Writer};
 
 /// See `Durability::None`.
 const FALLBACK_RUNS_MAX: usize = 512;
@@ -39,7 +39,11 @@ impl WriteTxn {
     /// Makes the changes visible to new readers, and durable if the durability is
     /// `Immediate`. See FORMAT.md#commit-protocol.
     pub fn commit(mut self) -> Result<()> {
-        if let Err(e) = self.pages.get_mut().usable() {
+        // No tree handle is borrowed any more (the commit consumes the transaction they
+        // borrow), so reserved values can be written now.
+        let TxnInner { pages, trees } = self.pages.inner_mut();
+        let finished = trees.finish_reservations(pages);
+        if let Err(e) = finished.and_then(|()| self.pages.get_mut().usable()) {
             return Err(Error::Io(std::io::Error::other(format!(
                 "nothing committed: {e}"
             ))));

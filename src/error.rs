@@ -58,6 +58,10 @@ pub enum Error {
     /// predicate may read other trees of the transaction, but not open, change or
     /// delete trees.
     Reentrant,
+    /// A tree was opened again or deleted while the bytes an earlier handle of it
+    /// handed out with `WriteTree::insert_reserve` may still be in use: that handle is
+    /// alive and has not been called since. Call it (any method) or drop it first.
+    Reserved(String),
 }
 
 /// `std::result::Result` with [`Error`].
@@ -113,6 +117,11 @@ impl fmt::Display for Error {
                 f,
                 "the write transaction was used from inside one of its own changes (a retain \
                  predicate may read other trees, not open, change or delete them)"
+            ),
+            Error::Reserved(name) => write!(
+                f,
+                "tree {name:?} cannot be opened again or deleted while a value reserved by \
+                 its live handle may still be filled: call or drop that handle first"
             ),
         }
     }

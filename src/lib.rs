@@ -75,6 +75,7 @@ mod page;
 mod page_buf;
 mod path_error;
 mod prune;
+mod reserve;
 mod storage;
 mod stream;
 mod tree;

@@ -327,6 +327,35 @@ pub(crate) fn insert_overflow(
     insert_value(pages, tree, key, &LeafValue::Overflow(o), None).map(drop)
 }
 
+/// Puts `checksum` into the reference of `key`'s overflow value, the blob at `blob`
+/// this transaction reserved (`crate::reserve`) and has now written. The leaf must be
+/// dirty and name that blob: anything else is corruption.
+pub(crate) fn set_blob_checksum(
+    pages: &mut TxnPages,
+    tree: &TreeRecord,
+    key: &[u8],
+    blob: PageId,
+    checksum: u32,
+) -> Result<()> {
+    let vanished = || Error::corrupted(blob.0, "the leaf of a reserved value no longer names it");
+    let (leaf, at) = {
+        let (node, i) = find_slot(&*pages, tree, key)?.ok_or_else(vanished)?;
+        match node.value(i)? {
+            LeafValue::Overflow(o) if o.blob.page() == blob && o.blob.txn() == pages.txn => {
+                (node.id(), node.value_offset(i)?)
+            }
+            _ => return Err(vanished()),
+        }
+    };
+    if !pages.is_dirty(leaf) {
+        return Err(vanished());
+    }
+    let (r, _) = ChildRef::mut_from_prefix(&mut pages.dirty_mut(leaf)[at..])
+        .map_err(|_| Error::corrupted(leaf.0, "an overflow reference runs past its page"))?;
+    r.checksum = U32::new(checksum);
+    Ok(())
+}
+
 /// Inserts the leaf cell of `key` → `stored`; whether the key was there.
 fn insert_value(
     pages: &mut TxnPages,

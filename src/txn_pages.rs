@@ -182,9 +182,15 @@ impl TxnPages {
     /// what follows: each dirty page is replaced by a copy (the original is kept,
     /// unchanged, until the transaction ends), and own blobs freed from now on are not
     /// written again before the commit. For when a tree is opened again (or deleted)
-    /// while an older handle of it, which may hold such slices, is still alive.
-    pub(crate) fn freeze(&mut self) {
-        for page in self.dirty.values_mut() {
+    /// while an older handle of it, which may hold such slices, is still alive. The
+    /// `reserved` leaves are left alone: their bytes may be being written by a handle
+    /// of another tree (`crate::reserve`), so they cannot be read, and the old handle
+    /// holds no slice of them.
+    pub(crate) fn freeze(&mut self, reserved: &[PageId]) {
+        for (id, page) in self.dirty.iter_mut() {
+            if reserved.contains(id) {
+                continue;
+            }
             let copy = page.clone();
             self.retired.push(std::mem::replace(page, copy));
         }

@@ -13,7 +13,7 @@ use crate::prune;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn_pages::{BlobRun, TxnPages};
 use crate::write_txn::{TxnInner, TxnLock};
-use crate::{node, stream};
+use crate::{node, reserve, stream};
 
 /// A tree in a [`WriteTxn`](crate::WriteTxn): reads see the transaction's own writes. Every change goes
 /// straight into the transaction: leaking or dropping the handle loses nothing, and a
@@ -73,12 +73,21 @@ struct TreeView<'t> {
 }
 
 impl TreeView<'_> {
-    /// The tree's record, unless the handle is stale or an earlier change failed.
+    /// The tree's record, unless the handle is stale or an earlier change failed. Ends
+    /// the handle's reservation, if any: a call through `&self` means the bytes it handed
+    /// out are no longer borrowed.
     fn record(&self) -> Result<TreeRecord> {
-        self.lock.with_ref(|TxnInner { pages, trees }| {
+        let found = self.lock.with_ref(|TxnInner { pages, trees }| {
             pages.usable()?;
-            trees.current_record(self.slot, self.generation)
-        })
+            let record = trees.current_record(self.slot, self.generation)?;
+            Ok((!trees.is_reserved(self.slot)).then_some(record))
+        })?;
+        match found {
+            Some(record) => Ok(record),
+            None => self.lock.with(|TxnInner { pages, trees }| {
+                Ok(*trees.record_to_change(self.slot, self.generation, pages)?)
+            }),
+        }
     }
 
     /// `read` applied to the transaction's pages, for a handle that is not stale, with
@@ -237,6 +246,69 @@ impl WriteTree<'_> {
             taken.give_back()?;
         }
         r
+    }
+
+    /// Inserts `key` → `len` zero bytes, replacing any previous value, and returns those
+    /// bytes for the caller to fill in place, as LMDB's `MDB_RESERVE` does: a value
+    /// produced straight into the database (encoded, decompressed, received) needs no
+    /// buffer of its own. The slice is the value's final place, aligned as the tree's
+    /// [`value_align`](crate::TreeOptions::value_align) says: inside its leaf page, or
+    /// for a value too large to live there, the payload of its overflow blob, which is
+    /// held in memory until the reservation ends and then written (stream values larger
+    /// than memory with [`insert_from`](Self::insert_from) instead).
+    ///
+    /// The reservation ends at the next call on this handle, at the commit, or, once the
+    /// handle is dropped, when the tree is opened again. While this handle is alive and
+    /// not called again, opening the same tree again or deleting it is
+    /// [`Error::Reserved`](crate::Error::Reserved): the bytes may still be being
+    /// written. Other trees are not affected. Sizes are limited as for
+    /// [`insert`](Self::insert).
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// let mut squares = wtx.open_tree("squares")?;
+    /// for n in 0u32..100 {
+    ///     let value = squares.insert_reserve(&n.to_be_bytes(), 8)?;
+    ///     value[..4].copy_from_slice(&(n * n).to_le_bytes()); // the rest stays zero
+    /// }
+    /// assert_eq!(squares.get(&7u32.to_be_bytes())?, Some(&[49, 0, 0, 0, 0, 0, 0, 0][..]));
+    ///
+    /// // A value of a megabyte goes to an overflow blob, filled in place all the same.
+    /// squares.insert_reserve(b"big", 1 << 20)?.fill(7);
+    /// drop(squares);
+    /// wtx.commit()?;
+    /// let rtx = db.begin_read()?;
+    /// let big = rtx.open_tree("squares")?.get(b"big")?.map(|v| v.iter().all(|&b| b == 7));
+    /// assert_eq!(big, Some(true));
+    /// # Ok(()) }
+    /// ```
+    #[allow(unsafe_code)]
+    pub fn insert_reserve(&mut self, key: &[u8], len: usize) -> Result<&mut [u8]> {
+        let view = &self.view;
+        let bytes = view.lock.with(|TxnInner { pages, trees }| {
+            let record = trees.record_to_change(view.slot, view.generation, pages)?;
+            let (reservation, bytes) =
+                pages.change(|pages| reserve::reserve(pages, record, key, len))?;
+            trees.set_reservation(view.slot, reservation);
+            Ok(bytes)
+        })?;
+        // SAFETY: `bytes` lies in a live allocation that nothing else reads or writes
+        // while the returned slice lives: a dirty leaf of this tree or the reservation's
+        // blob image, both owned through raw pointers (`DirtyPage`), so moving their
+        // owners asserts nothing about the bytes, and kept until the reservation ends
+        // (the leaf's id is kept too: only this tree's changes move or free its pages).
+        // The slice borrows this handle mutably, so this handle cannot be used while it
+        // lives; the transaction's other paths keep off the bytes while the reservation
+        // stands: reopening or deleting this tree is refused while this handle is alive
+        // (`TouchedTrees::supersede`), reopening another tree freezes every dirty page
+        // but this one (`TxnPages::freeze`), other trees' changes touch only their own
+        // pages, and the commit consumes the transaction, which this handle borrows. The
+        // reservation ends (blob written, leaf read) only once the slice is dead: at this
+        // handle's next call, after it was dropped, or at the commit.
+        Ok(unsafe { &mut *bytes })
     }
 
     /// Adds `key` → `value` after the tree's last entry: for keys that arrive in
@@ -448,7 +520,7 @@ impl WriteTree<'_> {
     ) -> Result<T> {
         let view = &self.view;
         view.lock.with(|TxnInner { pages, trees }| {
-            let record = trees.current(view.slot, view.generation)?;
+            let record = trees.record_to_change(view.slot, view.generation, pages)?;
             pages.change(|pages| f(pages, record))
         })
     }

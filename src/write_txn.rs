@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::free_chain::FreeChain;
 use crate::freelist::{PageRuns, Pending};
 use crate::page::{PageId, TxnId};
+use crate::reserve::Reservation;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::tree_options::TreeOptions;
 use crate::txn::{Durability, Snapshot, find_tree, tree_names};
@@ -137,6 +138,9 @@ struct TreeState {
     /// Whether the newest handle is still alive (not dropped), and so may hold slices
     /// of the tree's dirty pages.
     alive: Option<Arc<AtomicBool>>,
+    /// Bytes the newest handle handed out with `insert_reserve` and has not been
+    /// called since (`crate::reserve`).
+    reserved: Option<Reservation>,
 }
 
 impl TouchedTrees {
@@ -160,6 +164,7 @@ impl TouchedTrees {
             before: found,
             generation: 0,
             alive: None,
+            reserved: None,
         });
         self.by_name.insert(name.to_string(), slot);
         Ok(slot)
@@ -192,6 +197,20 @@ impl TouchedTrees {
         Ok(self.states[slot].now.as_mut().expect("checked"))
     }
 
+    /// The record of the tree in `slot` for its handle of `generation` to change,
+    /// after ending that handle's reservation: it is being called again, so the bytes it
+    /// handed out are no longer borrowed.
+    pub(crate) fn record_to_change(
+        &mut self,
+        slot: usize,
+        generation: u64,
+        pages: &mut TxnPages,
+    ) -> Result<&mut TreeRecord> {
+        self.check_current(slot, generation)?;
+        self.finish_reservation(slot, pages)?;
+        self.current(slot, generation)
+    }
+
     /// `Ok` if the handle of `generation` is the tree's newest and the tree exists.
     pub(crate) fn check_current(&self, slot: usize, generation: u64) -> Result<()> {
         let state = &self.states[slot];
@@ -203,16 +222,61 @@ impl TouchedTrees {
 
     /// Starts a new generation of the tree in `slot` (an open or a delete). If the
     /// newest handle is alive it may hold slices of dirty pages: `pages` is frozen so
-    /// that they stay valid.
-    fn supersede(&mut self, slot: usize, pages: &mut TxnPages) -> u64 {
-        let state = &mut self.states[slot];
-        if let Some(alive) = state.alive.take() {
-            if alive.load(Ordering::Acquire) {
-                pages.freeze();
-            }
+    /// that they stay valid. A handle that is alive with a reservation may be writing
+    /// its bytes: it is `Error::Reserved`, and nothing changes.
+    fn supersede(&mut self, slot: usize, pages: &mut TxnPages) -> Result<u64> {
+        let state = &self.states[slot];
+        let alive = state
+            .alive
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::Acquire));
+        if alive && state.reserved.is_some() {
+            return Err(Error::Reserved(state.name.clone()));
         }
+        self.finish_reservation(slot, pages)?;
+        if alive {
+            let reserved: Vec<PageId> = self.reserved_leaves().collect();
+            pages.freeze(&reserved);
+        }
+        let state = &mut self.states[slot];
+        state.alive = None;
         state.generation += 1;
-        state.generation
+        Ok(state.generation)
+    }
+
+    /// Files the reservation the newest handle of the tree in `slot` just made.
+    pub(crate) fn set_reservation(&mut self, slot: usize, reservation: Reservation) {
+        debug_assert!(self.states[slot].reserved.is_none(), "finished first");
+        self.states[slot].reserved = Some(reservation);
+    }
+
+    /// Whether the tree in `slot` has a reservation that has not ended.
+    pub(crate) fn is_reserved(&self, slot: usize) -> bool {
+        self.states[slot].reserved.is_some()
+    }
+
+    /// Ends the reservation of the tree in `slot`, if any. The caller knows that its
+    /// bytes are no longer borrowed: the handle was called again (its `&mut` borrow
+    /// ended), dropped, or the transaction is being consumed.
+    pub(crate) fn finish_reservation(&mut self, slot: usize, pages: &mut TxnPages) -> Result<()> {
+        let state = &mut self.states[slot];
+        match (state.reserved.take(), &state.now) {
+            (None, _) => Ok(()),
+            (Some(r), Some(tree)) => r.finish(pages, tree),
+            (Some(_), None) => unreachable!("a reserved tree is superseded before deletion"),
+        }
+    }
+
+    /// Ends every reservation (the commit: no handle can be borrowed).
+    pub(crate) fn finish_reservations(&mut self, pages: &mut TxnPages) -> Result<()> {
+        (0..self.states.len()).try_for_each(|slot| self.finish_reservation(slot, pages))
+    }
+
+    /// The dirty leaves whose bytes reserving handles may be writing.
+    fn reserved_leaves(&self) -> impl Iterator<Item = PageId> + '_ {
+        self.states
+            .iter()
+            .filter_map(|s| s.reserved.as_ref().and_then(Reservation::leaf))
     }
 }
 
@@ -322,7 +386,7 @@ impl WriteTxn {
                 (Some(record), Some(asked)) => record.options().check_opened_with(asked, name)?,
                 _ => {}
             }
-            let generation = trees.supersede(slot, pages);
+            let generation = trees.supersede(slot, pages)?;
             let alive = Arc::new(AtomicBool::new(true));
             let state = &mut trees.states[slot];
             state.now.get_or_insert(TreeRecord {
@@ -349,7 +413,7 @@ impl WriteTxn {
             let Some(record) = trees.states[slot].now else {
                 return Ok(false);
             };
-            trees.supersede(slot, pages);
+            trees.supersede(slot, pages)?;
             pages.change(|pages| tree::free_all(pages, &record))?;
             trees.states[slot].now = None;
             Ok(true)

@@ -121,6 +121,17 @@ enum Op {
         seed: u8,
         short: bool,
     },
+    /// `insert_reserve` of one value, filled in place up to `filled` of 256ths of it
+    /// (the rest must read as zeros); with `freeze`, another tree is opened twice
+    /// between the two halves of the filling, which freezes the dirty pages.
+    InsertReserve {
+        tree: u8,
+        key: u16,
+        size: u8,
+        seed: u8,
+        filled: u8,
+        freeze: bool,
+    },
 }
 
 /// The key of a range bound, resolved against the model when the range is read.
@@ -178,7 +189,7 @@ impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Op {
         let tree = u8::arbitrary(g) % TREES.len() as u8;
         let key = |g: &mut Gen| u16::arbitrary(g) % 2000;
-        match u8::arbitrary(g) % 34 {
+        match u8::arbitrary(g) % 36 {
             0..=6 => Op::Insert {
                 tree,
                 start: key(g),
@@ -270,6 +281,14 @@ impl Arbitrary for Op {
                 size: u8::arbitrary(g) % VALUE_SIZES.len() as u8,
                 seed: u8::arbitrary(g),
                 short: u8::arbitrary(g) % 4 == 0,
+            },
+            34..=35 => Op::InsertReserve {
+                tree,
+                key: key(g),
+                size: u8::arbitrary(g) % VALUE_SIZES.len() as u8,
+                seed: u8::arbitrary(g),
+                filled: u8::arbitrary(g),
+                freeze: bool::arbitrary(g),
             },
             _ => unreachable!(),
         }
@@ -525,6 +544,44 @@ fn apply(w: &mut WriteTxn, model: &mut Trees, op: &Op) -> Result<()> {
                 t.insert_from(&key, value.len() as u64, &mut &value[..])?;
                 m.insert(key, value);
             }
+        }
+        Op::InsertReserve {
+            tree,
+            key,
+            size,
+            seed,
+            filled,
+            freeze,
+        } => {
+            let name = TREES[tree as usize];
+            let other = TREES[(tree as usize + 1) % TREES.len()];
+            let mut t = w.open_tree(name)?;
+            let mut value = value_bytes(key, VALUE_SIZES[size as usize], seed);
+            let filled = value.len() * filled as usize / 256;
+            value[filled..].fill(0);
+            let (key, other_key) = (key_bytes(key, false), key_bytes(key ^ 1, false));
+            let reserved = t.insert_reserve(&key, value.len())?;
+            let half = filled / 2;
+            reserved[..half].copy_from_slice(&value[..half]);
+            if freeze {
+                let older = w.open_tree(other)?;
+                let mut newer = w.open_tree(other)?;
+                newer.insert(&other_key, b"")?;
+                model
+                    .entry(other.to_string())
+                    .or_default()
+                    .insert(other_key, Vec::new());
+                drop((older, newer));
+            }
+            reserved[half..filled].copy_from_slice(&value[half..filled]);
+            assert!(
+                t.get(&key)? == Some(&value[..]),
+                "reserved value reads back"
+            );
+            model
+                .entry(name.to_string())
+                .or_default()
+                .insert(key, value);
         }
         Op::Append {
             tree,

@@ -62,7 +62,11 @@ fn key_max(page_size: usize, tree: &str) -> usize {
 /// (page buffers are 64-byte aligned, the map page-aligned).
 fn aligned<'v>(tree: &str, value: &'v [u8]) -> &'v [u8] {
     if tree == ALIGNED_TREE.0 {
-        assert_eq!(value.as_ptr() as usize % ALIGNED_TREE.1, 0, "an unaligned value");
+        assert_eq!(
+            value.as_ptr() as usize % ALIGNED_TREE.1,
+            0,
+            "an unaligned value"
+        );
     }
     value
 }
@@ -76,8 +80,6 @@ impl OpenModelTree for mapkv::WriteTxn {
         self.open_tree_with(tree, tree_options(tree))
     }
 }
-
-
 
 #[derive(Arbitrary, Debug)]
 enum Key {
@@ -309,6 +311,16 @@ enum Op {
         value: Value,
         short: bool,
     },
+    /// `insert_reserve` of `value`'s length, filled in place up to `filled` 256ths (the
+    /// rest must read as zeros); with `freeze`, another tree is opened twice between the
+    /// two halves of the filling, which freezes every dirty page but the reserved one.
+    InsertReserve {
+        tree: u8,
+        key: Key,
+        value: Value,
+        filled: u8,
+        freeze: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -524,6 +536,58 @@ impl Harness {
                 self.pending.entry(tree.to_string()).or_default();
             }
             Err(e) => panic!("insert_from: {e}"),
+        }
+    }
+
+    /// `insert_reserve` of `v.len()` bytes, of which the first `filled` 256ths are
+    /// written in place; with `freeze`, tree `other` is opened twice half-way.
+    fn insert_reserve(
+        &mut self,
+        tree: &str,
+        other: &str,
+        k: Vec<u8>,
+        v: Vec<u8>,
+        filled: u8,
+        freeze: bool,
+    ) {
+        let key_max = key_max(self.page_size, tree);
+        if self.wtx().is_none() {
+            return;
+        }
+        let mut want = v;
+        let filled = want.len() * filled as usize / 256;
+        want[filled..].fill(0);
+        let wtx = self.wtx().expect("open");
+        let mut t = wtx.open_model_tree(tree).expect("open_tree");
+        match t.insert_reserve(&k, want.len()) {
+            Ok(bytes) => {
+                assert!(k.len() <= key_max, "key of {} accepted", k.len());
+                assert!(bytes.iter().all(|&b| b == 0), "reserved bytes are zeroed");
+                let half = filled / 2;
+                bytes[..half].copy_from_slice(&want[..half]);
+                if freeze && other != tree {
+                    let older = wtx.open_model_tree(other).expect("open other");
+                    let newer = wtx.open_model_tree(other).expect("open other again");
+                    assert!(matches!(older.len(), Err(Error::StaleTree(_))));
+                    drop((older, newer));
+                }
+                bytes[half..filled].copy_from_slice(&want[half..filled]);
+                assert!(t.get(&k).expect("get") == Some(&want[..]), "reads back");
+                drop(t);
+                if freeze && other != tree {
+                    self.pending.entry(other.to_string()).or_default();
+                }
+                self.pending
+                    .entry(tree.to_string())
+                    .or_default()
+                    .insert(k, want);
+            }
+            Err(Error::KeyTooLarge { size, max }) => {
+                drop(t);
+                assert!(size == k.len() && max == key_max && size > max);
+                self.pending.entry(tree.to_string()).or_default();
+            }
+            Err(e) => panic!("insert_reserve: {e}"),
         }
     }
 
@@ -1028,7 +1092,10 @@ fn check_view(r: &ReadTxn, model: &Trees, what: &str) {
         let got: Vec<(Vec<u8>, Vec<u8>)> = t
             .iter()
             .expect("iter")
-            .map(|e| e.map(|(k, v)| (k.to_vec(), aligned(name, v).to_vec())).expect("entry"))
+            .map(|e| {
+                e.map(|(k, v)| (k.to_vec(), aligned(name, v).to_vec()))
+                    .expect("entry")
+            })
             .collect();
         assert!(
             got.iter().map(|(k, v)| (k, v)).eq(m.iter()),
@@ -1151,7 +1218,10 @@ fn check_all(db: &Database, model: &Trees) {
         let got: Vec<(Vec<u8>, Vec<u8>)> = t
             .iter()
             .expect("iter")
-            .map(|e| e.map(|(k, v)| (k.to_vec(), aligned(name, v).to_vec())).expect("entry"))
+            .map(|e| {
+                e.map(|(k, v)| (k.to_vec(), aligned(name, v).to_vec()))
+                    .expect("entry")
+            })
             .collect();
         assert!(got.iter().map(|(k, v)| (k, v)).eq(m.iter()), "{name:?}");
     }
@@ -1385,6 +1455,20 @@ fuzz_target!(init: let_user_panics_through(), |input: Input| {
                 value,
                 short,
             } => h.insert_from(name(*tree), key_bytes(key), value_bytes(value), *short),
+            Op::InsertReserve {
+                tree,
+                key,
+                value,
+                filled,
+                freeze,
+            } => h.insert_reserve(
+                name(*tree),
+                name(tree.wrapping_add(1)),
+                key_bytes(key),
+                value_bytes(value),
+                *filled,
+                *freeze,
+            ),
             Op::ForgetTree {
                 tree,
                 start,
