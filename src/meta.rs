@@ -11,9 +11,10 @@ use crate::page::{ChildRef, Geometry, PageId, TxnId};
 use crate::tree::TreeRecord;
 
 pub(crate) const MAGIC: [u8; 8] = *b"mapkv\0db";
-/// The version this crate writes (3: aligned values). Versions 1 (a single free-list
-/// blob) and 2 still open; their first commit writes version 3 (FORMAT.md#versions).
-pub(crate) const FORMAT_VERSION: u32 = 3;
+/// The version this crate writes (4: slot prefixes skip what a node's keys share).
+/// Versions 1 (a single free-list blob), 2 and 3 (before aligned values) still open;
+/// their first commit writes version 4 (FORMAT.md#versions).
+pub(crate) const FORMAT_VERSION: u32 = 4;
 
 /// See FORMAT.md#meta-page.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]

@@ -15,6 +15,7 @@ use crate::page::{ChildRef, PageHeader, PageId, PageKind, TxnId, header, header_
 mod edit;
 mod leaf_cell;
 mod pack;
+mod prefix;
 mod runs;
 mod siblings;
 pub(crate) use edit::{
@@ -26,6 +27,8 @@ use edit::{compact, node_header_mut, write_slot};
 use leaf_cell::{LEAF_CELL_HEADER_BYTES, LeafHead, inline_cell_len, write_inline_cell};
 pub(crate) use leaf_cell::{ValueAlign, encode_leaf_cell, value_fits_inline};
 pub(crate) use pack::{all_cells, build_branch, build_leaves, pack_cuts};
+pub(crate) use prefix::tighten;
+use prefix::{against_shared, compare_prefix, prefix_bytes};
 pub(crate) use runs::{Hint, Run, run_cut};
 pub(crate) use siblings::{Evened, even_out, remove_range};
 
@@ -38,7 +41,10 @@ pub(crate) struct NodeHeader {
     pub cells_start: U32,
     /// Bytes between `cells_start` and the page end that belong to no cell (holes left
     /// by removed cells), so the used size is known without walking the cells.
-    pub frag_bytes: U32,
+    pub frag_bytes: U16,
+    /// How many leading bytes, shared by every key of the node, the slot prefixes skip
+    /// (`prefix`). 0 in files before version 4, where these were `frag_bytes`' high half.
+    pub prefix_skip: U16,
 }
 const _: () = assert!(size_of::<NodeHeader>() == 24);
 
@@ -159,26 +165,6 @@ fn compare_keys(mut a: &[u8], mut b: &[u8]) -> Ordering {
     a.cmp(b)
 }
 
-/// The first four bytes of `key`, zero-padded. (A variable-length `copy_from_slice`
-/// here compiled to a call to memcpy, a tenth of the time of a lookup in profiles.)
-#[inline]
-fn prefix_bytes(key: &[u8]) -> [u8; 4] {
-    if let Some(p) = key.first_chunk::<4>() {
-        return *p;
-    }
-    let mut p = [0; 4];
-    for (to, from) in p.iter_mut().zip(key) {
-        *to = *from;
-    }
-    p
-}
-
-/// Compares a key with a slot's key: first the four-byte prefix, then the whole key.
-/// Equal prefixes do not mean equal keys ("a" and "a\0" pad alike).
-fn compare_prefix(slot_prefix: [u8; 4], key_prefix: u32) -> Ordering {
-    u32::from_be_bytes(slot_prefix).cmp(&key_prefix)
-}
-
 /// A read-only view of a branch or leaf page. `parse` checks the header; every accessor
 /// checks the offsets it follows, so a corrupt page gives `Error::Corrupted`.
 #[derive(Clone, Copy)]
@@ -189,6 +175,8 @@ pub(crate) struct Node<'a> {
     id: PageId,
     kind: PageKind,
     cells_start: usize,
+    /// Leading key bytes the slot prefixes skip (`prefix`); from the page, unchecked.
+    skip: u16,
 }
 
 impl<'a> Node<'a> {
@@ -226,6 +214,8 @@ impl<'a> Node<'a> {
             id,
             kind,
             cells_start,
+            // An empty node has no key to check against: it skips nothing.
+            skip: if count == 0 { 0 } else { h.prefix_skip.get() },
         })
     }
 
@@ -400,10 +390,41 @@ impl<'a> Node<'a> {
     /// slot's prefix equals the key's are whole keys compared, and the slots that share
     /// the prefix searched with them. Inlined into the descents (called, it cost a get
     /// 10 % more instructions).
+    ///
+    /// In a node whose slot prefixes skip the bytes all its keys share (`prefix`), the
+    /// search first checks that the key begins with them, out of line: inline, that
+    /// path cost searches that never take it 14 % more instructions (callgrind).
     #[inline(always)]
     pub(crate) fn search(&self, key: &[u8]) -> Result<std::result::Result<usize, usize>> {
-        let target = u32::from_be_bytes(prefix_bytes(key));
+        if self.skip > 0 {
+            return self.search_past_shared(key);
+        }
+        self.search_slots(key, key)
+    }
+
+    /// `search` in a node that skips shared bytes: a key that does not begin with them
+    /// (those of slot 0's key) sorts before or after every key here; one that does is
+    /// searched by what follows them.
+    #[cold]
+    #[inline(never)]
+    fn search_past_shared(&self, key: &[u8]) -> Result<std::result::Result<usize, usize>> {
+        let shared = self
+            .key(0)?
+            .get(..self.skip.into())
+            .ok_or_else(|| self.bad(format!("skips {} bytes of a shorter key", self.skip)))?;
+        match against_shared(key, shared) {
+            Ordering::Less => Ok(Err(0)),
+            Ordering::Greater => Ok(Err(self.len())),
+            Ordering::Equal => self.search_slots(key, &key[shared.len()..]),
+        }
+    }
+
+    /// The binary search of `search`, with `rest` the bytes of `key` that the slot
+    /// prefixes cover.
+    #[inline(always)]
+    fn search_slots(&self, key: &[u8], rest: &[u8]) -> Result<std::result::Result<usize, usize>> {
         let slots = self.slots;
+        let target = u32::from_be_bytes(prefix_bytes(rest));
         let below = |s: &Slot| u32::from_be_bytes(s.prefix) < target;
         let first = slots.partition_point(below);
         match slots.get(first) {
@@ -540,10 +561,25 @@ impl<'a> Node<'a> {
         Ok(())
     }
 
-    /// Checks the slot prefixes against the keys (check() uses it; searches rely on it).
+    /// Checks the slot prefixes against the keys, and that every key begins with the
+    /// bytes they skip, those of slot 0's key (check() uses it; searches rely on it).
     pub(crate) fn verify_prefixes(&self) -> Result<()> {
+        let Some(first) = (0..self.len().min(1))
+            .map(|i| self.key(i))
+            .next()
+            .transpose()?
+        else {
+            return Ok(());
+        };
+        let shared = first
+            .get(..self.skip.into())
+            .ok_or_else(|| self.bad(format!("skips {} bytes of a shorter key", self.skip)))?;
         for i in 0..self.len() {
-            if self.slot(i).prefix != prefix_bytes(self.key(i)?) {
+            let key = self.key(i)?;
+            let Some(rest) = key.strip_prefix(shared) else {
+                return Err(self.bad(format!("key {i} lacks the bytes its slot skips")));
+            };
+            if self.slot(i).prefix != prefix_bytes(rest) {
                 return Err(self.bad(format!("slot {i} prefix does not match its key")));
             }
         }
@@ -717,7 +753,7 @@ mod tests {
         let second = u16::from_le_bytes(overlapping[slot_offset(1)..][..2].try_into().unwrap());
         overlapping[slot_offset(0)..][..2].copy_from_slice(&(second + 1).to_le_bytes());
         let mut holes_miscounted = page.clone();
-        node_header_mut(&mut holes_miscounted).frag_bytes = U32::new(3);
+        node_header_mut(&mut holes_miscounted).frag_bytes = U16::new(3);
         let mut oversized = page.clone();
         let len = (4096 - cells_start - 8) as u32;
         let at = cells_start;

@@ -842,7 +842,7 @@ pub(crate) fn seal_dirty(
         return Ok(r);
     }
     let mut buf = pages.take(id);
-    let dirty_children: Vec<(usize, ChildRef)> = {
+    let (kind, dirty_children): (PageKind, Vec<(usize, ChildRef)>) = {
         let node = Node::parse(&buf, id)?;
         let mut dirty = Vec::new();
         if !node.is_leaf() {
@@ -854,12 +854,13 @@ pub(crate) fn seal_dirty(
                 }
             }
         }
-        dirty
+        (node.kind(), dirty)
     };
     for (i, c) in dirty_children {
         let sealed = seal_dirty(pages, c, ids)?;
         node::set_child(&mut buf, i, &sealed)?;
     }
+    node::tighten(&mut buf, kind);
     let checksum = seal(&mut buf);
     let placed = ids.next().expect("the commit placed every dirty page");
     pages.put_sealed(placed, buf);

@@ -306,6 +306,7 @@ fn seal_pages(
                     if kind == PageKind::Branch {
                         fill_in_child_checksums(&mut page, id, &mut sealed)?;
                     }
+                    node::tighten(&mut page, kind);
                     node::zero_free_space(&mut page, kind);
                     let checksum = seal(&mut page);
                     sealed.insert(id.0, checksum);

@@ -125,12 +125,8 @@ pub(crate) fn push_inline_within(
     }
     let at = cells_start - cell_len;
     write_inline_cell(&mut page[at..cells_start], key, value, align);
-    let slot = Slot {
-        prefix: prefix_bytes(key),
-        offset: U16::new(at as u16),
-        key_len: U16::new(key.len() as u16),
-    };
-    page[slots_end..slots_end + SLOT_BYTES].copy_from_slice(slot.as_bytes());
+    prefix::admit(page, PageKind::Leaf, key);
+    write_slot(page, slots_end, key, at);
     let h = node_header_mut(page);
     h.page.count = U16::new(count as u16 + 1);
     h.cells_start = U32::new(at as u32);
@@ -188,6 +184,7 @@ fn place_cell(page: &mut [u8], kind: PageKind, i: usize, cell: Cell) -> bool {
     if cells_start - slots_end < cell.footprint() {
         return false;
     }
+    prefix::admit(page, kind, cell.key);
     let at = cells_start - cell.bytes.len();
     page[at..cells_start].copy_from_slice(cell.bytes);
     let slot_at = slots_start(kind) + i * SLOT_BYTES;
@@ -199,10 +196,12 @@ fn place_cell(page: &mut [u8], kind: PageKind, i: usize, cell: Cell) -> bool {
     true
 }
 
-/// Writes the slot at byte `slot_at` for a cell with `key` at offset `cell_at`.
+/// Writes the slot at byte `slot_at` for a cell with `key` at offset `cell_at`; `key`
+/// shares the bytes the page's slot prefixes skip (`prefix::admit` saw to it).
 pub(super) fn write_slot(page: &mut [u8], slot_at: usize, key: &[u8], cell_at: usize) {
+    let skip = node_header_mut(page).prefix_skip.get() as usize;
     let slot = Slot {
-        prefix: prefix_bytes(key),
+        prefix: prefix_bytes(&key[skip..]),
         offset: U16::new(cell_at as u16),
         key_len: U16::new(key.len() as u16),
     };

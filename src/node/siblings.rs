@@ -230,6 +230,12 @@ pub(super) fn insert_from(
     if gap < need {
         compact(dst, dst_id, kind)?;
     }
+    // The moved keys are sorted: those between the first and the last share what both
+    // share with `dst`'s keys.
+    if !range.is_empty() {
+        super::prefix::admit(dst, kind, src.key(range.start)?);
+        super::prefix::admit(dst, kind, src.key(range.end - 1)?);
+    }
     let mut cells_start = Node::parse(dst, dst_id)?.cells_start;
     let slot_at = slots_start(kind) + at * SLOT_BYTES;
     let slots_end = slots_start(kind) + count * SLOT_BYTES;
@@ -268,7 +274,7 @@ pub(crate) fn remove_range(page: &mut [u8], id: PageId, range: Range<usize>) -> 
     );
     let h = node_header_mut(page);
     h.page.count = U16::new((count - range.len()) as u16);
-    h.frag_bytes = U32::new(h.frag_bytes.get() + freed as u32);
+    h.frag_bytes = U16::new(h.frag_bytes.get() + freed as u16);
     Ok(())
 }
 
