@@ -456,8 +456,7 @@ impl<'a> Walker<'a> {
         let id = node.id().0;
         // What the write path checks before it edits a page, then the parent's fences:
         // with the keys ascending, the first and the last key bound them all.
-        node.verify_layout()?;
-        node.verify_order()?;
+        node.verify(None)?;
         if let Some(last) = node.len().checked_sub(1) {
             let (first_key, last_key) = (node.key(0)?, node.key(last)?);
             if lower.is_some_and(|l| first_key < l) || upper.is_some_and(|u| last_key >= u) {

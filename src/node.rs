@@ -18,6 +18,7 @@ mod pack;
 mod prefix;
 mod runs;
 mod siblings;
+mod verify;
 pub(crate) use edit::{
     build, build_two, init, insert_cell, is_underfull, last_leaf_key, push_cell, push_cell_within,
     push_inline_within, remove_cell, replace_children, separator, set_child, set_leftmost,
@@ -501,112 +502,9 @@ impl<'a> Node<'a> {
         })
     }
 
-    /// Checks what editing the page relies on: every cell lies in the cell area and is no
-    /// larger than a cell may be, and the live cells and the holes (`frag_bytes`) fill
-    /// the cell area exactly, so that compaction fits and a split always finds a cut.
-    /// The write path checks it before copying a committed page; `check` too.
-    pub(crate) fn verify_layout(&self) -> Result<()> {
-        let max = cell_bytes_max(self.kind, self.bytes.len());
-        let area = self.bytes.len() - self.cells_start;
-        // One bit per byte of the cell area (on the stack up to 4 KiB pages): a cell
-        // overlaps another iff one of its bits is set already. No sort of the offsets.
-        let mut small = [0u64; 64];
-        let mut large = Vec::new();
-        let words = area.div_ceil(64);
-        let map = match words <= small.len() {
-            true => &mut small[..words],
-            false => {
-                large.resize(words, 0);
-                &mut large[..]
-            }
-        };
-        let mut cell_bytes = 0;
-        for i in 0..self.len() {
-            let cell = self.cell(i)?;
-            if cell.footprint() > max {
-                return Err(self.bad(format!(
-                    "cell {i} takes {} bytes, more than a cell may ({max})",
-                    cell.footprint()
-                )));
-            }
-            // `cell` checked that it lies in the cell area.
-            let start = cell.bytes.as_ptr() as usize - self.bytes.as_ptr() as usize;
-            if !mark_once(map, start - self.cells_start, cell.bytes.len()) {
-                return Err(self.bad("cells overlap".into()));
-            }
-            cell_bytes += cell.bytes.len();
-        }
-        let frag = NodeHeader::ref_from_prefix(self.bytes)
-            .expect("parsed")
-            .0
-            .frag_bytes
-            .get();
-        if cell_bytes + frag as usize != area {
-            return Err(self.bad(format!(
-                "cells of {cell_bytes} bytes and {frag} bytes of holes in a cell area of {area}"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Checks that the keys ascend strictly and each slot's prefix matches its key: what
-    /// searches rely on.
-    pub(crate) fn verify_order(&self) -> Result<()> {
-        self.verify_prefixes()?;
-        for i in 1..self.len() {
-            if compare_keys(self.key(i - 1)?, self.key(i)?) != Ordering::Less {
-                return Err(self.bad(format!("keys out of order at slot {i}")));
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks the slot prefixes against the keys, and that every key begins with the
-    /// bytes they skip, those of slot 0's key (check() uses it; searches rely on it).
-    pub(crate) fn verify_prefixes(&self) -> Result<()> {
-        let Some(first) = (0..self.len().min(1))
-            .map(|i| self.key(i))
-            .next()
-            .transpose()?
-        else {
-            return Ok(());
-        };
-        let shared = first
-            .get(..self.skip.into())
-            .ok_or_else(|| self.bad(format!("skips {} bytes of a shorter key", self.skip)))?;
-        for i in 0..self.len() {
-            let key = self.key(i)?;
-            let Some(rest) = key.strip_prefix(shared) else {
-                return Err(self.bad(format!("key {i} lacks the bytes its slot skips")));
-            };
-            if self.slot(i).prefix != prefix_bytes(rest) {
-                return Err(self.bad(format!("slot {i} prefix does not match its key")));
-            }
-        }
-        Ok(())
-    }
-
     fn bad(&self, reason: String) -> Error {
         Error::corrupted(self.id.0, reason)
     }
-}
-
-/// Sets the bits `start..start + len` of `map` (`len` > 0); false, leaving the map
-/// partly set, if one of them was set already.
-fn mark_once(map: &mut [u64], start: usize, len: usize) -> bool {
-    let end = start + len;
-    let mut at = start;
-    while at < end {
-        let (word, bit) = (at / 64, at % 64);
-        let bits = (64 - bit).min(end - at);
-        let mask = (u64::MAX >> (64 - bits)) << bit;
-        if map[word] & mask != 0 {
-            return false;
-        }
-        map[word] |= mask;
-        at += bits;
-    }
-    true
 }
 
 /// A cell's bytes, ready to be copied into another page, and its key.
@@ -725,18 +623,7 @@ mod tests {
     }
 
     #[test]
-    fn mark_once_refuses_any_byte_marked_twice() {
-        let mut map = [0u64; 4];
-        assert!(mark_once(&mut map, 0, 64));
-        assert!(mark_once(&mut map, 70, 130), "across words 1 to 3");
-        assert!(!mark_once(&mut map, 199, 2), "the last byte of the run");
-        assert!(mark_once(&mut map, 64, 6), "the gap, exactly");
-        assert!(!mark_once(&mut map, 63, 1), "the first run's last byte");
-        assert_eq!(map, [u64::MAX, u64::MAX, u64::MAX, (1 << 8) - 1]);
-    }
-
-    #[test]
-    fn verify_layout_accepts_edited_pages_and_rejects_lying_ones() {
+    fn verify_accepts_edited_pages_and_rejects_lying_ones() {
         let keys: Vec<Vec<u8>> = (0..60u8).map(|i| vec![b'k', i, i]).collect();
         let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         let mut page = leaf_with(&refs);
@@ -744,8 +631,7 @@ mod tests {
             remove_cell(&mut page, PageId(5), i).unwrap();
         }
         let good = Node::parse(&page, PageId(5)).unwrap();
-        good.verify_layout().unwrap();
-        good.verify_order().unwrap();
+        good.verify(None).unwrap();
         let (count, cells_start) = (good.len(), good.cells_start);
 
         let slot_offset = |i: usize| slots_start(PageKind::Leaf) + i * SLOT_BYTES + 4;
@@ -763,14 +649,24 @@ mod tests {
             })
             .unwrap();
         oversized[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        // Slots 0 and 1 swapped whole: each prefix still matches its key.
+        let mut out_of_order = page.clone();
+        let (first, second) = (slot_offset(0) - 4, slot_offset(1) - 4);
+        let slot0: Vec<u8> = page[first..first + SLOT_BYTES].to_vec();
+        out_of_order.copy_within(second..second + SLOT_BYTES, first);
+        out_of_order[second..second + SLOT_BYTES].copy_from_slice(&slot0);
+        let mut wrong_prefix = page.clone();
+        wrong_prefix[first] ^= 1;
         for (what, bad) in [
             ("overlapping", &overlapping),
             ("holes miscounted", &holes_miscounted),
             ("oversized", &oversized),
+            ("out of order", &out_of_order),
+            ("wrong prefix", &wrong_prefix),
         ] {
             let n = Node::parse(bad, PageId(5)).unwrap();
             assert!(
-                matches!(n.verify_layout(), Err(Error::Corrupted { page: 5, .. })),
+                matches!(n.verify(None), Err(Error::Corrupted { page: 5, .. })),
                 "{what} (first slot {first_slot})"
             );
         }

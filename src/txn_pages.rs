@@ -3,6 +3,7 @@
 //! using. Everything read from the snapshot is untrusted: a page is verified against its
 //! parent's reference before it is copied or freed. See FORMAT.md#page-reuse.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -65,7 +66,8 @@ pub(crate) struct TxnPages {
     /// Why a change failed or was interrupted half-way (an I/O error, a corrupt page, a
     /// panic): the transaction's pages may be inconsistent, so it refuses every further
     /// change and `commit`.
-    failed: Option<String>,
+    /// (Borrowed while a change runs: setting it must not allocate on every change.)
+    failed: Option<Cow<'static, str>>,
 }
 
 impl Pages for TxnPages {
@@ -154,10 +156,12 @@ impl TxnPages {
     /// caller catches, or an I/O or corruption error, leaves it refusing to commit.
     pub(crate) fn change<T>(&mut self, change: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.usable()?;
-        self.failed = Some(INTERRUPTED.to_string());
+        self.failed = Some(Cow::Borrowed(INTERRUPTED));
         let r = change(self);
         match &r {
-            Err(e @ (Error::Io(_) | Error::Corrupted { .. })) => self.failed = Some(e.to_string()),
+            Err(e @ (Error::Io(_) | Error::Corrupted { .. })) => {
+                self.failed = Some(Cow::Owned(e.to_string()))
+            }
             _ => self.failed = None,
         }
         r
@@ -294,35 +298,12 @@ impl TxnPages {
         let page = self.reader.page(id)?;
         verify_ref(page, r)?;
         let node = Node::parse(page, id)?;
-        node.verify_layout()?;
-        node.verify_order()?;
-        self.verify_refs_committed(&node)?;
+        node.verify(Some(self.base))?;
         let mut copy = PageBox::copy_of(page);
         node::set_txn(&mut copy, self.txn);
         self.free_committed(id, 1, r.txn())?;
         self.copied += 1;
         Ok(self.add_page(copy))
-    }
-
-    /// Every reference in a committed node names a writer no later than the snapshot:
-    /// once the node is copied, a reference that named this transaction would pass for
-    /// one of its own pages (a dirty page's provisional id is easy to guess).
-    fn verify_refs_committed(&self, node: &Node) -> Result<()> {
-        let too_new = |r: &ChildRef| r.txn() > self.base;
-        let bad = match node.is_leaf() {
-            true => (0..node.len()).try_fold(false, |bad, i| {
-                Ok::<_, Error>(bad || matches!(node.value(i)?, node::LeafValue::Overflow(o) if too_new(&o.blob)))
-            })?,
-            false => (0..=node.len())
-                .try_fold(false, |bad, i| Ok::<_, Error>(bad || too_new(&node.child(i)?)))?,
-        };
-        match bad {
-            true => Err(Error::corrupted(
-                node.id().0,
-                format!("a reference names a writer after snapshot {}", self.base.0),
-            )),
-            false => Ok(()),
-        }
     }
 
     /// Whether `r` names a page this transaction wrote (`own` says whether it did);

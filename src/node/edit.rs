@@ -214,7 +214,7 @@ pub(crate) fn remove_cell(page: &mut [u8], id: PageId, i: usize) -> Result<()> {
 }
 
 /// Rewrites the page with its cells packed against the end and no holes. Their sizes
-/// were accounted for in the header (`Node::verify_layout`), so they fit; if they do
+/// were accounted for in the header (`Node::verify`), so they fit; if they do
 /// not, the page lied about its cells.
 pub(super) fn compact(page: &mut [u8], id: PageId, kind: PageKind) -> Result<()> {
     let old = page.to_vec();

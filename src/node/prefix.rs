@@ -172,7 +172,7 @@ mod tests {
     /// Every probe is found where the model puts it, and the page passes the checks.
     fn agrees(page: &[u8], model: &BTreeSet<Vec<u8>>, probes: &[Vec<u8>]) {
         let node = Node::parse(page, ID).unwrap();
-        node.verify_order().unwrap();
+        node.verify(None).unwrap();
         let keys: Vec<&Vec<u8>> = model.iter().collect();
         for p in probes.iter().chain(model.iter()) {
             let want = keys.binary_search(&p);
@@ -299,11 +299,11 @@ mod tests {
             node.search(b"abcdefgh1"),
             Err(crate::Error::Corrupted { .. })
         ));
-        assert!(node.verify_order().is_err());
+        assert!(node.verify(None).is_err());
         node_header_mut(&mut page).prefix_skip = U16::new(4);
         let node = Node::parse(&page, ID).unwrap();
         assert!(
-            node.verify_order().is_err(),
+            node.verify(None).is_err(),
             "slot prefixes written for no skip"
         );
     }

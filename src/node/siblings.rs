@@ -348,8 +348,7 @@ mod tests {
         let (mut keys, mut children) = (Vec::new(), Vec::new());
         for (n, page) in pages.iter().enumerate() {
             let node = Node::parse(page, PageId(n as u64)).unwrap();
-            node.verify_layout().unwrap();
-            node.verify_order().unwrap();
+            node.verify(None).unwrap();
             if n > 0 && !node.is_leaf() {
                 keys.push(seps[n - 1].to_vec());
             }
