@@ -19,6 +19,11 @@
 //! the key as a line (ten decimal digits), the server answers with the value's length
 //! (8 bytes, little-endian) and the value; the client reads it into a reused buffer.
 //! Before the measured rounds, one untimed pass by one client warms the page cache.
+//!
+//! With `SERVE_BENCH_CLIENT_DISCARDS=1` the clients receive values with
+//! `recv(MSG_TRUNC)`, which on TCP drops the bytes in the kernel without copying them
+//! out: what serving costs when the client's copy does not set the pace (on two cores,
+//! client and server share them).
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -336,6 +341,8 @@ fn client(a: &[String]) -> Result<()> {
                 let mut input = stream;
                 let mut buf = vec![0u8; 1 << 20];
                 let mut bytes = 0;
+                let discard =
+                    std::env::var_os("SERVE_BENCH_CLIENT_DISCARDS").is_some_and(|v| v == "1");
                 barrier.wait();
                 for &i in &order {
                     out.write_all(format!("{}\n", key(i)).as_bytes())?;
@@ -345,7 +352,13 @@ fn client(a: &[String]) -> Result<()> {
                     bytes += left;
                     while left > 0 {
                         let want = left.min(buf.len() as u64) as usize;
-                        let got = input.read(&mut buf[..want])?;
+                        let got = match discard {
+                            true => {
+                                let flags = rustix::net::RecvFlags::TRUNC;
+                                rustix::net::recv(&input, &mut buf[..want], flags)?.0
+                            }
+                            false => input.read(&mut buf[..want])?,
+                        };
                         if got == 0 {
                             bail!("server closed the connection");
                         }
