@@ -85,7 +85,8 @@ impl TreeView<'_> {
         match found {
             Some(record) => Ok(record),
             None => self.lock.with(|TxnInner { pages, trees }| {
-                Ok(*trees.record_to_change(self.slot, self.generation, pages)?)
+                let record = *trees.record_to_change(self.slot, self.generation, pages)?;
+                pages.usable().map(|()| record)
             }),
         }
     }
