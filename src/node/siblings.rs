@@ -275,6 +275,9 @@ pub(crate) fn remove_range(page: &mut [u8], id: PageId, range: Range<usize>) -> 
     let h = node_header_mut(page);
     h.page.count = U16::new((count - range.len()) as u16);
     h.frag_bytes = U16::new(h.frag_bytes.get() + freed as u16);
+    if range.len() == count {
+        h.prefix_skip = U16::ZERO; // an empty node skips nothing (FORMAT.md#prefix-skip)
+    }
     Ok(())
 }
 
