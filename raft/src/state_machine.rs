@@ -14,25 +14,28 @@
 //!   snapshot metadata is read back from it. openraft streams it in chunks straight
 //!   from the file.
 //!
-//! Install: the received bytes go to a fresh file `sm.install`, which is synced,
-//! opened and `check()`ed, and whose applied log id must match the metadata; then a
-//! copy becomes `snapshot.tmp`, and `rename(sm.install, sm.mapkv)` is the atomic
-//! switch (directory fsynced), after which the database is reopened and
-//! `snapshot.tmp` is renamed over `snapshot.mapkv`. A crash before the switch
-//! leaves the old state machine, after it the new one.
+//! Install: the received bytes go to `snapshot.tmp` (synced; it becomes the node's
+//! snapshot). That file is opened read-only and `check()`ed, and every one of its
+//! trees is built into a fresh file `sm.install` with `Database::bulk_load`, in key
+//! order straight from a range over the snapshot (one load per tree, streamed: memory
+//! stays bounded). The new file is `check()`ed, must hold the snapshot's trees with
+//! the same entry counts, and its applied log id and membership must match the
+//! metadata; it is synced, and `rename(sm.install, sm.mapkv)` is the atomic switch
+//! (directory fsynced), after which the database is reopened and `snapshot.tmp` is
+//! renamed over `snapshot.mapkv`. A crash before the switch leaves the old state
+//! machine (the leftovers are removed at open), after it the new one.
 
-use std::io::SeekFrom;
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use mapkv::{Database, Durability, Error as DbError, Options, WriteTree};
+use mapkv::{Database, Durability, Error as DbError, Options, TreeOptions, WriteTree};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership,
 };
-use tokio::io::AsyncSeekExt;
 
 use crate::codec;
 use crate::{Request, Response, TypeConfig};
@@ -133,6 +136,59 @@ fn snapshot_meta(path: &Path) -> Result<Meta, DbError> {
     })
 }
 
+/// Builds a fresh state-machine file at `out` (which must not exist) from the snapshot
+/// file `snapshot`: the snapshot is opened read-only and `check()`ed, then each of its
+/// trees is bulk-loaded into `out` in key order straight from a range over it (one
+/// `bulk_load`, one durable commit, per tree; the entries stream through, so memory
+/// stays bounded whatever the size). The result is `check()`ed and must hold the same
+/// trees with the same entry counts, and is synced. A failure leaves `out` behind, never
+/// switched to: the caller removes it (and `open` removes leftovers).
+fn rebuild_from_snapshot(snapshot: &Path, out: &Path) -> Result<(), DbError> {
+    let src = Options::new().read_only(true).open(snapshot)?;
+    src.check()?;
+    let src_stats = src.stats()?;
+    {
+        let db = Options::new().page_size(src_stats.page_size).open(out)?;
+        let rtx = src.begin_read()?;
+        for name in rtx.tree_names()? {
+            // The state machine's trees have the default options, which `bulk_load`
+            // gives a new tree; a tree with other options is refused here rather than
+            // rebuilt without them.
+            let tree = rtx.open_tree_with(&name, TreeOptions::new())?;
+            let mut failed = None;
+            let entries = tree.iter()?.map_while(|r| match r {
+                Ok(pair) => Some(pair),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            });
+            db.bulk_load(&name, entries)?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+    }
+    // A read-write open syncs what it opens; the loads' commits were durable already.
+    let db = Database::open(out)?;
+    db.check()?;
+    let counts = |s: &mapkv::Stats| -> Vec<(String, u64)> {
+        s.trees
+            .iter()
+            .map(|t| (t.name.clone(), t.entries))
+            .collect()
+    };
+    let (want, got) = (counts(&src_stats), counts(&db.stats()?));
+    if want != got {
+        return Err(codec_err(format!(
+            "rebuilt trees {got:?} differ from the snapshot's {want:?}"
+        )));
+    }
+    drop(db);
+    std::fs::File::open(out)?.sync_all()?;
+    Ok(())
+}
+
 /// Makes renames and creations in `dir` durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -217,8 +273,7 @@ impl StateMachineStore {
             if meta.last_log_id > applied_state(&db)?.0 {
                 drop(db);
                 let install = dir.join(INSTALL_FILE);
-                std::fs::copy(&snapshot_path, &install)?;
-                std::fs::File::open(&install)?.sync_all()?;
+                rebuild_from_snapshot(&snapshot_path, &install)?;
                 std::fs::rename(&install, dir.join(SM_FILE))?;
                 sync_dir(&dir)?;
                 db = Database::open(dir.join(SM_FILE))?;
@@ -303,6 +358,57 @@ impl Shared {
         std::fs::rename(&build, self.dir.join(SNAPSHOT_FILE))?;
         sync_dir(&self.dir)?;
         Ok(meta)
+    }
+
+    /// Installs the received snapshot `received` (see the module's documentation);
+    /// the caller holds the snapshot lock.
+    fn install(
+        &self,
+        meta: &Meta,
+        mut received: std::fs::File,
+    ) -> Result<(), StorageError<NodeId>> {
+        let dir = &self.dir;
+        let install = dir.join(INSTALL_FILE);
+        let tmp = dir.join(SNAPSHOT_TMP_FILE);
+        // Leftovers of an install that failed earlier (`open` removes them too).
+        for path in [&install, &tmp] {
+            remove_if_present(path).map_err(snap_write_err)?;
+        }
+        {
+            // `std::io::copy` between files copies in the kernel (`copy_file_range`).
+            received.seek(SeekFrom::Start(0)).map_err(snap_read_err)?;
+            let mut out = std::fs::File::create(&tmp).map_err(snap_write_err)?;
+            std::io::copy(&mut received, &mut out).map_err(snap_write_err)?;
+            out.sync_all().map_err(snap_write_err)?;
+        }
+        let build = || -> Result<(), DbError> {
+            rebuild_from_snapshot(&tmp, &install)?;
+            let db = Options::new().read_only(true).open(&install)?;
+            let (applied, membership) = applied_state(&db)?;
+            if applied != meta.last_log_id || membership != meta.last_membership {
+                return Err(codec_err(format!(
+                    "snapshot holds applied {applied:?}, metadata says {:?}",
+                    meta.last_log_id
+                )));
+            }
+            Ok(())
+        };
+        if let Err(e) = build() {
+            // Never switched to: the old state machine and snapshot stand.
+            let _ = remove_if_present(&install);
+            let _ = remove_if_present(&tmp);
+            return Err(snap_write_err(e));
+        }
+        {
+            let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+            // The switch: before it the old state machine, after it the new one.
+            std::fs::rename(&install, dir.join(SM_FILE)).map_err(sm_write_err)?;
+            sync_dir(dir).map_err(sm_write_err)?;
+            *db = Arc::new(Database::open(dir.join(SM_FILE)).map_err(sm_write_err)?);
+        }
+        std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(snap_write_err)?;
+        sync_dir(dir).map_err(snap_write_err)?;
+        Ok(())
     }
 
     async fn open_snapshot(
@@ -419,53 +525,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        mut snapshot: Box<tokio::fs::File>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
-        let mut current = self.shared.snapshot.lock().await;
-        let dir = self.shared.dir.clone();
-        let install = dir.join(INSTALL_FILE);
-        let tmp = dir.join(SNAPSHOT_TMP_FILE);
-        {
-            snapshot
-                .seek(SeekFrom::Start(0))
-                .await
-                .map_err(snap_read_err)?;
-            let mut out = tokio::fs::File::create(&install)
-                .await
-                .map_err(snap_write_err)?;
-            tokio::io::copy(&mut *snapshot, &mut out)
-                .await
-                .map_err(snap_write_err)?;
-            out.sync_all().await.map_err(snap_write_err)?;
-        }
-        let check = || -> Result<(), DbError> {
-            let db = Database::open(&install)?;
-            db.check()?;
-            let (applied, membership) = applied_state(&db)?;
-            if applied != meta.last_log_id || membership != meta.last_membership {
-                return Err(codec_err(format!(
-                    "snapshot holds applied {applied:?}, metadata says {:?}",
-                    meta.last_log_id
-                )));
-            }
+        let received = (*snapshot).into_std().await;
+        let shared = Arc::clone(&self.shared);
+        let meta = meta.clone();
+        // Copies, loads, checks and syncs: off the tokio workers, which meanwhile run
+        // this node's Raft core (heartbeats are answered while a snapshot installs).
+        // The snapshot lock is taken inside, so the install holds it to its end even
+        // if this future is dropped.
+        tokio::task::spawn_blocking(move || {
+            let mut current = shared.snapshot.blocking_lock();
+            shared.install(&meta, received)?;
+            *current = Some(meta);
             Ok(())
-        };
-        check().map_err(snap_write_err)?;
-        std::fs::copy(&install, &tmp).map_err(snap_write_err)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(snap_write_err)?;
-        {
-            let mut db = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
-            // The switch: before it the old state machine, after it the new one.
-            std::fs::rename(&install, dir.join(SM_FILE)).map_err(sm_write_err)?;
-            sync_dir(&dir).map_err(sm_write_err)?;
-            *db = Arc::new(Database::open(dir.join(SM_FILE)).map_err(sm_write_err)?);
-        }
-        std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(snap_write_err)?;
-        sync_dir(&dir).map_err(snap_write_err)?;
-        *current = Some(meta.clone());
-        Ok(())
+        })
+        .await
+        .map_err(snap_write_err)?
     }
 
     async fn get_current_snapshot(
