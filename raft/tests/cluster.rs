@@ -90,10 +90,14 @@ async fn failover_and_catch_up_by_log_and_by_snapshot() {
     for (id, node) in &c.nodes {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while node.raft.metrics().borrow().purged.map(|l| l.index) < target {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "node {id} did not purge"
-            );
+            if std::time::Instant::now() >= deadline {
+                let m = node.raft.metrics().borrow().clone();
+                panic!(
+                    "node {id} did not purge up to {target:?}: {:?}, applied {:?}, \
+                     snapshot {:?}, purged {:?}",
+                    m.state, m.last_applied, m.snapshot, m.purged
+                );
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
