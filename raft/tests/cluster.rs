@@ -82,11 +82,16 @@ async fn failover_and_catch_up_by_log_and_by_snapshot() {
         acked.push(n);
     }
     // Snapshot and purge the log on the running nodes, so the old leader can only
-    // catch up by snapshot.
+    // catch up by snapshot. A node's snapshot covers what it has applied when the
+    // trigger reaches it, and a follower learns that the last write is committed only
+    // from the leader's next append-entries: without waiting until every node has
+    // applied `target`, a follower could snapshot one entry short of it, and then
+    // never purge up to it (nothing triggers another snapshot).
+    let target = c.nodes[&new].raft.metrics().borrow().last_log_index;
+    c.wait_converged().await;
     for node in c.nodes.values() {
         node.raft.trigger().snapshot().await.expect("snapshot");
     }
-    let target = c.nodes[&new].raft.metrics().borrow().last_log_index;
     for (id, node) in &c.nodes {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while node.raft.metrics().borrow().purged.map(|l| l.index) < target {
