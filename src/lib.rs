@@ -13,7 +13,9 @@
 //! - **Serving straight from the file**: every value has a byte range in the file that
 //!   stays put while the read transaction lives ([`ReadTree::get_extent`]), so it can go
 //!   to a socket with `sendfile(2)` ([`ReadTree::send_value`]) or be streamed
-//!   ([`ReadTree::value_reader`]) without being copied into memory.
+//!   ([`ReadTree::value_reader`]) without being copied into memory. Going in, a value
+//!   can be written in place ([`WriteTree::insert_reserve`]) or streamed from a reader
+//!   ([`WriteTree::insert_from`]).
 //! - Named trees, large values on overflow pages, integrity check, compaction, stats,
 //!   a bulk loader for sorted data.
 //!
