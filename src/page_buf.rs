@@ -52,7 +52,15 @@ pub(crate) struct PageBox(Box<[Chunk]>);
 impl PageBox {
     /// `len` zero bytes (a multiple of [`BUF_ALIGN`]).
     pub(crate) fn zeroed(len: usize) -> PageBox {
-        PageBox(<[Chunk]>::new_box_zeroed_with_elems(chunks(len)).expect("page buffer"))
+        PageBox::try_zeroed(len).expect("page buffer")
+    }
+
+    /// `zeroed`, or `None` if the memory cannot be had (buffers whose size a caller
+    /// chose: a reserved value's image).
+    pub(crate) fn try_zeroed(len: usize) -> Option<PageBox> {
+        <[Chunk]>::new_box_zeroed_with_elems(chunks(len))
+            .ok()
+            .map(PageBox)
     }
 
     /// A copy of `bytes` (whose length is a multiple of [`BUF_ALIGN`]).

@@ -11,10 +11,10 @@
 
 use crate::dirty_page::DirtyPage;
 use crate::error::{Error, Result};
-use crate::node;
-use crate::page::PageId;
+use crate::node::{self, ValueAlign};
+use crate::page::{Geometry, PageId};
 use crate::page_buf::{BUF_ALIGN, PageBox};
-use crate::tree::{self, Pages, TreeRecord, ValueAt};
+use crate::tree::{self, TreeRecord, ValueAt};
 use crate::txn_pages::{BlobRun, TxnPages};
 
 /// Bytes handed out by `insert_reserve` that the caller may still be filling.
@@ -56,18 +56,43 @@ impl Reservation {
     }
 }
 
-/// Inserts `key` → `len` zero bytes into `tree` and returns the reservation with the
-/// value's bytes, which the caller may write until the reservation ends.
+/// Where a reserved value of `len` bytes next to `key` goes in a tree aligned to `align`:
+/// inside its leaf (`None`), or into a blob whose payload is filled in the returned
+/// zeroed image. Sizes are checked first; a value too large for memory is an error,
+/// before anything changes (the transaction stays usable).
+pub(crate) fn place(
+    g: &Geometry,
+    align: ValueAlign,
+    key: &[u8],
+    len: usize,
+) -> Result<Option<PageBox>> {
+    tree::check_sizes(g, align, key, len as u64)?;
+    if node::value_fits_inline(key.len(), len as u64, g.page_size, align) {
+        return Ok(None);
+    }
+    let image = len
+        .checked_next_multiple_of(BUF_ALIGN)
+        .and_then(PageBox::try_zeroed)
+        .ok_or_else(|| {
+            Error::Io(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("no memory for a reserved value of {len} bytes (insert_from streams one)"),
+            ))
+        })?;
+    Ok(Some(image))
+}
+
+/// Inserts `key` → `len` zero bytes into `tree`, inside its leaf or (with the `image`
+/// from `place`) in a blob, and returns the reservation with the value's bytes, which
+/// the caller may write until the reservation ends.
 pub(crate) fn reserve(
     pages: &mut TxnPages,
     tree: &mut TreeRecord,
     key: &[u8],
     len: usize,
+    image: Option<PageBox>,
 ) -> Result<(Reservation, *mut [u8])> {
-    let g = pages.geometry();
-    let align = tree.value_align();
-    tree::check_sizes(&g, align, key, len as u64)?;
-    if node::value_fits_inline(key.len(), len as u64, g.page_size, align) {
+    let Some(image) = image else {
         tree::insert(pages, tree, key, &vec![0; len])?;
         let Some(ValueAt::Inline { page, offset, .. }) = tree::find_value(&*pages, tree, key)?
         else {
@@ -81,13 +106,13 @@ pub(crate) fn reserve(
         }
         let bytes: *mut [u8] = &mut pages.dirty_mut(page)[offset..offset + len];
         return Ok((Reservation::InLeaf { page }, bytes));
-    }
-    let run = pages.take_blob_run(len as u64, node::blob_pad(align))?;
+    };
+    let mut image = DirtyPage::new(image);
+    let run = pages.take_blob_run(len as u64, node::blob_pad(tree.value_align()))?;
     // The checksum is unknown until the caller has filled the value: 0 stands in for
     // it, and `Reservation::finish` puts the real one in before anything reads the blob.
     let o = pages.adopt_blob(&run, 0);
     tree::insert_overflow(pages, tree, key, o)?;
-    let mut image = DirtyPage::new(PageBox::zeroed(len.next_multiple_of(BUF_ALIGN)));
     let bytes: *mut [u8] = &mut image.bytes_mut()[..len];
     let reservation = Reservation::Blob {
         key: key.to_vec(),

@@ -288,11 +288,15 @@ impl WriteTree<'_> {
     /// ```
     #[allow(unsafe_code)]
     pub fn insert_reserve(&mut self, key: &[u8], len: usize) -> Result<&mut [u8]> {
+        // Sizes and the blob's memory first, outside a change: their errors leave the
+        // transaction usable.
+        let align = self.change(|_, record| Ok(record.value_align()))?;
+        let image = reserve::place(&self.view.geometry, align, key, len)?;
         let view = &self.view;
         let bytes = view.lock.with(|TxnInner { pages, trees }| {
             let record = trees.record_to_change(view.slot, view.generation, pages)?;
             let (reservation, bytes) =
-                pages.change(|pages| reserve::reserve(pages, record, key, len))?;
+                pages.change(|pages| reserve::reserve(pages, record, key, len, image))?;
             trees.set_reservation(view.slot, reservation);
             Ok(bytes)
         })?;

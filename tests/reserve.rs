@@ -223,6 +223,32 @@ fn oversized_reservations_are_refused_and_change_nothing() -> Result<()> {
     Ok(())
 }
 
+/// A reserved blob whose image cannot be allocated (a terabyte, where the kernel refuses
+/// allocations far beyond memory, as Linux does by default) is `Error::Io` of kind
+/// `OutOfMemory`, and the transaction stays usable: nothing was changed.
+#[test]
+fn a_reservation_too_large_for_memory_is_an_error_that_changes_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("db"))?;
+    let w = db.begin_write()?;
+    let mut t = w.open_tree("t")?;
+    t.insert(b"k", b"v")?;
+    match t.insert_reserve(b"huge", 1 << 40) {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory),
+        Err(e) => panic!("unexpected error: {e}"),
+        // Allowed where the kernel overcommits without limit: end here, writing nothing
+        // (the reservation is dropped with the transaction).
+        Ok(_) => return Ok(()),
+    }
+    assert_eq!(t.get(b"huge")?, None);
+    t.insert(b"after", b"ok")?;
+    drop(t);
+    w.commit()?;
+    assert_eq!(read_all(&db)?["t"].len(), 2);
+    db.check()?;
+    Ok(())
+}
+
 /// Under Miri (`cargo +nightly miri test --test reserve miri`): writing the reserved
 /// bytes while other trees are reopened, changed and frozen, and after the handle moved,
 /// is free of undefined behaviour (Stacked Borrows checks that nothing else asserted
