@@ -199,7 +199,7 @@ fn place_cell(page: &mut [u8], kind: PageKind, i: usize, cell: Cell) -> bool {
 /// Writes the slot at byte `slot_at` for a cell with `key` at offset `cell_at`; `key`
 /// shares the bytes the page's slot prefixes skip (`prefix::admit` saw to it).
 pub(super) fn write_slot(page: &mut [u8], slot_at: usize, key: &[u8], cell_at: usize) {
-    let skip = node_header_mut(page).prefix_skip.get() as usize;
+    let skip = prefix::skip_of(page);
     let slot = Slot {
         prefix: prefix_bytes(&key[skip..]),
         offset: U16::new(cell_at as u16),

@@ -63,7 +63,7 @@ pub(super) fn against_shared(key: &[u8], shared: &[u8]) -> Ordering {
 
 /// The `skip` of a dirty node's header.
 #[inline]
-fn skip_of(page: &[u8]) -> usize {
+pub(super) fn skip_of(page: &[u8]) -> usize {
     header_of(page).prefix_skip.get() as usize
 }
 
