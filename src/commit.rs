@@ -13,7 +13,7 @@ use crate::free_chain::{self, FreeChain, Link, Record};
 use crate::freelist::PageRuns;
 use crate::meta::{FORMAT_VERSION, Meta};
 use crate::node::BLOB_HEADER_BYTES;
-use crate::page::{ChildRef, PageId, page_checksum};
+use crate::page::{ChildRef, PageId, TxnId, page_checksum};
 use crate::page_buf::PageBox;
 use crate::storage::Storage;
 use crate::tree::{self, Pages, TreeRecord};
@@ -302,7 +302,7 @@ impl WriteTxn {
     fn shrink_file(&mut self, durable: bool) -> Result<()> {
         let w = &mut *self.writer;
         let current = self.shared.current.read().meta.txn();
-        let oldest = self.shared.readers.oldest().unwrap_or(current).min(current);
+        let oldest = (self.shared.readers.oldest().map(TxnId)).map_or(current, |o| o.min(current));
         w.snapshot_ends = w.snapshot_ends.split_off(&oldest);
         if !durable {
             return Ok(());

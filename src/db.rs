@@ -19,9 +19,10 @@ use crate::freelist::Pending;
 use crate::meta::{FORMAT_VERSION, MAGIC, META_BYTES, Meta};
 use crate::page::{ChildRef, Geometry, META_SLOT_BYTES, TxnId};
 use crate::path_error;
+use crate::registry::Registry;
 use crate::storage::{Backend, FileBackend, Storage, lock_file};
 use crate::tree::TreeRecord;
-use crate::txn::{Durability, ReadTxn, Readers, Snapshot, find_tree};
+use crate::txn::{Durability, ReadTxn, Snapshot, find_tree};
 use crate::write_txn::{WriteTxn, Writer};
 
 /// How to open a database. `Options::new()` gives the defaults.
@@ -78,6 +79,12 @@ impl Options {
     /// SQLite's `cache_size` is to its pread path. Default 64 MiB; 0 keeps nothing between
     /// transactions (each still reads a page at most once). Only allocated as pages are
     /// read, so it costs nothing when the whole file is mapped.
+    ///
+    /// Pages evicted from the cache stay allocated until the read transactions that
+    /// began before their eviction end (a page found in the cache is lent to the
+    /// transaction, not copied): up to an eighth of `cache_size` more. When a long
+    /// transaction keeps that much waiting, the cache stops taking new pages until it
+    /// ends; reads go on, each transaction keeping what it reads itself.
     pub fn cache_size(mut self, bytes: u64) -> Options {
         self.cache_size = bytes;
         self
@@ -132,7 +139,8 @@ pub(crate) struct Shared {
     pub storage: Arc<Storage>,
     /// The newest commit; readers take a snapshot of it.
     pub current: RwLock<Arc<Snapshot>>,
-    pub readers: Readers,
+    /// Live read transactions, by the snapshot (transaction id) each reads.
+    pub readers: Registry,
     pub writer: Arc<Mutex<Writer>>,
     pub read_only: bool,
     pub durability: Durability,
@@ -241,7 +249,7 @@ impl Database {
             shared: Arc::new(Shared {
                 storage,
                 current: RwLock::new(Arc::new(Snapshot { meta })),
-                readers: Readers::new(),
+                readers: Registry::new(),
                 writer: Arc::new(Mutex::new(writer)),
                 commits: AtomicU64::new(0),
                 read_only: options.read_only,
@@ -344,7 +352,7 @@ impl Database {
             .shared
             .readers
             .oldest()
-            .map_or(0, |oldest| meta.txn().0.saturating_sub(oldest.0));
+            .map_or(0, |oldest| meta.txn().0.saturating_sub(oldest));
         Ok(Stats {
             page_size: self.shared.storage.geometry.page_size,
             file_size_bytes: self.shared.storage.file_len(),

@@ -77,6 +77,7 @@ mod page;
 mod page_buf;
 mod path_error;
 mod prune;
+mod registry;
 mod reserve;
 mod storage;
 mod stream;

@@ -7,13 +7,13 @@
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use memmap2::{Mmap, MmapOptions};
 use parking_lot::Mutex;
 
-use crate::cache::PageCache;
+use crate::cache::{CacheReader, PageCache};
 use crate::error::{Error, Result};
 use crate::held_runs::HeldRuns;
 use crate::page::{Geometry, PageId};
@@ -414,6 +414,7 @@ impl Storage {
             first_data: self.geometry.first_data_page().0,
             limit_bytes,
             held: HeldRuns::new(),
+            cache_reader: OnceLock::new(),
             retired_maps: Vec::new(),
         }
     }
@@ -431,10 +432,14 @@ pub(crate) struct PageReader {
     window_pages: u64,
     first_data: u64,
     limit_bytes: u64,
-    /// Runs read with pread (or found in the shared cache), held until the reader is
-    /// dropped so the slices handed out stay valid; lookups in it take no lock, so one
-    /// snapshot can be read by several threads at once (`ReadTxn: Sync`).
+    /// Runs read with pread, held until the reader is dropped so the slices handed out
+    /// stay valid; lookups in it take no lock, so one snapshot can be read by several
+    /// threads at once (`ReadTxn: Sync`).
     held: HeldRuns,
+    /// This reader's registration with the page cache, made at its first lookup there:
+    /// runs found in the cache stay allocated until the reader is dropped, so they need
+    /// not be held (or counted) one by one.
+    cache_reader: OnceLock<CacheReader>,
     /// Maps that `extend_limit` replaced, kept for the slices of them still alive.
     retired_maps: Vec<Arc<Mmap>>,
 }
@@ -520,22 +525,34 @@ impl PageReader {
         }
     }
 
-    /// The run at `id` (bytes `start..end`, past the window) from the page cache or the
-    /// file, held until the reader ends.
+    /// The run at `id` (bytes `start..end`, past the window) from the page cache, or
+    /// read from the file and held until the reader ends.
     fn read_and_hold(&self, id: PageId, start: u64, end: u64) -> Result<&[u8]> {
         let len = (end - start) as usize;
-        let buf = match self.storage.cache.get(id, len) {
-            Some(buf) => buf,
-            None => self.read_from_file(id, start, len)?,
-        };
+        if let Some(cached) = self.cached(id, len) {
+            return Ok(cached);
+        }
+        let buf = self.read_from_file(id, start, len)?;
         Ok(self.held.hold(id, buf))
+    }
+
+    /// The run of `len` bytes at `id` from the page cache, if it is there; valid until
+    /// the reader is dropped (`cache_reader`).
+    #[inline]
+    fn cached(&self, id: PageId, len: usize) -> Option<&[u8]> {
+        let cache = &self.storage.cache;
+        if !cache.is_enabled() {
+            return None;
+        }
+        let reader = self.cache_reader.get_or_init(|| cache.register());
+        cache.get(id, len, reader)
     }
 
     /// Reads `len` bytes at `start` (the run at `id`) with pread and offers them to the
     /// cache.
     fn read_from_file(&self, id: PageId, start: u64, len: usize) -> Result<PageBuf> {
         let cache = &self.storage.cache;
-        let epoch = cache.epoch();
+        let epoch = cache.write_epoch();
         let mut buf = cache.buffer(len);
         let bytes = buf.get_mut().expect("a new or recycled buffer is unshared");
         self.read_into(id, bytes, start)?;
@@ -611,8 +628,8 @@ impl PageReader {
         if let Some(held) = self.held.get(id, len) {
             return Ok(Fetched::Borrowed(held));
         }
-        if let Some(cached) = self.storage.cache.get(id, len) {
-            return Ok(Fetched::Owned(cached));
+        if let Some(cached) = self.cached(id, len) {
+            return Ok(Fetched::Borrowed(cached));
         }
         let mut buf = self.storage.cache.buffer(len);
         let bytes = buf.get_mut().expect("a new or recycled buffer is unshared");
@@ -685,8 +702,17 @@ impl PageReader {
     }
 }
 
+impl Drop for PageReader {
+    fn drop(&mut self) {
+        // `&mut self`: no slice of a cached run is left.
+        if let Some(reader) = self.cache_reader.take() {
+            self.storage.cache.unregister(reader);
+        }
+    }
+}
+
 /// The bytes of a page or run from [`PageReader::fetch`]: borrowed from the map or this
-/// reader's held runs, or a buffer shared with the page cache or read just now.
+/// reader's held runs or the page cache, or a buffer read just now.
 pub(crate) enum Fetched<'a> {
     Borrowed(&'a [u8]),
     Owned(PageBuf),

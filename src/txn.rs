@@ -2,22 +2,19 @@
 //! transaction with its dirty pages and page allocator, and commit.
 //! See FORMAT.md#commit-protocol and FORMAT.md#page-reuse.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cursor::{KeyRange, Range, owned_bounds, prefix_bounds};
 use crate::db::Shared;
 use crate::error::{Error, Result};
 use crate::extent::{self, ValueExtent, ValueReader};
 use crate::meta::Meta;
-use crate::page::TxnId;
+use crate::registry::Registration;
 use crate::storage::PageReader;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::tree_options::TreeOptions;
-use parking_lot::Mutex;
 
 /// When `commit` returns relative to stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -43,72 +40,6 @@ pub(crate) struct Snapshot {
     pub meta: Meta,
 }
 
-// ---- reader table ----------------------------------------------------------------------
-
-/// Snapshot ids of live readers, so the writer knows the oldest one. Readers claim a slot
-/// with one compare-and-swap; if all slots are taken they queue in a locked map.
-pub(crate) struct Readers {
-    slots: Box<[AtomicU64]>,
-    overflow: Mutex<BTreeMap<u64, usize>>,
-}
-
-const READER_SLOTS: usize = 256;
-
-#[derive(Clone, Copy)]
-enum ReaderSlot {
-    Slot(usize),
-    Overflow(u64),
-}
-
-impl Readers {
-    pub(crate) fn new() -> Readers {
-        Readers {
-            slots: (0..READER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            overflow: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    fn register(&self, txn: TxnId) -> ReaderSlot {
-        for (i, slot) in self.slots.iter().enumerate() {
-            if slot.load(Ordering::Relaxed) == 0
-                && slot
-                    .compare_exchange(0, txn.0, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return ReaderSlot::Slot(i);
-            }
-        }
-        *self.overflow.lock().entry(txn.0).or_default() += 1;
-        ReaderSlot::Overflow(txn.0)
-    }
-
-    fn release(&self, slot: ReaderSlot) {
-        match slot {
-            ReaderSlot::Slot(i) => self.slots[i].store(0, Ordering::SeqCst),
-            ReaderSlot::Overflow(txn) => {
-                let mut map = self.overflow.lock();
-                let n = map.get_mut(&txn).expect("registered reader");
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&txn);
-                }
-            }
-        }
-    }
-
-    /// The oldest snapshot any live reader holds.
-    pub(crate) fn oldest(&self) -> Option<TxnId> {
-        let in_slots = self
-            .slots
-            .iter()
-            .map(|s| s.load(Ordering::SeqCst))
-            .filter(|&t| t != 0)
-            .min();
-        let in_overflow = self.overflow.lock().keys().next().copied();
-        in_slots.into_iter().chain(in_overflow).min().map(TxnId)
-    }
-}
-
 // ---- read transactions -----------------------------------------------------------------
 
 /// A consistent snapshot of the database. Cheap to begin; never blocks the writer.
@@ -119,7 +50,7 @@ pub struct ReadTxn {
     shared: Arc<Shared>,
     snapshot: Arc<Snapshot>,
     reader: PageReader,
-    slot: ReaderSlot,
+    slot: Registration,
 }
 
 impl ReadTxn {
@@ -128,7 +59,7 @@ impl ReadTxn {
         // snapshot afterwards and then scans the table will see this reader.
         let (snapshot, slot) = {
             let current = shared.current.read();
-            let slot = shared.readers.register(current.meta.txn());
+            let slot = shared.readers.register(current.meta.txn().0);
             (Arc::clone(&current), slot)
         };
         let reader = shared.storage.reader(snapshot.meta.page_count());

@@ -304,7 +304,7 @@ impl WriteTxn {
 
     fn start(shared: &Arc<Shared>, mut writer: ArcMutexGuard<RawMutex, Writer>) -> Result<Self> {
         let base = Arc::clone(&shared.current.read());
-        let oldest_reader = shared.readers.oldest().unwrap_or(base.meta.txn());
+        let oldest_reader = (shared.readers.oldest().map(TxnId)).unwrap_or(base.meta.txn());
         let w = &mut *writer;
         if !w.pending.release(oldest_reader, w.durable, &mut w.free) {
             return Err(Error::corrupted(0, "a page was freed twice"));

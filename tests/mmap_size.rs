@@ -138,6 +138,60 @@ fn slices_from_pread_buffers_live_as_long_as_the_transaction() -> Result<()> {
     Ok(())
 }
 
+/// Slices found in the shared page cache stay whole while their transaction lives, though
+/// other readers evict them many times over and the writer commits meanwhile: the cache
+/// frees what it evicted only once no transaction that may hold it is left.
+#[test]
+fn slices_found_in_the_page_cache_outlive_their_eviction() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Options::new()
+        .mmap_size(0)
+        .cache_size(256 << 10)
+        .open(dir.path().join("db"))?;
+    let w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in 0..3000u32 {
+            t.insert(&i.to_be_bytes(), &value(i))?;
+        }
+    }
+    w.commit()?;
+    let read = |range: std::ops::Range<u32>| -> Result<()> {
+        let r = db.begin_read()?;
+        let t = r.open_tree("t")?;
+        for i in range {
+            assert_eq!(t.get(&i.to_be_bytes())?, Some(&value(i)[..]));
+        }
+        Ok(())
+    };
+    read(0..200)?; // into the cache
+    let r = db.begin_read()?;
+    let t = r.open_tree("t")?;
+    let held: Vec<&[u8]> = (0..200u32)
+        .map(|i| t.get(&i.to_be_bytes()).map(Option::unwrap))
+        .collect::<Result<_>>()?;
+    std::thread::scope(|s| {
+        let churn = s.spawn(|| (0..4).try_for_each(|_| read(0..3000)));
+        for round in 0..20u32 {
+            let w = db.begin_write()?;
+            w.open_tree("t")?
+                .insert(&(5000 + round).to_be_bytes(), b"x")?;
+            w.commit()?;
+            read(1000..1100)?;
+        }
+        churn.join().expect("churn thread")
+    })?;
+    for (i, v) in held.iter().enumerate() {
+        assert!(
+            *v == value(i as u32),
+            "value {i} changed under its transaction"
+        );
+    }
+    drop(r);
+    db.check()?;
+    Ok(())
+}
+
 /// `read_ahead(false)` reaches the kernel: the map of the file carries the random-read
 /// flag (`rr` in /proc/self/smaps), and the default does not.
 #[test]
