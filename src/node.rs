@@ -20,7 +20,7 @@ mod runs;
 mod siblings;
 mod verify;
 pub(crate) use edit::{
-    build, build_two, init, insert_cell, is_underfull, last_leaf_key, push_cell, push_cell_within,
+    build, build_two, init, insert_cell, is_sparse, is_underfull, merges_with, last_leaf_key, push_cell, push_cell_within,
     push_inline_within, remove_cell, replace_children, separator, set_child, set_leftmost,
     split_point, zero_free_space,
 };

@@ -10,7 +10,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use crate::error::{Error, Result};
 use crate::node::{
     self, Cell, Evened, Hint, LeafValue, Node, OverflowRef, Run, ValueAlign, encode_branch_cell,
-    encode_leaf_cell, is_underfull,
+    encode_leaf_cell, is_sparse, is_underfull, merges_with,
 };
 use crate::page::{ChildRef, Geometry, PageId, PageKind, VALUE_LEN_MAX, seal};
 use crate::tree_options::TreeOptions;
@@ -485,8 +485,9 @@ fn edit_below(
 }
 
 /// Shadows the branch `r` and puts `grow` (what became of its child `i`) into it,
-/// rebalancing the child with a sibling if `may_rebalance` and it is underfull now: one
-/// step of the way back up from a changed leaf. Returns what became of the branch.
+/// rebalancing the child with a sibling if `may_rebalance` and the child wants it
+/// ([`wants_rebalance`]): one step of the way back up from a changed leaf. Returns what
+/// became of the branch.
 pub(crate) fn attach_or_rebalance(
     pages: &mut TxnPages,
     r: &ChildRef,
@@ -494,10 +495,10 @@ pub(crate) fn attach_or_rebalance(
     grow: Grow,
     may_rebalance: bool,
 ) -> Result<Grow> {
-    let child_underfull = may_rebalance && is_underfull_now(pages, &grow)?;
+    let rebalance_child = may_rebalance && wants_rebalance(pages, r, i, &grow)?;
     let id = pages.shadow(r)?;
     match grow {
-        Grow::One(c) if child_underfull => {
+        Grow::One(c) if rebalance_child => {
             node::set_child(pages.dirty_mut(id), i, &c)?;
             rebalance(pages, id, i)
         }
@@ -565,6 +566,32 @@ fn put_new_key(
     let put = put_cell(pages, id, PageKind::Leaf, pos, cell, run)?;
     Hint::after(cell.key, adjacent).write(pages.dirty_mut(put.cell_page));
     Ok(put.grow)
+}
+
+/// Whether child `i` of the branch `r`, which a remove (or a shrinking overwrite) made
+/// `grow`, is to be rebalanced with its sibling: when it is underfull, or when it is a
+/// sparse leaf that fits in one page with the sibling that `rebalance` pairs it with,
+/// with room to spare (FORMAT.md#node-pages, "Fill"). Reads the sibling, changes nothing.
+fn wants_rebalance(pages: &TxnPages, r: &ChildRef, i: usize, grow: &Grow) -> Result<bool> {
+    let Grow::One(c) = grow else {
+        return Ok(false);
+    };
+    let page_size = pages.geometry().page_size;
+    let node = Node::parse(pages.dirty(c.page()), c.page())?;
+    let used = node.used_bytes();
+    if is_underfull(used, page_size) {
+        return Ok(true);
+    }
+    if !node.is_leaf() || !is_sparse(used, page_size) {
+        return Ok(false);
+    }
+    let parent = Node::parse(pages.page(r.page())?, r.page())?;
+    if parent.len() == 0 {
+        return Ok(false);
+    }
+    let sibling = parent.child(if i < parent.len() { i + 1 } else { i - 1 })?;
+    let sibling_used = load(pages, &sibling, 1)?.used_bytes();
+    Ok(merges_with(used, sibling_used, page_size))
 }
 
 /// Whether what became of a node (a dirty page) leaves it underfull, so its parent

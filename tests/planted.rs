@@ -328,9 +328,10 @@ fn assert_read(db: &Database, model: &Tree, page_size: usize) -> Result<()> {
 }
 
 /// A non-root leaf is merged with its sibling when, after a remove, it uses fewer than a
-/// quarter of the page; at a quarter or more it stays. Two leaves under one root: a
-/// remove leaves the left one at a quarter page minus one byte, exactly, or plus one
-/// byte; only the first merges, and the root (a branch with one child left) collapses.
+/// quarter of the page; at a quarter or more it stays (the right leaf is too full for the
+/// merge of sparse leaves, below). Two leaves under one root: a remove leaves the left
+/// one at a quarter page minus one byte, exactly, or plus one byte; only the first
+/// merges, and the root (a branch with one child left) collapses.
 ///
 /// Catches: `node::is_underfull` moved off the quarter page by one byte either way
 /// (`<=` for `<`, or a bound one byte lower).
@@ -367,6 +368,11 @@ fn merge_threshold_is_a_quarter_page() -> Result<()> {
                 2,
                 "{what}: a split into two leaves"
             );
+            // The right leaf past three quarters of a page less the left one.
+            let w = db.begin_write()?;
+            w.open_tree("t")?.insert(b"b2", &vec![b'c'; quarter / 8])?;
+            w.commit()?;
+            assert_eq!(db.stats()?.trees[0].depth, 2, "{what}");
             let w = db.begin_write()?;
             assert!(w.open_tree("t")?.remove(b"a2")?);
             w.commit()?;
@@ -383,6 +389,59 @@ fn merge_threshold_is_a_quarter_page() -> Result<()> {
             assert!(t.get(b"a")? == Some(&vec![b'a'; a][..]), "{what}: a");
             assert!(t.get(b"b")? == Some(&vec![b'b'; b][..]), "{what}: b");
             assert!(t.get(b"a2")?.is_none(), "{what}: a2 removed");
+            assert_eq!(t.len()?, 3, "{what}");
+        }
+    }
+    Ok(())
+}
+
+/// A leaf that a remove leaves under half a page (but not underfull) is merged with its
+/// sibling when the two fit in three quarters of a page, headers and slots counted
+/// once; not when they need one byte more. Two leaves under one root, as above: a
+/// remove leaves the left one at 37 % of the page, the right one holds three quarters
+/// of a page less that, minus one byte, exactly, or plus one byte.
+///
+/// Catches: `node::merges_with` off by one byte either way, or `wants_rebalance` not
+/// reading the sibling.
+#[test]
+fn sparse_leaves_merge_when_they_fit_three_quarters_of_a_page() -> Result<()> {
+    const LEAF_HEADER: usize = 24;
+    let footprint = |key: &[u8], value_len: usize| 8 + 4 + key.len() + value_len;
+    for page_size in [4096usize, 65536] {
+        let left_used = page_size * 37 / 100;
+        for delta in [-1i64, 0, 1] {
+            let right_used = (page_size / 4 * 3 + LEAF_HEADER - left_used) as i64 + delta;
+            let a = left_used - LEAF_HEADER - footprint(b"a", 0);
+            let b = right_used as usize - LEAF_HEADER - footprint(b"b", 0);
+            // Enough to split the three; the most even cut leaves "a2" with "a".
+            let a2 = page_size * 27 / 100 - footprint(b"a2", 0);
+            let what = format!("page size {page_size}, leaves {delta:+} byte from 3/4 page");
+            let dir = tempfile::tempdir()?;
+            let db = Options::new()
+                .page_size(page_size)
+                .open(dir.path().join("db"))?;
+            let w = db.begin_write()?;
+            let mut t = w.open_tree("t")?;
+            for (k, len) in [(&b"b"[..], b), (b"a", a), (b"a2", a2)] {
+                t.insert(k, &vec![k[0]; len])?;
+            }
+            w.commit()?;
+            assert_eq!(db.stats()?.trees[0].depth, 2, "{what}: two leaves");
+            let w = db.begin_write()?;
+            assert!(w.open_tree("t")?.remove(b"a2")?);
+            w.commit()?;
+            db.check()?;
+            let merged = delta <= 0;
+            assert_eq!(
+                db.stats()?.trees[0].depth,
+                if merged { 1 } else { 2 },
+                "{what}: the leaves were {}merged",
+                if merged { "not " } else { "" }
+            );
+            let r = db.begin_read()?;
+            let t = r.open_tree("t")?;
+            assert!(t.get(b"a")? == Some(&vec![b'a'; a][..]), "{what}: a");
+            assert!(t.get(b"b")? == Some(&vec![b'b'; b][..]), "{what}: b");
             assert_eq!(t.len()?, 2, "{what}");
         }
     }

@@ -363,3 +363,16 @@ pub(crate) fn build_two(
 pub(crate) fn is_underfull(used_bytes: usize, page_size: usize) -> bool {
     used_bytes < page_size / 4
 }
+
+/// A leaf is sparse below half a page: a remove merges it with its sibling if
+/// [`merges_with`] says so.
+pub(crate) fn is_sparse(used_bytes: usize, page_size: usize) -> bool {
+    used_bytes < page_size / 2
+}
+
+/// Whether two sibling leaves using `used_bytes` and `sibling_used_bytes` (headers and
+/// slots included) fit in three quarters of a page together: merged, they leave a
+/// quarter free, so the next few inserts do not split them again at once.
+pub(crate) fn merges_with(used_bytes: usize, sibling_used_bytes: usize, page_size: usize) -> bool {
+    used_bytes + sibling_used_bytes - slots_start(PageKind::Leaf) <= page_size / 4 * 3
+}
