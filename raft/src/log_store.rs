@@ -237,7 +237,14 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 impl LogStore {
     /// Opens or creates the log file at `path`.
     pub fn open(path: impl AsRef<Path>, options: LogStoreOptions) -> mapkv::Result<LogStore> {
-        let db = Arc::new(Database::open(path)?);
+        LogStore::from_database(Arc::new(Database::open(path)?), options)
+    }
+
+    /// The log store over `db`, an open database that holds a log (or nothing yet):
+    /// for a database opened some other way than [`LogStore::open`] does, such as over
+    /// the simulated disk of the power-loss tests. The store writes to `db` from its
+    /// writer thread (group commit): nothing else may write the log's trees meanwhile.
+    pub fn from_database(db: Arc<Database>, options: LogStoreOptions) -> mapkv::Result<LogStore> {
         let syncs = Arc::new(AtomicU64::new(0));
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (writer, writer_thread) = if options.group_commit {
