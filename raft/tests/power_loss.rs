@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use mapkv::Options;
 use mapkv::testing::open_with_backend;
-use mapkv_raft::{LogStore, LogStoreOptions, Request, TypeConfig};
+use mapkv_raft::{LogStore, LogStoreOptions, Request, StateMachineStore, TypeConfig};
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
 use rng::{Rng, heavy, seed};
@@ -152,12 +152,26 @@ fn random_entry(rng: &mut Rng, id: Id) -> Entry<TypeConfig> {
     }
 }
 
-/// Runs `ops` random operations on a fresh simulated disk.
-fn run_workload(seed: u64, ops: usize, options: LogStoreOptions) -> Run {
+/// Runs `ops` random operations on a fresh simulated disk. `linked`: the store is linked
+/// to a state machine (in a temporary folder) that never applies or snapshots anything,
+/// so every purge only hides entries, and every reopen (which links again) brings the
+/// hidden ones back (`LogStore::link_state_machine`).
+fn run_workload(seed: u64, ops: usize, options: LogStoreOptions, linked: bool) -> Run {
     let mut rng = Rng::new(seed);
     let disk = SimDisk::new(Vec::new());
-    let mut store = Some(open_store(&disk, options).expect("create"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sm = linked.then(|| StateMachineStore::open(dir.path()).expect("state machine"));
+    let open = |sm: &Option<StateMachineStore>| {
+        let mut store = open_store(&disk, options)?;
+        if let Some(sm) = sm {
+            store.link_state_machine(sm)?;
+        }
+        mapkv::Result::Ok(store)
+    };
+    let mut store = Some(open(&sm).expect("create"));
     let mut state = State::default();
+    // The entries in the file: those of `state` and those purged but kept.
+    let mut physical = BTreeMap::new();
     let mut run = Run {
         disk: Arc::clone(&disk),
         ops: Vec::new(),
@@ -178,10 +192,18 @@ fn run_workload(seed: u64, ops: usize, options: LogStoreOptions) -> Run {
         let issued = disk.log_len();
         let roll = rng.below(100);
         let (what, acked) = if roll < 5 {
-            // A clean close and reopen: not an operation, it changes nothing.
+            // A clean close and reopen: it changes nothing, unless linking undoes purges.
             drop(store.take());
-            store = Some(open_store(&disk, options).expect("reopen"));
-            continue;
+            store = Some(open(&sm).expect("reopen"));
+            if sm.is_none() || state.purged.is_none() {
+                continue;
+            }
+            state.entries = physical.clone();
+            state.purged = None;
+            (
+                "reopen: link undid the purges".to_string(),
+                Some(disk.log_len()),
+            )
         } else if roll < 55 {
             let n = rng.range(1, 7);
             let entries: Vec<_> = (0..n)
@@ -189,6 +211,7 @@ fn run_workload(seed: u64, ops: usize, options: LogStoreOptions) -> Run {
                 .collect();
             for e in &entries {
                 state.entries.insert(e.log_id.index, Arc::new(e.clone()));
+                physical.insert(e.log_id.index, Arc::new(e.clone()));
             }
             let (r, at) = block_on(&disk, s.blocking_append(entries));
             r.expect("append");
@@ -233,6 +256,7 @@ fn run_workload(seed: u64, ops: usize, options: LogStoreOptions) -> Run {
             let index = rng.range(lo, next_index);
             let id = state.entries[&index].log_id;
             state.entries.retain(|i, _| *i < index);
+            physical.retain(|i, _| *i < index);
             let (r, at) = block_on(&disk, s.truncate(id));
             r.expect("truncate");
             (format!("truncate {index}.."), Some(at))
@@ -246,6 +270,9 @@ fn run_workload(seed: u64, ops: usize, options: LogStoreOptions) -> Run {
             let index = rng.range(lo, c + 1);
             let id = state.entries[&index].log_id;
             state.entries.retain(|i, _| *i > index);
+            if sm.is_none() {
+                physical.retain(|i, _| *i > index);
+            }
             state.purged = Some(id);
             let (r, at) = block_on(&disk, s.purge(id));
             r.expect("purge");
@@ -259,6 +286,19 @@ fn run_workload(seed: u64, ops: usize, options: LogStoreOptions) -> Run {
         run.states.push(state.clone());
     }
     drop(store);
+    if linked {
+        // The purged entries are still in the file.
+        let mut store = open(&None).expect("open");
+        let db = Arc::clone(store.database());
+        let rtx = db.begin_read().expect("read");
+        let kept = match rtx.open_tree("log") {
+            Ok(t) => t.iter().expect("iter").count(),
+            Err(_) => 0,
+        };
+        assert_eq!(kept, physical.len(), "entries kept in the file");
+        let (r, _) = block_on(&disk, store.try_get_log_entries(..));
+        assert_eq!(r.expect("read").len(), state.entries.len());
+    }
     run
 }
 
@@ -275,15 +315,14 @@ fn read_back(store: &mut LogStore, disk: &Arc<SimDisk>) -> Result<State, String>
     // The log's shape: contiguous from the last purged index + 1 (or 0), and
     // `get_log_state` agrees with it.
     let purged = log_state.last_purged_log_id;
-    let mut expect = purged.map_or(0, |p| p.index + 1);
-    for e in &entries {
+    let first = purged.map_or(0, |p| p.index + 1);
+    for (e, expect) in entries.iter().zip(first..) {
         if e.log_id.index != expect {
             return Err(format!(
                 "log not contiguous: index {} where {expect} was due (purged {purged:?})",
                 e.log_id.index
             ));
         }
-        expect += 1;
     }
     let last = entries.last().map(|e| e.log_id).or(purged);
     if log_state.last_log_id != last {
@@ -336,6 +375,8 @@ struct Figures {
     images: usize,
     /// Images that recovered to a state past the last acknowledged one.
     ahead: usize,
+    /// Operations by kind (the first word of their description).
+    kinds: BTreeMap<String, usize>,
 }
 
 /// Checks the image a power loss at `at` leaves (see the module's documentation).
@@ -400,13 +441,17 @@ fn check_image(run: &Run, at: usize, image: Vec<u8>, what: &str, figures: &mut F
     figures.images += 1;
 }
 
-fn power_loss(name: &str, options: LogStoreOptions, default_seed: u64) {
+fn power_loss(name: &str, options: LogStoreOptions, linked: bool, default_seed: u64) {
     let start = Instant::now();
     let (seeds, ops) = if heavy() { (8, 1500) } else { (1, 300) };
     let first = seed(default_seed);
     let mut figures = Figures::default();
     for s in first..first + seeds {
-        let run = run_workload(s, ops, options);
+        let run = run_workload(s, ops, options, linked);
+        for op in &run.ops {
+            let kind = op.what.split([' ', ':']).next().unwrap_or("").to_string();
+            *figures.kinds.entry(kind).or_default() += 1;
+        }
         let mut rng = Rng::new(s ^ 0xC0FFEE);
         let mut images = CrashImages::new(&run.disk);
         let len = images.log_len();
@@ -434,12 +479,13 @@ fn power_loss(name: &str, options: LogStoreOptions, default_seed: u64) {
     }
     eprintln!(
         "{name}: {seeds} seed(s) x {ops} ops: {} disk events, {} syncs, {} crash images \
-         checked ({} recovered past the last acknowledged op) in {:.1?}",
+         checked ({} recovered past the last acknowledged op) in {:.1?}; ops {:?}",
         figures.events,
         figures.syncs,
         figures.images,
         figures.ahead,
-        start.elapsed()
+        start.elapsed(),
+        figures.kinds
     );
 }
 
@@ -448,7 +494,20 @@ fn power_loss_group_commit() {
     power_loss(
         "group commit",
         LogStoreOptions { group_commit: true },
+        false,
         0x5eed_0001,
+    );
+}
+
+/// Linked to a state machine that has no snapshot: purges hide entries without
+/// removing them, and reopening (linking again) brings them back.
+#[test]
+fn power_loss_linked_purges_kept() {
+    power_loss(
+        "linked, purges kept",
+        LogStoreOptions { group_commit: true },
+        true,
+        0x5eed_0003,
     );
 }
 
@@ -459,6 +518,7 @@ fn power_loss_commit_per_append() {
         LogStoreOptions {
             group_commit: false,
         },
+        false,
         0x5eed_0002,
     );
 }
