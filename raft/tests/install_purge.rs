@@ -24,7 +24,9 @@
 //! log, and the log reads back contiguous from its purged id.
 
 use mapkv_raft::{LogStoreOptions, Request, TypeConfig};
-use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::storage::{
+    RaftLogReader, RaftLogReaderExt, RaftLogStorage, RaftLogStorageExt, RaftStateMachine,
+};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, StorageHelper};
 
 fn log_id(term: u64, index: u64) -> LogId<u64> {
@@ -112,6 +114,13 @@ async fn crash_after_install_purge(
             .map(|e| e.log_id)
             .or(log_state.last_purged_log_id)
     );
+    // What openraft reads for its next apply (`get_log_entries` checks the range).
+    let next = sm_applied.map_or(0, |l| l.index + 1);
+    if let Some(last) = log_state.last_log_id.filter(|l| l.index >= next) {
+        log.get_log_entries(next..=last.index)
+            .await
+            .expect("the entries after the applied id");
+    }
 }
 
 #[tokio::test]
