@@ -66,7 +66,7 @@ openraft::declare_raft_types!(
 /// Opens (or creates) the log store and the state machine kept in `dir`, linked
 /// ([`LogStore::link_state_machine`]: the log keeps on disk the entries the state
 /// machine's snapshot does not cover yet, and gives back those a crash during a
-/// snapshot install left purged past the state machine).
+/// snapshot install left purged past the state machine's snapshot).
 pub async fn open(dir: impl AsRef<Path>) -> mapkv::Result<(LogStore, StateMachineStore)> {
     open_with(dir, LogStoreOptions::default()).await
 }

@@ -26,8 +26,8 @@
 //! install to the state-machine worker, without waiting for the install, and a power
 //! loss before the install is durable would otherwise leave the node's old state
 //! machine with its next entries gone (`tests/install_purge.rs` has the details and the
-//! openraft references). On the next link (the next start) a purged id past the state
-//! machine's applied id is moved back to it, and the hidden entries are read again.
+//! openraft references). On the next link (the next start) a purged id past the
+//! snapshot's last id is moved back to it, and the hidden entries are read again.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -322,28 +322,32 @@ impl LogStore {
     /// does (call it once, before the stores go to openraft, when opening them one by
     /// one). From then on a purge removes from the file only entries `sm`'s snapshot
     /// covers, and hides the others (see the module's documentation). First, if the log
-    /// was purged past the state machine's applied id (a crash during a snapshot
-    /// install), the purged id goes back to the applied id, so that openraft finds
-    /// every entry the state machine still needs; that fails if the entries are not all
-    /// in the file.
+    /// was purged past the last id of `sm`'s snapshot (a crash during a snapshot
+    /// install), the purged id goes back to it: the state machine is at least there
+    /// (it restarts from the snapshot otherwise), so openraft finds every entry it
+    /// still needs, and a leader finds the entries after its snapshot (openraft purges
+    /// no further than its snapshot, and replicates from there). That fails if the
+    /// entries are not all in the file.
     pub fn link_state_machine(&mut self, sm: &crate::StateMachineStore) -> mapkv::Result<()> {
-        let applied = sm.applied_log_id()?;
+        let floor = sm.durable_floor();
         self.barrier()?;
         let purged: Option<LogId<NodeId>> = read_meta(&self.db, KEY_PURGED)
             .map_err(|e| DbError::Io(std::io::Error::other(e.to_string())))?;
-        if purged > applied {
-            self.unpurge(applied)?;
+        let snapshot = floor.get();
+        if purged > snapshot {
+            self.unpurge(snapshot)?;
         }
-        self.floor = Some(sm.durable_floor());
+        self.floor = Some(floor);
         Ok(())
     }
 
     /// Moves the purged id back to `to`: the entries after it are all in the file (the
     /// first one past `to` is `to + 1`, or there is none).
     ///
-    /// Why this is safe: the log is purged past its state machine only by openraft's
-    /// purge for a snapshot install that did not finish (a finished install is durable
-    /// before openraft hears of it, and every other purge stops at a durable snapshot).
+    /// Why this is safe: the log is purged past its snapshot only by openraft's purge
+    /// for a snapshot install that did not finish (a finished install has switched the
+    /// snapshot too before openraft hears of it, and every other purge stops at a
+    /// snapshot, which is durable before openraft learns of it).
     /// openraft replies to the leader only once the install is done
     /// (engine/engine_impl.rs:502-512 in 0.9.25) and runs none of the node's later
     /// commands before that reply (`run_engine_commands` puts the postponed reply back
@@ -367,7 +371,7 @@ impl LogStore {
             };
             if first.is_some_and(|f| f != next) {
                 return Err(DbError::Io(std::io::Error::other(format!(
-                    "the log was purged past the state machine (applied {to:?}) and the \
+                    "the log was purged past the snapshot (last {to:?}) and the \
                      entries from {next} are gone (the next one is {first:?})"
                 ))));
             }

@@ -327,11 +327,6 @@ impl StateMachineStore {
         })
     }
 
-    /// The last applied log id.
-    pub(crate) fn applied_log_id(&self) -> mapkv::Result<Option<LogId<NodeId>>> {
-        Ok(applied_state(&self.database())?.0)
-    }
-
     /// What the linked log store may remove up to (see `LogStore::link_state_machine`).
     pub(crate) fn durable_floor(&self) -> Arc<DurableFloor> {
         Arc::clone(&self.shared.floor)

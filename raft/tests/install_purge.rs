@@ -21,13 +21,14 @@
 //! These tests make that crash by hand: the purge openraft would run, and then the process
 //! dies before the install (the install never ran), and then check that the node restarts:
 //! `get_initial_state` succeeds, the state machine catches up to the committed id from the
-//! log, and the log reads back contiguous from its purged id.
+//! log, the log's purged id is back at the snapshot's last id (or none), and the log
+//! reads back contiguous from it with every entry the next apply needs.
 
 use mapkv_raft::{LogStoreOptions, Request, TypeConfig};
 use openraft::storage::{
     RaftLogReader, RaftLogReaderExt, RaftLogStorage, RaftLogStorageExt, RaftStateMachine,
 };
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, StorageHelper};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageHelper};
 
 fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -44,13 +45,15 @@ fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
 }
 
 /// A node whose log holds 0..=`last`, committed up to `committed`, applied up to
-/// `applied`; then openraft's install purge up to `purge_to` runs and the node dies before
-/// the install. Checks that the node restarts.
+/// `applied`, with a snapshot of what it had applied up to `snapshot` (if any) and its
+/// log purged up to it; then openraft's install purge up to `purge_to` runs and the node
+/// dies before the install. Checks that the node restarts.
 async fn crash_after_install_purge(
     options: LogStoreOptions,
     last: u64,
     committed: u64,
     applied: u64,
+    snapshot: Option<u64>,
     purge_to: u64,
 ) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -64,7 +67,20 @@ async fn crash_after_install_purge(
         log.save_committed(Some(log_id(1, committed)))
             .await
             .expect("save_committed");
-        sm.apply((0..=applied).map(|i| entry(1, i)))
+        let mut next = 0;
+        if let Some(s) = snapshot {
+            sm.apply((0..=s).map(|i| entry(1, i))).await.expect("apply");
+            sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .expect("snapshot");
+            log.purge(log_id(1, s))
+                .await
+                .expect("purge to the snapshot");
+            next = s + 1;
+        }
+        sm.apply((next..=applied).map(|i| entry(1, i)))
             .await
             .expect("apply");
         // What the core runs right after handing the install to the state-machine
@@ -101,6 +117,7 @@ async fn crash_after_install_purge(
         purged <= sm_applied.map(|l| l.index),
         "purged {purged:?} past the applied {sm_applied:?}"
     );
+    assert_eq!(purged, snapshot, "purged back to the snapshot");
     let entries = log.try_get_log_entries(..).await.expect("read");
     let first = purged.map_or(0, |p| p + 1);
     for (e, i) in entries.iter().zip(first..) {
@@ -128,8 +145,11 @@ async fn crash_after_install_purge_inside_the_log() {
     for group_commit in [true, false] {
         let options = LogStoreOptions { group_commit };
         // Committed past applied (re-applied at start), and not.
-        crash_after_install_purge(options, 20, 15, 10, 18).await;
-        crash_after_install_purge(options, 20, 10, 10, 18).await;
+        crash_after_install_purge(options, 20, 15, 10, None, 18).await;
+        crash_after_install_purge(options, 20, 10, 10, None, 18).await;
+        // With a snapshot (the log purged to it) behind the applied id: the file keeps
+        // the entries after the snapshot, and the purged id goes back to it.
+        crash_after_install_purge(options, 20, 15, 12, Some(8), 18).await;
     }
 }
 
@@ -137,8 +157,9 @@ async fn crash_after_install_purge_inside_the_log() {
 async fn crash_after_install_purge_past_the_log() {
     for group_commit in [true, false] {
         let options = LogStoreOptions { group_commit };
-        crash_after_install_purge(options, 20, 15, 10, 30).await;
-        crash_after_install_purge(options, 20, 12, 12, 30).await;
+        crash_after_install_purge(options, 20, 15, 10, None, 30).await;
+        crash_after_install_purge(options, 20, 12, 12, None, 30).await;
+        crash_after_install_purge(options, 20, 12, 12, Some(12), 30).await;
     }
 }
 
@@ -155,7 +176,6 @@ fn entries_in_file(log: &mapkv_raft::LogStore) -> usize {
 /// that covers them removes them from the file.
 #[tokio::test]
 async fn purged_entries_leave_the_file_once_a_snapshot_covers_them() {
-    use openraft::RaftSnapshotBuilder;
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut log, mut sm) = mapkv_raft::open(dir.path()).await.expect("open");
     log.blocking_append((0..=20).map(|i| entry(1, i)))
