@@ -63,7 +63,10 @@ openraft::declare_raft_types!(
         SnapshotData = tokio::fs::File,
 );
 
-/// Opens (or creates) the log store and the state machine kept in `dir`.
+/// Opens (or creates) the log store and the state machine kept in `dir`, linked
+/// ([`LogStore::link_state_machine`]: the log keeps on disk the entries the state
+/// machine's snapshot does not cover yet, and gives back those a crash during a
+/// snapshot install left purged past the state machine's snapshot).
 pub async fn open(dir: impl AsRef<Path>) -> mapkv::Result<(LogStore, StateMachineStore)> {
     open_with(dir, LogStoreOptions::default()).await
 }
@@ -75,7 +78,8 @@ pub async fn open_with(
 ) -> mapkv::Result<(LogStore, StateMachineStore)> {
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir)?;
-    let log = LogStore::open(dir.join("log.mapkv"), options)?;
+    let mut log = LogStore::open(dir.join("log.mapkv"), options)?;
     let sm = StateMachineStore::open(dir)?;
+    log.link_state_machine(&sm)?;
     Ok((log, sm))
 }

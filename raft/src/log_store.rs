@@ -16,6 +16,18 @@
 //! themselves.
 //!
 //! Without group commit every append is its own `Immediate` commit.
+//!
+//! Purges and the state machine: a log store linked to its state machine
+//! ([`LogStore::link_state_machine`], which [`crate::open`] does) removes from the file
+//! only the entries its state machine's current snapshot covers. A purge past that
+//! records the purged id, so the entries after the snapshot up to it are hidden from
+//! every read, yet stays on disk until a later purge finds the snapshot past them. The
+//! reason: openraft 0.9.25 purges a follower's log as soon as it hands a snapshot
+//! install to the state-machine worker, without waiting for the install, and a power
+//! loss before the install is durable would otherwise leave the node's old state
+//! machine with its next entries gone (`tests/install_purge.rs` has the details and the
+//! openraft references). On the next link (the next start) a purged id past the
+//! snapshot's last id is moved back to it, and the hidden entries are read again.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -57,11 +69,37 @@ impl Default for LogStoreOptions {
     }
 }
 
+/// The last log id a state machine holds whatever a crash does: its current snapshot's
+/// (a state machine that comes back behind its snapshot is restored from it). Shared by
+/// a [`crate::StateMachineStore`], which raises it, and the [`LogStore`] linked to it,
+/// which removes from its file no entry past it.
+#[derive(Default)]
+pub(crate) struct DurableFloor(Mutex<Option<LogId<NodeId>>>);
+
+impl DurableFloor {
+    /// Raises the floor to `to` (never lowers it).
+    pub(crate) fn raise(&self, to: Option<LogId<NodeId>>) {
+        let mut floor = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if to > *floor {
+            *floor = to;
+        }
+    }
+
+    fn get(&self) -> Option<LogId<NodeId>> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The log store: [`RaftLogStorage`] over a mapkv file.
 pub struct LogStore {
     db: Arc<Database>,
     /// Appended entries the writer has not yet committed; empty without group commit.
     pending: Arc<Mutex<Pending>>,
+    /// The first index reads show: the purged index + 1 (0 when nothing was purged).
+    /// Entries below it may still be in the file (see the module's documentation).
+    visible_from: Arc<AtomicU64>,
+    /// With a linked state machine: purges remove from the file no entry past it.
+    floor: Option<Arc<DurableFloor>>,
     /// Present with group commit; dropping it stops the writer thread.
     writer: Option<mpsc::Sender<Op>>,
     /// Joined on drop, so that the file is closed (and unlocked) when the store is.
@@ -105,6 +143,7 @@ impl Drop for LogStore {
 pub struct LogReader {
     db: Arc<Database>,
     pending: Arc<Mutex<Pending>>,
+    visible_from: Arc<AtomicU64>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -118,6 +157,9 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 fn vote_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::write_vote(AnyError::new(&e)).into()
 }
+
+/// A range of log keys.
+type KeyRange = (Bound<[u8; 8]>, Bound<[u8; 8]>);
 
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -235,9 +277,22 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 }
 
 impl LogStore {
-    /// Opens or creates the log file at `path`.
+    /// Opens or creates the log file at `path`. A store opened alone removes purged
+    /// entries from the file at once; link it to its node's state machine
+    /// ([`LogStore::link_state_machine`], or open both with [`crate::open`]) before
+    /// handing it to openraft.
     pub fn open(path: impl AsRef<Path>, options: LogStoreOptions) -> mapkv::Result<LogStore> {
-        let db = Arc::new(Database::open(path)?);
+        LogStore::from_database(Arc::new(Database::open(path)?), options)
+    }
+
+    /// The log store over `db`, an open database that holds a log (or nothing yet):
+    /// for a database opened some other way than [`LogStore::open`] does, such as over
+    /// the simulated disk of the power-loss tests. The store writes to `db` from its
+    /// writer thread (group commit): nothing else may write the log's trees meanwhile.
+    pub fn from_database(db: Arc<Database>, options: LogStoreOptions) -> mapkv::Result<LogStore> {
+        let purged: Option<LogId<NodeId>> = read_meta(&db, KEY_PURGED)
+            .map_err(|e| DbError::Io(std::io::Error::other(e.to_string())))?;
+        let visible_from = Arc::new(AtomicU64::new(purged.map_or(0, |p| p.index + 1)));
         let syncs = Arc::new(AtomicU64::new(0));
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (writer, writer_thread) = if options.group_commit {
@@ -254,11 +309,91 @@ impl LogStore {
         Ok(LogStore {
             db,
             pending,
+            visible_from,
+            floor: None,
             writer,
             writer_thread,
             syncs,
             next_seq: 0,
         })
+    }
+
+    /// Links the log to the state machine `sm` of the same node, which [`crate::open`]
+    /// does (call it once, before the stores go to openraft, when opening them one by
+    /// one). From then on a purge removes from the file only entries `sm`'s snapshot
+    /// covers, and hides the others (see the module's documentation). First, if the log
+    /// was purged past the last id of `sm`'s snapshot (a crash during a snapshot
+    /// install), the purged id goes back to it: the state machine is at least there
+    /// (it restarts from the snapshot otherwise), so openraft finds every entry it
+    /// still needs, and a leader finds the entries after its snapshot (openraft purges
+    /// no further than its snapshot, and replicates from there). That fails if the
+    /// entries are not all in the file.
+    pub fn link_state_machine(&mut self, sm: &crate::StateMachineStore) -> mapkv::Result<()> {
+        let floor = sm.durable_floor();
+        self.barrier()?;
+        let purged: Option<LogId<NodeId>> = read_meta(&self.db, KEY_PURGED)
+            .map_err(|e| DbError::Io(std::io::Error::other(e.to_string())))?;
+        let snapshot = floor.get();
+        if purged > snapshot {
+            self.unpurge(snapshot)?;
+        }
+        self.floor = Some(floor);
+        Ok(())
+    }
+
+    /// Moves the purged id back to `to`: the entries after it are all in the file (the
+    /// first one past `to` is `to + 1`, or there is none).
+    ///
+    /// Why this is safe: the log is purged past its snapshot only by openraft's purge
+    /// for a snapshot install that did not finish (a finished install has switched the
+    /// snapshot too before openraft hears of it, and every other purge stops at a
+    /// snapshot, which is durable before openraft learns of it).
+    /// openraft replies to the leader only once the install is done
+    /// (engine/engine_impl.rs:502-512 in 0.9.25) and runs none of the node's later
+    /// commands before that reply (`run_engine_commands` puts the postponed reply back
+    /// at the front of its queue and stops, core/raft_core.rs:890-906,
+    /// engine/engine_output.rs:69-72). So nothing the node told anyone depends on that
+    /// purge: the log goes back to what it held before the install, entries the node
+    /// had written itself.
+    fn unpurge(&mut self, to: Option<LogId<NodeId>>) -> mapkv::Result<()> {
+        let next = to.map_or(0, |l| l.index + 1);
+        {
+            let rtx = self.db.begin_read()?;
+            let first = match rtx.open_tree(LOG) {
+                Ok(tree) => match tree.range(index_key(next)..)?.next() {
+                    Some(item) => Some(u64::from_be_bytes(item?.0.try_into().map_err(|_| {
+                        DbError::Io(std::io::Error::other("log key is not 8 bytes"))
+                    })?)),
+                    None => None,
+                },
+                Err(DbError::TreeNotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
+            if first.is_some_and(|f| f != next) {
+                return Err(DbError::Io(std::io::Error::other(format!(
+                    "the log was purged past the snapshot (last {to:?}) and the \
+                     entries from {next} are gone (the next one is {first:?})"
+                ))));
+            }
+        }
+        let mut wtx = self.db.begin_write()?;
+        {
+            let mut meta = wtx.open_tree(META)?;
+            match &to {
+                Some(id) => {
+                    let bytes =
+                        codec::encode(id).map_err(|e| DbError::Io(std::io::Error::other(e)))?;
+                    meta.insert(KEY_PURGED, &bytes)?;
+                }
+                None => {
+                    meta.remove(KEY_PURGED)?;
+                }
+            }
+        }
+        wtx.set_durability(Durability::Immediate);
+        wtx.commit()?;
+        self.visible_from.store(next, Ordering::Release);
+        Ok(())
     }
 
     /// Waits until the writer has committed everything queued before.
@@ -279,6 +414,7 @@ impl LogStore {
         LogReader {
             db: Arc::clone(&self.db),
             pending: Arc::clone(&self.pending),
+            visible_from: Arc::clone(&self.visible_from),
         }
     }
 
@@ -292,17 +428,18 @@ impl LogStore {
         &self.db
     }
 
+    /// Removes the entries in `range` (if any) and records `purged` (if any), in one
+    /// durable commit.
     fn remove_range(
         &self,
-        range: impl RangeBounds<[u8; 8]>,
+        range: Option<KeyRange>,
         purged: Option<&LogId<NodeId>>,
     ) -> Result<(), DbError> {
         // Appends queued before this call must be on disk before they are removed.
         self.barrier()?;
         let mut wtx = self.db.begin_write()?;
-        {
-            let mut tree = wtx.open_tree(LOG)?;
-            tree.remove_range((range.start_bound().cloned(), range.end_bound().cloned()))?;
+        if let Some(range) = range {
+            wtx.open_tree(LOG)?.remove_range(range)?;
         }
         if let Some(id) = purged {
             let bytes = codec::encode(id).map_err(|e| DbError::Io(std::io::Error::other(e)))?;
@@ -317,14 +454,34 @@ impl LogReader {
     /// The database's entries in `range` with the pending ones laid over them.
     fn entries(
         &self,
-        range: impl RangeBounds<u64> + Clone,
+        range: impl RangeBounds<u64>,
         limit: usize,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        // Purged entries may still be in the file: start at the first visible one.
+        let visible_from = self.visible_from.load(Ordering::Acquire);
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => match i.checked_add(1) {
+                Some(i) => i,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => 0,
+        }
+        .max(visible_from);
+        let empty = match range.end_bound() {
+            Bound::Included(e) => start > *e,
+            Bound::Excluded(e) => start >= *e,
+            Bound::Unbounded => false,
+        };
+        if empty {
+            return Ok(Vec::new());
+        }
+        let range = (Bound::Included(start), range.end_bound().cloned());
         // Pending first: the writer removes an entry from `pending` only after its
         // commit, so an entry missing from this copy is in the database read below.
         let mut merged: BTreeMap<u64, Entry<TypeConfig>> = lock(&self.pending)
             .entries
-            .range(range.clone())
+            .range(range)
             .map(|(i, (_, e))| (*i, e.clone()))
             .collect();
         let rtx = self.db.begin_read().map_err(read_err)?;
@@ -355,9 +512,11 @@ impl LogReader {
         Ok(merged.into_values().take(limit).collect())
     }
 
+    /// The last visible entry's id (`None` also when every entry left is purged).
     fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        let visible_from = self.visible_from.load(Ordering::Acquire);
         if let Some((_, (_, e))) = lock(&self.pending).entries.last_key_value() {
-            return Ok(Some(*e.get_log_id()));
+            return Ok(Some(*e.get_log_id()).filter(|l| l.index >= visible_from));
         }
         let rtx = self.db.begin_read().map_err(read_err)?;
         match rtx.open_tree(LOG) {
@@ -365,7 +524,7 @@ impl LogReader {
                 Some(item) => {
                     let (_, v) = item.map_err(read_err)?;
                     let entry: Entry<TypeConfig> = codec::decode(v).map_err(read_err)?;
-                    Ok(Some(*entry.get_log_id()))
+                    Ok(Some(*entry.get_log_id()).filter(|l| l.index >= visible_from))
                 }
                 None => Ok(None),
             },
@@ -506,15 +665,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.remove_range(index_key(log_id.index).., None)
+        let from = Bound::Included(index_key(log_id.index));
+        self.remove_range(Some((from, Bound::Unbounded)), None)
             .map_err(write_err)?;
         lock(&self.pending).entries.retain(|i, _| *i < log_id.index);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.remove_range(..=index_key(log_id.index), Some(&log_id))
-            .map_err(write_err)?;
+        // Linked to a state machine: the file keeps what its snapshot does not cover.
+        let remove_to = match &self.floor {
+            None => Some(log_id.index),
+            Some(floor) => floor.get().map(|f| f.index.min(log_id.index)),
+        };
+        let range = remove_to.map(|to| (Bound::Unbounded, Bound::Included(index_key(to))));
+        self.remove_range(range, Some(&log_id)).map_err(write_err)?;
+        self.visible_from.store(log_id.index + 1, Ordering::Release);
         lock(&self.pending).entries.retain(|i, _| *i > log_id.index);
         Ok(())
     }

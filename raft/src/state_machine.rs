@@ -39,6 +39,7 @@ use openraft::{
 };
 
 use crate::codec;
+use crate::log_store::DurableFloor;
 use crate::{Request, Response, TypeConfig};
 
 type NodeId = u64;
@@ -64,6 +65,9 @@ struct Shared {
     /// The current snapshot's metadata; the lock also serializes builds and installs.
     snapshot: tokio::sync::Mutex<Option<Meta>>,
     receive_count: AtomicU64,
+    /// The current snapshot's last log id, raised once a snapshot is durable (built,
+    /// or installed and switched to): the linked log keeps every entry after it.
+    floor: Arc<DurableFloor>,
 }
 
 /// The applied log id and every key-value pair, ascending.
@@ -310,14 +314,22 @@ impl StateMachineStore {
                 db = Database::open(dir.join(SM_FILE))?;
             }
         }
+        let floor = Arc::new(DurableFloor::default());
+        floor.raise(snapshot.as_ref().and_then(|m| m.last_log_id));
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 dir,
                 db: RwLock::new(Arc::new(db)),
                 snapshot: tokio::sync::Mutex::new(snapshot),
                 receive_count: AtomicU64::new(0),
+                floor,
             }),
         })
+    }
+
+    /// What the linked log store may remove up to (see `LogStore::link_state_machine`).
+    pub(crate) fn durable_floor(&self) -> Arc<DurableFloor> {
+        Arc::clone(&self.shared.floor)
     }
 
     /// The state machine's database now (an install replaces it).
@@ -460,6 +472,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let mut current = self.shared.snapshot.lock().await;
         let meta = self.shared.build().map_err(snap_write_err)?;
+        // Durable (renamed, directory synced): openraft purges up to it next.
+        self.shared.floor.raise(meta.last_log_id);
         *current = Some(meta.clone());
         self.shared.open_snapshot(&meta).await
     }
@@ -568,6 +582,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tokio::task::spawn_blocking(move || {
             let mut current = shared.snapshot.blocking_lock();
             shared.install(&meta, received)?;
+            // Both the state machine and the snapshot file are switched and synced: the
+            // linked log may now drop the entries openraft purged when it queued this
+            // install (it does not wait for it; see `LogStore::link_state_machine`).
+            shared.floor.raise(meta.last_log_id);
             *current = Some(meta);
             Ok(())
         })
