@@ -486,7 +486,7 @@ fn edit_below(
 
 /// Shadows the branch `r` and puts `grow` (what became of its child `i`) into it,
 /// rebalancing the child with a sibling if `may_rebalance` and the child wants it
-/// ([`wants_rebalance`]): one step of the way back up from a changed leaf. Returns what
+/// ([`pair_to_rebalance`]): one step of the way back up from a changed leaf. Returns what
 /// became of the branch.
 pub(crate) fn attach_or_rebalance(
     pages: &mut TxnPages,
@@ -495,14 +495,17 @@ pub(crate) fn attach_or_rebalance(
     grow: Grow,
     may_rebalance: bool,
 ) -> Result<Grow> {
-    let rebalance_child = may_rebalance && wants_rebalance(pages, r, i, &grow)?;
+    let pair = match may_rebalance {
+        true => pair_to_rebalance(pages, r, i, &grow)?,
+        false => None,
+    };
     let id = pages.shadow(r)?;
-    match grow {
-        Grow::One(c) if rebalance_child => {
+    match (grow, pair) {
+        (Grow::One(c), Some(a)) => {
             node::set_child(pages.dirty_mut(id), i, &c)?;
-            rebalance(pages, id, i)
+            rebalance(pages, id, a)
         }
-        grow => attach(pages, id, i, grow),
+        (grow, _) => attach(pages, id, i, grow),
     }
 }
 
@@ -568,30 +571,48 @@ fn put_new_key(
     Ok(put.grow)
 }
 
-/// Whether child `i` of the branch `r`, which a remove (or a shrinking overwrite) made
-/// `grow`, is to be rebalanced with its sibling: when it is underfull, or when it is a
-/// sparse leaf that fits in one page with the sibling that `rebalance` pairs it with,
-/// with room to spare (FORMAT.md#node-pages, "Fill"). Reads the sibling, changes nothing.
-fn wants_rebalance(pages: &TxnPages, r: &ChildRef, i: usize, grow: &Grow) -> Result<bool> {
+/// Which pair of children of the branch `r` to rebalance after a remove (or a shrinking
+/// overwrite) made its child `i` into `grow`: `Some(a)` for children `a` and `a + 1`.
+/// An underfull child is paired with its right sibling (the left one for the last
+/// child); a sparse leaf with whichever of the two, right first, fits with it in seven
+/// eighths of a page, or with none (FORMAT.md#node-pages, "Fill"). Trying both sides
+/// matters when many keys go: a leaf whose last remove came early is merged by its
+/// left neighbour's later removes. Reads the siblings, changes nothing.
+fn pair_to_rebalance(
+    pages: &TxnPages,
+    r: &ChildRef,
+    i: usize,
+    grow: &Grow,
+) -> Result<Option<usize>> {
     let Grow::One(c) = grow else {
-        return Ok(false);
+        return Ok(None);
     };
     let page_size = pages.geometry().page_size;
     let node = Node::parse(pages.dirty(c.page()), c.page())?;
     let used = node.used_bytes();
-    if is_underfull(used, page_size) {
-        return Ok(true);
-    }
-    if !node.is_leaf() || !is_sparse(used, page_size) {
-        return Ok(false);
+    let underfull = is_underfull(used, page_size);
+    if !(underfull || node.is_leaf() && is_sparse(used, page_size)) {
+        return Ok(None);
     }
     let parent = Node::parse(pages.page(r.page())?, r.page())?;
-    if parent.len() == 0 {
-        return Ok(false);
+    let n = parent.len();
+    if n == 0 {
+        return Ok(None); // A root with a single child: collapse_root handles it.
     }
-    let sibling = parent.child(if i < parent.len() { i + 1 } else { i - 1 })?;
-    let sibling_used = load(pages, &sibling, 1)?.used_bytes();
-    Ok(merges_with(used, sibling_used, page_size))
+    if underfull {
+        return Ok(Some(if i < n { i } else { i - 1 }));
+    }
+    let fits = |j: usize| -> Result<bool> {
+        let sibling = load(pages, &parent.child(j)?, 1)?;
+        Ok(merges_with(used, sibling.used_bytes(), page_size))
+    };
+    if i < n && fits(i + 1)? {
+        return Ok(Some(i));
+    }
+    if i > 0 && fits(i - 1)? {
+        return Ok(Some(i - 1));
+    }
+    Ok(None)
 }
 
 /// Whether what became of a node (a dirty page) leaves it underfull, so its parent
@@ -763,18 +784,13 @@ pub(crate) fn collapse_root(pages: &mut TxnPages, tree: &mut TreeRecord) -> Resu
     }
 }
 
-/// Child `i` of dirty branch `parent` is underfull: merges it with a sibling, or shares
-/// cells with the sibling so both are at least a quarter full, editing both pages (dirty
-/// after shadowing) in place.
-fn rebalance(pages: &mut TxnPages, parent: PageId, i: usize) -> Result<Grow> {
-    let (a, ra, rb, sep) = {
+/// Children `a` and `a + 1` of dirty branch `parent` are to be evened out
+/// ([`pair_to_rebalance`]): merges them, or shares cells between them as a split of all
+/// their cells would, editing both pages (dirty after shadowing) in place.
+fn rebalance(pages: &mut TxnPages, parent: PageId, a: usize) -> Result<Grow> {
+    let (ra, rb, sep) = {
         let node = Node::parse(pages.dirty(parent), parent)?;
-        if node.len() == 0 {
-            // A root with a single child: collapse_root handles it.
-            return Ok(Grow::One(pages.dirty_ref(parent)));
-        }
-        let a = if i < node.len() { i } else { i - 1 };
-        (a, node.child(a)?, node.child(a + 1)?, node.key(a)?.to_vec())
+        (node.child(a)?, node.child(a + 1)?, node.key(a)?.to_vec())
     };
     let ida = pages.shadow(&ra)?;
     let idb = pages.shadow(&rb)?;

@@ -371,8 +371,9 @@ pub(crate) fn is_sparse(used_bytes: usize, page_size: usize) -> bool {
 }
 
 /// Whether two sibling leaves using `used_bytes` and `sibling_used_bytes` (headers and
-/// slots included) fit in three quarters of a page together: merged, they leave a
-/// quarter free, so the next few inserts do not split them again at once.
+/// slots included) fit in seven eighths of a page together: merged, they leave an eighth
+/// free, so the next few inserts do not split them again at once, and the two halves of
+/// a split (half a page each) need an eighth of a page removed before they merge again.
 pub(crate) fn merges_with(used_bytes: usize, sibling_used_bytes: usize, page_size: usize) -> bool {
-    used_bytes + sibling_used_bytes - slots_start(PageKind::Leaf) <= page_size / 4 * 3
+    used_bytes + sibling_used_bytes - slots_start(PageKind::Leaf) <= page_size / 8 * 7
 }
