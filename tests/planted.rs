@@ -12,6 +12,7 @@ use support::model::{History, Tree, Trees, Walk, check_range, digest};
 use support::recovery::{open, recover};
 use support::rng::Rng;
 use support::simdisk::{CrashImages, Event, SECTOR, SimDisk};
+use tempfile::TempDir;
 
 /// Header of a blob's first page, before the payload (FORMAT.md#overflow-values).
 const BLOB_HEADER_BYTES: usize = 24;
@@ -327,70 +328,82 @@ fn assert_read(db: &Database, model: &Tree, page_size: usize) -> Result<()> {
     Ok(())
 }
 
+/// Leaf layout (FORMAT.md#node-pages): a 24-byte header, then per entry an 8-byte slot
+/// and a cell of a 4-byte value length, the key and the inline value.
+const LEAF_HEADER: usize = 24;
+
+/// The bytes an entry takes in a leaf (slot and cell).
+fn footprint(key: &[u8], value_len: usize) -> usize {
+    8 + 4 + key.len() + value_len
+}
+
+/// A tree of two leaves under one root, made by inserting "b", "a" and "a2" (values of
+/// `b`, `a` and `a2` bytes, sized by the caller so that the most even cut of the three
+/// leaves "a" and "a2" on the left).
+fn two_leaves(page_size: usize, [a, a2, b]: [usize; 3], what: &str) -> Result<(TempDir, Database)> {
+    let dir = tempfile::tempdir()?;
+    let db = Options::new()
+        .page_size(page_size)
+        .open(dir.path().join("db"))?;
+    let w = db.begin_write()?;
+    let mut t = w.open_tree("t")?;
+    for (k, len) in [(&b"b"[..], b), (b"a", a), (b"a2", a2)] {
+        t.insert(k, &vec![k[0]; len])?;
+    }
+    w.commit()?;
+    assert_eq!(db.stats()?.trees[0].depth, 2, "{what}: two leaves");
+    Ok((dir, db))
+}
+
+/// Removes "a2" and asserts whether the two leaves merged (the root, a branch with one
+/// child left, collapses) and that "a" (`a` bytes) and "b" (`b` bytes) read back whole.
+fn remove_a2(db: &Database, merged: bool, [a, b]: [usize; 2], what: &str) -> Result<()> {
+    let w = db.begin_write()?;
+    assert!(w.open_tree("t")?.remove(b"a2")?);
+    w.commit()?;
+    db.check()?;
+    assert_eq!(
+        db.stats()?.trees[0].depth,
+        if merged { 1 } else { 2 },
+        "{what}: the leaves were {}merged",
+        if merged { "not " } else { "" }
+    );
+    let r = db.begin_read()?;
+    let t = r.open_tree("t")?;
+    assert!(t.get(b"a")? == Some(&vec![b'a'; a][..]), "{what}: a");
+    assert!(t.get(b"b")? == Some(&vec![b'b'; b][..]), "{what}: b");
+    assert!(t.get(b"a2")?.is_none(), "{what}: a2 removed");
+    Ok(())
+}
+
 /// A non-root leaf is merged with its sibling when, after a remove, it uses fewer than a
 /// quarter of the page; at a quarter or more it stays (the right leaf is too full for the
 /// merge of sparse leaves, below). Two leaves under one root: a remove leaves the left
 /// one at a quarter page minus one byte, exactly, or plus one byte; only the first
-/// merges, and the root (a branch with one child left) collapses.
+/// merges.
 ///
 /// Catches: `node::is_underfull` moved off the quarter page by one byte either way
 /// (`<=` for `<`, or a bound one byte lower).
 #[test]
 fn merge_threshold_is_a_quarter_page() -> Result<()> {
-    // Leaf layout (FORMAT.md#node-pages): 24-byte header, then per entry an 8-byte slot
-    // and a cell of a 4-byte value length, the key and the inline value.
-    const LEAF_HEADER: usize = 24;
-    let footprint = |key: &[u8], value_len: usize| 8 + 4 + key.len() + value_len;
     for page_size in [4096usize, 65536] {
         let quarter = page_size / 4;
         // The largest entry a leaf takes (two always fit in one page).
         let largest = (page_size - LEAF_HEADER) / 2;
         for delta in [-1i64, 0, 1] {
             let left_used = (quarter as i64 + delta) as usize;
-            // "a" and "a2" fill the left leaf, "b" the right one: the most even cut of
-            // the three, as "a2" makes them overflow one page.
             let a = left_used - LEAF_HEADER - footprint(b"a", 0);
             let b = largest - footprint(b"b", 0);
             let a2 = largest - footprint(b"a", a) + 8 - footprint(b"a2", 0);
             let what = format!("page size {page_size}, left leaf at a quarter page {delta:+} byte");
-            let dir = tempfile::tempdir()?;
-            let db = Options::new()
-                .page_size(page_size)
-                .open(dir.path().join("db"))?;
-            let w = db.begin_write()?;
-            let mut t = w.open_tree("t")?;
-            for (k, len) in [(&b"b"[..], b), (b"a", a), (b"a2", a2)] {
-                t.insert(k, &vec![k[0]; len])?;
-            }
-            w.commit()?;
-            assert_eq!(
-                db.stats()?.trees[0].depth,
-                2,
-                "{what}: a split into two leaves"
-            );
+            let (_dir, db) = two_leaves(page_size, [a, a2, b], &what)?;
             // The right leaf past seven eighths of a page less the left one.
             let w = db.begin_write()?;
             w.open_tree("t")?
                 .insert(b"b2", &vec![b'c'; quarter / 8 * 5])?;
             w.commit()?;
             assert_eq!(db.stats()?.trees[0].depth, 2, "{what}");
-            let w = db.begin_write()?;
-            assert!(w.open_tree("t")?.remove(b"a2")?);
-            w.commit()?;
-            db.check()?;
-            let merged = left_used < quarter;
-            assert_eq!(
-                db.stats()?.trees[0].depth,
-                if merged { 1 } else { 2 },
-                "{what}: the leaves were {}merged",
-                if merged { "not " } else { "" }
-            );
-            let r = db.begin_read()?;
-            let t = r.open_tree("t")?;
-            assert!(t.get(b"a")? == Some(&vec![b'a'; a][..]), "{what}: a");
-            assert!(t.get(b"b")? == Some(&vec![b'b'; b][..]), "{what}: b");
-            assert!(t.get(b"a2")?.is_none(), "{what}: a2 removed");
-            assert_eq!(t.len()?, 3, "{what}");
+            remove_a2(&db, left_used < quarter, [a, b], &what)?;
         }
     }
     Ok(())
@@ -402,12 +415,10 @@ fn merge_threshold_is_a_quarter_page() -> Result<()> {
 /// remove leaves the left one at 40 % of the page, the right one holds seven eighths
 /// of a page less that, minus one byte, exactly, or plus one byte.
 ///
-/// Catches: `node::merges_with` off by one byte either way, or `wants_rebalance` not
+/// Catches: `node::merges_with` off by one byte either way, or `pair_to_rebalance` not
 /// reading the sibling.
 #[test]
 fn sparse_leaves_merge_when_they_fit_seven_eighths_of_a_page() -> Result<()> {
-    const LEAF_HEADER: usize = 24;
-    let footprint = |key: &[u8], value_len: usize| 8 + 4 + key.len() + value_len;
     for page_size in [4096usize, 65536] {
         let left_used = page_size * 40 / 100;
         for delta in [-1i64, 0, 1] {
@@ -417,33 +428,8 @@ fn sparse_leaves_merge_when_they_fit_seven_eighths_of_a_page() -> Result<()> {
             // Enough to split the three; the most even cut leaves "a2" with "a".
             let a2 = page_size * 30 / 100 - footprint(b"a2", 0);
             let what = format!("page size {page_size}, leaves {delta:+} byte from 7/8 page");
-            let dir = tempfile::tempdir()?;
-            let db = Options::new()
-                .page_size(page_size)
-                .open(dir.path().join("db"))?;
-            let w = db.begin_write()?;
-            let mut t = w.open_tree("t")?;
-            for (k, len) in [(&b"b"[..], b), (b"a", a), (b"a2", a2)] {
-                t.insert(k, &vec![k[0]; len])?;
-            }
-            w.commit()?;
-            assert_eq!(db.stats()?.trees[0].depth, 2, "{what}: two leaves");
-            let w = db.begin_write()?;
-            assert!(w.open_tree("t")?.remove(b"a2")?);
-            w.commit()?;
-            db.check()?;
-            let merged = delta <= 0;
-            assert_eq!(
-                db.stats()?.trees[0].depth,
-                if merged { 1 } else { 2 },
-                "{what}: the leaves were {}merged",
-                if merged { "not " } else { "" }
-            );
-            let r = db.begin_read()?;
-            let t = r.open_tree("t")?;
-            assert!(t.get(b"a")? == Some(&vec![b'a'; a][..]), "{what}: a");
-            assert!(t.get(b"b")? == Some(&vec![b'b'; b][..]), "{what}: b");
-            assert_eq!(t.len()?, 2, "{what}");
+            let (_dir, db) = two_leaves(page_size, [a, a2, b], &what)?;
+            remove_a2(&db, delta <= 0, [a, b], &what)?;
         }
     }
     Ok(())
