@@ -7,8 +7,13 @@
 //!
 //! ```text
 //! LIBCLANG_PATH=<folder with libclang.so> \
+//! BINDGEN_EXTRA_CLANG_ARGS="-I$(gcc -print-file-name=include)" \
 //!     cargo run --release --manifest-path raft/rocks-bench/Cargo.toml -- [seconds]
 //! ```
+//!
+//! bindgen needs libclang (`pip install libclang` has one, under `clang/native/`); that
+//! one comes without clang's own headers, hence gcc's include folder. See BENCHMARKS.md
+//! for what the store syncs and when: not the same promise as mapkv-raft's.
 //!
 //! Rows: the nodes' RocksDB folders on the disk (`$TMPDIR`, default /tmp), `direct`
 //! proposals (every client calls `client_write`), 1 and 32 concurrent clients. There is
