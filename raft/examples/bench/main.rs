@@ -21,13 +21,12 @@ mod measure;
 mod mem;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::{Cluster, IDS, config, set};
 use mapkv_raft::router::Router;
 use mapkv_raft::{BatchOptions, Batcher, LogStoreOptions, TypeConfig};
 use measure::{Row, print_header, print_row, wanted};
-use openraft::{BasicNode, Raft};
+use openraft::Raft;
 
 /// [`measure::measure`] of `clients` writers through `raft` (the leader), each calling
 /// `client_write` (`direct`) or writing through a [`Batcher`] (`batched`).
@@ -85,18 +84,7 @@ async fn run_memory(batched: bool, clients: u64, seconds: f64) -> Row {
         router.add(id, raft.clone());
         rafts.insert(id, raft);
     }
-    let members: BTreeMap<u64, BasicNode> =
-        IDS.iter().map(|&i| (i, BasicNode::default())).collect();
-    rafts[&1].initialize(members).await.expect("initialize");
-    let leader = loop {
-        let m = rafts[&1].metrics().borrow().clone();
-        if let Some(l) = m.current_leader {
-            if rafts[&l].metrics().borrow().state == openraft::ServerState::Leader {
-                break l;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let leader = measure::elect(&rafts).await;
     rafts[&leader]
         .client_write(set(u64::MAX))
         .await

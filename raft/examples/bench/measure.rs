@@ -3,10 +3,33 @@
 //! `raft/rocks-bench` (RocksDB rows, a crate of its own: see its Cargo.toml for why),
 //! which includes this file by path.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use openraft::{BasicNode, Raft, RaftTypeConfig, ServerState};
+
+/// Makes the nodes of `rafts` one cluster (initialized from node 1) and waits until one
+/// of them leads; returns its id.
+pub async fn elect<C>(rafts: &BTreeMap<u64, Raft<C>>) -> u64
+where
+    C: RaftTypeConfig<NodeId = u64, Node = BasicNode>,
+{
+    let members: BTreeMap<u64, BasicNode> =
+        rafts.keys().map(|&id| (id, BasicNode::default())).collect();
+    rafts[&1].initialize(members).await.expect("initialize");
+    loop {
+        let m = rafts[&1].metrics().borrow().clone();
+        if let Some(l) = m.current_leader
+            && rafts[&l].metrics().borrow().state == ServerState::Leader
+        {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// One row of the table.
 pub struct Row {

@@ -31,11 +31,10 @@ mod router;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use measure::{Row, print_header, print_row, wanted};
 use openraft::storage::Adaptor;
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{Config, Raft, SnapshotPolicy};
 use openraft_rocksstore::{RocksRequest, RocksStore};
 // `router.rs` names the type configuration `crate::TypeConfig`: here, the store's.
 use openraft_rocksstore::TypeConfig;
@@ -79,18 +78,7 @@ async fn run_rocks(parent: &Path, clients: u64, seconds: f64) -> Row {
         router.add(id, raft.clone());
         rafts.insert(id, raft);
     }
-    let members: BTreeMap<u64, BasicNode> =
-        IDS.iter().map(|&i| (i, BasicNode::default())).collect();
-    rafts[&1].initialize(members).await.expect("initialize");
-    let leader = loop {
-        let m = rafts[&1].metrics().borrow().clone();
-        if let Some(l) = m.current_leader {
-            if rafts[&l].metrics().borrow().state == ServerState::Leader {
-                break l;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let leader = measure::elect(&rafts).await;
     let raft = rafts[&leader].clone();
     raft.client_write(set(u64::MAX)).await.expect("first write");
     let metrics = raft.clone();
