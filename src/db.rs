@@ -20,6 +20,7 @@ use crate::meta::{FORMAT_VERSION, MAGIC, META_BYTES, Meta};
 use crate::page::{ChildRef, Geometry, META_SLOT_BYTES, TxnId};
 use crate::path_error;
 use crate::registry::Registry;
+use crate::sealed_nodes::SealedNodes;
 use crate::storage::{Backend, FileBackend, Storage, lock_file};
 use crate::tree::TreeRecord;
 use crate::txn::{Durability, ReadTxn, Snapshot, find_tree};
@@ -244,6 +245,7 @@ impl Database {
             durable_slot: slot,
             chain,
             snapshot_ends: [(meta.txn(), meta.page_count())].into(),
+            sealed: Arc::new(SealedNodes::new()),
         };
         Ok(Database {
             shared: Arc::new(Shared {

@@ -79,6 +79,7 @@ mod path_error;
 mod prune;
 mod registry;
 mod reserve;
+mod sealed_nodes;
 mod storage;
 mod stream;
 mod tree;

@@ -906,6 +906,7 @@ pub(crate) fn seal_dirty(
     node::tighten(&mut buf, kind);
     let checksum = seal(&mut buf);
     let placed = ids.next().expect("the commit placed every dirty page");
+    pages.sealed_nodes.record(placed, checksum);
     pages.put_sealed(placed, buf);
     Ok(ChildRef::new(placed, checksum, pages.txn))
 }

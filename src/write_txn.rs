@@ -13,6 +13,7 @@ use crate::free_chain::FreeChain;
 use crate::freelist::{PageRuns, Pending};
 use crate::page::{PageId, TxnId};
 use crate::reserve::Reservation;
+use crate::sealed_nodes::SealedNodes;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::tree_options::TreeOptions;
 use crate::txn::{Durability, Snapshot, find_tree, tree_names};
@@ -36,6 +37,8 @@ pub(crate) struct Writer {
     /// The end (`page_count`) of each commit that a live snapshot may hold: the file is
     /// never shortened below the furthest of them.
     pub snapshot_ends: BTreeMap<TxnId, PageId>,
+    /// The node pages this handle's commits sealed, for `TxnPages::shadow`.
+    pub sealed: Arc<SealedNodes>,
 }
 
 /// The one write transaction. Changes are visible only to it until `commit`; dropping it
@@ -316,6 +319,7 @@ impl WriteTxn {
             std::mem::take(&mut writer.free),
             writer.durable,
             Arc::clone(&shared.path),
+            Arc::clone(&writer.sealed),
         );
         let inner = TxnInner {
             pages,
