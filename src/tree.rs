@@ -9,15 +9,18 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::error::{Error, Result};
 use crate::node::{
-    self, Cell, Evened, Hint, LeafValue, Node, OverflowRef, Run, ValueAlign, encode_branch_cell,
-    encode_leaf_cell, is_sparse, is_underfull, merges_with,
+    self, Cell, Hint, LeafValue, Node, OverflowRef, Run, ValueAlign, encode_branch_cell,
+    encode_leaf_cell,
 };
 use crate::page::{ChildRef, Geometry, PageId, PageKind, VALUE_LEN_MAX, seal};
 use crate::tree_options::TreeOptions;
 use crate::txn_pages::TxnPages;
 
 mod append;
+mod rebalance;
+
 pub(crate) use append::append;
+pub(crate) use rebalance::{attach_or_rebalance, is_underfull_now};
 
 /// No tree is deeper than this; a descent that goes further has met a cycle in a corrupt
 /// file. Branch fan-out is at least 3, so 3^40 leaves is far beyond any file.
@@ -484,31 +487,6 @@ fn edit_below(
     )))
 }
 
-/// Shadows the branch `r` and puts `grow` (what became of its child `i`) into it,
-/// rebalancing the child with a sibling if `may_rebalance` and the child wants it
-/// ([`pair_to_rebalance`]): one step of the way back up from a changed leaf. Returns what
-/// became of the branch.
-pub(crate) fn attach_or_rebalance(
-    pages: &mut TxnPages,
-    r: &ChildRef,
-    i: usize,
-    grow: Grow,
-    may_rebalance: bool,
-) -> Result<Grow> {
-    let pair = match may_rebalance {
-        true => pair_to_rebalance(pages, r, i, &grow)?,
-        false => None,
-    };
-    let id = pages.shadow(r)?;
-    match (grow, pair) {
-        (Grow::One(c), Some(a)) => {
-            node::set_child(pages.dirty_mut(id), i, &c)?;
-            rebalance(pages, id, a)
-        }
-        (grow, _) => attach(pages, id, i, grow),
-    }
-}
-
 /// Applies `change` at `slot` (found by the lookup) of the leaf `r` names, shadowing it
 /// first; `None`, changing nothing, for a `Delete` of an absent key.
 fn edit_leaf(
@@ -569,62 +547,6 @@ fn put_new_key(
     let put = put_cell(pages, id, PageKind::Leaf, pos, cell, run)?;
     Hint::after(cell.key, adjacent).write(pages.dirty_mut(put.cell_page));
     Ok(put.grow)
-}
-
-/// Which pair of children of the branch `r` to rebalance after a remove (or a shrinking
-/// overwrite) made its child `i` into `grow`: `Some(a)` for children `a` and `a + 1`.
-/// An underfull child is paired with its right sibling (the left one for the last
-/// child); a sparse leaf with whichever of the two, right first, fits with it in seven
-/// eighths of a page, or with none (FORMAT.md#node-pages, "Fill"). Trying both sides
-/// matters when many keys go: a leaf whose last remove came early is merged by its
-/// left neighbour's later removes. Reads the siblings, changes nothing.
-fn pair_to_rebalance(
-    pages: &TxnPages,
-    r: &ChildRef,
-    i: usize,
-    grow: &Grow,
-) -> Result<Option<usize>> {
-    let Grow::One(c) = grow else {
-        return Ok(None);
-    };
-    let page_size = pages.geometry().page_size;
-    let node = Node::parse(pages.dirty(c.page()), c.page())?;
-    let used = node.used_bytes();
-    let underfull = is_underfull(used, page_size);
-    if !(underfull || node.is_leaf() && is_sparse(used, page_size)) {
-        return Ok(None);
-    }
-    let parent = Node::parse(pages.page(r.page())?, r.page())?;
-    let n = parent.len();
-    if n == 0 {
-        return Ok(None); // A root with a single child: collapse_root handles it.
-    }
-    if underfull {
-        return Ok(Some(if i < n { i } else { i - 1 }));
-    }
-    let fits = |j: usize| -> Result<bool> {
-        let sibling = load(pages, &parent.child(j)?, 1)?;
-        Ok(merges_with(used, sibling.used_bytes(), page_size))
-    };
-    if i < n && fits(i + 1)? {
-        return Ok(Some(i));
-    }
-    if i > 0 && fits(i - 1)? {
-        return Ok(Some(i - 1));
-    }
-    Ok(None)
-}
-
-/// Whether what became of a node (a dirty page) leaves it underfull, so its parent
-/// rebalances it.
-pub(crate) fn is_underfull_now(pages: &TxnPages, grow: &Grow) -> Result<bool> {
-    Ok(match grow {
-        Grow::One(r) => {
-            let node = Node::parse(pages.dirty(r.page()), r.page())?;
-            is_underfull(node.used_bytes(), pages.geometry().page_size)
-        }
-        Grow::Split(..) => false,
-    })
 }
 
 pub(crate) fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<()> {
@@ -780,48 +702,6 @@ pub(crate) fn collapse_root(pages: &mut TxnPages, tree: &mut TreeRecord) -> Resu
         tree.depth = U32::new(tree.depth.get() - 1);
         if next.is_null() {
             return Ok(());
-        }
-    }
-}
-
-/// Children `a` and `a + 1` of dirty branch `parent` are to be evened out
-/// ([`pair_to_rebalance`]): merges them, or shares cells between them as a split of all
-/// their cells would, editing both pages (dirty after shadowing) in place.
-fn rebalance(pages: &mut TxnPages, parent: PageId, a: usize) -> Result<Grow> {
-    let (ra, rb, sep) = {
-        let node = Node::parse(pages.dirty(parent), parent)?;
-        (node.child(a)?, node.child(a + 1)?, node.key(a)?.to_vec())
-    };
-    let ida = pages.shadow(&ra)?;
-    let idb = pages.shadow(&rb)?;
-    if ida == idb || ida == parent || idb == parent {
-        return Err(Error::corrupted(
-            parent.0,
-            "a branch references a page twice",
-        ));
-    }
-    // Out of the map while both pages are edited, and back in before any error returns.
-    let mut right = pages.take(idb);
-    let evened = node::even_out(pages.dirty_mut(ida), ida, &sep, &mut right, idb);
-    pages.put(idb, right);
-    let evened = evened?;
-    let (ref_a, ref_b) = (pages.dirty_ref(ida), pages.dirty_ref(idb));
-    let p = pages.dirty_mut(parent);
-    node::remove_cell(p, parent, a)?;
-    node::set_child(p, a, &ref_a)?;
-    match evened {
-        Evened::Merged => {
-            pages.free_page(&ref_b)?;
-            Ok(Grow::One(pages.dirty_ref(parent)))
-        }
-        Evened::Shared(new_sep) => {
-            let mut cell = Vec::new();
-            encode_branch_cell(&mut cell, &new_sep, &ref_b);
-            let cell = Cell {
-                key: &new_sep,
-                bytes: &cell,
-            };
-            Ok(put_cell(pages, parent, PageKind::Branch, a, cell, None)?.grow)
         }
     }
 }
