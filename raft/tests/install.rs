@@ -1,15 +1,15 @@
 //! Snapshot install rebuilds the state machine's trees with `bulk_load` from the
 //! received snapshot, and an install that stops before its switch leaves the old state.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use mapkv::{Database, Options};
 use mapkv_raft::{Request, StateMachineStore, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder,
-};
+use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
 use tokio::io::AsyncSeekExt;
 
 fn log_id(index: u64) -> LogId<u64> {
@@ -68,12 +68,7 @@ async fn source(dir: &Path, n: u64) -> (StateMachineStore, Snapshot<TypeConfig>)
     index += 1;
     batch.push(set(index, b"big", vec![7; 100_000]));
     sm.apply(batch).await.unwrap();
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snap = common::build_snapshot(&mut sm).await;
     assert_eq!(snap.meta.last_log_id, Some(log_id(index)));
     (sm, snap)
 }

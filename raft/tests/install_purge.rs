@@ -24,11 +24,13 @@
 //! log, the log's purged id is back at the snapshot's last id (or none), and the log
 //! reads back contiguous from it with every entry the next apply needs.
 
+mod common;
+
 use mapkv_raft::{LogStoreOptions, Request, TypeConfig};
 use openraft::storage::{
     RaftLogReader, RaftLogReaderExt, RaftLogStorage, RaftLogStorageExt, RaftStateMachine,
 };
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageHelper};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, StorageHelper};
 
 fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -70,11 +72,7 @@ async fn crash_after_install_purge(
         let mut next = 0;
         if let Some(s) = snapshot {
             sm.apply((0..=s).map(|i| entry(1, i))).await.expect("apply");
-            sm.get_snapshot_builder()
-                .await
-                .build_snapshot()
-                .await
-                .expect("snapshot");
+            common::build_snapshot(&mut sm).await;
             log.purge(log_id(1, s))
                 .await
                 .expect("purge to the snapshot");
@@ -194,11 +192,7 @@ async fn purged_entries_leave_the_file_once_a_snapshot_covers_them() {
     assert_eq!(entries.first().map(|e| e.log_id.index), Some(11));
     assert_eq!(entries.len(), 10);
 
-    sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("snapshot");
+    common::build_snapshot(&mut sm).await;
     log.purge(log_id(1, 15)).await.expect("purge");
     assert_eq!(entries_in_file(&log), 5, "the snapshot covers 0..=20");
     let state = log.get_log_state().await.expect("log state");

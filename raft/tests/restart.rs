@@ -1,9 +1,11 @@
 //! A state machine that a crash took back behind its snapshot restarts from the
 //! snapshot (the log may have been purged up to it).
 
+mod common;
+
 use mapkv_raft::{Request, StateMachineStore, TypeConfig};
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
 fn entry(index: u64) -> Entry<TypeConfig> {
     Entry {
@@ -25,12 +27,7 @@ async fn state_machine_behind_its_snapshot_restarts_from_it() {
         // What a crash could leave on disk: the state as of index 5.
         sm.database().compact_to(&old_copy).unwrap();
         sm.apply((6..=10).map(entry)).await.unwrap();
-        let snap = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snap = common::build_snapshot(&mut sm).await;
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(10));
     }
     std::fs::rename(&old_copy, dir.path().join("sm.mapkv")).unwrap();
@@ -47,11 +44,7 @@ async fn state_machine_ahead_of_its_snapshot_is_kept() {
     {
         let mut sm = StateMachineStore::open(dir.path()).unwrap();
         sm.apply((1..=5).map(entry)).await.unwrap();
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        common::build_snapshot(&mut sm).await;
         sm.apply((6..=8).map(entry)).await.unwrap();
     }
     let mut sm = StateMachineStore::open(dir.path()).unwrap();

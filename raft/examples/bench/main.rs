@@ -90,10 +90,7 @@ async fn run_memory(batched: bool, clients: u64, seconds: f64) -> Row {
         .await
         .expect("first write");
     let result = measure_raft(rafts[&leader].clone(), batched, clients, seconds).await;
-    for (id, raft) in rafts {
-        router.remove(id);
-        raft.shutdown().await.expect("shutdown");
-    }
+    measure::shutdown(rafts, |id| drop(router.remove(id))).await;
     result
 }
 

@@ -31,6 +31,17 @@ where
     }
 }
 
+/// Shuts every node of `rafts` down, each after `unroute` took it off the network.
+pub async fn shutdown<C>(rafts: BTreeMap<u64, Raft<C>>, mut unroute: impl FnMut(u64))
+where
+    C: RaftTypeConfig<NodeId = u64, Node = BasicNode>,
+{
+    for (id, raft) in rafts {
+        unroute(id);
+        raft.shutdown().await.expect("shutdown");
+    }
+}
+
 /// One row of the table.
 pub struct Row {
     pub rate: f64,

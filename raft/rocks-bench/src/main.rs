@@ -88,10 +88,7 @@ async fn run_rocks(parent: &Path, clients: u64, seconds: f64) -> Row {
     };
     let last_log_index = move || metrics.metrics().borrow().last_log_index.unwrap_or(0);
     let result = measure::measure(write, last_log_index, clients, seconds).await;
-    for (id, raft) in rafts {
-        router.remove(id);
-        raft.shutdown().await.expect("shutdown");
-    }
+    measure::shutdown(rafts, |id| drop(router.remove(id))).await;
     result
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use mapkv_raft::router::Router;
 use mapkv_raft::{LogStoreOptions, Request, Response, StateMachineStore, TypeConfig};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 
 pub struct Node {
@@ -197,4 +198,13 @@ pub fn set(n: u64) -> Request {
         key: format!("k{n:08}").into_bytes(),
         value: format!("v{n}").into_bytes(),
     }
+}
+
+/// A snapshot of `sm` built now, as openraft builds one.
+pub async fn build_snapshot(sm: &mut StateMachineStore) -> Snapshot<TypeConfig> {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot")
 }
