@@ -22,7 +22,7 @@ mod verify;
 pub(crate) use edit::{
     build, build_two, init, insert_cell, is_sparse, is_underfull, last_leaf_key, merges_with,
     push_cell, push_cell_within, push_inline_within, remove_cell, replace_children, separator,
-    set_child, set_leftmost, split_point, zero_free_space,
+    set_child, set_leftmost, shares_with, split_point, zero_free_space,
 };
 use edit::{compact, node_header_mut, write_slot};
 use leaf_cell::{LEAF_CELL_HEADER_BYTES, LeafHead, inline_cell_len, write_inline_cell};
@@ -31,7 +31,7 @@ pub(crate) use pack::{all_cells, build_branch, build_leaves, pack_cuts};
 pub(crate) use prefix::tighten;
 use prefix::{against_shared, compare_prefix, prefix_bytes};
 pub(crate) use runs::{Hint, Run, run_cut};
-pub(crate) use siblings::{Evened, even_out, remove_range};
+pub(crate) use siblings::{Evened, even_out, remove_range, share_leaves};
 
 /// Header of branch and leaf pages. See FORMAT.md#node-pages.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -515,7 +515,7 @@ pub(crate) struct Cell<'a> {
 }
 
 impl<'a> Cell<'a> {
-    fn footprint(&self) -> usize {
+    pub(crate) fn footprint(&self) -> usize {
         SLOT_BYTES + self.bytes.len()
     }
 
@@ -690,6 +690,18 @@ mod tests {
             Ok(cells[j].footprint())
         });
         assert!(matches!(r, Err(Error::Corrupted { page: 9, .. })));
+    }
+
+    /// A full leaf and its sibling share when the two (the new cell counted) fit in seven
+    /// eighths of two pages, not a byte more.
+    #[test]
+    fn a_full_leaf_shares_within_seven_eighths_of_two_pages() {
+        for page in [4096, 65536] {
+            let bound = page / 4 * 7;
+            let full = page + 200;
+            assert!(shares_with(full, bound - full, page));
+            assert!(!shares_with(full, bound - full + 1, page));
+        }
     }
 
     #[test]

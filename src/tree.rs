@@ -18,9 +18,11 @@ use crate::txn_pages::TxnPages;
 
 mod append;
 mod rebalance;
+mod share;
 
 pub(crate) use append::append;
 pub(crate) use rebalance::{attach_or_rebalance, is_underfull_now};
+use share::{Siblings, Side, share_with_sibling};
 
 /// No tree is deeper than this; a descent that goes further has met a cycle in a corrupt
 /// file. Branch fan-out is at least 3, so 3^40 leaves is far beyond any file.
@@ -247,6 +249,9 @@ pub(crate) enum Grow {
     /// left one going down), so its parent, if the node is its child at the same edge,
     /// cuts there too (`node::run_cut`).
     Split(ChildRef, Vec<u8>, ChildRef, Option<Run>),
+    /// A full leaf shared its cells with the sibling on that side instead of splitting:
+    /// the pair is now the left page, the separator, the right page (`src/tree/share.rs`).
+    Shared(Side, ChildRef, Vec<u8>, ChildRef),
 }
 
 /// Checks key and value sizes against the limits of this page size.
@@ -443,7 +448,9 @@ fn edit(
     change: LeafEdit,
     old: Option<&mut Vec<u8>>,
 ) -> Result<bool> {
-    let Some((grow, existed)) = edit_below(pages, tree.root, key, tree.depth.get(), change, old)?
+    let root = tree.root;
+    let levels = tree.depth.get();
+    let Some((grow, existed)) = edit_below(pages, root, key, levels, change, old, Siblings::NONE)?
     else {
         return Ok(false);
     };
@@ -457,7 +464,8 @@ fn edit(
 /// the page and applies the change at the slot or child index this lookup found, without
 /// searching again: the shadow is a copy of the page searched. Returns what became of the
 /// node and whether the key existed. The call stack holds the path: each frame its
-/// branch's reference and the index of the child taken.
+/// branch's reference and the index of the child taken. A leaf is given its `siblings`
+/// that are already dirty, to share cells with rather than split.
 fn edit_below(
     pages: &mut TxnPages,
     r: ChildRef,
@@ -465,17 +473,23 @@ fn edit_below(
     levels: u32,
     change: LeafEdit,
     old: Option<&mut Vec<u8>>,
+    siblings: Siblings,
 ) -> Result<Option<(Grow, bool)>> {
-    let (child, i) = {
+    let (child, i, child_siblings) = {
         let node = load(&*pages, &r, levels)?;
         if node.is_leaf() {
             let slot = node.search(key)?;
-            return edit_leaf(pages, &r, slot, change, old);
+            return edit_leaf(pages, &r, slot, change, old, siblings);
         }
         let i = node.child_index(key)?;
-        (node.child(i)?, i)
+        let child_siblings = match (levels, change) {
+            (2, LeafEdit::Put(_)) => Siblings::of(r, i),
+            _ => Siblings::NONE,
+        };
+        (node.child(i)?, i, child_siblings)
     };
-    let Some((grow, existed)) = edit_below(pages, child, key, levels - 1, change, old)? else {
+    let below = edit_below(pages, child, key, levels - 1, change, old, child_siblings)?;
+    let Some((grow, existed)) = below else {
         return Ok(None);
     };
     // A new key only adds to its leaf: one underfull after it was underfull before (a
@@ -488,13 +502,15 @@ fn edit_below(
 }
 
 /// Applies `change` at `slot` (found by the lookup) of the leaf `r` names, shadowing it
-/// first; `None`, changing nothing, for a `Delete` of an absent key.
+/// first; `None`, changing nothing, for a `Delete` of an absent key. A new key that does
+/// not fit may share the leaf's cells with one of its dirty `siblings`.
 fn edit_leaf(
     pages: &mut TxnPages,
     r: &ChildRef,
     slot: std::result::Result<usize, usize>,
     change: LeafEdit,
     old: Option<&mut Vec<u8>>,
+    siblings: Siblings,
 ) -> Result<Option<(Grow, bool)>> {
     if matches!(change, LeafEdit::Delete) && slot.is_err() {
         return Ok(None);
@@ -519,7 +535,7 @@ fn edit_leaf(
     let grow = match (change, slot) {
         // An overwrite keeps the hint: it says where new keys arrive.
         (LeafEdit::Put(cell), Ok(i)) => put_cell(pages, id, PageKind::Leaf, i, cell, None)?.grow,
-        (LeafEdit::Put(cell), Err(i)) => put_new_key(pages, id, i, cell, None)?,
+        (LeafEdit::Put(cell), Err(i)) => put_new_key(pages, id, i, cell, None, siblings)?,
         (LeafEdit::Delete, _) => Grow::One(pages.dirty_ref(id)),
     };
     Ok(Some((grow, slot.is_ok())))
@@ -527,13 +543,16 @@ fn edit_leaf(
 
 /// Inserts a new key's `cell` at slot `pos` of dirty leaf `id`. If the leaf is full and
 /// the insert continues a run (`run`, else the one the leaf's hint shows), the leaf is
-/// cut at the insertion point; the page that takes the cell records the new hint.
+/// cut at the insertion point; otherwise it shares its cells with one of its dirty
+/// `siblings` if that has room, else is cut evenly. The page that takes the cell records
+/// the new hint.
 fn put_new_key(
     pages: &mut TxnPages,
     id: PageId,
     pos: usize,
     cell: Cell,
     run: Option<Run>,
+    siblings: Siblings,
 ) -> Result<Grow> {
     let (adjacent, run) = match run {
         Some(run) => (Some(run), Some(run)),
@@ -544,7 +563,16 @@ fn put_new_key(
             (adjacent, adjacent.filter(|&run| hint.continues(run)))
         }
     };
-    let put = put_cell(pages, id, PageKind::Leaf, pos, cell, run)?;
+    let put = match node::insert_cell(pages.dirty_mut(id), id, PageKind::Leaf, pos, cell)? {
+        true => Put::kept(pages, id),
+        false => match run {
+            Some(_) => split(pages, id, PageKind::Leaf, pos, cell, run)?,
+            None => match share_with_sibling(pages, id, pos, cell, siblings)? {
+                Some(put) => put,
+                None => split(pages, id, PageKind::Leaf, pos, cell, None)?,
+            },
+        },
+    };
     Hint::after(cell.key, adjacent).write(pages.dirty_mut(put.cell_page));
     Ok(put.grow)
 }
@@ -552,6 +580,12 @@ fn put_new_key(
 pub(crate) fn set_root(pages: &mut TxnPages, tree: &mut TreeRecord, grow: Grow) -> Result<()> {
     match grow {
         Grow::One(r) => tree.root = r,
+        Grow::Shared(..) => {
+            return Err(Error::corrupted(
+                tree.root.page.get(),
+                "a root shared its cells with a sibling",
+            ));
+        }
         Grow::Split(left, sep, right, _) => {
             if tree.depth.get() >= DEPTH_MAX {
                 return Err(Error::corrupted(
@@ -599,7 +633,39 @@ fn attach(pages: &mut TxnPages, id: PageId, i: usize, grow: Grow) -> Result<Grow
             };
             Ok(put_cell(pages, id, PageKind::Branch, i, cell, run)?.grow)
         }
+        Grow::Shared(side, left, sep, right) => {
+            let first = match side {
+                Side::Right => Some(i),
+                Side::Left => i.checked_sub(1),
+            };
+            let first = first.ok_or_else(|| {
+                Error::corrupted(id.0, "the first child shared cells with its left sibling")
+            })?;
+            replace_pair(pages, id, first, &left, &sep, &right)
+        }
     }
+}
+
+/// Children `first` and `first + 1` of the dirty branch `id` became `left` and `right`,
+/// separated by `sep`: puts them in place of the old pair and its separator.
+fn replace_pair(
+    pages: &mut TxnPages,
+    id: PageId,
+    first: usize,
+    left: &ChildRef,
+    sep: &[u8],
+    right: &ChildRef,
+) -> Result<Grow> {
+    let p = pages.dirty_mut(id);
+    node::remove_cell(p, id, first)?;
+    node::set_child(p, first, left)?;
+    let mut cell = Vec::new();
+    encode_branch_cell(&mut cell, sep, right);
+    let cell = Cell {
+        key: sep,
+        bytes: &cell,
+    };
+    Ok(put_cell(pages, id, PageKind::Branch, first, cell, None)?.grow)
 }
 
 /// What `put_cell` did.
@@ -608,6 +674,16 @@ struct Put {
     grow: Grow,
     /// Leaves: the page that took the new cell.
     cell_page: PageId,
+}
+
+impl Put {
+    /// The cell went into the dirty node `id`, which stays one page.
+    fn kept(pages: &TxnPages, id: PageId) -> Put {
+        Put {
+            grow: Grow::One(pages.dirty_ref(id)),
+            cell_page: id,
+        }
+    }
 }
 
 /// Inserts `cell` at slot `pos` of dirty node `id`, splitting it if it is full: at the
@@ -621,11 +697,20 @@ fn put_cell(
     run: Option<Run>,
 ) -> Result<Put> {
     if node::insert_cell(pages.dirty_mut(id), id, kind, pos, cell)? {
-        return Ok(Put {
-            grow: Grow::One(pages.dirty_ref(id)),
-            cell_page: id,
-        });
+        return Ok(Put::kept(pages, id));
     }
+    split(pages, id, kind, pos, cell, run)
+}
+
+/// `put_cell` for a node too full for `cell`: cuts it in two.
+fn split(
+    pages: &mut TxnPages,
+    id: PageId,
+    kind: PageKind,
+    pos: usize,
+    cell: Cell,
+    run: Option<Run>,
+) -> Result<Put> {
     let old = pages.take(id);
     let page_size = pages.geometry().page_size;
     let ((left, sep, right), cut, edge) = {
@@ -649,17 +734,13 @@ fn put_cell(
             (PageKind::Leaf, ..) => None,
             (_, run, Some(_)) => run,
         };
-        let (two, cut) = node::build_two(
-            id,
-            page_size,
-            kind,
-            pages.txn,
-            leftmost.as_ref(),
-            &cells,
-            run_cut,
-        )?;
+        let buffers = [pages.blank_page(), pages.blank_page()];
+        let txn = pages.txn;
+        let (two, cut) =
+            node::build_two(id, kind, txn, leftmost.as_ref(), &cells, run_cut, buffers)?;
         (two, cut, edge)
     };
+    pages.recycle(old);
     pages.put(id, left);
     let right_id = pages.add_page(right);
     Ok(Put {

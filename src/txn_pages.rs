@@ -43,6 +43,10 @@ pub(crate) struct TxnPages {
     own_pinned: bool,
     own_freed: Vec<(PageId, u64)>,
     next_provisional: u64,
+    /// Buffers of dirty pages this transaction replaced (a split's or a share's old
+    /// pages, freed dirty pages), reused for the pages it builds whole: a fresh buffer
+    /// costs an allocation and zeroing every byte, a build writes each byte once anyway.
+    spare: Vec<PageBox>,
     /// Sealed pages with their final ids, in the order they were sealed.
     sealed: Vec<(PageId, PageBox)>,
     /// Blobs this transaction wrote (first page → pages): values it may free at once.
@@ -116,6 +120,10 @@ impl Pages for PageReader {
 /// Why a change that never finished leaves the transaction unusable.
 const INTERRUPTED: &str = "a change was interrupted (a panic) before it finished";
 
+/// Spare page buffers a transaction keeps for reuse (`TxnPages::recycle`): a share takes
+/// two and gives two back, a split takes two and gives one, so a few suffice.
+const SPARE_PAGES_MAX: usize = 16;
+
 /// Dirty pages are numbered from here until the commit gives them their final ids: far
 /// beyond any file (2^62 pages), so no committed reference can name one by accident
 /// (reading one through the snapshot fails its range check).
@@ -143,6 +151,7 @@ impl TxnPages {
             own_pinned: false,
             own_freed: Vec::new(),
             next_provisional: PROVISIONAL_IDS,
+            spare: Vec::new(),
             sealed: Vec::new(),
             own_blobs: HashMap::default(),
             alloc: Allocator::new(free, page_count),
@@ -276,6 +285,23 @@ impl TxnPages {
         pages
     }
 
+    /// A page buffer whose bytes are unspecified, for a page about to be built whole
+    /// (`node::build` writes every byte): a [`recycled`](Self::recycle) one if any.
+    pub(crate) fn blank_page(&mut self) -> PageBox {
+        let page_size = self.geometry().page_size;
+        self.spare
+            .pop()
+            .unwrap_or_else(|| PageBox::zeroed(page_size))
+    }
+
+    /// Keeps the buffer of a dirty page this transaction no longer uses, for
+    /// [`blank_page`](Self::blank_page); at most [`SPARE_PAGES_MAX`] are kept.
+    pub(crate) fn recycle(&mut self, page: PageBox) {
+        if self.spare.len() < SPARE_PAGES_MAX && page.len() == self.geometry().page_size {
+            self.spare.push(page);
+        }
+    }
+
     /// A new zeroed dirty page.
     pub(crate) fn alloc_page(&mut self) -> (PageId, &mut [u8]) {
         let page = PageBox::zeroed(self.geometry().page_size);
@@ -354,7 +380,8 @@ impl TxnPages {
         let id = r.page();
         if self.written_here(r, |p| p.dirty.contains_key(&id))? {
             // Dirty pages have no page id yet: dropping the buffer is all there is to do.
-            self.dirty.remove(&id);
+            let page = self.take(id);
+            self.recycle(page);
             return Ok(());
         }
         verify_ref(self.reader.page(id)?, r)?;

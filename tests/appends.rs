@@ -83,10 +83,11 @@ fn pages_bulk_loaded(order: Order) -> Result<u64> {
 }
 
 /// Inserts in `order`, in one transaction and in commits of 100, against `bulk_load`:
-/// at most `ratio_max` times its pages.
-fn assert_fill(order: Order, ratio_max: f64) -> Result<()> {
+/// at most `ratio_max` times its pages (the first bound for one transaction, the second
+/// for the commits of 100).
+fn assert_fill(order: Order, ratio_max: [f64; 2]) -> Result<()> {
     let bulk = pages_bulk_loaded(order)?;
-    for per_commit in [None, Some(100)] {
+    for (per_commit, ratio_max) in [None, Some(100)].into_iter().zip(ratio_max) {
         let pages = pages_after_inserts(order, per_commit)?;
         let ratio = pages as f64 / bulk as f64;
         eprintln!(
@@ -108,12 +109,12 @@ fn assert_fill(order: Order, ratio_max: f64) -> Result<()> {
 
 #[test]
 fn ascending_inserts_fill_their_pages() -> Result<()> {
-    assert_fill(Order::Ascending, 1.1)
+    assert_fill(Order::Ascending, [1.1; 2])
 }
 
 #[test]
 fn descending_inserts_fill_their_pages() -> Result<()> {
-    assert_fill(Order::Descending, 1.1)
+    assert_fill(Order::Descending, [1.1; 2])
 }
 
 /// Each series leaves behind at most a partly filled leaf or two from the time when
@@ -121,14 +122,17 @@ fn descending_inserts_fill_their_pages() -> Result<()> {
 /// are cut evenly: a few pages in all (1.006x measured).
 #[test]
 fn interleaved_series_fill_their_pages() -> Result<()> {
-    assert_fill(Order::Interleaved, 1.05)
+    assert_fill(Order::Interleaved, [1.05; 2])
 }
 
-/// Random inserts split evenly as before (1.447x, leaves about 70 % full): a run
-/// needs two inserts in a row next to each other in the same leaf.
+/// Random inserts split evenly (a run needs two inserts in a row next to each other in
+/// the same leaf), which leaves leaves about 70 % full: 1.447x measured in commits of
+/// 100. In one transaction a full leaf shares its cells with a sibling the transaction
+/// already changed, if that has room (`src/tree/share.rs`): 1.257x measured (1.447x
+/// before sharing).
 #[test]
-fn random_inserts_split_evenly() -> Result<()> {
-    assert_fill(Order::Random, 1.5)
+fn random_inserts_split_evenly_or_share_with_a_changed_sibling() -> Result<()> {
+    assert_fill(Order::Random, [1.3, 1.5])
 }
 
 // ---- WriteTree::append ---------------------------------------------------------------

@@ -298,7 +298,10 @@ pub(crate) fn separator<'k>(left: &[u8], right: &'k [u8]) -> &'k [u8] {
     &right[..(common + 1).min(right.len())]
 }
 
-/// Writes a fresh node holding `cells` in order (they must fit).
+/// Writes a fresh node holding `cells` in order (they must fit) over every byte of
+/// `page`, whatever it held (a recycled buffer: [`TxnPages::blank_page`]).
+///
+/// [`TxnPages::blank_page`]: crate::txn_pages::TxnPages::blank_page
 pub(crate) fn build(
     page: &mut [u8],
     kind: PageKind,
@@ -313,6 +316,7 @@ pub(crate) fn build(
     for c in cells {
         assert!(push_cell(page, kind, *c), "build: cells do not fit");
     }
+    zero_free_space(page, kind);
 }
 
 /// A node cut in two: the left page, the key that separates them, the right page.
@@ -321,16 +325,18 @@ pub(crate) type TwoPages = (PageBox, Vec<u8>, PageBox);
 /// Cuts `cells` (too many for one page) into two new pages, at `cut` if given (a cut
 /// that fits, from `run_cut`), else where `split_point` puts it; returns them with the
 /// key that separates them and the cut. Branches move the cut cell's key up and its
-/// child becomes the right page's leftmost.
+/// child becomes the right page's leftmost. The pages are built in `buffers`, whatever
+/// they held (both a page long).
 pub(crate) fn build_two(
     id: PageId,
-    page_size: usize,
     kind: PageKind,
     txn: TxnId,
     leftmost: Option<&ChildRef>,
     cells: &[Cell],
     cut: Option<usize>,
+    [mut left, mut right]: [PageBox; 2],
 ) -> Result<(TwoPages, usize)> {
+    let page_size = left.len();
     let cut = match cut {
         Some(at) => at,
         None => {
@@ -340,8 +346,6 @@ pub(crate) fn build_two(
             .at
         }
     };
-    let mut left = PageBox::zeroed(page_size);
-    let mut right = PageBox::zeroed(page_size);
     let (sep, right_leftmost, right_cells) = match kind {
         PageKind::Leaf => (
             separator(cells[cut - 1].key, cells[cut].key).to_vec(),
@@ -357,6 +361,15 @@ pub(crate) fn build_two(
     build(&mut left, kind, txn, leftmost, &cells[..cut]);
     build(&mut right, kind, txn, right_leftmost.as_ref(), right_cells);
     Ok(((left, sep, right), cut))
+}
+
+/// Whether a full leaf using `used_bytes` with a new cell (headers, slots and the cell
+/// counted) and a sibling leaf using `sibling_used_bytes` fit in two pages filled to
+/// seven eighths on average: then the insert shares the cells between the two instead of
+/// splitting. Each page keeps about an eighth free for the next inserts; the two hold
+/// more than a page, so no remove merges them back at once ([`merges_with`]).
+pub(crate) fn shares_with(used_bytes: usize, sibling_used_bytes: usize, page_size: usize) -> bool {
+    used_bytes + sibling_used_bytes <= page_size / 4 * 7
 }
 
 /// A node is underfull below a quarter page; removes rebalance such nodes.

@@ -59,6 +59,89 @@ pub(crate) fn even_out(
     Ok(Evened::Shared(up))
 }
 
+/// Makes room for a new `cell` at index `at` of the cells of the dirty leaf `left` and
+/// then those of its dirty right sibling `right`, the first being too full for it: moves
+/// cells across so that the two pages are cut where a split of all their cells and the
+/// new one would cut them, then inserts the cell. Returns the key that separates the two
+/// now and whether the cell went into `left`; `None`, changing nothing, if no cut fits
+/// both pages.
+pub(crate) fn share_leaves(
+    left: &mut [u8],
+    left_id: PageId,
+    right: &mut [u8],
+    right_id: PageId,
+    at: usize,
+    cell: Cell,
+) -> Result<Option<(Vec<u8>, bool)>> {
+    let (cut, sep, left_len) = {
+        let pair = Pair::new(left, left_id, &[], right, right_id)?;
+        if pair.left.kind() != PageKind::Leaf || at > pair.len() {
+            return Err(Error::corrupted(left_id.0, "a leaf shared with a branch"));
+        }
+        // Index `j` of the list with the new cell: the new cell, or the pair's cell `i`.
+        let old = |j: usize| (j != at).then(|| if j < at { j } else { j - 1 });
+        let footprint = |j| old(j).map_or(Ok(cell.footprint()), |i| pair.footprint(i));
+        let key = |j| old(j).map_or(Ok(cell.key), |i| pair.key(i));
+        let Some(cut) = walk_to_even_cut(&pair, at, cell.footprint(), footprint)? else {
+            return Ok(None);
+        };
+        let sep = separator(key(cut - 1)?, key(cut)?).to_vec();
+        (cut, sep, pair.left.len())
+    };
+    let cell_left = at < cut;
+    // The old cells that end up in the left page.
+    let keep = if cell_left { cut - 1 } else { cut };
+    if keep < left_len {
+        prepend_from_left(left, left_id, &[], right, right_id, keep)?;
+        remove_range(left, left_id, keep..left_len)?;
+    } else if keep > left_len {
+        let moved = keep - left_len;
+        append_from_right(left, left_id, &[], right, right_id, moved)?;
+        remove_range(right, right_id, 0..moved)?;
+    }
+    match cell_left {
+        true => put_one(left, left_id, at, cell)?,
+        false => put_one(right, right_id, at - cut, cell)?,
+    }
+    Ok(Some((sep, cell_left)))
+}
+
+/// The most even cut of the cells of the leaf pair and a new cell of `cell_bytes` at
+/// index `at` (`footprint(j)` of the list with it), if both sides fit a page: walks from
+/// the pages' present boundary, reading only the cells that would move (the two sides'
+/// difference shrinks along the walk until the best cut, then grows).
+fn walk_to_even_cut(
+    pair: &Pair,
+    at: usize,
+    cell_bytes: usize,
+    footprint: impl Fn(usize) -> Result<usize>,
+) -> Result<Option<usize>> {
+    let payload = |n: &Node| n.used_bytes() - slots_start(PageKind::Leaf);
+    let (left_bytes, right_bytes) = (payload(&pair.left), payload(&pair.right));
+    let total = left_bytes + right_bytes + cell_bytes;
+    let len = pair.len() + 1;
+    // The boundary now, the new cell counted on the left if it is at the left's end.
+    let mut cut = pair.left.len() + usize::from(at <= pair.left.len());
+    let mut left = left_bytes + if at <= pair.left.len() { cell_bytes } else { 0 };
+    let skew = |left: usize| (2 * left).abs_diff(total);
+    while cut > 1 {
+        let moved = footprint(cut - 1)?;
+        if skew(left - moved) >= skew(left) {
+            break;
+        }
+        (cut, left) = (cut - 1, left - moved);
+    }
+    while cut + 1 < len {
+        let moved = footprint(cut)?;
+        if skew(left + moved) >= skew(left) {
+            break;
+        }
+        (cut, left) = (cut + 1, left + moved);
+    }
+    let room = pair.left.bytes().len() - slots_start(PageKind::Leaf);
+    Ok((left <= room && total - left <= room).then_some(cut))
+}
+
 /// The cells of two siblings as one ordered list: the left page's, then for branches the
 /// separator from their parent (with the right page's leftmost child), then the right's.
 struct Pair<'a> {
@@ -284,7 +367,9 @@ pub(crate) fn remove_range(page: &mut [u8], id: PageId, range: Range<usize>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{LeafValue, ValueAlign, build, encode_leaf_cell, is_underfull, remove_cell};
+    use crate::node::{
+        LeafValue, ValueAlign, build, encode_leaf_cell, insert_cell, is_underfull, remove_cell,
+    };
     use crate::page::{ChildRef, TxnId};
 
     const PAGE: usize = 4096;
@@ -295,16 +380,20 @@ mod tests {
         k
     }
 
-    /// A leaf with keys `keys` (each `key_len` long) and values of `value_len` bytes.
-    fn leaf(keys: Range<usize>, key_len: usize, value_len: usize) -> Box<[u8]> {
+    /// A leaf cell for key `i` with a value of `value_len` bytes: the key and the cell.
+    fn leaf_cell(i: usize, key_len: usize, value_len: usize) -> (Vec<u8>, Vec<u8>) {
+        let k = key(i, key_len);
+        let mut cell = Vec::new();
         let value = vec![7u8; value_len];
+        encode_leaf_cell(&mut cell, &k, &LeafValue::Inline(&value), ValueAlign::NONE);
+        (k, cell)
+    }
+
+    /// A leaf with keys `keys` (each `key_len` long) and values of `value_len` bytes.
+    fn leaf(keys: impl IntoIterator<Item = usize>, key_len: usize, value_len: usize) -> Box<[u8]> {
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = keys
-            .map(|i| {
-                let k = key(i, key_len);
-                let mut cell = Vec::new();
-                encode_leaf_cell(&mut cell, &k, &LeafValue::Inline(&value), ValueAlign::NONE);
-                (k, cell)
-            })
+            .into_iter()
+            .map(|i| leaf_cell(i, key_len, value_len))
             .collect();
         let cells: Vec<Cell> = encoded
             .iter()
@@ -443,6 +532,71 @@ mod tests {
         assert!(!even_out_and_check(small, big, &key(1, 400)));
         let (big, small) = (branch(0..9, 400), branch(10..11, 400));
         assert!(!even_out_and_check(big, small, &key(9, 400)));
+    }
+
+    /// Whether the leaf has no room for one more cell of key `new` and a 300-byte value.
+    fn is_full(leaf: &[u8], new: usize) -> bool {
+        let (k, c) = leaf_cell(new, 8, 300);
+        let cell = Cell { key: &k, bytes: &c };
+        !insert_cell(&mut Box::from(leaf), PageId(1), PageKind::Leaf, 0, cell).unwrap()
+    }
+
+    /// Shares the leaves `left` and `right` making room for key `new` (a 300-byte value)
+    /// at index `at` of their cells, which must succeed: the cells stay in order with the
+    /// new one among them, the separator separates, and the two sides differ by a cell at
+    /// most (all cells are alike). Returns whether the new cell went left.
+    fn share_and_check(mut left: Box<[u8]>, mut right: Box<[u8]>, at: usize, new: usize) -> bool {
+        let (k, c) = leaf_cell(new, 8, 300);
+        let cell = Cell { key: &k, bytes: &c };
+        let mut expected = flatten(&[&left, &right], &[]).0;
+        expected.insert(at, k.clone());
+        let (sep, went_left) = share_leaves(&mut left, PageId(1), &mut right, PageId(2), at, cell)
+            .unwrap()
+            .expect("shared");
+        assert_eq!(flatten(&[&left, &right], &[]).0, expected);
+        let (l, r) = (
+            Node::parse(&left, PageId(1)).unwrap(),
+            Node::parse(&right, PageId(2)).unwrap(),
+        );
+        assert!(l.key(l.len() - 1).unwrap() < &sep[..] && &sep[..] <= r.key(0).unwrap());
+        assert_eq!(went_left, k < sep);
+        assert!(l.used_bytes().abs_diff(r.used_bytes()) <= cell.footprint());
+        went_left
+    }
+
+    #[test]
+    fn a_full_leaf_shares_with_its_right_sibling() {
+        // Twelve cells of 320 bytes (slot, length, key, value) fill a page: a thirteenth
+        // does not fit. Even keys only, so that odd ones go between them.
+        let full = || leaf((0..24).step_by(2), 8, 300);
+        assert!(is_full(&full(), 1));
+        let right = || leaf([40, 42], 8, 300);
+        // The new key at the left end stays left; at the right end it moves right.
+        assert!(share_and_check(full(), right(), 1, 1));
+        assert!(share_and_check(full(), right(), 2, 3));
+        assert!(!share_and_check(full(), right(), 12, 23));
+    }
+
+    #[test]
+    fn a_full_leaf_shares_with_its_left_sibling() {
+        let left = || leaf([0, 2], 8, 300);
+        let full = || leaf((10..34).step_by(2), 8, 300);
+        assert!(is_full(&full(), 9));
+        // Index 2 is the full leaf's first slot: the new key moves left with it.
+        assert!(share_and_check(left(), full(), 2, 9));
+        assert!(!share_and_check(left(), full(), 14, 33));
+    }
+
+    #[test]
+    fn leaves_too_full_to_share_are_left_as_they_were() {
+        // Eight cells of 509 bytes fill a page exactly: seventeen fit no two pages.
+        let (mut left, mut right) = (leaf((0..16).step_by(2), 8, 489), leaf(20..28, 8, 489));
+        let before = (left.clone(), right.clone());
+        let (k, c) = leaf_cell(1, 8, 489);
+        let cell = Cell { key: &k, bytes: &c };
+        let shared = share_leaves(&mut left, PageId(1), &mut right, PageId(2), 1, cell).unwrap();
+        assert!(shared.is_none());
+        assert_eq!((left, right), before);
     }
 
     #[test]

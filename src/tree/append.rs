@@ -4,7 +4,9 @@
 
 use zerocopy::little_endian::U64;
 
-use super::{Pages, TreeRecord, attach, check_sizes, insert, load, put_new_key, set_root};
+use super::{
+    Pages, Siblings, TreeRecord, attach, check_sizes, insert, load, put_new_key, set_root,
+};
 use crate::error::{Error, Result};
 use crate::node::{self, Node, Run, encode_leaf_cell};
 use crate::page::ChildRef;
@@ -99,7 +101,7 @@ fn append_cell(
     let (leaf, branches) = path.split_last().expect("a path has a leaf");
     let id = pages.shadow(leaf)?;
     let end = Node::parse(pages.dirty(id), id)?.len();
-    let mut grow = put_new_key(pages, id, end, cell, Some(Run::Up))?;
+    let mut grow = put_new_key(pages, id, end, cell, Some(Run::Up), Siblings::NONE)?;
     for r in branches.iter().rev() {
         let id = pages.shadow(r)?;
         let last = Node::parse(pages.dirty(id), id)?.len();

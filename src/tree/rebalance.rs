@@ -2,12 +2,10 @@
 //! sibling nodes to even out, and evening them out in place. See FORMAT.md#node-pages
 //! ("Fill").
 
-use super::{Grow, Pages, attach, load, put_cell};
+use super::{Grow, Pages, attach, load, replace_pair};
 use crate::error::{Error, Result};
-use crate::node::{
-    self, Cell, Evened, Node, encode_branch_cell, is_sparse, is_underfull, merges_with,
-};
-use crate::page::{ChildRef, PageId, PageKind};
+use crate::node::{self, Evened, Node, is_sparse, is_underfull, merges_with};
+use crate::page::{ChildRef, PageId};
 use crate::txn_pages::TxnPages;
 
 /// Shadows the branch `r` and puts `grow` (what became of its child `i`) into it,
@@ -87,7 +85,7 @@ pub(crate) fn is_underfull_now(pages: &TxnPages, grow: &Grow) -> Result<bool> {
             let node = Node::parse(pages.dirty(r.page()), r.page())?;
             is_underfull(node.used_bytes(), pages.geometry().page_size)
         }
-        Grow::Split(..) => false,
+        Grow::Split(..) | Grow::Shared(..) => false,
     })
 }
 
@@ -113,22 +111,14 @@ fn rebalance(pages: &mut TxnPages, parent: PageId, a: usize) -> Result<Grow> {
     pages.put(idb, right);
     let evened = evened?;
     let (ref_a, ref_b) = (pages.dirty_ref(ida), pages.dirty_ref(idb));
-    let p = pages.dirty_mut(parent);
-    node::remove_cell(p, parent, a)?;
-    node::set_child(p, a, &ref_a)?;
     match evened {
         Evened::Merged => {
+            let p = pages.dirty_mut(parent);
+            node::remove_cell(p, parent, a)?;
+            node::set_child(p, a, &ref_a)?;
             pages.free_page(&ref_b)?;
             Ok(Grow::One(pages.dirty_ref(parent)))
         }
-        Evened::Shared(new_sep) => {
-            let mut cell = Vec::new();
-            encode_branch_cell(&mut cell, &new_sep, &ref_b);
-            let cell = Cell {
-                key: &new_sep,
-                bytes: &cell,
-            };
-            Ok(put_cell(pages, parent, PageKind::Branch, a, cell, None)?.grow)
-        }
+        Evened::Shared(new_sep) => replace_pair(pages, parent, a, &ref_a, &new_sep, &ref_b),
     }
 }
