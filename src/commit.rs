@@ -116,6 +116,7 @@ impl WriteTxn {
         let txn = self.pages.get_mut().txn;
         let w = &mut *self.writer;
         w.free = self.pages.get_mut().alloc.take_free();
+        w.spare_pages = self.pages.get_mut().take_spare();
         self.committed = true;
         w.pending.add(txn, freed, true);
         w.pending.add(txn, freed_volatile, false);
@@ -290,6 +291,9 @@ impl WriteTxn {
             debug_assert!(run.iter().all(|(_, b)| b.len() > g.page_size
                 || page_checksum(b) == crate::page::header(b).checksum.get()));
             storage.write_pages(run[0].0, &bufs)?;
+        }
+        for (_, page) in pages {
+            self.pages.get_mut().recycle(page);
         }
         Ok(())
     }

@@ -246,6 +246,7 @@ impl Database {
             chain,
             snapshot_ends: [(meta.txn(), meta.page_count())].into(),
             sealed: Arc::new(SealedNodes::new()),
+            spare_pages: Vec::new(),
         };
         Ok(Database {
             shared: Arc::new(Shared {

@@ -31,7 +31,7 @@ pub(crate) use pack::{all_cells, build_branch, build_leaves, pack_cuts};
 pub(crate) use prefix::tighten;
 use prefix::{against_shared, compare_prefix, prefix_bytes};
 pub(crate) use runs::{Hint, Run, run_cut};
-pub(crate) use siblings::{Evened, even_out, remove_range, share_leaves};
+pub(crate) use siblings::{Evened, ShareCut, even_out, remove_range, share_cut, share_leaves};
 
 /// Header of branch and leaf pages. See FORMAT.md#node-pages.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]

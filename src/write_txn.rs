@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::free_chain::FreeChain;
 use crate::freelist::{PageRuns, Pending};
 use crate::page::{PageId, TxnId};
+use crate::page_buf::PageBox;
 use crate::reserve::Reservation;
 use crate::sealed_nodes::SealedNodes;
 use crate::tree::{self, Pages, TreeRecord};
@@ -39,6 +40,9 @@ pub(crate) struct Writer {
     pub snapshot_ends: BTreeMap<TxnId, PageId>,
     /// The node pages this handle's commits sealed, for `TxnPages::shadow`.
     pub sealed: Arc<SealedNodes>,
+    /// Page buffers the last commit wrote, for the next transaction's copies and builds
+    /// (`TxnPages::recycle`).
+    pub spare_pages: Vec<PageBox>,
 }
 
 /// The one write transaction. Changes are visible only to it until `commit`; dropping it
@@ -316,10 +320,8 @@ impl WriteTxn {
             &shared.storage,
             base.meta.txn(),
             base.meta.page_count(),
-            std::mem::take(&mut writer.free),
-            writer.durable,
             Arc::clone(&shared.path),
-            Arc::clone(&writer.sealed),
+            &mut writer,
         );
         let inner = TxnInner {
             pages,

@@ -59,12 +59,43 @@ pub(crate) fn even_out(
     Ok(Evened::Shared(up))
 }
 
-/// Makes room for a new `cell` at index `at` of the cells of the dirty leaf `left` and
-/// then those of its dirty right sibling `right`, the first being too full for it: moves
-/// cells across so that the two pages are cut where a split of all their cells and the
-/// new one would cut them, then inserts the cell. Returns the key that separates the two
-/// now and whether the cell went into `left`; `None`, changing nothing, if no cut fits
-/// both pages.
+/// Where [`share_leaves`] cuts two sibling leaves and a new cell: before index `cut` of
+/// the list of their cells with the new one, with the key that then separates them.
+pub(crate) struct ShareCut {
+    cut: usize,
+    pub sep: Vec<u8>,
+}
+
+/// Plans making room for a new `cell` at index `at` of the cells of the leaf `left` and
+/// then those of its right sibling `right`: the cut where a split of all their cells and
+/// the new one would cut them. `None` if no cut fits both pages. Reads only: the pages
+/// may still be committed ones, to be copied once the plan is known to work.
+pub(crate) fn share_cut(
+    left: &[u8],
+    left_id: PageId,
+    right: &[u8],
+    right_id: PageId,
+    at: usize,
+    cell: Cell,
+) -> Result<Option<ShareCut>> {
+    let pair = Pair::new(left, left_id, &[], right, right_id)?;
+    if pair.left.kind() != PageKind::Leaf || at > pair.len() {
+        return Err(Error::corrupted(left_id.0, "a leaf shared with a branch"));
+    }
+    // Index `j` of the list with the new cell: the new cell, or the pair's cell `i`.
+    let old = |j: usize| (j != at).then(|| if j < at { j } else { j - 1 });
+    let footprint = |j| old(j).map_or(Ok(cell.footprint()), |i| pair.footprint(i));
+    let key = |j| old(j).map_or(Ok(cell.key), |i| pair.key(i));
+    let Some(cut) = walk_to_even_cut(&pair, at, cell.footprint(), footprint)? else {
+        return Ok(None);
+    };
+    let sep = separator(key(cut - 1)?, key(cut)?).to_vec();
+    Ok(Some(ShareCut { cut, sep }))
+}
+
+/// Carries out `plan` ([`share_cut`] of the same pages, now dirty): moves cells between
+/// the leaves `left` and `right` and inserts the new `cell` at index `at` of the list;
+/// returns whether the cell went into `left`.
 pub(crate) fn share_leaves(
     left: &mut [u8],
     left_id: PageId,
@@ -72,22 +103,9 @@ pub(crate) fn share_leaves(
     right_id: PageId,
     at: usize,
     cell: Cell,
-) -> Result<Option<(Vec<u8>, bool)>> {
-    let (cut, sep, left_len) = {
-        let pair = Pair::new(left, left_id, &[], right, right_id)?;
-        if pair.left.kind() != PageKind::Leaf || at > pair.len() {
-            return Err(Error::corrupted(left_id.0, "a leaf shared with a branch"));
-        }
-        // Index `j` of the list with the new cell: the new cell, or the pair's cell `i`.
-        let old = |j: usize| (j != at).then(|| if j < at { j } else { j - 1 });
-        let footprint = |j| old(j).map_or(Ok(cell.footprint()), |i| pair.footprint(i));
-        let key = |j| old(j).map_or(Ok(cell.key), |i| pair.key(i));
-        let Some(cut) = walk_to_even_cut(&pair, at, cell.footprint(), footprint)? else {
-            return Ok(None);
-        };
-        let sep = separator(key(cut - 1)?, key(cut)?).to_vec();
-        (cut, sep, pair.left.len())
-    };
+    plan: &ShareCut,
+) -> Result<bool> {
+    let (cut, left_len) = (plan.cut, Node::parse(left, left_id)?.len());
     let cell_left = at < cut;
     // The old cells that end up in the left page.
     let keep = if cell_left { cut - 1 } else { cut };
@@ -103,7 +121,7 @@ pub(crate) fn share_leaves(
         true => put_one(left, left_id, at, cell)?,
         false => put_one(right, right_id, at - cut, cell)?,
     }
-    Ok(Some((sep, cell_left)))
+    Ok(cell_left)
 }
 
 /// The most even cut of the cells of the leaf pair and a new cell of `cell_bytes` at
@@ -550,9 +568,11 @@ mod tests {
         let cell = Cell { key: &k, bytes: &c };
         let mut expected = flatten(&[&left, &right], &[]).0;
         expected.insert(at, k.clone());
-        let (sep, went_left) = share_leaves(&mut left, PageId(1), &mut right, PageId(2), at, cell)
-            .unwrap()
-            .expect("shared");
+        let plan = share_cut(&left, PageId(1), &right, PageId(2), at, cell).unwrap();
+        let plan = plan.expect("shared");
+        let sep = plan.sep.clone();
+        let went_left =
+            share_leaves(&mut left, PageId(1), &mut right, PageId(2), at, cell, &plan).unwrap();
         assert_eq!(flatten(&[&left, &right], &[]).0, expected);
         let (l, r) = (
             Node::parse(&left, PageId(1)).unwrap(),
@@ -588,15 +608,13 @@ mod tests {
     }
 
     #[test]
-    fn leaves_too_full_to_share_are_left_as_they_were() {
+    fn leaves_too_full_to_share_have_no_cut() {
         // Eight cells of 509 bytes fill a page exactly: seventeen fit no two pages.
-        let (mut left, mut right) = (leaf((0..16).step_by(2), 8, 489), leaf(20..28, 8, 489));
-        let before = (left.clone(), right.clone());
+        let (left, right) = (leaf((0..16).step_by(2), 8, 489), leaf(20..28, 8, 489));
         let (k, c) = leaf_cell(1, 8, 489);
         let cell = Cell { key: &k, bytes: &c };
-        let shared = share_leaves(&mut left, PageId(1), &mut right, PageId(2), 1, cell).unwrap();
-        assert!(shared.is_none());
-        assert_eq!((left, right), before);
+        let plan = share_cut(&left, PageId(1), &right, PageId(2), 1, cell).unwrap();
+        assert!(plan.is_none());
     }
 
     #[test]

@@ -1,22 +1,18 @@
-//! Inserts into a full leaf that share its cells with a sibling instead of splitting it,
-//! when the sibling is a page this transaction already made dirty. See
-//! FORMAT.md#node-pages ("Fill").
+//! Inserts into a full leaf that share its cells with a sibling instead of splitting it.
+//! See FORMAT.md#node-pages ("Fill").
 //!
-//! Random inserts leave leaves about 70 % full (each split leaves two half-full pages).
-//! Sharing a full leaf's cells with a neighbour that has room keeps the page count and
-//! fills both, so a large transaction of random inserts (a load) writes fewer, fuller
-//! leaves. Only dirty neighbours are used: sharing with a committed one would copy and
-//! write one more page in a commit that splits nothing otherwise.
+//! Random inserts split full leaves into two half-full ones, which leaves leaves about
+//! 70 % full. Moving cells into a neighbour that has room keeps the page count and fills
+//! both. It writes no more pages than the split it replaces: two leaves either way (the
+//! sibling copied, or the split's new page).
 
-use super::{Grow, Pages, Put};
+use super::{Grow, Pages, Put, load};
 use crate::error::{Error, Result};
-use crate::node::{self, Cell, Node, shares_with};
+use crate::node::{self, Cell, Node, ShareCut, shares_with};
 use crate::page::{ChildRef, PageId};
 use crate::txn_pages::TxnPages;
 
-/// Where a leaf's siblings are: its parent and its index there. Only siblings this
-/// transaction already made dirty (so that editing them writes no more pages) are used,
-/// and those are looked up only when the leaf is full.
+/// Where a leaf's siblings are: its parent and its index there.
 #[derive(Clone, Copy)]
 pub(crate) struct Siblings {
     parent: Option<(ChildRef, usize)>,
@@ -39,45 +35,22 @@ impl Siblings {
             parent: Some((parent, i)),
         }
     }
-
-    /// The dirty sibling with the fewer used bytes, with its side and used bytes. A
-    /// parent that is not dirty has no dirty children.
-    fn roomiest(&self, pages: &TxnPages) -> Result<Option<(Side, PageId, usize)>> {
-        let Some((parent, i)) = self.parent else {
-            return Ok(None);
-        };
-        let parent_id = parent.page();
-        if parent.txn() != pages.txn || !pages.is_dirty(parent_id) {
-            return Ok(None);
-        }
-        let parent = Node::parse(pages.dirty(parent_id), parent_id)?;
-        let mut best: Option<(Side, PageId, usize)> = None;
-        for (side, j) in [(Side::Right, i + 1), (Side::Left, i.wrapping_sub(1))] {
-            if j > parent.len() {
-                continue;
-            }
-            let r = parent.child(j)?;
-            let id = r.page();
-            if r.txn() != pages.txn || !pages.is_dirty(id) {
-                continue;
-            }
-            let node = Node::parse(pages.dirty(id), id)?;
-            if !node.is_leaf() {
-                return Err(Error::corrupted(id.0, "a leaf's sibling is not a leaf"));
-            }
-            let used = node.used_bytes();
-            if best.is_none_or(|(_, _, b)| used < b) {
-                best = Some((side, id, used));
-            }
-        }
-        Ok(best)
-    }
 }
 
-/// `cell` does not fit at slot `pos` of the dirty leaf `id`: if its roomier dirty
-/// sibling can take enough cells ([`shares_with`]), moves cells between the two so that
-/// they are cut evenly with the new cell (no page is added) and says what became of
-/// them; `None`, changing nothing, if the leaf must split.
+/// A share found to work, not yet carried out.
+struct Plan {
+    side: Side,
+    sibling: ChildRef,
+    /// The new cell's index in the list of both leaves' cells.
+    at: usize,
+    cut: ShareCut,
+}
+
+/// `cell` does not fit at slot `pos` of the dirty leaf `id`: if a sibling (the right
+/// one, else the left) can take enough cells ([`shares_with`]), copies it if it is not
+/// dirty yet, moves cells between the two so that they are cut evenly with the new cell
+/// (no page is added) and says what became of them; `None`, changing nothing, if the
+/// leaf must split.
 pub(super) fn share_with_sibling(
     pages: &mut TxnPages,
     id: PageId,
@@ -85,46 +58,81 @@ pub(super) fn share_with_sibling(
     cell: Cell,
     siblings: Siblings,
 ) -> Result<Option<Put>> {
-    let Some((side, partner, partner_used)) = siblings.roomiest(pages)? else {
+    let Some((parent, i)) = siblings.parent else {
         return Ok(None);
     };
-    let page_size = pages.geometry().page_size;
-    let used = Node::parse(pages.dirty(id), id)?.used_bytes() + cell.footprint();
-    if !shares_with(used, partner_used, page_size) {
-        return Ok(None);
+    for side in [Side::Right, Side::Left] {
+        if let Some(plan) = plan(pages, (parent, i), side, id, pos, cell)? {
+            return share(pages, id, plan, cell).map(Some);
+        }
     }
-    if partner == id {
+    Ok(None)
+}
+
+/// Whether the sibling of child `i` of `parent` on `side` can share with the full leaf
+/// `id` taking `cell` at `pos`: the plan if so. Reads only.
+fn plan(
+    pages: &TxnPages,
+    (parent, i): (ChildRef, usize),
+    side: Side,
+    id: PageId,
+    pos: usize,
+    cell: Cell,
+) -> Result<Option<Plan>> {
+    let parent = load(pages, &parent, 2)?;
+    let j = match side {
+        Side::Right if i < parent.len() => i + 1,
+        Side::Left if i > 0 => i - 1,
+        _ => return Ok(None),
+    };
+    let sibling = parent.child(j)?;
+    if sibling.page() == id {
         return Err(Error::corrupted(id.0, "a branch references a page twice"));
     }
-    let (left_id, right_id, at) = match side {
-        Side::Right => (id, partner, pos),
-        Side::Left => {
-            let before = Node::parse(pages.dirty(partner), partner)?.len();
-            (partner, id, before + pos)
-        }
+    let full = pages.dirty(id);
+    let other = load(pages, &sibling, 1)?;
+    let used = Node::parse(full, id)?.used_bytes() + cell.footprint();
+    if !shares_with(used, other.used_bytes(), pages.geometry().page_size) {
+        return Ok(None);
+    }
+    let (full, other_bytes) = ((id, full), (sibling.page(), other.bytes()));
+    let ((left_id, left), (right_id, right), at) = match side {
+        Side::Right => (full, other_bytes, pos),
+        Side::Left => (other_bytes, full, other.len() + pos),
+    };
+    let cut = node::share_cut(left, left_id, right, right_id, at, cell)?;
+    Ok(cut.map(|cut| Plan {
+        side,
+        sibling,
+        at,
+        cut,
+    }))
+}
+
+/// Carries out `plan` for the full dirty leaf `id` and the new `cell`.
+fn share(pages: &mut TxnPages, id: PageId, plan: Plan, cell: Cell) -> Result<Put> {
+    // A committed sibling is verified and copied: the plan read the same bytes.
+    let partner = pages.shadow(&plan.sibling)?;
+    let (left_id, right_id) = match plan.side {
+        Side::Right => (id, partner),
+        Side::Left => (partner, id),
     };
     // Out of the map while both pages are edited, and back in before any error returns.
     let mut right = pages.take(right_id);
+    let left = pages.dirty_mut(left_id);
     let shared = node::share_leaves(
-        pages.dirty_mut(left_id),
-        left_id,
-        &mut right,
-        right_id,
-        at,
-        cell,
+        left, left_id, &mut right, right_id, plan.at, cell, &plan.cut,
     );
     pages.put(right_id, right);
-    let Some((sep, cell_left)) = shared? else {
-        return Ok(None);
-    };
+    let cell_left = shared?;
     let grow = Grow::Shared(
-        side,
+        plan.side,
         pages.dirty_ref(left_id),
-        sep,
+        plan.cut.sep,
         pages.dirty_ref(right_id),
     );
-    Ok(Some(Put {
+    Ok(Put {
         grow,
         cell_page: if cell_left { left_id } else { right_id },
-    }))
+    })
 }
