@@ -451,8 +451,8 @@ fn edit(
 /// the page and applies the change at the slot or child index this lookup found, without
 /// searching again: the shadow is a copy of the page searched. Returns what became of the
 /// node and whether the key existed. The call stack holds the path: each frame its
-/// branch's reference and the index of the child taken. A leaf is given its `siblings`
-/// that are already dirty, to share cells with rather than split.
+/// branch's reference and the index of the child taken. A leaf is told where its
+/// `siblings` are, to share cells with one rather than split.
 fn edit_below(
     pages: &mut TxnPages,
     r: ChildRef,
@@ -490,7 +490,7 @@ fn edit_below(
 
 /// Applies `change` at `slot` (found by the lookup) of the leaf `r` names, shadowing it
 /// first; `None`, changing nothing, for a `Delete` of an absent key. A new key that does
-/// not fit may share the leaf's cells with one of its dirty `siblings`.
+/// not fit may share the leaf's cells with one of its `siblings`.
 fn edit_leaf(
     pages: &mut TxnPages,
     r: &ChildRef,
@@ -530,7 +530,7 @@ fn edit_leaf(
 
 /// Inserts a new key's `cell` at slot `pos` of dirty leaf `id`. If the leaf is full and
 /// the insert continues a run (`run`, else the one the leaf's hint shows), the leaf is
-/// cut at the insertion point; otherwise it shares its cells with one of its dirty
+/// cut at the insertion point; otherwise it shares its cells with one of its
 /// `siblings` if that has room, else is cut evenly. The page that takes the cell records
 /// the new hint.
 fn put_new_key(
