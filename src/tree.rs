@@ -22,7 +22,7 @@ mod share;
 
 pub(crate) use append::append;
 pub(crate) use grow::{Grow, set_root};
-use grow::{Put, attach, put_cell, replace_pair, split};
+use grow::{Put, attach, put_cell, replace_pair};
 pub(crate) use rebalance::{attach_or_rebalance, is_underfull_now};
 use share::{Siblings, share_with_sibling};
 
@@ -541,24 +541,24 @@ fn put_new_key(
     run: Option<Run>,
     siblings: Siblings,
 ) -> Result<Grow> {
-    let (adjacent, run) = match run {
-        Some(run) => (Some(run), Some(run)),
+    let (adjacent, run, full) = match run {
+        Some(run) => (Some(run), Some(run), false),
         None => {
             let page = pages.dirty(id);
+            let node = Node::parse(page, id)?;
             let hint = Hint::of(page);
-            let adjacent = hint.adjacent(&Node::parse(page, id)?, pos)?;
-            (adjacent, adjacent.filter(|&run| hint.continues(run)))
+            let adjacent = hint.adjacent(&node, pos)?;
+            let full = page.len() - node.used_bytes() < cell.footprint();
+            (adjacent, adjacent.filter(|&run| hint.continues(run)), full)
         }
     };
-    let put = match node::insert_cell(pages.dirty_mut(id), id, PageKind::Leaf, pos, cell)? {
-        true => Put::kept(pages, id),
-        false => match run {
-            Some(_) => split(pages, id, PageKind::Leaf, pos, cell, run)?,
-            None => match share_with_sibling(pages, id, pos, cell, siblings)? {
-                Some(put) => put,
-                None => split(pages, id, PageKind::Leaf, pos, cell, None)?,
-            },
-        },
+    let shared = match (run, full) {
+        (None, true) => share_with_sibling(pages, id, pos, cell, siblings)?,
+        _ => None,
+    };
+    let put = match shared {
+        Some(put) => put,
+        None => put_cell(pages, id, PageKind::Leaf, pos, cell, run)?,
     };
     Hint::after(cell.key, adjacent).write(pages.dirty_mut(put.cell_page));
     Ok(put.grow)

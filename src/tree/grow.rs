@@ -126,16 +126,6 @@ pub(super) struct Put {
     pub(super) cell_page: PageId,
 }
 
-impl Put {
-    /// The cell went into the dirty node `id`, which stays one page.
-    pub(super) fn kept(pages: &TxnPages, id: PageId) -> Put {
-        Put {
-            grow: Grow::One(pages.dirty_ref(id)),
-            cell_page: id,
-        }
-    }
-}
-
 /// Inserts `cell` at slot `pos` of dirty node `id`, splitting it if it is full: at the
 /// insertion point if the insert continues a `run` and such a cut fits, else evenly.
 pub(super) fn put_cell(
@@ -147,20 +137,11 @@ pub(super) fn put_cell(
     run: Option<Run>,
 ) -> Result<Put> {
     if node::insert_cell(pages.dirty_mut(id), id, kind, pos, cell)? {
-        return Ok(Put::kept(pages, id));
+        return Ok(Put {
+            grow: Grow::One(pages.dirty_ref(id)),
+            cell_page: id,
+        });
     }
-    split(pages, id, kind, pos, cell, run)
-}
-
-/// `put_cell` for a node too full for `cell`: cuts it in two.
-pub(super) fn split(
-    pages: &mut TxnPages,
-    id: PageId,
-    kind: PageKind,
-    pos: usize,
-    cell: Cell,
-    run: Option<Run>,
-) -> Result<Put> {
     let old = pages.take(id);
     let page_size = pages.geometry().page_size;
     let ((left, sep, right), cut, edge) = {
