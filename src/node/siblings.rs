@@ -127,7 +127,9 @@ pub(crate) fn share_leaves(
 /// The most even cut of the cells of the leaf pair and a new cell of `cell_bytes` at
 /// index `at` (`footprint(j)` of the list with it), if both sides fit a page: walks from
 /// the pages' present boundary, reading only the cells that would move (the two sides'
-/// difference shrinks along the walk until the best cut, then grows).
+/// difference shrinks along the walk until the best cut, then grows). The pages may be
+/// committed ones not yet checked: cells that add up to more than their pages' used
+/// bytes are `Corrupted`.
 fn walk_to_even_cut(
     pair: &Pair,
     at: usize,
@@ -138,26 +140,28 @@ fn walk_to_even_cut(
     let (left_bytes, right_bytes) = (payload(&pair.left), payload(&pair.right));
     let total = left_bytes + right_bytes + cell_bytes;
     let len = pair.len() + 1;
+    let overlap = || Error::corrupted(pair.right.id().0, "cells overlap in a leaf or its sibling");
     // The boundary now, the new cell counted on the left if it is at the left's end.
     let mut cut = pair.left.len() + usize::from(at <= pair.left.len());
     let mut left = left_bytes + if at <= pair.left.len() { cell_bytes } else { 0 };
     let skew = |left: usize| (2 * left).abs_diff(total);
     while cut > 1 {
-        let moved = footprint(cut - 1)?;
-        if skew(left - moved) >= skew(left) {
+        let fewer = left.checked_sub(footprint(cut - 1)?).ok_or_else(overlap)?;
+        if skew(fewer) >= skew(left) {
             break;
         }
-        (cut, left) = (cut - 1, left - moved);
+        (cut, left) = (cut - 1, fewer);
     }
     while cut + 1 < len {
-        let moved = footprint(cut)?;
-        if skew(left + moved) >= skew(left) {
+        let more = left + footprint(cut)?;
+        if skew(more) >= skew(left) {
             break;
         }
-        (cut, left) = (cut + 1, left + moved);
+        (cut, left) = (cut + 1, more);
     }
+    let right = total.checked_sub(left).ok_or_else(overlap)?;
     let room = pair.left.bytes().len() - slots_start(PageKind::Leaf);
-    Ok((left <= room && total - left <= room).then_some(cut))
+    Ok((left <= room && right <= room).then_some(cut))
 }
 
 /// The cells of two siblings as one ordered list: the left page's, then for branches the
