@@ -543,3 +543,55 @@ fn entry_counts_near_u64_max_are_corrupt_not_overflows() -> Result<()> {
     }
     Ok(())
 }
+
+/// A full leaf shares its cells with a sibling before it splits (`src/tree/share.rs`):
+/// a committed sibling whose cells overlap (resealed, so every checksum holds, and a
+/// meta that skips the open's check) must stop the insert with `Corrupted` before any
+/// cell moves, and leave the file as it was.
+///
+/// Catches: the share copying the sibling without checking it (its overlapping cells
+/// then move into the full leaf and the insert succeeds).
+#[test]
+fn a_sibling_with_overlapping_cells_stops_the_insert_that_would_share_with_it() -> Result<()> {
+    use support::image::{META_SLOT, META_TXN, catalog_leaf, child_refs, leaf_values};
+    use support::image::{newest_meta_slot, reseal_catalog, seal_page, target, u16_at, u64_at};
+    const PAGE: usize = 4096;
+    let even = |i: u64| (2 * i).to_be_bytes();
+    // Entries of 320 bytes: twelve fill a leaf, so the bulk loader leaves a full leaf
+    // with a roomy one after it.
+    let disk = SimDisk::new(Vec::new());
+    let db = open_with_backend(disk.backend(), Options::new())?;
+    db.bulk_load("t", (0..16u64).map(|i| (even(i), vec![i as u8; 300])))?;
+    drop(db);
+    let mut img = disk.contents();
+    let (leaf, _) = catalog_leaf(&img, PAGE);
+    let (_, record) = leaf_values(&img, leaf)[0].clone();
+    let root = target(&img, PAGE, record);
+    let refs = child_refs(&img, root);
+    let (full, roomy) = (target(&img, PAGE, refs[0]), target(&img, PAGE, refs[1]));
+    assert_eq!(u16_at(&img, full + 2), 12, "the first leaf is full");
+    assert!(
+        u16_at(&img, roomy + 2) >= 2,
+        "the second leaf holds two cells or more"
+    );
+    // The second leaf's slot 1 points at slot 0's cell.
+    let cell0 = u16_at(&img, roomy + 24 + 4);
+    img[roomy + 32 + 4..roomy + 32 + 6].copy_from_slice(&(cell0 as u16).to_le_bytes());
+    seal_page(&mut img, roomy, PAGE, refs[1]);
+    seal_page(&mut img, root, PAGE, record);
+    let txn = u64_at(&img, newest_meta_slot(&img) * META_SLOT + META_TXN);
+    reseal_catalog(&mut img, PAGE, txn);
+
+    let disk = SimDisk::new(img.clone());
+    let db = open_with_backend(disk.backend(), Options::new())?;
+    let w = db.begin_write()?;
+    let r = w
+        .open_tree("t")?
+        .insert(&(2 * 3 + 1u64).to_be_bytes(), &[9; 300]);
+    let reason = expect_corrupted(r, "insert into the full leaf");
+    assert!(reason.contains("overlap"), "{reason}");
+    drop(w);
+    drop(db);
+    assert!(disk.contents() == img, "the failed insert wrote nothing");
+    Ok(())
+}
