@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use crate::error::{Error, Result};
 use crate::node::{LeafValue, Node};
-use crate::tree::{Pages, TreeRecord, load, resolve};
+use crate::tree::{Pages, TreeRecord, load, parse_at_depth, resolve};
 
 /// A position: the path from the root, each node with the index taken in it (child index
 /// in branches, entry index in the leaf). Empty when exhausted.
@@ -179,7 +179,11 @@ impl<'a> Cursor<'a> {
                 "a walk reached more nodes than the file has pages: references share pages",
             )
         })?;
-        let child = load(pages, &r, levels)?;
+        // Not `load`: its prefetch of the node's head is for a search, which reads a few
+        // lines of the page; a cursor stepping on reads the whole leaf, and asking for its
+        // first lines ahead made full scans that read every value 22 % slower
+        // (BENCHMARKS.md, "Prefetching a node's head").
+        let child = parse_at_depth(pages.page(r.page())?, r.page(), levels)?;
         // Last: the last child of a branch, one past the last entry of a leaf.
         let index = match end {
             End::First => 0,

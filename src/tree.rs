@@ -10,6 +10,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use crate::error::{Error, Result};
 use crate::node::{
     self, Cell, Hint, LeafValue, Node, OverflowRef, Run, ValueAlign, encode_leaf_cell,
+    prefetch_head,
 };
 use crate::page::{ChildRef, Geometry, PageId, PageKind, VALUE_LEN_MAX, seal};
 use crate::tree_options::TreeOptions;
@@ -104,6 +105,8 @@ pub(crate) trait Pages: Sync {
 }
 
 /// Parses the node `r` points to, checking that it lies at the depth the parent implies.
+/// Starts the loads of the node's header and first slots together (`prefetch_head`):
+/// on a page not in the CPU's caches they overlap rather than follow one another.
 /// Inlined: it is most of a lookup's step (with `#[inline]` alone it stayed a call, and
 /// a get cost 10 % more instructions).
 #[inline(always)]
@@ -113,7 +116,9 @@ pub(crate) fn load<'a, P: Pages + ?Sized>(
     levels_left: u32,
 ) -> Result<Node<'a>> {
     let id = r.page();
-    parse_at_depth(pages.page(id)?, id, levels_left)
+    let bytes = pages.page(id)?;
+    prefetch_head(bytes);
+    parse_at_depth(bytes, id, levels_left)
 }
 
 /// Parses the node at `id`, which its parent places `levels_left` levels above the
