@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 use zerocopy::little_endian::{U32, U64};
 
+use crate::backend::{Backend, FileBackend, lock_file};
 use crate::bulk::{self, BulkOptions, BulkStats, SeqWriter, TreeBuilder};
 use crate::check::{self, CheckReport};
 use crate::commit::write_meta_slot;
@@ -21,7 +22,7 @@ use crate::page::{ChildRef, Geometry, META_SLOT_BYTES, TxnId};
 use crate::path_error;
 use crate::registry::Registry;
 use crate::sealed_nodes::SealedNodes;
-use crate::storage::{Backend, FileBackend, Storage, lock_file};
+use crate::storage::Storage;
 use crate::tree::TreeRecord;
 use crate::txn::{Durability, ReadTxn, Snapshot, find_tree};
 use crate::write_txn::{WriteTxn, Writer};

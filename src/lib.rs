@@ -58,6 +58,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod alloc;
+mod backend;
 mod bulk;
 mod cache;
 mod check;
@@ -110,7 +111,7 @@ pub use write_txn::WriteTxn;
 /// Hooks for crash and fault-injection tests and fuzzers. Not part of the stable API.
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::storage::Backend;
+    pub use crate::backend::Backend;
     use crate::{Database, Options, Result};
 
     /// Opens a database whose file operations go through `backend` (no lock is taken,

@@ -1,123 +1,23 @@
-//! The one place that touches the file: the read-only map and its window (`mmap_size`),
-//! reads with pread into transaction-owned buffers, writes with pwritev, fdatasync, growth
-//! and the lock. See FORMAT.md#storage.
+//! The database file as the engine uses it: the read-only map and its window
+//! (`mmap_size`), reads with pread into transaction-owned buffers, writes, fdatasync and
+//! growth, through the file operations of [`crate::backend`]. See FORMAT.md#storage.
 
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::io::{self, IoSlice};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use memmap2::{Mmap, MmapOptions};
 use parking_lot::Mutex;
 
+use crate::backend::Backend;
 use crate::cache::{CacheReader, PageCache};
 use crate::error::{Error, Result};
 use crate::held_runs::HeldRuns;
 use crate::page::{Geometry, PageId};
 use crate::page_buf::PageBuf;
-
-/// The file operations the engine needs. The real file implements it; tests can put a
-/// recording, crashing or failing layer in its place.
-///
-/// # Safety
-///
-/// The engine maps the file that [`Backend::file`] returns and hands out slices of the
-/// map for as long as transactions live. An implementation that returns `Some(file)`
-/// must make it the very file its reads and writes operate on, and must guarantee that
-/// nothing else writes to or truncates that file while the database is open (the engine
-/// takes a lock only when it opens the file itself). Returning `None` is always sound:
-/// every read then goes through [`Backend::read_exact_at`].
-pub unsafe trait Backend: Send + Sync + 'static {
-    /// Fills `buf` from `offset`; `UnexpectedEof` if the file ends first.
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
-    /// Writes the buffers back to back starting at `offset`.
-    fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()>;
-    /// Makes everything written so far durable (fdatasync).
-    fn sync_data(&self) -> io::Result<()>;
-    /// The file length in bytes.
-    fn file_len(&self) -> io::Result<u64>;
-    /// Grows or shrinks the file.
-    fn set_len(&self, len: u64) -> io::Result<()>;
-    /// The file to map, if this backend has one (None: every read goes through pread).
-    fn file(&self) -> Option<&File>;
-    /// Drops the operating system's clean cached copies of the bytes `offset..offset +
-    /// len` (`len` 0: to the end of the file), so that later reads see what the disk
-    /// holds; dirty copies stay (and a sync writes them). After a failed sync, Linux may
-    /// keep pages that never reached the disk in its cache, marked clean: recovery calls
-    /// this before it trusts what it reads. The default does nothing (a backend with no
-    /// cache of its own).
-    fn drop_cached(&self, offset: u64, len: u64) -> io::Result<()> {
-        let _ = (offset, len);
-        Ok(())
-    }
-}
-
-pub(crate) struct FileBackend {
-    pub file: File,
-}
-
-// SAFETY: `file` is the file all operations use; `Database::open_with` locks it
-// exclusively (read-write) or shared (read-only) before the backend is made, and the lock
-// lives as long as the file.
-unsafe impl Backend for FileBackend {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
-    }
-
-    fn write_all_at(&self, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> {
-        // pwritev takes at most IOV_MAX (1024 on Linux) buffers per call.
-        for group in bufs.chunks(1024) {
-            let mut slices: Vec<IoSlice> = group.iter().map(|b| IoSlice::new(b)).collect();
-            let mut rest = &mut slices[..];
-            while !rest.is_empty() {
-                let n = match rustix::io::pwritev(&self.file, rest, offset) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => n,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                offset += n as u64;
-                IoSlice::advance_slices(&mut rest, n);
-            }
-        }
-        Ok(())
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        self.file.sync_data()
-    }
-
-    fn file_len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
-    }
-
-    fn file(&self) -> Option<&File> {
-        Some(&self.file)
-    }
-
-    /// `posix_fadvise(POSIX_FADV_DONTNEED)`: Linux starts writeback of dirty pages, then
-    /// drops the clean pages of the range that no process maps and no writeback holds.
-    /// Other systems: nothing (see README, Crash safety).
-    fn drop_cached(&self, offset: u64, len: u64) -> io::Result<()> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        rustix::fs::fadvise(
-            &self.file,
-            offset,
-            std::num::NonZeroU64::new(len),
-            rustix::fs::Advice::DontNeed,
-        )?;
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let _ = (offset, len);
-        Ok(())
-    }
-}
 
 /// Address space reserved for the map beyond the file, so that it rarely has to move.
 const MAP_RESERVE_BYTES: u64 = if cfg!(target_pointer_width = "64") {
@@ -729,25 +629,10 @@ impl std::ops::Deref for Fetched<'_> {
     }
 }
 
-/// Takes the lock that keeps other handles out: exclusive for read-write, shared for
-/// read-only. Fails at once with `Error::Locked`; other failures name `path`.
-pub(crate) fn lock_file(file: &File, path: &std::path::Path, exclusive: bool) -> Result<()> {
-    use rustix::fs::FlockOperation;
-    let op = if exclusive {
-        FlockOperation::NonBlockingLockExclusive
-    } else {
-        FlockOperation::NonBlockingLockShared
-    };
-    match rustix::fs::flock(file, op) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked),
-        Err(e) => Err(crate::path_error::at("locking", path)(e.into())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::FileBackend;
 
     const PAGE: usize = 4096;
 
