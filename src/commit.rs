@@ -1,6 +1,6 @@
 //! Commit: give the dirty pages their final ids in as few runs as possible, seal them
-//! bottom-up, record the change to the free list, write everything with one `pwritev`
-//! per run, write the meta and sync once; then publish the snapshot and shorten the file
+//! bottom-up, record the change to the free list, write each run with `pwritev` (in
+//! calls of at most 64 KiB: `backend::WRITE_CALL_BYTES`), write the meta and sync once; then publish the snapshot and shorten the file
 //! when its end is free. See FORMAT.md#commit-protocol.
 
 use std::sync::Arc;
@@ -276,7 +276,7 @@ impl WriteTxn {
         Ok(())
     }
 
-    /// Writes the sealed pages, adjacent pages in one pwritev, after growing the file
+    /// Writes the sealed pages, adjacent pages together, after growing the file
     /// (in steps) to hold them.
     fn write_sealed_pages(&mut self) -> Result<()> {
         let storage = Arc::clone(&self.shared.storage);
