@@ -1,7 +1,8 @@
 //! Commit: give the dirty pages their final ids in as few runs as possible, seal them
 //! bottom-up, record the change to the free list, write each run with `pwritev` (in
-//! calls of at most 64 KiB: `backend::WRITE_CALL_BYTES`), write the meta and sync once; then publish the snapshot and shorten the file
-//! when its end is free. See FORMAT.md#commit-protocol.
+//! calls of at most 64 KiB: `backend::WRITE_CALL_BYTES`), write the meta and sync once;
+//! then publish the snapshot and shorten the file when its end is free. See
+//! FORMAT.md#commit-protocol.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
