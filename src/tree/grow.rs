@@ -75,13 +75,7 @@ pub(super) fn attach(pages: &mut TxnPages, id: PageId, i: usize, grow: Grow) -> 
                 Run::Up => i == len,
                 Run::Down => i == 0,
             });
-            let mut cell = Vec::new();
-            encode_branch_cell(&mut cell, &sep, &right);
-            let cell = Cell {
-                key: &sep,
-                bytes: &cell,
-            };
-            Ok(put_cell(pages, id, PageKind::Branch, i, cell, run)?.grow)
+            put_branch_cell(pages, id, i, &sep, &right, run)
         }
         Grow::Shared(side, left, sep, right) => {
             let first = match side {
@@ -109,13 +103,26 @@ pub(super) fn replace_pair(
     let p = pages.dirty_mut(id);
     node::remove_cell(p, id, first)?;
     node::set_child(p, first, left)?;
+    put_branch_cell(pages, id, first, sep, right, None)
+}
+
+/// Inserts the cell of separator `sep` and child `right` at slot `pos` of the dirty
+/// branch `id` (`put_cell`, splitting it if full).
+fn put_branch_cell(
+    pages: &mut TxnPages,
+    id: PageId,
+    pos: usize,
+    sep: &[u8],
+    right: &ChildRef,
+    run: Option<Run>,
+) -> Result<Grow> {
     let mut cell = Vec::new();
     encode_branch_cell(&mut cell, sep, right);
     let cell = Cell {
         key: sep,
         bytes: &cell,
     };
-    Ok(put_cell(pages, id, PageKind::Branch, first, cell, None)?.grow)
+    Ok(put_cell(pages, id, PageKind::Branch, pos, cell, run)?.grow)
 }
 
 /// What `put_cell` did.
