@@ -1,0 +1,146 @@
+//! What the disk alone charges for the writes of a durable commit: the same writes and
+//! `fdatasync` calls as the engines' commits, with no engine around them. The floor
+//! that no engine writing those shapes can beat on this machine.
+//!
+//! ```text
+//! cargo run --release -p compare --bin disk_floor -- --dir /tmp --rounds 3
+//! ```
+//!
+//! One-key commits (µs per commit, 3,000 commits a round):
+//! - `sync only`: `fdatasync` with nothing to write (the cache flush alone);
+//! - `1 page`: one page written, then the sync (a WAL appending one frame);
+//! - `meta + 6 pages, one place`: a 100-byte meta and the 6 pages after it in one call:
+//!   one region, as a commit whose meta sat next to its pages would write;
+//! - `6 pages + meta elsewhere`: the 6 pages in one call, the meta 100 bytes at the start
+//!   of the file: two regions, as a mapkv one-key commit writes.
+//!
+//! Batches (seconds for 100 commits of 1,300 pages, about what 1,000 random inserts into
+//! a 1M-entry tree dirty):
+//! - `contiguous`: each commit's pages in one run, in calls of 64 KiB;
+//! - `scattered`: each page alone at a random free place (what reusing single freed
+//!   pages gives), in ascending order.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+
+const PAGE: usize = 4096;
+/// The scratch file's size: room for every shape, written once before timing.
+const FILE_BYTES: usize = 320 << 20;
+const BATCH_PAGES: usize = 1_300;
+const BATCHES: usize = 100;
+const ONE_KEY_COMMITS: usize = 3_000;
+
+/// One commit's writes and sync; its argument numbers the commit.
+type Commit<'a> = Box<dyn Fn(usize) -> std::io::Result<()> + 'a>;
+
+#[derive(Parser)]
+struct Args {
+    /// Directory for the scratch file (on the disk to measure)
+    #[arg(long, default_value = "/tmp")]
+    dir: PathBuf,
+    /// Rounds of every shape; each row prints every round
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let scratch = tempfile::NamedTempFile::new_in(&args.dir)?;
+    let file = scratch.as_file();
+    let chunk = vec![1u8; 64 << 10];
+    for offset in (0..FILE_BYTES).step_by(chunk.len()) {
+        file.write_all_at(&chunk, offset as u64)?;
+    }
+    file.sync_all()?;
+
+    let page = vec![2u8; PAGE];
+    let six_pages = vec![3u8; 6 * PAGE];
+    let one_key: Vec<(&str, Commit)> = vec![
+        ("sync only", Box::new(|_| file.sync_data())),
+        (
+            "1 page",
+            Box::new(|i| {
+                file.write_all_at(&page, ((2 + i % 1000) * PAGE) as u64)?;
+                file.sync_data()
+            }),
+        ),
+        (
+            "meta + 6 pages, one place",
+            Box::new(|i| {
+                let at = (i % 2) * 7 * PAGE;
+                file.write_all_at(&six_pages[..100], at as u64)?;
+                file.write_all_at(&six_pages, (at + PAGE) as u64)?;
+                file.sync_data()
+            }),
+        ),
+        (
+            "6 pages + meta elsewhere",
+            Box::new(|i| {
+                let at = (8 << 20) + (i % 300) * 6 * PAGE;
+                file.write_all_at(&six_pages, at as u64)?;
+                file.write_all_at(&six_pages[..100], ((i % 2) * PAGE) as u64)?;
+                file.sync_data()
+            }),
+        ),
+    ];
+    println!("one-key commits, µs per commit, {} rounds:", args.rounds);
+    for (name, commit) in &one_key {
+        let mut rounds = Vec::new();
+        for _ in 0..args.rounds {
+            let start = Instant::now();
+            for i in 0..ONE_KEY_COMMITS {
+                commit(i)?;
+            }
+            rounds.push(start.elapsed().as_secs_f64() * 1e6 / ONE_KEY_COMMITS as f64);
+        }
+        println!("  {name:28} {}", join(&rounds, 0));
+    }
+
+    println!(
+        "{BATCHES} commits of {BATCH_PAGES} pages, seconds, {} rounds:",
+        args.rounds
+    );
+    let batch_region = 100 << 20;
+    let batch = vec![4u8; BATCH_PAGES * PAGE];
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for scattered in [false, true] {
+        let mut rounds = Vec::new();
+        for _ in 0..args.rounds {
+            let start = Instant::now();
+            for b in 0..BATCHES {
+                if scattered {
+                    let mut ids: Vec<usize> = (0..BATCH_PAGES)
+                        .map(|_| {
+                            rng ^= rng << 13;
+                            rng ^= rng >> 7;
+                            rng ^= rng << 17;
+                            (rng % (FILE_BYTES / PAGE - 2) as u64) as usize + 2
+                        })
+                        .collect();
+                    ids.sort_unstable();
+                    for id in ids {
+                        file.write_all_at(&page, (id * PAGE) as u64)?;
+                    }
+                } else {
+                    let at = batch_region + (b % 30) * BATCH_PAGES * PAGE;
+                    for (i, part) in batch.chunks(64 << 10).enumerate() {
+                        file.write_all_at(part, (at + i * (64 << 10)) as u64)?;
+                    }
+                }
+                file.sync_data()?;
+            }
+            rounds.push(start.elapsed().as_secs_f64());
+        }
+        let name = if scattered { "scattered" } else { "contiguous" };
+        println!("  {name:28} {}", join(&rounds, 2));
+    }
+    Ok(())
+}
+
+fn join(values: &[f64], decimals: usize) -> String {
+    let shown: Vec<String> = values.iter().map(|v| format!("{v:.decimals$}")).collect();
+    shown.join("  ")
+}
