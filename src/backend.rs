@@ -51,9 +51,10 @@ pub unsafe trait Backend: Send + Sync + 'static {
 /// length, up to 2 MiB. ext4 then walks every block buffer of a folio on each later
 /// write into it (`ext4_block_write_begin`) and again at writeback. After one large
 /// commit had written the file in calls of up to 4 MiB, each 4 KiB page that later
-/// commits wrote into its 2 MiB folios walked 512 buffers: batches of 1,000 inserts spent twice the system
-/// time (BENCHMARKS.md, "Writes of at most 64 KiB"). Calls of at most 64 KiB keep folios
-/// at 16 pages or fewer and cost a large commit one system call per 64 KiB.
+/// commits wrote into its 2 MiB folios walked 512 buffers: batches of 1,000 inserts
+/// spent twice the system time (BENCHMARKS.md, "Writes of at most 64 KiB"). Calls of at
+/// most 64 KiB keep folios at 16 pages or fewer and cost a large commit one system call
+/// per 64 KiB.
 const WRITE_CALL_BYTES: usize = 64 << 10;
 /// The most buffers one `pwritev` takes on Linux.
 const IOV_MAX: usize = 1024;

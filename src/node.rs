@@ -180,6 +180,12 @@ pub(crate) struct Node<'a> {
     skip: u16,
 }
 
+/// The bytes `prefetch_head` asks for: the header and up to 29 slots (BENCHMARKS.md,
+/// "Prefetching a node's head", measured 256, 512 and 1,024).
+const HEAD_BYTES: usize = 256;
+/// A cache line.
+const LINE: usize = 64;
+
 /// Asks the CPU to start loading a node's header and first slots (all of a leaf's, up
 /// to 29 slots), before the header is read: on a page not in the CPU's caches the
 /// misses of a binary search then overlap instead of following one another. A hint on
@@ -190,8 +196,6 @@ pub(crate) fn prefetch_head(bytes: &[u8]) {
         prefetch(&bytes[at]);
     }
 }
-const HEAD_BYTES: usize = 256;
-const LINE: usize = 64;
 
 #[inline(always)]
 fn prefetch(byte: &u8) {

@@ -20,6 +20,10 @@
 //! - `scattered`: each page alone at a random free place (what reusing single freed
 //!   pages gives), in ascending order.
 
+#[path = "../data.rs"]
+#[allow(dead_code)]
+mod data;
+
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -105,7 +109,7 @@ fn main() -> std::io::Result<()> {
     );
     let batch_region = 100 << 20;
     let batch = vec![4u8; BATCH_PAGES * PAGE];
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = data::Rng::new(1);
     for scattered in [false, true] {
         let mut rounds = Vec::new();
         for _ in 0..args.rounds {
@@ -113,12 +117,7 @@ fn main() -> std::io::Result<()> {
             for b in 0..BATCHES {
                 if scattered {
                     let mut ids: Vec<usize> = (0..BATCH_PAGES)
-                        .map(|_| {
-                            rng ^= rng << 13;
-                            rng ^= rng >> 7;
-                            rng ^= rng << 17;
-                            (rng % (FILE_BYTES / PAGE - 2) as u64) as usize + 2
-                        })
+                        .map(|_| 2 + rng.below(FILE_BYTES / PAGE - 2))
                         .collect();
                     ids.sort_unstable();
                     for id in ids {
