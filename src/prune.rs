@@ -425,7 +425,9 @@ fn settle_below(
         return Ok(Some(Grow::One(r)));
     }
     *underfull |= child_underfull;
-    Ok(Some(tree::attach_or_rebalance(pages, &r, i, grow, true)?))
+    Ok(Some(tree::attach_or_rebalance(
+        pages, &r, i, &child, grow, true,
+    )?))
 }
 
 /// The walk of `retain`.
@@ -468,7 +470,9 @@ impl Retain<'_> {
         let Some(grow) = self.visit(pages, child, levels - 1, from)? else {
             return Ok(None);
         };
-        Ok(Some(tree::attach_or_rebalance(pages, &r, i, grow, true)?))
+        Ok(Some(tree::attach_or_rebalance(
+            pages, &r, i, &child, grow, true,
+        )?))
     }
 
     fn visit_leaf(&mut self, pages: &mut TxnPages, r: ChildRef) -> Result<Option<Grow>> {

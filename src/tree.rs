@@ -488,7 +488,7 @@ fn edit_below(
     // run of inserts opened it with one cell, FORMAT.md#insert-hints) and is left so.
     // A remove, or an overwrite that shrank a value, rebalances.
     Ok(Some((
-        attach_or_rebalance(pages, &r, i, grow, existed)?,
+        attach_or_rebalance(pages, &r, i, &child, grow, existed)?,
         existed,
     )))
 }

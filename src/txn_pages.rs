@@ -307,6 +307,11 @@ impl TxnPages {
         self.dirty.contains(id)
     }
 
+    /// Whether `r` names a page of this transaction's, still dirty.
+    pub(crate) fn is_own(&self, r: &ChildRef) -> bool {
+        r.txn() == self.txn && self.is_dirty(r.page())
+    }
+
     pub(crate) fn has_dirty_pages(&self) -> bool {
         !self.dirty.is_empty()
     }
