@@ -267,6 +267,7 @@ impl Database {
     /// Begins a read transaction: a consistent snapshot of the newest commit. Cheap: no
     /// I/O and no waiting.
     pub fn begin_read(&self) -> Result<ReadTxn> {
+        self.shared.storage.check_process()?;
         Ok(ReadTxn::begin(&self.shared))
     }
 

@@ -47,6 +47,10 @@ pub enum Error {
     },
     /// The file is open read-write by another handle, in this process or another.
     Locked,
+    /// The handle was opened before this process was forked from its parent, which
+    /// still owns it: in the child it starts no transaction and writes nothing. Open the
+    /// database in the child instead (once the parent has closed it).
+    Forked,
     /// A write was attempted on a database opened with `Options::read_only(true)`.
     ReadOnly,
     /// An `Options` value is out of range, or the file does not fit the options.
@@ -106,6 +110,11 @@ impl fmt::Display for Error {
                 "value of {size} bytes is larger than the limit of {max} bytes"
             ),
             Error::Locked => write!(f, "database file is locked by another handle"),
+            Error::Forked => write!(
+                f,
+                "the database handle was opened before fork() and belongs to the parent \
+                 process; open the database in the child instead"
+            ),
             Error::ReadOnly => write!(f, "database is open read-only"),
             Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),
             Error::StaleTree(name) => write!(

@@ -69,6 +69,7 @@ mod db;
 mod dirty_page;
 mod error;
 mod extent;
+mod fork;
 mod free_chain;
 mod freelist;
 mod held_runs;

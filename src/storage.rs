@@ -55,6 +55,9 @@ pub(crate) struct Storage {
     /// Pages written and syncs made since the storage was opened (for `Stats`).
     pages_written: AtomicU64,
     syncs: AtomicU64,
+    /// `fork::generation()` when the storage was opened: another value means this is a
+    /// forked child, which must neither read anew nor write (`check_process`).
+    generation: u64,
 }
 
 struct MapState {
@@ -83,6 +86,7 @@ impl Storage {
             poisoned: AtomicBool::new(false),
             pages_written: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            generation: crate::fork::generation(),
         };
         storage.remap_if_needed(&mut storage.state.lock())?;
         Ok(storage)
@@ -284,11 +288,28 @@ impl Storage {
         Error::Io(e)
     }
 
+    /// Whether writes are refused: one failed, or this process is a forked child of the
+    /// one that opened the storage (the clean close then writes nothing either).
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::SeqCst)
+        self.poisoned.load(Ordering::SeqCst) || self.in_forked_child()
+    }
+
+    fn in_forked_child(&self) -> bool {
+        crate::fork::generation() != self.generation
+    }
+
+    /// `Error::Forked` in a child forked after the storage was opened: its reads would
+    /// not hold back the parent's reuse of pages, and its writes would clash with the
+    /// parent's (`crate::fork`).
+    pub(crate) fn check_process(&self) -> Result<()> {
+        match self.in_forked_child() {
+            true => Err(Error::Forked),
+            false => Ok(()),
+        }
     }
 
     pub(crate) fn check_not_poisoned(&self) -> Result<()> {
+        self.check_process()?;
         if self.is_poisoned() {
             return Err(Error::Io(io::Error::other(
                 "an earlier write or sync failed; reopen the database to continue",

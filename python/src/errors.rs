@@ -24,7 +24,9 @@ create_exception!(
     mapkv,
     Locked,
     Error,
-    "The file is open read-write by another handle, in this process or another."
+    "The file is open read-write by another handle, in this process or another; or the \
+     handle was opened before os.fork() and this is the child (open the database anew \
+     there once the parent has closed it)."
 );
 create_exception!(
     mapkv,
@@ -119,7 +121,8 @@ pub(crate) fn to_py(e: mapkv::Error) -> PyErr {
                 v.setattr("max", max)
             })
         }
-        mapkv::Error::Locked => Locked::new_err(message),
+        // A handle used in a forked child: its parent process holds the file.
+        mapkv::Error::Locked | mapkv::Error::Forked => Locked::new_err(message),
         mapkv::Error::ReadOnly => ReadOnly::new_err(message),
         mapkv::Error::InvalidOptions(_) => InvalidOptions::new_err(message),
         // `mapkv::Error` is non-exhaustive: a kind added later is still an Error.
