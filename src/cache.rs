@@ -50,6 +50,7 @@ use std::sync::atomic::{
 use parking_lot::Mutex;
 use zerocopy::FromZeros;
 
+use crate::error::{Error, Result};
 use crate::page::{PageId, slot_of};
 use crate::page_buf::PageBuf;
 use crate::registry::{Registration, Registry};
@@ -145,18 +146,27 @@ struct Bucket {
 
 impl PageCache {
     /// A cache of at most `budget` bytes of pages of `page_bytes` bytes (0: nothing is
-    /// kept between transactions).
-    pub(crate) fn new(budget: u64, page_bytes: u64) -> PageCache {
+    /// kept between transactions). `Error::InvalidOptions` if its table of buckets
+    /// cannot be allocated (a budget far beyond the machine's memory).
+    pub(crate) fn new(budget: u64, page_bytes: u64) -> Result<PageCache> {
         let slots = (budget / page_bytes.max(1)).saturating_mul(SLOTS_PER_PAGE);
         let buckets = match budget {
-            0 => 0,
-            _ => (slots.div_ceil(WAYS as u64).max(1) as usize).next_power_of_two(),
+            0 => Some(0),
+            _ => usize::try_from(slots.div_ceil(WAYS as u64).max(1))
+                .ok()
+                .and_then(usize::checked_next_power_of_two),
         };
-        PageCache {
+        let too_large = || {
+            Error::InvalidOptions(format!(
+                "cache_size of {budget} bytes: its table cannot be allocated"
+            ))
+        };
+        let buckets = buckets.ok_or_else(too_large)?;
+        Ok(PageCache {
             budget,
             // Zeroed memory is an empty bucket, and the allocator maps a large zeroed
             // allocation lazily: a cache that is never filled costs no memory.
-            buckets: <[Bucket]>::new_box_zeroed_with_elems(buckets).expect("cache buckets"),
+            buckets: <[Bucket]>::new_box_zeroed_with_elems(buckets).map_err(|_| too_large())?,
             bytes: AtomicU64::new(0),
             hand: AtomicUsize::new(0),
             write_epoch: AtomicU64::new(0),
@@ -165,7 +175,7 @@ impl PageCache {
             retired: Mutex::new(Vec::new()),
             retired_bytes: AtomicU64::new(0),
             spare: Mutex::new(Spares::default()),
-        }
+        })
     }
 
     /// Whether the cache keeps anything (a budget of 0 keeps nothing).
@@ -524,7 +534,7 @@ mod tests {
     const PAGE: usize = 4096;
 
     fn cache(pages: u64) -> PageCache {
-        PageCache::new(pages * PAGE as u64, PAGE as u64)
+        PageCache::new(pages * PAGE as u64, PAGE as u64).expect("a small cache")
     }
 
     fn page(cache: &PageCache, fill: u8) -> PageBuf {
@@ -572,7 +582,7 @@ mod tests {
 
     #[test]
     fn forgets_written_ranges_and_refuses_copies_read_during_a_write() {
-        let cache = PageCache::new(1 << 20, PAGE as u64);
+        let cache = PageCache::new(1 << 20, PAGE as u64).expect("a small cache");
         let reader = cache.register();
         for id in 10..20 {
             cache.insert(PageId(id), &page(&cache, 1), cache.write_epoch());
@@ -691,7 +701,7 @@ mod tests {
 
     #[test]
     fn a_zero_budget_keeps_nothing() {
-        let cache = PageCache::new(0, PAGE as u64);
+        let cache = PageCache::new(0, PAGE as u64).expect("a small cache");
         assert!(!cache.is_enabled());
         cache.insert(PageId(3), &page(&cache, 3), cache.write_epoch());
         let reader = cache.register();
@@ -712,7 +722,7 @@ mod tests {
         } else {
             (400, 5_000)
         };
-        let cache = PageCache::new(ids / 2 * LEN as u64, LEN as u64);
+        let cache = PageCache::new(ids / 2 * LEN as u64, LEN as u64).expect("a small cache");
         let cache = &cache;
         std::thread::scope(|s| {
             for t in 0..3u64 {

@@ -77,7 +77,7 @@ impl Storage {
             backend,
             geometry,
             mmap_size,
-            cache: PageCache::new(cache_size, geometry.page_bytes()),
+            cache: PageCache::new(cache_size, geometry.page_bytes())?,
             state: Mutex::new(MapState {
                 map: None,
                 file_len,

@@ -85,6 +85,22 @@ fn invalid_page_sizes() {
 }
 
 #[test]
+fn a_cache_beyond_any_memory_is_an_invalid_option() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    for size in [1 << 50, 1 << 62, u64::MAX] {
+        let r = Options::new().cache_size(size).open(dir.path().join("db"));
+        assert!(
+            matches!(r, Err(Error::InvalidOptions(_))),
+            "cache_size {size}: {:?}",
+            r.err()
+        );
+    }
+    // And the file is left usable.
+    Options::new().open(dir.path().join("db"))?.check()?;
+    Ok(())
+}
+
+#[test]
 fn page_size_is_fixed_at_creation() -> Result<()> {
     let dir = tempfile::tempdir()?;
     drop(
