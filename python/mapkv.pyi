@@ -176,7 +176,11 @@ class WriteTransaction:
     ) -> bool: ...
 
 class Cursor:
-    """A position in one tree. Moves return whether the cursor stands on an entry."""
+    """A position in one tree. Moves return whether the cursor stands on an entry.
+
+    Once its transaction ended, every method but ``close`` raises ``ValueError``. A
+    write transaction's cursor is moved, read and closed only on the transaction's
+    thread (``RuntimeError`` elsewhere)."""
 
     def first(self) -> bool: ...
     def last(self) -> bool: ...

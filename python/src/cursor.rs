@@ -3,8 +3,10 @@
 
 use std::ops::Bound as Limit;
 use std::sync::Arc;
+use std::thread::ThreadId;
 
 use mapkv::Range;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView, PyTuple};
 
@@ -25,7 +27,10 @@ use crate::write::WriteTransaction;
 /// A cursor belongs to its transaction: once that ends, using the cursor raises
 /// `ValueError` (memoryviews already returned stay valid). In a write transaction the
 /// cursor sees the transaction's own writes; there its entries are copies, and
-/// `buffer=True` gives memoryviews of those copies.
+/// `buffer=True` gives memoryviews of those copies. Like its transaction, a write
+/// transaction's cursor stays on the thread that began the transaction: elsewhere its
+/// methods raise `RuntimeError` (and `close()` keeps its hold on the transaction, which
+/// only that thread can let go of).
 #[pyclass(module = "mapkv")]
 pub struct Cursor {
     source: Source,
@@ -83,24 +88,11 @@ struct Ranges {
     backward: Option<Range<'static>>,
 }
 
-// SAFETY: a `Range` is neither `Send` nor `Sync` only because it reads pages through the
-// snapshot's `ReadTxn`, whose buffer map is a `RefCell`. The ranges are reached only
-// through `Ranges::get_mut`, whose callers hold the snapshot's lock, which serialises
-// every use of that `ReadTxn`; dropping a `Range` reads no page.
-unsafe impl Send for Ranges {}
-// SAFETY: as for `Send`; `&Ranges` gives no access at all.
-unsafe impl Sync for Ranges {}
-
-impl Ranges {
-    /// # Safety
-    /// The caller holds the lock (a `Guard`) of the snapshot the ranges read from.
-    unsafe fn get_mut(&mut self) -> &mut Ranges {
-        self
-    }
-}
-
 struct WriteCursor {
     txn: Py<WriteTransaction>,
+    /// The thread that began the transaction: the only one that may move the cursor or
+    /// let go of the transaction through it.
+    thread: ThreadId,
     tree: Option<String>,
     /// The current entry, copied: the transaction's pages change with its writes.
     position: Option<(Vec<u8>, Vec<u8>)>,
@@ -131,6 +123,7 @@ impl Cursor {
         Cursor {
             source: Source::Write(WriteCursor {
                 txn,
+                thread: std::thread::current().id(),
                 tree,
                 position: None,
             }),
@@ -197,6 +190,23 @@ impl Cursor {
         }
     }
 
+    /// `ValueError` once the cursor's transaction has ended (as `seek` says it then),
+    /// so that `key()`, `value()` and `item()` do not go on showing the last entry.
+    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        let open = match &self.source {
+            Source::Read(c) => c.snapshot.lock().is_open(),
+            Source::Write(c) => {
+                c.check_thread()?;
+                c.txn.bind(py).try_borrow()?.is_open()
+            }
+            Source::Closed => false,
+        };
+        match open {
+            true => Ok(()),
+            false => Err(ended("the cursor's transaction")),
+        }
+    }
+
     fn positioned(&self) -> bool {
         match &self.source {
             Source::Read(c) => c.walk.position.is_some(),
@@ -209,8 +219,7 @@ impl Cursor {
 impl Walk {
     /// `guard` is the lock of the snapshot the walk reads.
     fn seek(&mut self, guard: &mut Guard<'_>, seek: Seek<'_>) -> mapkv::Result<bool> {
-        // SAFETY: `guard` holds the lock of the snapshot the ranges read from.
-        let ranges = unsafe { self.ranges.get_mut() };
+        let ranges = &mut self.ranges;
         let Some(tree) = guard.tree(self.tree.as_deref())? else {
             *ranges = Ranges::default();
             self.position = None;
@@ -246,16 +255,27 @@ impl Walk {
 
 impl ReadCursor {
     fn unposition(&mut self) {
-        let guard = self.snapshot.lock();
-        // SAFETY: `guard` holds the lock of the snapshot the ranges read from.
-        *unsafe { self.walk.ranges.get_mut() } = Ranges::default();
-        drop(guard);
+        self.walk.ranges = Ranges::default();
         self.walk.position = None;
     }
 }
 
 impl WriteCursor {
+    /// A `RuntimeError` on any thread but the transaction's: the transaction would
+    /// refuse to be borrowed there (with a panic), and if the cursor let go of it there
+    /// it could never be released, keeping the writer lock from every other writer.
+    fn check_thread(&self) -> PyResult<()> {
+        match std::thread::current().id() == self.thread {
+            true => Ok(()),
+            false => Err(PyRuntimeError::new_err(
+                "a write transaction's cursor can be moved or closed only on the thread \
+                 that began the transaction",
+            )),
+        }
+    }
+
     fn seek(&mut self, py: Python<'_>, seek: Seek<'_>) -> PyResult<bool> {
+        self.check_thread()?;
         let (seek, direction) = resolve(seek, self.position.is_some());
         let (lower, upper) = bounds(seek, self.position.as_ref().map(|(k, _)| &k[..]));
         let entry = self.txn.bind(py).try_borrow_mut()?.first_in(
@@ -337,17 +357,20 @@ impl Cursor {
 
     /// The current key (`b""` when unpositioned).
     fn key<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.check_open(py)?;
         self.key_out(py)
     }
 
     /// The current value (`b""` when unpositioned): `bytes`, or a memoryview with
     /// `buffer=True`.
     fn value<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.check_open(py)?;
         self.value_out(py)
     }
 
     /// The current `(key, value)`.
     fn item<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        self.check_open(py)?;
         PyTuple::new(py, [self.key_out(py)?.into_any(), self.value_out(py)?])
     }
 
@@ -369,9 +392,14 @@ impl Cursor {
         CursorIter::new(slf, Direction::Forward, true, true)
     }
 
-    /// Releases the cursor (and its hold on the snapshot) before it is collected.
-    fn close(&mut self) {
+    /// Releases the cursor (and its hold on the snapshot or transaction) before it is
+    /// collected. A write transaction's cursor is closed on the transaction's thread.
+    fn close(&mut self) -> PyResult<()> {
+        if let Source::Write(c) = &self.source {
+            c.check_thread()?;
+        }
         self.source = Source::Closed;
+        Ok(())
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -379,9 +407,9 @@ impl Cursor {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&mut self, _args: &Bound<'_, PyTuple>) -> bool {
-        self.close();
-        false
+    fn __exit__(&mut self, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close()?;
+        Ok(false)
     }
 }
 

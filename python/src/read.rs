@@ -16,7 +16,9 @@ use crate::view::Exporter;
 /// tree that does not exist is `TreeNotFound`.
 pub(crate) const DEFAULT_TREE: &str = "main";
 
-/// A mapkv read transaction behind a lock, with the trees looked up in it.
+/// A mapkv read transaction, with the trees looked up in it and whether the Python
+/// transaction is still open behind a lock. `ReadTxn`, `ReadTree` and `Range` are `Send`
+/// and `Sync` (mapkv's lookups take no lock): the lock guards the cache and the flag.
 ///
 /// Lifetimes: `ReadTree<'static>`, `Range<'static>` and `&'static [u8]` taken from a
 /// snapshot really live as long as the snapshot: whoever holds one also holds an
@@ -26,7 +28,7 @@ pub(crate) const DEFAULT_TREE: &str = "main";
 pub(crate) struct Snapshot {
     /// Declared before `txn`, so dropped first: the trees borrow `txn`.
     state: Mutex<State>,
-    /// Touched only while `state` is locked (see [`Snapshot::lock`]).
+    /// Reached through a [`Guard`], with the trees looked up so far.
     txn: ReadTxn,
 }
 
@@ -39,19 +41,7 @@ struct State {
     open: bool,
 }
 
-// SAFETY: `ReadTxn` is `Send` but not `Sync`: its page reader keeps pread buffers in a
-// `RefCell`. `ReadTree` is neither, only because it refers to a `ReadTxn`. Every use of
-// `txn` and of what borrows from it (the trees here, cursors' ranges) goes through a
-// `Guard`, which holds `state`'s mutex, so no two threads ever use the transaction at
-// once; and the trees refer to this snapshot's own `txn`, which they never outlive
-// (field order). What is used without the lock is value bytes the transaction returned:
-// immutable memory (mapped pages no writer touches while the snapshot lives, or pread
-// buffers the transaction owns and never writes again), safe to read from any thread.
-unsafe impl Send for Snapshot {}
-// SAFETY: as for `Send`: shared access reaches `txn` only under the mutex.
-unsafe impl Sync for Snapshot {}
-
-/// Exclusive use of a snapshot's transaction.
+/// A snapshot's transaction with exclusive use of its tree cache and open flag.
 ///
 /// Never make a Python object while holding one: that can run arbitrary Python code (a
 /// garbage collection calls finalizers), which may use the same snapshot and would
@@ -79,8 +69,7 @@ impl Snapshot {
         // SAFETY: `self` lives in an `Arc` (the only constructor puts it there) and
         // `txn` is never moved out, so the reference stays valid while any
         // `Arc<Snapshot>` lives; everything derived from it is used only by holders of
-        // one (see the type's comment), and only under `state`'s lock, held by the
-        // `Guard` being made.
+        // one (see the type's comment).
         let txn: &'static ReadTxn = unsafe { &*txn };
         Guard { state, txn }
     }

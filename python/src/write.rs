@@ -47,6 +47,11 @@ impl WriteTransaction {
         }
     }
 
+    /// Whether the transaction is still open (neither committed nor aborted).
+    pub(crate) fn is_open(&self) -> bool {
+        self.txn.is_some()
+    }
+
     pub(crate) fn set_durability(&mut self, durability: mapkv::Durability) -> PyResult<()> {
         self.txn()?.set_durability(durability);
         Ok(())

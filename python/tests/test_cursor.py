@@ -109,8 +109,20 @@ def test_cursor_after_its_transaction_ended(filled):
         c.key()
     with filled.begin(write=True) as w:
         wc = w.cursor()
+        wc.first()
     with pytest.raises(ValueError):
         wc.first()
+
+
+@pytest.mark.parametrize("kind", [0, 1])
+def test_a_positioned_cursor_shows_nothing_once_its_transaction_ended(filled, kind):
+    txn = both_kinds(filled)[kind]
+    c = txn.cursor()
+    assert c.first() and c.key() == ENTRIES[0][0]
+    txn.abort()
+    for read in (c.key, c.value, c.item):
+        with pytest.raises(ValueError):
+            read()
 
 
 def test_cursor_close(filled):

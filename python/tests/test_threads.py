@@ -86,6 +86,41 @@ def test_a_write_transaction_belongs_to_its_thread(db):
         assert r.get(b"k") == b"mine"
 
 
+def test_a_write_cursor_stays_on_its_transactions_thread(db):
+    txn = db.begin(write=True)
+    txn.put(b"k", b"v")
+    c = txn.cursor()
+    caught = []
+
+    def use():
+        for step in (c.first, c.next, c.key, c.close):
+            try:
+                step()
+            except RuntimeError as e:
+                caught.append(e)
+
+    t = threading.Thread(target=use)
+    t.start()
+    t.join()
+    assert len(caught) == 4, caught
+    # The cursor still holds the transaction, which was not let go on the other thread:
+    # it commits here, and the writer lock is free for another thread afterwards.
+    assert c.first() and c.key() == b"k"
+    del txn
+    c.close()
+    done = []
+
+    def write():
+        with db.begin(write=True) as w:
+            w.put(b"other", b"1")
+        done.append(True)
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    t.join(10)
+    assert done == [True], "the writer lock was not released"
+
+
 def test_writers_on_several_threads_take_turns(db):
     def add(n):
         for i in range(20):
