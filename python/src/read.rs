@@ -33,8 +33,8 @@ pub(crate) struct Snapshot {
 }
 
 struct State {
-    /// Every tree looked up so far, `None` where the snapshot has no tree by that name
-    /// (a snapshot never changes, so neither answer goes stale).
+    /// Every tree looked up so far, and `None` for the default tree if the snapshot
+    /// has none (a snapshot never changes, so neither answer goes stale).
     trees: Vec<(String, Option<ReadTree<'static>>)>,
     /// False once the Python transaction ended: its cursors stop working, while views
     /// of its values stay valid.
@@ -84,9 +84,11 @@ impl Guard<'_> {
         let i = match trees.iter().position(|(n, _)| n == name) {
             Some(i) => i,
             None => {
+                // Absent trees other than the default are not recorded: a caller trying
+                // many names would grow the list without bound.
                 let tree = match self.txn.open_tree(name) {
                     Ok(tree) => Some(tree),
-                    Err(mapkv::Error::TreeNotFound(_)) => None,
+                    Err(mapkv::Error::TreeNotFound(_)) if name == DEFAULT_TREE => None,
                     Err(e) => return Err(e),
                 };
                 trees.push((name.to_string(), tree));
