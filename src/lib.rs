@@ -46,10 +46,10 @@
 //! - [`Database`] is `Send + Sync`: share it between threads (`Arc` or `&`).
 //! - [`ReadTxn`] and [`ReadTree`] are `Send + Sync`: one snapshot can be read by many
 //!   threads at once (`std::thread::scope`); [`Range`] is `Send`.
-//! - [`WriteTxn`] stays on the thread that began it (not `Send`), but is `Sync`, and
-//!   its [`WriteTree`]s are `Send + Sync`: scoped threads may read and change its trees;
-//!   changes take turns. One write transaction at a time: a thread that holds one must
-//!   not begin another ([`Database::try_begin_write`] does not wait).
+//! - [`WriteTxn`] is `Send + Sync`: it may move to another thread and commit or drop
+//!   there, and its [`WriteTree`]s are `Send + Sync`: scoped threads may read and change
+//!   its trees; changes take turns. One write transaction at a time: a thread that
+//!   holds one must not begin another ([`Database::try_begin_write`] does not wait).
 //!
 //! The file format is described in `FORMAT.md` in the repository.
 

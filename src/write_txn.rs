@@ -66,9 +66,11 @@ pub(crate) struct Writer {
 /// # Ok(()) }
 /// ```
 ///
-/// Thread rules: a `WriteTxn` stays on the thread that began it (it is not `Send`), but
-/// it is `Sync`, and its tree handles are `Send`: with `std::thread::scope`, other
-/// threads may read and change its trees; changes take turns.
+/// Thread rules: a `WriteTxn` is `Send` and `Sync`. It may move to another thread
+/// between calls, and be committed, aborted or dropped there (another thread may wait
+/// for the writer lock meanwhile). Its tree handles are `Send`: with
+/// `std::thread::scope`, other threads may read and change its trees; changes take
+/// turns.
 pub struct WriteTxn {
     // Declared first, so dropped first: when this transaction holds the last reference to
     // `Shared`, dropping that reference closes the database (`Shared::drop`), which takes
@@ -505,3 +507,10 @@ impl Drop for WriteTxn {
         }
     }
 }
+
+// A write transaction may move between threads (see its thread rules): its writer lock
+// is a parking_lot guard, which the `send_guard` feature lets another thread release.
+const _: fn() = || {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<WriteTxn>();
+};

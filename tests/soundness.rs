@@ -183,6 +183,42 @@ fn within(limit: Duration, f: impl FnOnce() -> Result<()> + Send + 'static) -> R
 }
 
 #[test]
+fn a_write_transaction_moved_to_another_thread_ends_there() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = std::sync::Arc::new(filled(&dir.path().join("db"), 500)?);
+    let limit = Duration::from_secs(20);
+    // Begun here, changed, committed or dropped on another thread while this one
+    // waits for the writer lock: the lock comes free either way.
+    for commit in [true, false] {
+        let (first, second) = ([b'm', commit as u8], [b'n', commit as u8]);
+        let w = db.begin_write()?;
+        w.open_tree("t")?.insert(&first, b"1")?;
+        let ender = thread::spawn(move || -> Result<()> {
+            w.open_tree("t")?.insert(&second, b"2")?;
+            thread::sleep(Duration::from_millis(50));
+            match commit {
+                true => w.commit(),
+                false => {
+                    drop(w);
+                    Ok(())
+                }
+            }
+        });
+        let db2 = std::sync::Arc::clone(&db);
+        within(limit, move || {
+            let w = db2.begin_write()?;
+            let t = w.open_tree("t")?;
+            assert_eq!(t.get(&first)?.is_some(), commit);
+            assert_eq!(t.get(&second)?.is_some(), commit);
+            Ok(())
+        })?;
+        ender.join().expect("the ending thread")?;
+    }
+    db.check()?;
+    Ok(())
+}
+
+#[test]
 fn handles_drop_in_any_order_without_hanging() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("db");
