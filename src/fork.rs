@@ -2,10 +2,13 @@
 //! descriptor, its lock (an `flock` belongs to the open file, which parent and child
 //! share) and its map, but no place in the parent's reader table and no say in the
 //! parent's commits. If both wrote, each would reuse pages the other still uses, and a
-//! child's reads could meet pages the parent recycles or cuts off. So a handle opened
-//! before a fork does nothing in the child: every new transaction, every write and
-//! the clean close give `Error::Forked` or are skipped. LMDB asks the same of its users
-//! ("do not use an environment in the child"); here it is enforced.
+//! child's reads could meet pages the parent recycles or cuts off. So in the child, a
+//! handle opened before the fork begins no transaction (`Error::Forked`), writes
+//! nothing (a write transaction carried across the fork cannot commit) and skips the
+//! clean close. Snapshots and values carried across the fork are not revoked: reads
+//! through them are not checked (that would cost every read), and the parent may reuse
+//! or cut off their pages. LMDB asks its users not to use an environment in the child;
+//! here what would damage the file is refused.
 //!
 //! The process counts the forks it came from: a `pthread_atfork` handler increments a
 //! counter in each child, and a handle compares the count with the one it was opened
