@@ -131,7 +131,7 @@ class ReadTransaction:
 
 class WriteTransaction:
     """The one write transaction. A ``with`` block commits on success and aborts on an
-    exception. It belongs to the thread that began it. Reads here are copies."""
+    exception. It may be used and ended on any thread. Reads here are copies."""
 
     def get(
         self,
@@ -178,9 +178,7 @@ class WriteTransaction:
 class Cursor:
     """A position in one tree. Moves return whether the cursor stands on an entry.
 
-    Once its transaction ended, every method but ``close`` raises ``ValueError``. A
-    write transaction's cursor is moved, read and closed only on the transaction's
-    thread (``RuntimeError`` elsewhere)."""
+    Once its transaction ended, every method but ``close`` raises ``ValueError``."""
 
     def first(self) -> bool: ...
     def last(self) -> bool: ...

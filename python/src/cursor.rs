@@ -3,10 +3,8 @@
 
 use std::ops::Bound as Limit;
 use std::sync::Arc;
-use std::thread::ThreadId;
 
 use mapkv::Range;
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView, PyTuple};
 
@@ -27,10 +25,7 @@ use crate::write::WriteTransaction;
 /// A cursor belongs to its transaction: once that ends, using the cursor raises
 /// `ValueError` (memoryviews already returned stay valid). In a write transaction the
 /// cursor sees the transaction's own writes; there its entries are copies, and
-/// `buffer=True` gives memoryviews of those copies. Like its transaction, a write
-/// transaction's cursor stays on the thread that began the transaction: elsewhere its
-/// methods raise `RuntimeError` (and `close()` keeps its hold on the transaction, which
-/// only that thread can let go of).
+/// `buffer=True` gives memoryviews of those copies.
 #[pyclass(module = "mapkv")]
 pub struct Cursor {
     source: Source,
@@ -90,9 +85,6 @@ struct Ranges {
 
 struct WriteCursor {
     txn: Py<WriteTransaction>,
-    /// The thread that began the transaction: the only one that may move the cursor or
-    /// let go of the transaction through it.
-    thread: ThreadId,
     tree: Option<String>,
     /// The current entry, copied: the transaction's pages change with its writes.
     position: Option<(Vec<u8>, Vec<u8>)>,
@@ -123,7 +115,6 @@ impl Cursor {
         Cursor {
             source: Source::Write(WriteCursor {
                 txn,
-                thread: std::thread::current().id(),
                 tree,
                 position: None,
             }),
@@ -195,10 +186,7 @@ impl Cursor {
     fn check_open(&self, py: Python<'_>) -> PyResult<()> {
         let open = match &self.source {
             Source::Read(c) => c.snapshot.lock().is_open(),
-            Source::Write(c) => {
-                c.check_thread()?;
-                c.txn.bind(py).try_borrow()?.is_open()
-            }
+            Source::Write(c) => c.txn.bind(py).try_borrow()?.is_open(),
             Source::Closed => false,
         };
         match open {
@@ -261,21 +249,7 @@ impl ReadCursor {
 }
 
 impl WriteCursor {
-    /// A `RuntimeError` on any thread but the transaction's: the transaction would
-    /// refuse to be borrowed there (with a panic), and if the cursor let go of it there
-    /// it could never be released, keeping the writer lock from every other writer.
-    fn check_thread(&self) -> PyResult<()> {
-        match std::thread::current().id() == self.thread {
-            true => Ok(()),
-            false => Err(PyRuntimeError::new_err(
-                "a write transaction's cursor can be moved or closed only on the thread \
-                 that began the transaction",
-            )),
-        }
-    }
-
     fn seek(&mut self, py: Python<'_>, seek: Seek<'_>) -> PyResult<bool> {
-        self.check_thread()?;
         let (seek, direction) = resolve(seek, self.position.is_some());
         let (lower, upper) = bounds(seek, self.position.as_ref().map(|(k, _)| &k[..]));
         let entry = self.txn.bind(py).try_borrow_mut()?.first_in(
@@ -393,13 +367,9 @@ impl Cursor {
     }
 
     /// Releases the cursor (and its hold on the snapshot or transaction) before it is
-    /// collected. A write transaction's cursor is closed on the transaction's thread.
-    fn close(&mut self) -> PyResult<()> {
-        if let Source::Write(c) = &self.source {
-            c.check_thread()?;
-        }
+    /// collected.
+    fn close(&mut self) {
         self.source = Source::Closed;
-        Ok(())
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -407,9 +377,9 @@ impl Cursor {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&mut self, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        self.close()?;
-        Ok(false)
+    fn __exit__(&mut self, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close();
+        false
     }
 }
 

@@ -1,6 +1,7 @@
 //! `mapkv.open` and the `Database` object.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
 
@@ -11,26 +12,41 @@ use pyo3::types::{PyDict, PyIterator, PyList, PyTuple};
 use crate::bytes::BytesIn;
 use crate::errors::{Error, InvalidOptions, ToPyResult, ended};
 use crate::read::ReadTransaction;
-use crate::thread::OnThisThread;
 use crate::write::WriteTransaction;
 
 /// An open database, shared by the `Database` object and the transactions it began:
 /// the file stays open until the last of them is gone.
 pub(crate) struct Handle {
     db: mapkv::Database,
-    /// The thread that holds the write transaction, if any: a second `begin(write=True)`
-    /// (or `bulk_load`) on that thread would wait for itself forever, so it is refused.
-    writer: Mutex<Option<ThreadId>>,
+    /// Who holds the writer lock, if anyone: a second `begin(write=True)` (or
+    /// `bulk_load`) on the thread that took it would wait for itself forever, so it is
+    /// refused.
+    writer: Mutex<Option<Claim>>,
+    /// Claims made so far, to tell them apart.
+    claims: AtomicU64,
+}
+
+/// A claim to the writer lock: the thread that took it, and a number of its own, so
+/// that whoever ends the transaction (on whichever thread) clears this claim and no
+/// later one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claim {
+    thread: ThreadId,
+    serial: u64,
 }
 
 impl Handle {
-    fn writer(&self) -> std::sync::MutexGuard<'_, Option<ThreadId>> {
+    fn writer(&self) -> std::sync::MutexGuard<'_, Option<Claim>> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Refuses to wait for the writer lock on the thread that holds it.
+    /// Refuses to wait for the writer lock on the thread that took it (even if the
+    /// transaction has since moved to another thread, which may end it).
     fn check_not_writer(&self) -> PyResult<()> {
-        if *self.writer() == Some(thread::current().id()) {
+        if self
+            .writer()
+            .is_some_and(|c| c.thread == thread::current().id())
+        {
             return Err(Error::new_err(
                 "this thread holds the write transaction: commit or abort it first \
                  (waiting for another would wait for itself forever)",
@@ -39,16 +55,21 @@ impl Handle {
         Ok(())
     }
 
-    /// Called by whoever just took the writer lock.
-    fn writer_started(&self) {
-        *self.writer() = Some(thread::current().id());
+    /// Called on the thread that just took the writer lock.
+    fn writer_started(&self) -> Claim {
+        let claim = Claim {
+            thread: thread::current().id(),
+            serial: self.claims.fetch_add(1, Ordering::Relaxed),
+        };
+        *self.writer() = Some(claim);
+        claim
     }
 
-    /// Called by the holder of the writer lock when it is done with it (before or after
-    /// releasing it: the claim is cleared only if it is still this thread's).
-    pub(crate) fn writer_finished(&self) {
+    /// Called when the writer lock taken with `claim` is given up (before or after it
+    /// is released: a newer claim, of whoever took the lock next, stays).
+    pub(crate) fn writer_finished(&self, claim: Claim) {
         let mut writer = self.writer();
-        if *writer == Some(thread::current().id()) {
+        if *writer == Some(claim) {
             *writer = None;
         }
     }
@@ -133,6 +154,7 @@ pub(crate) fn open(
         handle: Mutex::new(Some(Arc::new(Handle {
             db,
             writer: Mutex::new(None),
+            claims: AtomicU64::new(0),
         }))),
         path,
     })
@@ -161,16 +183,9 @@ impl Database {
         let durability = durability.as_deref().map(parse_durability).transpose()?;
         handle.check_not_writer()?;
         let db = Arc::clone(&handle);
-        let txn = py
-            .detach(move || {
-                // SAFETY: the transaction only passes through `detach`, back to this
-                // thread; it holds no Python reference.
-                db.db.begin_write().map(|t| unsafe { OnThisThread::new(t) })
-            })
-            .py_err()?
-            .into_inner();
-        handle.writer_started();
-        let mut txn = WriteTransaction::new(txn, Arc::clone(&handle), buffers);
+        let txn = py.detach(move || db.db.begin_write()).py_err()?;
+        let claim = handle.writer_started();
+        let mut txn = WriteTransaction::new(txn, Arc::clone(&handle), claim, buffers);
         if let Some(d) = durability {
             txn.set_durability(d)?;
         }
@@ -195,7 +210,9 @@ impl Database {
         let mut feed = Feed::new(entries.try_iter()?.unbind(), Arc::clone(&handle));
         feed.fill(py)?;
         let result = py.detach(|| handle.db.bulk_load(&tree, &mut feed));
-        handle.writer_finished();
+        if let Some(claim) = feed.claim {
+            handle.writer_finished(claim);
+        }
         let stats = match (result, feed.error.take()) {
             (Err(mapkv::Error::Unsorted { index }), Some(e)) if Some(index) == feed.stop_index => {
                 return Err(e);
@@ -348,7 +365,7 @@ struct Feed {
     /// Told when the load holds the writer lock (the feed is pulled only then), so
     /// that Python code the iterable runs cannot wait for the lock on this thread.
     handle: Arc<Handle>,
-    claimed: bool,
+    claim: Option<Claim>,
     batch: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
     exhausted: bool,
     /// Entries handed out so far.
@@ -365,7 +382,7 @@ impl Feed {
         Feed {
             source,
             handle,
-            claimed: false,
+            claim: None,
             batch: Vec::new().into_iter(),
             exhausted: false,
             handed_out: 0,
@@ -402,9 +419,8 @@ impl Iterator for Feed {
     type Item = (Vec<u8>, Vec<u8>);
 
     fn next(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
-        if !self.claimed {
-            self.handle.writer_started();
-            self.claimed = true;
+        if self.claim.is_none() {
+            self.claim = Some(self.handle.writer_started());
         }
         loop {
             if let Some(entry) = self.batch.next() {

@@ -9,7 +9,6 @@ mod cursor;
 mod db;
 mod errors;
 mod read;
-mod thread;
 mod view;
 mod write;
 

@@ -10,26 +10,24 @@ use pyo3::types::{PyBytes, PyList, PyMemoryView};
 
 use crate::bytes::BytesIn;
 use crate::cursor::Cursor;
-use crate::db::Handle;
+use crate::db::{Claim, Handle};
 use crate::errors::{ToPyResult, ended, to_py};
 use crate::read::DEFAULT_TREE;
-use crate::thread::OnThisThread;
 
 /// The database's one write transaction, from `Database.begin(write=True)`.
 ///
 /// In a `with` block it commits when the block ends normally and aborts when it ends
 /// with an exception; otherwise call `commit()` or `abort()`. Dropping it uncommitted
-/// aborts. It belongs to the thread that began it (it holds the database's writer
-/// lock, which that thread must release): using it from another thread raises an
-/// error, and one left to be collected on another thread is never released, which
-/// blocks every later writer. Reads see the transaction's own writes, as copies:
-/// `buffer=True` gives memoryviews of copies here.
-#[pyclass(module = "mapkv", unsendable)]
+/// aborts. It may be used, ended or collected on any thread (one call at a time; a call
+/// while another is under way raises `RuntimeError`), but the thread that began it
+/// cannot begin another write transaction until it ends. Reads see the transaction's
+/// own writes, as copies: `buffer=True` gives memoryviews of copies here.
+#[pyclass(module = "mapkv")]
 pub struct WriteTransaction {
     txn: Option<WriteTxn>,
     /// Dropped when the transaction ends, so that an ended transaction object does not
-    /// keep the database open.
-    handle: Option<Arc<Handle>>,
+    /// keep the database open; with the claim to the writer lock to give up then.
+    handle: Option<(Arc<Handle>, Claim)>,
     /// The trees that exist as this transaction sees them, loaded when first needed
     /// (reads of a tree that does not exist must not create it).
     trees: Option<HashSet<String>>,
@@ -38,10 +36,15 @@ pub struct WriteTransaction {
 }
 
 impl WriteTransaction {
-    pub(crate) fn new(txn: WriteTxn, handle: Arc<Handle>, buffers: bool) -> WriteTransaction {
+    pub(crate) fn new(
+        txn: WriteTxn,
+        handle: Arc<Handle>,
+        claim: Claim,
+        buffers: bool,
+    ) -> WriteTransaction {
         WriteTransaction {
             txn: Some(txn),
-            handle: Some(handle),
+            handle: Some((handle, claim)),
             trees: None,
             buffers,
         }
@@ -120,13 +123,12 @@ impl WriteTransaction {
         Ok(entry.flatten())
     }
 
-    /// Takes the transaction out, for commit or abort, first giving up this thread's
-    /// claim to the writer lock (before the lock itself is released, so the claim of
-    /// the thread that gets it next is never cleared by this one).
+    /// Takes the transaction out, for commit or abort, first giving up its claim to the
+    /// writer lock.
     fn finish(&mut self) -> PyResult<WriteTxn> {
         let txn = self.txn.take().ok_or_else(|| ended("write transaction"))?;
-        if let Some(handle) = self.handle.take() {
-            handle.writer_finished();
+        if let Some((handle, claim)) = self.handle.take() {
+            handle.writer_finished(claim);
         }
         Ok(txn)
     }
@@ -134,8 +136,8 @@ impl WriteTransaction {
 
 impl Drop for WriteTransaction {
     fn drop(&mut self) {
-        if let Some(handle) = &self.handle {
-            handle.writer_finished();
+        if let Some((handle, claim)) = &self.handle {
+            handle.writer_finished(*claim);
         }
     }
 }
@@ -287,10 +289,8 @@ impl WriteTransaction {
     /// Makes the changes visible to new readers, and durable (unless the transaction's
     /// durability is "none"). Other threads run while it waits for the disk.
     fn commit(&mut self, py: Python<'_>) -> PyResult<()> {
-        // SAFETY: `detach` runs the closure on this thread, and the transaction goes no
-        // further than that closure.
-        let txn = unsafe { OnThisThread::new(self.finish()?) };
-        py.detach(move || txn.into_inner().commit()).py_err()
+        let txn = self.finish()?;
+        py.detach(move || txn.commit()).py_err()
     }
 
     /// Discards the changes.
