@@ -310,7 +310,7 @@ impl Storage {
 
     pub(crate) fn check_not_poisoned(&self) -> Result<()> {
         self.check_process()?;
-        if self.is_poisoned() {
+        if self.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Io(io::Error::other(
                 "an earlier write or sync failed; reopen the database to continue",
             )));
