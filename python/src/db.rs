@@ -17,7 +17,8 @@ use crate::write::WriteTransaction;
 /// An open database, shared by the `Database` object and the transactions it began:
 /// the file stays open until the last of them is gone.
 pub(crate) struct Handle {
-    db: mapkv::Database,
+    /// Taken only by `drop`.
+    db: Option<mapkv::Database>,
     /// Who holds the writer lock, if anyone: a second `begin(write=True)` (or
     /// `bulk_load`) on the thread that took it would wait for itself forever, so it is
     /// refused.
@@ -35,7 +36,24 @@ pub(crate) struct Claim {
     serial: u64,
 }
 
+impl Drop for Handle {
+    /// Whoever drops the last reference to a database (a view's or a transaction's
+    /// deallocation, an abort, the database object's) runs its clean close, which may
+    /// sync the file: without the GIL, so that other threads run meanwhile. Every
+    /// holder of a mapkv transaction holds a `Handle` too, and drops the transaction
+    /// first, so the close happens here. (During interpreter shutdown, when PyO3 may
+    /// not attach, nothing else runs anyway: the close keeps the GIL then.)
+    fn drop(&mut self) {
+        let db = self.db.take();
+        Python::try_attach(|py| py.detach(move || drop(db)));
+    }
+}
+
 impl Handle {
+    pub(crate) fn db(&self) -> &mapkv::Database {
+        self.db.as_ref().expect("only drop takes the database")
+    }
+
     fn writer(&self) -> std::sync::MutexGuard<'_, Option<Claim>> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -152,7 +170,7 @@ pub(crate) fn open(
     let db = py.detach(move || options.open(at)).py_err()?;
     Ok(Database {
         handle: Mutex::new(Some(Arc::new(Handle {
-            db,
+            db: Some(db),
             writer: Mutex::new(None),
             claims: AtomicU64::new(0),
         }))),
@@ -177,13 +195,13 @@ impl Database {
     ) -> PyResult<Py<PyAny>> {
         let handle = self.handle()?;
         if !write {
-            let txn = handle.db.begin_read().py_err()?;
-            return Ok(Py::new(py, ReadTransaction::new(py, txn, buffers)?)?.into_any());
+            let txn = handle.db().begin_read().py_err()?;
+            let txn = ReadTransaction::new(py, txn, Arc::clone(&handle), buffers)?;
+            return Ok(Py::new(py, txn)?.into_any());
         }
         let durability = durability.as_deref().map(parse_durability).transpose()?;
         handle.check_not_writer()?;
-        let db = Arc::clone(&handle);
-        let txn = py.detach(move || db.db.begin_write()).py_err()?;
+        let txn = py.detach(|| handle.db().begin_write()).py_err()?;
         let claim = handle.writer_started();
         let mut txn = WriteTransaction::new(txn, Arc::clone(&handle), claim, buffers);
         if let Some(d) = durability {
@@ -209,7 +227,7 @@ impl Database {
         handle.check_not_writer()?;
         let mut feed = Feed::new(entries.try_iter()?.unbind(), Arc::clone(&handle));
         feed.fill(py)?;
-        let result = py.detach(|| handle.db.bulk_load(&tree, &mut feed));
+        let result = py.detach(|| handle.db().bulk_load(&tree, &mut feed));
         if let Some(claim) = feed.claim {
             handle.writer_finished(claim);
         }
@@ -234,7 +252,7 @@ impl Database {
     /// `Corrupted`.
     fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let handle = self.handle()?;
-        let report = py.detach(|| handle.db.check()).py_err()?;
+        let report = py.detach(|| handle.db().check()).py_err()?;
         let d = PyDict::new(py);
         d.set_item("trees", report.trees)?;
         d.set_item("entries", report.entries)?;
@@ -249,7 +267,7 @@ impl Database {
     /// dicts with `name`, `entries` and `depth`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let handle = self.handle()?;
-        let stats = py.detach(|| handle.db.stats()).py_err()?;
+        let stats = py.detach(|| handle.db().stats()).py_err()?;
         let d = PyDict::new(py);
         d.set_item("page_size", stats.page_size)?;
         d.set_item("file_size_bytes", stats.file_size_bytes)?;
@@ -278,7 +296,7 @@ impl Database {
     /// without the GIL; writers may go on meanwhile.
     fn compact_to(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         let handle = self.handle()?;
-        py.detach(|| handle.db.compact_to(path)).py_err()
+        py.detach(|| handle.db().compact_to(path)).py_err()
     }
 
     /// Compacts the file in place, without the GIL: packs the leaves into full pages,
@@ -289,7 +307,7 @@ impl Database {
     fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let handle = self.handle()?;
         handle.check_not_writer()?;
-        let stats = py.detach(|| handle.db.compact()).py_err()?;
+        let stats = py.detach(|| handle.db().compact()).py_err()?;
         let d = PyDict::new(py);
         d.set_item("leaves_merged", stats.leaves_merged)?;
         d.set_item("pages_moved", stats.pages_moved)?;
@@ -302,20 +320,21 @@ impl Database {
     /// The names of all trees, in byte order.
     fn tree_names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let handle = self.handle()?;
-        let names = handle.db.begin_read().and_then(|r| r.tree_names());
+        let names = handle.db().begin_read().and_then(|r| r.tree_names());
         PyList::new(py, names.py_err()?)
     }
 
     /// Lets go of the database: the file closes (cleanly, without the GIL) once the
     /// transactions, cursors and memoryviews made from it are gone too. Using the
     /// object afterwards raises `ValueError`.
-    fn close(&self, py: Python<'_>) {
+    fn close(&self) {
+        // Taken out first: the lock is not held while the handle drops.
         let handle = self
             .handle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        py.detach(move || drop(handle));
+        drop(handle);
     }
 
     /// The path the database was opened with.
@@ -338,8 +357,8 @@ impl Database {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
-        self.close(py);
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close();
         false
     }
 

@@ -9,6 +9,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::bytes::BytesIn;
 use crate::cursor::Cursor;
+use crate::db::Handle;
 use crate::errors::{ToPyResult, ended};
 use crate::view::Exporter;
 
@@ -30,6 +31,9 @@ pub(crate) struct Snapshot {
     state: Mutex<State>,
     /// Reached through a [`Guard`], with the trees looked up so far.
     txn: ReadTxn,
+    /// Declared after `txn`, so dropped after it: if this is the last reference to the
+    /// database, its clean close runs in `Handle::drop`, without the GIL.
+    _handle: Arc<Handle>,
 }
 
 struct State {
@@ -52,13 +56,14 @@ pub(crate) struct Guard<'s> {
 }
 
 impl Snapshot {
-    pub(crate) fn new(txn: ReadTxn) -> Arc<Snapshot> {
+    pub(crate) fn new(txn: ReadTxn, handle: Arc<Handle>) -> Arc<Snapshot> {
         Arc::new(Snapshot {
             state: Mutex::new(State {
                 trees: Vec::new(),
                 open: true,
             }),
             txn,
+            _handle: handle,
         })
     }
 
@@ -148,8 +153,13 @@ pub struct ReadTransaction {
 }
 
 impl ReadTransaction {
-    pub(crate) fn new(py: Python<'_>, txn: ReadTxn, buffers: bool) -> PyResult<ReadTransaction> {
-        let snapshot = Snapshot::new(txn);
+    pub(crate) fn new(
+        py: Python<'_>,
+        txn: ReadTxn,
+        handle: Arc<Handle>,
+        buffers: bool,
+    ) -> PyResult<ReadTransaction> {
+        let snapshot = Snapshot::new(txn, handle);
         let exporter = Exporter::new(py, &snapshot)?;
         Ok(ReadTransaction {
             open: Some((snapshot, exporter)),

@@ -25,8 +25,9 @@ use crate::read::DEFAULT_TREE;
 #[pyclass(module = "mapkv")]
 pub struct WriteTransaction {
     txn: Option<WriteTxn>,
-    /// Dropped when the transaction ends, so that an ended transaction object does not
-    /// keep the database open; with the claim to the writer lock to give up then.
+    /// Dropped when the transaction ends (after it: see `Handle::drop`), so that an
+    /// ended transaction object does not keep the database open; with the claim to the
+    /// writer lock to give up then.
     handle: Option<(Arc<Handle>, Claim)>,
     /// The trees that exist as this transaction sees them, loaded when first needed
     /// (reads of a tree that does not exist must not create it).
@@ -124,13 +125,14 @@ impl WriteTransaction {
     }
 
     /// Takes the transaction out, for commit or abort, first giving up its claim to the
-    /// writer lock.
-    fn finish(&mut self) -> PyResult<WriteTxn> {
+    /// writer lock; the caller drops the handle after the transaction.
+    fn finish(&mut self) -> PyResult<(WriteTxn, Option<Arc<Handle>>)> {
         let txn = self.txn.take().ok_or_else(|| ended("write transaction"))?;
-        if let Some((handle, claim)) = self.handle.take() {
+        let handle = self.handle.take().map(|(handle, claim)| {
             handle.writer_finished(claim);
-        }
-        Ok(txn)
+            handle
+        });
+        Ok((txn, handle))
     }
 }
 
@@ -289,14 +291,18 @@ impl WriteTransaction {
     /// Makes the changes visible to new readers, and durable (unless the transaction's
     /// durability is "none"). Other threads run while it waits for the disk.
     fn commit(&mut self, py: Python<'_>) -> PyResult<()> {
-        let txn = self.finish()?;
-        py.detach(move || txn.commit()).py_err()
+        let (txn, handle) = self.finish()?;
+        let committed = py.detach(move || txn.commit());
+        drop(handle);
+        committed.py_err()
     }
 
     /// Discards the changes.
     fn abort(&mut self) -> PyResult<()> {
         if self.txn.is_some() {
-            self.finish()?.abort();
+            let (txn, handle) = self.finish()?;
+            txn.abort();
+            drop(handle);
         }
         Ok(())
     }

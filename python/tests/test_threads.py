@@ -208,6 +208,61 @@ def test_long_operations_release_the_gil(db, tmp_path):
     )
 
 
+def _unsynced(tmp_path, name):
+    """A database whose clean close has syncing to do: 16 MiB committed with durability
+    "none" (its close syncs and writes a meta)."""
+    db = mapkv.open(tmp_path / name, durability="none")
+    value = b"v" * (1 << 20)
+    with db.begin(write=True) as txn:
+        for i in range(16):
+            txn.put(b"%02d" % i, value)
+    return db
+
+
+def _only_a_view(db):
+    txn = db.begin(buffers=True)
+    view = txn.get(b"00")
+    txn.abort()
+    db.close()
+    return [view]
+
+
+def _only_a_read_transaction(db):
+    txn = db.begin()
+    db.close()
+    return [txn]
+
+
+def _only_a_write_transaction(db):
+    txn = db.begin(write=True)
+    txn.put(b"k", b"v")
+    db.close()
+    return [txn]
+
+
+@pytest.mark.parametrize(
+    "holder, let_go",
+    [
+        (_only_a_view, list.clear),
+        (_only_a_read_transaction, list.clear),
+        (_only_a_write_transaction, list.clear),
+        (_only_a_write_transaction, lambda held: held[0].abort()),
+        (lambda db: [db], list.clear),
+    ],
+    ids=["view", "read-transaction", "write-transaction", "abort", "database"],
+)
+def test_the_last_reference_closes_the_file_without_the_gil(tmp_path, holder, let_go):
+    # Whatever drops the last reference to a database (a view's or a transaction's
+    # deallocation, an abort, the database object's) runs the clean close, which syncs:
+    # other threads must run meanwhile.
+    names = iter(range(100))
+
+    def prepare():
+        return holder(_unsynced(tmp_path, "db%d" % next(names)))
+
+    assert runs_beside(let_go, attempts=3, prepare=prepare)
+
+
 def test_control_a_pure_python_loop_does_not_let_others_run():
     # Guards runs_beside itself: without a blocking call nothing else runs.
     assert not runs_beside(lambda: sum(range(200_000)), attempts=3)
