@@ -388,16 +388,18 @@ impl PageReader {
     }
 
     /// A page past the window (or below the data pages, which `run_bytes` refuses): the
-    /// reader's held copy if it has one (it passed `run_bytes`' checks when it was read,
-    /// and the limit only grows), else one read as `run` reads it.
+    /// reader's held copy if it has one, else one read as `run` reads it. The bounds are
+    /// checked first even for a held copy: a write transaction's limit shrinks when its
+    /// commit trims free pages off the end (`extend_limit`), and a page past the new
+    /// limit is free, so a reference to it is corrupt.
     #[inline(never)]
     fn page_beyond_window(&self, id: PageId) -> Result<&[u8]> {
+        let (start, end) = self.run_bytes(id, 1)?;
         let page = self.storage.geometry.page_size;
         if let Some(bytes) = self.held.get(id, page) {
             return Ok(bytes);
         }
         // Past `window_pages`, so past `window_end` too: nothing to find in the map.
-        let (start, end) = self.run_bytes(id, 1)?;
         self.read_and_hold(id, start, end)
     }
 
@@ -487,7 +489,8 @@ impl PageReader {
         self.held.forget(id);
     }
 
-    /// Lets a write transaction read pages it wrote past the committed end.
+    /// Moves a write transaction's read limit to `limit`: past the committed end, to
+    /// read pages it wrote there, or back when its commit trims free pages off the end.
     pub(crate) fn extend_limit(&mut self, limit: PageId) {
         let file_len = self.storage.file_len();
         self.limit_bytes = self.storage.geometry.offset(limit).min(file_len);
