@@ -39,6 +39,11 @@ struct Placement {
 impl WriteTxn {
     /// Makes the changes visible to new readers, and durable if the durability is
     /// `Immediate`. See FORMAT.md#commit-protocol.
+    ///
+    /// An error means the commit did not take effect on this handle (after a failed
+    /// sync it may still be on disk: README, "After a failed sync"). Once the meta is
+    /// synced, `Ok` is returned even if shortening the file then fails; that failure
+    /// refuses later writes instead.
     pub fn commit(mut self) -> Result<()> {
         // No tree handle is borrowed any more (the commit consumes the transaction they
         // borrow), so reserved values can be written now.
@@ -133,7 +138,12 @@ impl WriteTxn {
         w.snapshot_ends.insert(txn, meta.page_count());
         *self.shared.current.write() = Arc::new(Snapshot { meta });
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        self.shrink_file(durable)
+        // The commit stands from here on. Shortening the file only gives back space: if
+        // it fails, the storage is poisoned (later writes are refused, as after any I/O
+        // error), but this commit must not read as failed, or its caller would retry a
+        // transaction that took effect.
+        let _ = self.shrink_file(durable);
+        Ok(())
     }
 
     fn put_record(&mut self, name: &str, record: &TreeRecord) -> Result<()> {

@@ -312,7 +312,8 @@ impl Storage {
         self.check_process()?;
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Io(io::Error::other(
-                "an earlier write or sync failed; reopen the database to continue",
+                "an earlier write, sync or change of the file's size failed; reopen the database \
+                 to continue",
             )));
         }
         Ok(())

@@ -209,3 +209,62 @@ fn every_nth_operation_fails() {
         started.elapsed()
     );
 }
+
+/// A durable commit is published before it shortens the file (when its end is free), so
+/// a failed truncation must not fail it: its caller would retry a transaction that took
+/// effect. The failure still stops later writes, as any I/O error does.
+#[test]
+fn a_failed_truncation_does_not_fail_the_commit_before_it() {
+    let disk = SimDisk::new(Vec::new());
+    let db = open(&disk).unwrap();
+    // A large tree, then its deletion: the next commits find the end of the file free
+    // and cut it off.
+    let txn = db.begin_write().unwrap();
+    {
+        let mut big = txn.open_tree("big").unwrap();
+        for i in 0u32..3000 {
+            big.insert(&i.to_be_bytes(), &[7; 3000]).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.delete_tree("big").unwrap();
+    txn.commit().unwrap();
+    let mut failed_truncation = None;
+    for n in 1u32..=4 {
+        disk.set_fault(Some(Fault {
+            kind: OpKind::SetLen,
+            nth: 1,
+            persistent: false,
+        }));
+        let txn = db.begin_write().unwrap();
+        txn.open_tree("counter")
+            .unwrap()
+            .insert(b"n", &n.to_be_bytes())
+            .unwrap();
+        let committed = txn.commit();
+        if disk.faults_fired() > 0 {
+            failed_truncation = Some((n, committed));
+            break;
+        }
+        committed.unwrap();
+    }
+    disk.set_fault(None);
+    let (n, committed) = failed_truncation.expect("a commit shortened the file");
+    committed.expect("the commit took effect before its truncation failed");
+    let counter = |db: &mapkv::Database| {
+        let txn = db.begin_read().unwrap();
+        let tree = txn.open_tree("counter").unwrap();
+        tree.get(b"n").unwrap().map(<[u8]>::to_vec)
+    };
+    assert_eq!(counter(&db), Some(n.to_be_bytes().to_vec()));
+    let refused = db
+        .begin_write()
+        .err()
+        .expect("writes stop after the failure");
+    assert!(matches!(refused, Error::Io(_)), "{refused:?}");
+    drop(db);
+    let db = open(&disk).unwrap();
+    assert_eq!(counter(&db), Some(n.to_be_bytes().to_vec()), "durable");
+    db.check().unwrap();
+}
