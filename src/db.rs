@@ -508,14 +508,18 @@ impl Drop for Shared {
         }
         let writer = self.writer.lock();
         let meta = self.current.read().meta;
+        // No transaction is left to read past the last page: the growth step (or the
+        // pages of a bulk load that failed) can go once the newest commit is sealed.
+        // Errors cannot be reported from drop; the previous durable meta stays valid.
+        let end = self.storage.geometry.offset(meta.page_count());
         if writer.durable == meta.txn() && meta.durable_before == meta.txn {
-            return; // Nothing committed since the file was opened sealed.
+            // Sealed already: opened so and nothing committed since, or a bulk load
+            // (which seals its commit) was the last.
+            let _ = self.storage.trim_to(end);
+            return;
         }
         let slot = 1 - writer.durable_slot;
-        // Errors cannot be reported from drop; the previous durable meta stays valid.
         if seal_file(&self.storage, &meta, slot).is_ok() {
-            // No transaction is left to read past the last page: drop the growth step.
-            let end = self.storage.geometry.offset(meta.page_count());
             let _ = self.storage.trim_to(end);
         }
     }

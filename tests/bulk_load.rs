@@ -543,3 +543,56 @@ fn the_open_after_a_load_verifies_nothing_and_no_crash_loses_the_load() -> Resul
     }
     Ok(())
 }
+
+/// The pages a load writes count in `Stats::pages_written`, on both write paths.
+#[test]
+fn a_load_counts_its_pages_written() -> Result<()> {
+    for direct in [true, false] {
+        let dir = tempfile::tempdir()?;
+        let db = Database::open(dir.path().join("db"))?;
+        let before = db.stats()?.pages_written;
+        let stats = load(
+            &db,
+            "t",
+            &entries(50_000, 8, 0, 0),
+            BulkOptions::new().direct_io(direct),
+        )?;
+        let written = db.stats()?.pages_written - before;
+        assert!(
+            written >= stats.pages && written <= stats.pages + 8,
+            "direct {direct}: {} pages loaded, {written} counted",
+            stats.pages
+        );
+    }
+    Ok(())
+}
+
+/// A clean close cuts the file to the end of the newest commit, after a load (which
+/// seals its commit, so the close has nothing else to do) and after a load that failed
+/// (whose pages lie past that end).
+#[test]
+fn the_close_after_a_load_cuts_the_file_to_its_end() -> Result<()> {
+    for fails in [false, true] {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db");
+        let mut data = entries(100_000, 9, 0, 0);
+        if fails {
+            let last = data.len() - 1;
+            data[last].0 = data[0].0.clone();
+        }
+        let end = {
+            let db = Database::open(&path)?;
+            let loaded = load(&db, "t", &data, BulkOptions::new());
+            assert_eq!(loaded.is_err(), fails, "{loaded:?}");
+            let stats = db.stats()?;
+            stats.page_count * stats.page_size as u64
+        };
+        let len = std::fs::metadata(&path)?.len();
+        assert_eq!(len, end, "the load failed: {fails}");
+        let db = Database::open(&path)?;
+        db.check()?;
+        let trees = db.begin_read()?.tree_names()?;
+        assert_eq!(trees.is_empty(), fails);
+    }
+    Ok(())
+}

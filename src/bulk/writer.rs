@@ -565,6 +565,7 @@ fn write_chunks(shared: &WriterShared, give_back: Sender<AlignedBuf>) {
             return;
         }
         shared.state.lock().bytes_written += chunk.buf.len() as u64;
+        shared.storage.count_pages_written(chunk.buf.len() as u64);
         chunk.buf.clear();
         if give_back.send(chunk.buf).is_err() {
             return; // The builder stopped (an error): nothing more will come.
