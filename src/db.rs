@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 use zerocopy::little_endian::{U32, U64};
 
+use crate::atomic_file::AtomicFile;
 use crate::backend::{Backend, FileBackend, lock_file};
 use crate::bulk::{self, BulkOptions, BulkStats, SeqWriter, TreeBuilder};
 use crate::check::{self, CheckReport};
@@ -380,15 +381,15 @@ impl Database {
     /// corrupt page stops the copy with `Error::Corrupted`); memory stays bounded
     /// whatever the file's size (a path of pages, the value being copied, the writer's
     /// buffers).
+    ///
+    /// The copy is written under a temporary name beside `path`
+    /// (`.<name>.<pid>-<n>.partial`) and renamed to `path` once complete and synced, so
+    /// an error leaves nothing at `path` (a crash may leave the temporary file). Only if
+    /// the final sync of the directory fails is the complete copy at `path` already.
     pub fn compact_to(&self, path: impl AsRef<Path>) -> Result<()> {
         let rtx = self.begin_read()?;
         let geometry = self.shared.storage.geometry;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path.as_ref())
-            .map_err(path_error::at("creating", path.as_ref()))?;
+        let (partial, file) = AtomicFile::create(path.as_ref())?;
         lock_file(&file, path.as_ref(), true)?;
         let storage = Arc::new(Storage::new(
             Box::new(FileBackend { file }),
@@ -400,7 +401,7 @@ impl Database {
         let out = SeqWriter::start(
             Arc::clone(&storage),
             geometry.first_data_page(),
-            Some(path.as_ref()),
+            Some(partial.temp_path()),
         )?;
         let mut copier = Copier {
             out,
@@ -426,6 +427,7 @@ impl Database {
         storage.ensure_len(geometry.offset(end))?;
         storage.trim_to(geometry.offset(end))?;
         seal_file(&storage, &meta, 0)?;
+        partial.place()?;
         sync_dir(path.as_ref())
     }
 

@@ -58,6 +58,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod alloc;
+mod atomic_file;
 mod backend;
 mod bulk;
 mod cache;

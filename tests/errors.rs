@@ -373,6 +373,58 @@ fn permission_denied_names_the_path() -> Result<()> {
     Ok(())
 }
 
+/// A `compact_to` that fails leaves nothing at its path (a half-written copy would
+/// open as an empty database, or not at all, and block a retry), early in the copy or
+/// after some of it was written; a successful one leaves no temporary file.
+#[test]
+fn a_failed_compact_to_leaves_nothing_behind() -> Result<()> {
+    const MARK: &[u8] = b"VALUE-MARKER-0123456789";
+    for large in [false, true] {
+        let dir = tempfile::tempdir()?;
+        let source = dir.path().join("db");
+        {
+            let db = Database::open(&source)?;
+            let w = db.begin_write()?;
+            if large {
+                // Trees copied before the corrupt one: chunks of the copy get written.
+                let mut a = w.open_tree("a")?;
+                for i in 0u32..20_000 {
+                    a.insert(&i.to_be_bytes(), &[i as u8; 200])?;
+                }
+            }
+            w.open_tree("z")?.insert(b"key", MARK)?;
+            w.commit()?;
+        } // A clean close: the next open verifies nothing, so the damage opens.
+        let mut bytes = std::fs::read(&source)?;
+        let at = bytes.windows(MARK.len()).position(|w| w == MARK).unwrap();
+        bytes[at] ^= 0xff;
+        std::fs::write(&source, bytes)?;
+        let db = Database::open(&source)?;
+        let copy = dir.path().join("copy");
+        for attempt in 0..2 {
+            let failed = db.compact_to(&copy);
+            assert!(
+                matches!(failed, Err(Error::Corrupted { .. })),
+                "large {large}, attempt {attempt}: {failed:?}"
+            );
+            let left: Vec<_> = std::fs::read_dir(dir.path())?
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left, ["db"], "large {large}: left behind");
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let db = db_in(&dir)?;
+    db.compact_to(dir.path().join("copy"))?;
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())?
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["copy", "db"]);
+    Database::open(dir.path().join("copy"))?.check()?;
+    Ok(())
+}
+
 #[test]
 fn compact_to_names_the_destination() -> Result<()> {
     let dir = tempfile::tempdir()?;
