@@ -95,7 +95,7 @@ pub struct ValueExtent<'t> {
 
 impl<'t> ValueExtent<'t> {
     pub(crate) fn new(reader: &'t PageReader, at: Located<'t>) -> Result<ValueExtent<'t>> {
-        let file = reader.file().ok_or_else(|| {
+        let file = reader.served_file().ok_or_else(|| {
             Error::Io(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "value extents need a database file: this database was opened on a backend \
@@ -192,9 +192,13 @@ impl std::fmt::Debug for ValueExtent<'_> {
 }
 
 impl AsFd for ValueExtent<'_> {
-    /// The database file. Read it only with positioned reads (`pread`, `sendfile` with
-    /// an offset): moving its file offset does no harm to the database, but writing to
-    /// it would break the guarantees above.
+    /// The database file, opened read-only for this purpose (not the database's own
+    /// descriptor, which holds its lock): a copy of it (`try_clone_to_owned`) may be
+    /// kept after the transaction and the database are gone, and sees the file as it
+    /// then is. Read it with positioned reads (`pread`, `sendfile` with an offset); its
+    /// file offset is shared by every extent of the database. Where `/proc` is not
+    /// mounted, it is the database's own descriptor: then a kept copy keeps the file
+    /// locked, and writing through it would break the guarantees above.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }

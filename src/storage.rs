@@ -36,6 +36,15 @@ fn growth_step(len: u64) -> u64 {
     (len / 8).clamp(1 << 20, 1 << 30)
 }
 
+/// `file` opened again, read-only, as a new open file description of the same inode.
+fn reopen_read_only(file: &File) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let again = File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+    let (a, b) = (file.metadata().ok()?, again.metadata().ok()?);
+    (a.dev() == b.dev() && a.ino() == b.ino()).then_some(again)
+}
+
 /// The file, with the map that covers its first `mmap_size` bytes.
 pub(crate) struct Storage {
     backend: Box<dyn Backend>,
@@ -58,6 +67,8 @@ pub(crate) struct Storage {
     /// `fork::generation()` when the storage was opened: another value means this is a
     /// forked child, which must neither read anew nor write (`check_process`).
     generation: u64,
+    /// The file opened again read-only, for handing out (`served_file`).
+    served: OnceLock<Option<File>>,
 }
 
 struct MapState {
@@ -87,6 +98,7 @@ impl Storage {
             pages_written: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             generation: crate::fork::generation(),
+            served: OnceLock::new(),
         };
         storage.remap_if_needed(&mut storage.state.lock())?;
         Ok(storage)
@@ -119,6 +131,17 @@ impl Storage {
     /// file it opens for direct I/O).
     pub(crate) fn file(&self) -> Option<&File> {
         self.backend.file()
+    }
+
+    /// The file to hand out to callers (`ValueExtent::as_fd`): opened again read-only
+    /// through `/proc/self/fd` at the first call, so that a descriptor a caller keeps
+    /// (a `dup` of it shares its open file description) neither holds the database's
+    /// lock after the database closes nor can write to the file. The database's own
+    /// descriptor where that open fails (no `/proc`).
+    pub(crate) fn served_file(&self) -> Option<&File> {
+        let file = self.backend.file()?;
+        let served = self.served.get_or_init(|| reopen_read_only(file));
+        Some(served.as_ref().unwrap_or(file))
     }
 
     /// The map readers should use now (None when `mmap_size` is 0 or nothing is mapped).
@@ -524,8 +547,9 @@ impl PageReader {
     }
 
     /// The file behind the backend, if it has one.
-    pub(crate) fn file(&self) -> Option<&File> {
-        self.storage.file()
+    /// See `Storage::served_file`.
+    pub(crate) fn served_file(&self) -> Option<&File> {
+        self.storage.served_file()
     }
 
     /// Fills `buf` from byte `offset` of the file with pread, keeping nothing. The caller

@@ -446,3 +446,32 @@ fn a_backend_without_a_file_has_no_extents_but_value_readers() -> Result<()> {
     assert!(got == value);
     Ok(())
 }
+
+/// A copy of an extent's descriptor, kept after the database is gone, neither keeps the
+/// file locked nor writes to it: it is a read-only descriptor of its own, not the
+/// database's (whose open file description holds the lock).
+#[test]
+fn a_kept_copy_of_an_extents_descriptor_neither_locks_nor_writes() -> Result<()> {
+    let (dir, db, value) = one_value(100_000)?;
+    let (kept, at) = {
+        let rtx = db.begin_read()?;
+        let tree = rtx.open_tree("t")?;
+        let extent = tree.get_extent(b"v")?.expect("present");
+        (
+            File::from(extent.as_fd().try_clone_to_owned()?),
+            extent.offset(),
+        )
+    };
+    drop(db);
+    let mut head = [0; 4];
+    kept.read_exact_at(&mut head, at)?;
+    assert_eq!(head, value[..4]);
+    assert!(kept.write_at(&head, at).is_err(), "the copy can write");
+    let reopened = Database::open(dir.path().join("db"));
+    assert!(
+        reopened.is_ok(),
+        "the copy keeps the lock: {:?}",
+        reopened.err()
+    );
+    Ok(())
+}
