@@ -546,8 +546,7 @@ impl PageReader {
         Ok((start, mapped))
     }
 
-    /// The file behind the backend, if it has one.
-    /// See `Storage::served_file`.
+    /// The file to hand out to callers, if the backend has one (`Storage::served_file`).
     pub(crate) fn served_file(&self) -> Option<&File> {
         self.storage.served_file()
     }
