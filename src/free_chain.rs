@@ -188,6 +188,7 @@ pub(crate) fn load(pages: &PageReader, meta: &Meta) -> Result<(PageRuns, FreeCha
             meta.page_count(),
             head.page(),
         )?;
+        refuse_links_in_set(&set, &[link])?;
         let chain = FreeChain {
             links: vec![link],
             legacy: true,
@@ -208,11 +209,24 @@ pub(crate) fn load(pages: &PageReader, meta: &Meta) -> Result<(PageRuns, FreeCha
     {
         return Err(Error::corrupted(head.page.get(), "free pages past the end"));
     }
+    refuse_links_in_set(&set, &links)?;
     let chain = FreeChain {
         links,
         legacy: false,
     };
     Ok((set, chain))
+}
+
+/// The chain's own blobs are in use: a free set that holds one of their pages would let
+/// a commit write over a record the chain still needs.
+fn refuse_links_in_set(set: &PageRuns, links: &[Link]) -> Result<()> {
+    match links.iter().find(|l| set.overlaps(l.blob.page(), l.pages)) {
+        Some(l) => Err(Error::corrupted(
+            l.blob.page().0,
+            "the free list lists its own pages as free",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The records from `head` down to the full record, newest first.

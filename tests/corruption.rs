@@ -595,3 +595,89 @@ fn a_sibling_with_overlapping_cells_stops_the_insert_that_would_share_with_it() 
     assert!(disk.contents() == img, "the failed insert wrote nothing");
     Ok(())
 }
+
+/// A free-list record that lists its own pages as free (resealed, so every checksum
+/// holds): the free set then holds pages the chain still uses, and a commit would write
+/// over the record. Opening must refuse it.
+///
+/// Catches: `free_chain::load` trusting that no record lies in the set it describes.
+#[test]
+fn a_free_list_record_listing_its_own_pages_is_corrupt() -> Result<()> {
+    use support::image::{META_SLOT, newest_meta_slot, put_u64, seal_meta, u32_at, u64_at};
+    const PAGE: usize = 4096;
+    /// The meta's free-list reference (FORMAT.md#meta-page), and in it the checksum.
+    const META_FREE_LIST: usize = 76;
+    const REF_CHECKSUM: usize = 8;
+    /// The blob header, then the record's header: `added` at 36, `removed` at 44.
+    const PAYLOAD: usize = 24;
+    let disk = SimDisk::new(Vec::new());
+    let db = open_with_backend(disk.backend(), Options::new())?;
+    let w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in 0u32..2000 {
+            t.insert(&i.to_be_bytes(), &[1; 100])?;
+        }
+    }
+    w.commit()?;
+    // Free every other leaf's worth of keys, so the newest record adds runs.
+    let w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in (0u32..2000).filter(|i| i % 200 < 100) {
+            t.remove(&i.to_be_bytes())?;
+        }
+    }
+    w.commit()?;
+    drop(db);
+    let mut img = disk.contents();
+    let meta = newest_meta_slot(&img) * META_SLOT;
+    let blob_page = u64_at(&img, meta + META_FREE_LIST);
+    let blob = blob_page as usize * PAGE;
+    let pages = (PAYLOAD as u64 + u64_at(&img, blob + 8)).div_ceil(PAGE as u64);
+    let (added, removed) = (
+        u64_at(&img, blob + PAYLOAD + 36),
+        u64_at(&img, blob + PAYLOAD + 44),
+    );
+    assert_eq!(removed, 0, "a record that only frees");
+    // The record's own run, put among the added runs in order (touching none).
+    let runs_at = blob + PAYLOAD + 52;
+    let mut runs: Vec<(u64, u64)> = (0..added as usize)
+        .map(|i| {
+            (
+                u64_at(&img, runs_at + 16 * i),
+                u64_at(&img, runs_at + 16 * i + 8),
+            )
+        })
+        .collect();
+    runs.push((blob_page, pages));
+    runs.sort();
+    assert!(
+        runs.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0),
+        "the record's run touches a freed run: {runs:?}"
+    );
+    let payload_len = 52 + 16 * runs.len();
+    assert!(
+        PAYLOAD + payload_len <= pages as usize * PAGE,
+        "room in the blob"
+    );
+    put_u64(&mut img, blob + PAYLOAD + 36, runs.len() as u64);
+    for (i, (s, n)) in runs.iter().enumerate() {
+        put_u64(&mut img, runs_at + 16 * i, *s);
+        put_u64(&mut img, runs_at + 16 * i + 8, *n);
+    }
+    // The blob's crc32 covers its whole run with the checksum field read as zero.
+    let mut run = img[blob..blob + pages as usize * PAGE].to_vec();
+    run[4..8].fill(0);
+    let sum = crc32fast::hash(&run);
+    img[blob + 4..blob + 8].copy_from_slice(&sum.to_le_bytes());
+    let at = meta + META_FREE_LIST + REF_CHECKSUM;
+    img[at..at + 4].copy_from_slice(&sum.to_le_bytes());
+    seal_meta(&mut img, meta / META_SLOT);
+    assert_eq!(u32_at(&img, at), sum);
+    let disk = SimDisk::new(img);
+    let opened = open_with_backend(disk.backend(), Options::new()).map(|_| ());
+    let reason = expect_corrupted(opened, "open");
+    assert!(reason.contains("its own pages as free"), "{reason}");
+    Ok(())
+}
