@@ -50,7 +50,7 @@ pub(crate) struct ValueLayout {
 pub(crate) const VALUE_ALIGN_MAX: usize = 64;
 
 /// Sizes a typed table can record (24 bits of the record's field).
-const LAYOUT_SIZE_MAX: u32 = (1 << 24) - 1;
+pub(crate) const LAYOUT_SIZE_MAX: u32 = (1 << 24) - 1;
 
 // The record's `values` field: bits 0..3 log2 of the alignment, bit 4 the slice flag,
 // bits 8..32 the layout's size; bits 5..8 are zero.

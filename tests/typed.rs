@@ -466,6 +466,33 @@ fn opening_with_another_value_type_is_invalid() -> Result<()> {
     Ok(())
 }
 
+/// A value type too large for the record (over 16 MiB) is `InvalidOptions`, found
+/// before anything of its size is allocated: a type of 32 TiB aborted the process.
+#[test]
+fn a_value_type_too_large_to_record_is_invalid() -> Result<()> {
+    const HUGE: Table<u64, [u8; 1 << 45]> = Table::new("huge");
+    const BIG: Table<u64, [u8; 1 << 24]> = Table::new("big");
+    let (_dir, db) = temp_db()?;
+    let wtx = db.begin_write()?;
+    for opened in [
+        wtx.open_table(HUGE).map(drop),
+        wtx.open_table(BIG).map(drop),
+    ] {
+        assert!(
+            matches!(opened, Err(Error::InvalidOptions(_))),
+            "{opened:?}"
+        );
+    }
+    wtx.commit()?;
+    let rtx = db.begin_read()?;
+    let opened = rtx.open_table(HUGE).map(drop);
+    assert!(
+        matches!(opened, Err(Error::InvalidOptions(_))),
+        "{opened:?}"
+    );
+    Ok(())
+}
+
 // ---- model test -----------------------------------------------------------------------
 
 type ModelKey = (Vec<u8>, i16);

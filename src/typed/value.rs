@@ -6,6 +6,7 @@ use std::any::Any;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::error::{Error, Result};
+use crate::tree_options::LAYOUT_SIZE_MAX;
 
 /// The shape of a value type: what a table's tree is created with and checked against
 /// when it is opened again. Public in name only: the module is private, so users
@@ -103,6 +104,11 @@ where
         } else {
             size_min
         };
+        // Before `align_of_shape`, which makes a zeroed value of `size_min` bytes: a
+        // type of terabytes must be refused, not allocated.
+        if size_min.max(size) > LAYOUT_SIZE_MAX as usize {
+            return Err(unsupported("too large for a typed table (16 MiB at most)"));
+        }
         let align = align_of_shape::<V>(size_min).ok_or_else(|| unsupported("aligned above 64"))?;
         Ok(Shape {
             size: u32::try_from(size).map_err(|_| unsupported("too large"))?,
