@@ -466,6 +466,33 @@ fn opening_with_another_value_type_is_invalid() -> Result<()> {
     Ok(())
 }
 
+/// A table whose tree handle was replaced through `raw()` by another tree's refuses its
+/// typed methods: they would write values without the table's alignment into a tree
+/// whose record does not describe them.
+#[test]
+fn a_table_whose_tree_was_swapped_through_raw_is_invalid() -> Result<()> {
+    const COUNTERS: Table<u64, u64> = Table::new("counters");
+    let (_dir, db) = temp_db()?;
+    let wtx = db.begin_write()?;
+    let mut counters = wtx.open_table(COUNTERS)?;
+    counters.insert(&1, &10)?;
+    *counters.raw() = wtx.open_tree("plain")?;
+    let invalid = |r: Result<()>| matches!(r, Err(Error::InvalidOptions(_)));
+    assert!(invalid(counters.insert(&2, &20)));
+    assert!(invalid(counters.get(&1).map(drop)));
+    assert!(invalid(counters.remove(&1).map(drop)));
+    assert!(invalid(counters.iter().map(drop)));
+    assert!(invalid(counters.len().map(drop)));
+    drop(counters);
+    assert_eq!(
+        wtx.open_tree("plain")?.len()?,
+        0,
+        "nothing reached the other tree"
+    );
+    assert_eq!(wtx.open_table(COUNTERS)?.get(&1)?, Some(&10));
+    Ok(())
+}
+
 /// A value type too large for the record (over 16 MiB) is `InvalidOptions`, found
 /// before anything of its size is allocated: a type of 32 TiB aborted the process.
 #[test]

@@ -25,6 +25,8 @@ pub struct ReadTable<'t, K: ?Sized, V: ?Sized, C = crate::Zerocopy> {
 /// own writes, and what they return borrows the handle (a change needs `&mut`).
 pub struct WriteTable<'t, K: ?Sized, V: ?Sized, C = crate::Zerocopy> {
     tree: WriteTree<'t>,
+    /// `tree`'s identity when the table was opened (`raw` could put another in place).
+    identity: (usize, u64),
     name: &'static str,
     types: Types<K, V, C>,
 }
@@ -107,27 +109,47 @@ where
 {
     pub(crate) fn new(tree: WriteTree<'t>, name: &'static str) -> Self {
         WriteTable {
+            identity: tree.identity(),
             tree,
             name,
             types: PhantomData,
         }
     }
 
+    /// The table's tree, unless another tree's handle was put in its place through
+    /// `raw()`: typed values written there would lack the table's alignment, and the
+    /// other tree's record would not describe them.
+    fn tree(&self) -> Result<&WriteTree<'t>> {
+        match self.tree.identity() == self.identity {
+            true => Ok(&self.tree),
+            false => Err(Error::InvalidOptions(format!(
+                "table {}: its tree handle was replaced through raw()",
+                self.name
+            ))),
+        }
+    }
+
+    fn tree_mut(&mut self) -> Result<&mut WriteTree<'t>> {
+        self.tree()?;
+        Ok(&mut self.tree)
+    }
+
     /// Inserts `key` → `value`, replacing any previous value. The value is stored as
     /// its bytes, at the table's alignment.
     pub fn insert(&mut self, key: &K, value: &V) -> Result<()> {
-        self.tree.insert(&encode_key(key), C::to_bytes(value))
+        self.tree_mut()?
+            .insert(&encode_key(key), C::to_bytes(value))
     }
 
     /// Removes `key`; true if it was present.
     pub fn remove(&mut self, key: &K) -> Result<bool> {
-        self.tree.remove(&encode_key(key))
+        self.tree_mut()?.remove(&encode_key(key))
     }
 
     /// The value stored under `key`, as this transaction sees it; see
     /// [`ReadTable::get`].
     pub fn get(&self, key: &K) -> Result<Option<&V>> {
-        let found = self.tree.get(&encode_key(key))?;
+        let found = self.tree()?.get(&encode_key(key))?;
         found
             .map(|bytes| value::<V, C>(self.name, bytes))
             .transpose()
@@ -135,12 +157,15 @@ where
 
     /// Entries with keys in `range`, ascending; see [`ReadTable::range`].
     pub fn range<R: KeyBounds<K>>(&self, range: R) -> Result<TableRange<'_, K, V, C>> {
-        Ok(TableRange::new(self.tree.range(range.encode())?, self.name))
+        Ok(TableRange::new(
+            self.tree()?.range(range.encode())?,
+            self.name,
+        ))
     }
 
     /// All entries, ascending.
     pub fn iter(&self) -> Result<TableRange<'_, K, V, C>> {
-        Ok(TableRange::new(self.tree.iter()?, self.name))
+        Ok(TableRange::new(self.tree()?.iter()?, self.name))
     }
 
     /// The entry with the smallest key, or `None` if the table is empty.
@@ -155,17 +180,18 @@ where
 
     /// The number of entries.
     pub fn len(&self) -> Result<u64> {
-        self.tree.len()
+        self.tree()?.len()
     }
 
     /// Whether the table has no entries.
     pub fn is_empty(&self) -> Result<bool> {
-        self.tree.is_empty()
+        self.tree()?.is_empty()
     }
 
     /// The table's tree with raw byte keys and values (for what the typed handle does
     /// not offer: `remove_range`, `retain`, `insert_from`, ...). Writing bytes that do
-    /// not fit `V` makes later typed reads of them `Error::Corrupted`.
+    /// not fit `V` makes later typed reads of them `Error::Corrupted`. Putting another
+    /// tree's handle in its place makes the typed methods `Error::InvalidOptions`.
     pub fn raw(&mut self) -> &mut WriteTree<'t> {
         &mut self.tree
     }
