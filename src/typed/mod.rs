@@ -2,7 +2,10 @@
 //! as `&V` pointing into the map or a page buffer (no copy), at the alignment `V`
 //! needs. A table is a tree like any other (`tree_names`, `check`, the CLI see it);
 //! its tree records the value type's alignment and layout when it is created, so that
-//! opening it with another value type is an error rather than a misreading.
+//! opening it with a value type of another alignment, size or element size is an error
+//! rather than a misreading. The record holds no more than that (README, "Typed
+//! tables", lists what it cannot tell apart: a slice-ended struct's fixed fields,
+//! zero-sized values, key types).
 
 mod bounds;
 mod key;
