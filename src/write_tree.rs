@@ -517,14 +517,14 @@ impl WriteTree<'_> {
         Ok(self.len()? == 0)
     }
 
-    /// Runs `f` on the transaction's pages and this tree's record. A panic in `f` leaves the transaction marked failed
-    /// (`TxnPages::change`): it refuses to commit.
-    /// Which tree this handle is, and of which opening: equal for two handles only if
-    /// both are the same handle's (a typed table checks that its tree was not swapped).
+    /// Which tree this handle is, and of which opening (a typed table checks that its
+    /// tree was not swapped for another).
     pub(crate) fn identity(&self) -> (usize, u64) {
         (self.view.slot, self.view.generation)
     }
 
+    /// Runs `f` on the transaction's pages and this tree's record. A panic in `f` leaves the transaction marked failed
+    /// (`TxnPages::change`): it refuses to commit.
     pub(crate) fn change<T>(
         &mut self,
         f: impl FnOnce(&mut TxnPages, &mut TreeRecord) -> Result<T>,
