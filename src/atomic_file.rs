@@ -65,17 +65,19 @@ impl AtomicFile {
     /// Gives the finished file its name, unless something took that name meanwhile
     /// (`AlreadyExists`). The caller syncs the directory after.
     pub(crate) fn place(mut self) -> Result<()> {
-        let renamed = renameat_with(CWD, &self.temp, CWD, &self.path, RenameFlags::NOREPLACE);
-        let linked = match renamed {
+        let renamed = match renameat_with(CWD, &self.temp, CWD, &self.path, RenameFlags::NOREPLACE)
+        {
             // A file system without RENAME_NOREPLACE: a hard link refuses an existing
-            // name as well; the temporary name is removed once the link stands.
+            // name as well; the temporary name goes once the link stands.
             Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
-                std::fs::hard_link(&self.temp, &self.path).map(|()| true)
+                std::fs::hard_link(&self.temp, &self.path).map(|()| {
+                    let _ = std::fs::remove_file(&self.temp);
+                })
             }
-            other => other.map(|()| false).map_err(io::Error::from),
+            other => other.map_err(io::Error::from),
         };
-        let linked = linked.map_err(path_error::at("naming the finished copy", &self.path))?;
-        self.placed = !linked;
+        renamed.map_err(path_error::at("naming the finished copy", &self.path))?;
+        self.placed = true;
         Ok(())
     }
 }
