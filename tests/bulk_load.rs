@@ -335,6 +335,9 @@ struct Disk(Arc<Mutex<DiskState>>);
 struct DiskState {
     bytes: Vec<u8>,
     writes: usize,
+    /// The writes (numbered as `writes` counts them) of nothing but zeros: the zeros a
+    /// commit writes ahead of its end, which no page needs.
+    zero_writes: Vec<usize>,
     keep_first: Option<usize>,
     drop_only: Option<usize>,
     /// Set at the first sync after the dropped write: the power is off from then on.
@@ -352,6 +355,7 @@ impl Disk {
     fn fail_after(&self, keep_first: Option<usize>, drop_only: Option<usize>) {
         let mut s = self.state();
         (s.writes, s.keep_first, s.drop_only) = (0, keep_first, drop_only);
+        s.zero_writes.clear();
     }
 
     fn state(&self) -> MutexGuard<'_, DiskState> {
@@ -360,6 +364,10 @@ impl Disk {
 
     fn writes(&self) -> usize {
         self.state().writes
+    }
+
+    fn zero_writes(&self) -> Vec<usize> {
+        self.state().zero_writes.clone()
     }
 
     /// What survives the crash: the bytes as they are now.
@@ -389,6 +397,9 @@ unsafe impl Backend for Disk {
         let mut s = self.state();
         let n = s.writes;
         s.writes += 1;
+        if bufs.iter().all(|b| b.iter().all(|&x| x == 0)) {
+            s.zero_writes.push(n);
+        }
         let lost = s.off || s.keep_first.is_some_and(|k| n >= k) || s.drop_only == Some(n);
         if lost {
             return Ok(());
@@ -441,19 +452,20 @@ fn crash_during_bulk_load_leaves_the_previous_state() -> Result<()> {
         snapshot(&db)?
     };
     let image = base.image();
-    // A load without crash, to count its writes (chunks, commit pages, meta, and the
-    // sealed copy of the meta written after the commit's sync).
-    let writes = {
+    // A load without crash, to count its writes (chunks, the zeros its commit writes
+    // ahead of the end, commit pages, meta, and the sealed copy of the meta written after
+    // the commit's sync).
+    let (writes, zero_writes) = {
         let disk = Disk::with_bytes(image.clone());
         let db = disk.open()?;
         disk.fail_after(None, None);
         let stats = load(&db, "new", &data, BulkOptions::new())?;
         assert!(!stats.direct_io, "the test backend has no file");
-        let writes = disk.writes();
+        let (writes, zero_writes) = (disk.writes(), disk.zero_writes());
         drop(db);
         let db = Disk::with_bytes(disk.image()).open()?;
         assert_tree(&db, "new", &data)?;
-        writes
+        (writes, zero_writes)
     };
     assert!(
         writes >= 4,
@@ -472,9 +484,10 @@ fn crash_during_bulk_load_leaves_the_previous_state() -> Result<()> {
             db.check()?;
             let after = snapshot(&db)?;
             // The load is in once its commit's meta (the next-to-last write) and every
-            // write before it reached the disk; losing the sealed copy after it changes
-            // nothing but the verification at open.
-            let complete = keep_first.or(drop_only).is_some_and(|k| k >= writes - 1);
+            // write before it reached the disk, the zeros past its end aside; losing the
+            // sealed copy after it changes nothing but the verification at open.
+            let complete = keep_first.or(drop_only).is_some_and(|k| k >= writes - 1)
+                || drop_only.is_some_and(|k| zero_writes.contains(&k));
             if complete {
                 assert_tree(&db, "new", &data)?;
             } else {
