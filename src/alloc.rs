@@ -8,10 +8,15 @@ use crate::page::PageId;
 
 /// Growth policy: a commit whose pages fit in no single free run goes to the end of the
 /// file while the free pages (reusable now, or waiting for readers or a sync) are under
-/// this share of the file (1/8), and is scattered over the reusable runs (shortest
-/// first; the end of the file for what they do not cover) once they are over it. Free space thus stays near an eighth of the file while
-/// commits stay one sequential write where they can.
+/// this share of the file (1/8), and is scattered over the reusable runs (the end of
+/// the file for what they do not cover) once they are over it. Free space thus stays
+/// near an eighth of the file while commits stay one sequential write where they can.
 const FREE_SHARE_BEFORE_SCATTER: u64 = 8;
+
+/// The pages that a one-key commit replaces every time, sealed last: the free-list
+/// record, the catalog leaf, the tree's root and the level below it. A scattered commit
+/// keeps its last `HOT_PAGES` in one run (`Allocator::scatter`).
+const HOT_PAGES: u64 = 4;
 
 /// Pages a write transaction may take, and the record of what it took and gave back.
 pub(crate) struct Allocator {
@@ -90,10 +95,10 @@ impl Allocator {
     }
 
     /// `pages` pages for a commit, in as few runs as the policy allows: one run if one
-    /// free run (or the end of the file) holds them all; the free runs, shortest first,
-    /// and the end for the rest, when free space, with the `waiting` pages that are free
-    /// but not yet reusable, is over its share (`FREE_SHARE_BEFORE_SCATTER`). Sorted by
-    /// page id.
+    /// free run (or the end of the file) holds them all; several free runs
+    /// ([`scatter`](Self::scatter)) when free space, with the `waiting` pages that are
+    /// free but not yet reusable, is over its share (`FREE_SHARE_BEFORE_SCATTER`). The
+    /// commit seals its pages into the runs in the order given.
     pub(crate) fn take_pages(&mut self, pages: u64, waiting: u64) -> Vec<(PageId, u64)> {
         if pages == 0 {
             return Vec::new();
@@ -108,9 +113,33 @@ impl Allocator {
         if fits_one || !scatter {
             return vec![(self.take_run(pages), pages)];
         }
-        // Shortest runs first: they are the holes that a commit or a large value could
-        // never use whole, and the long runs stay for those that can.
-        self.gather(pages, PageRuns::shortest)
+        self.scatter(pages)
+    }
+
+    /// `pages` pages over free runs: the shortest run that holds the last `HOT_PAGES`
+    /// (or fewer), then the shortest that holds the others, else the free runs shortest
+    /// first (the holes no commit could use whole; long runs stay for those that can,
+    /// such as a free-list record or a large value) and the end of the file for what they
+    /// do not cover. The commit seals its upper levels, its catalog and its free-list
+    /// record last, and the next commits replace them: placed together, they leave a hole
+    /// that a later commit's last pages fill whole. A one-key commit into free space is
+    /// then two runs, where shortest first alone made it one run per page.
+    fn scatter(&mut self, pages: u64) -> Vec<Run> {
+        let hot = pages.min(HOT_PAGES);
+        let Some(id) = self.free.take(hot) else {
+            return self.gather(pages, PageRuns::shortest);
+        };
+        self.note_taken(id, hot);
+        let cold = pages - hot;
+        let mut runs = match self.free.take(cold).filter(|_| cold > 0) {
+            Some(at) => {
+                self.note_taken(at, cold);
+                vec![(at, cold)]
+            }
+            None => self.gather(cold, PageRuns::shortest),
+        };
+        runs.push((id, hot));
+        runs
     }
 
     /// `pages` pages from the free runs in the order `next` picks them, then the end of
@@ -242,9 +271,33 @@ mod tests {
         assert_eq!(
             a.take_pages(3, 2),
             [(PageId(3), 1), (PageId(6), 1), (PageId(12), 1)],
-            "shortest first"
+            "no run holds the last pages: shortest first"
         );
         assert_eq!(a.end(), PageId(40), "no growth");
+    }
+
+    #[test]
+    fn a_scattered_commit_keeps_its_last_pages_together() {
+        // 12 free pages of 40, then 5 and 2 waiting, then 1 and 5: over an eighth each
+        // time.
+        let mut a = Allocator::new(runs(&[(3, 1), (6, 4), (12, 2), (20, 5)]), PageId(40));
+        assert_eq!(
+            a.take_pages(7, 0),
+            [(PageId(20), 3), (PageId(6), 4)],
+            "the best fit for the last 4 pages, then for the rest; the last run last"
+        );
+        assert_eq!(
+            a.take_pages(4, 2),
+            [(PageId(3), 1), (PageId(12), 2), (PageId(23), 1)],
+            "no run holds 4: the shortest first"
+        );
+        assert_eq!(
+            a.take_pages(6, 5),
+            [(PageId(24), 1), (PageId(40), 5)],
+            "the end of the file for what the free runs do not cover"
+        );
+        assert_eq!(a.end(), PageId(45));
+        assert!(a.free().is_empty());
     }
 
     #[test]
