@@ -1,6 +1,6 @@
 //! `commit_pages`: what a one-key durable commit writes into a large tree whose free list
 //! holds many runs (issue 13's "pages written ≤ tree depth + 3" target), from mapkv's
-//! `Stats` counters. Run it under `strace -f -e trace=pwritev,pwrite64,fdatasync` to see
+//! `Stats` counters, and how long it takes. Run it under `strace -f -e trace=pwritev,pwrite64,fdatasync` to see
 //! the system calls of each commit.
 //!
 //! ```text
@@ -8,6 +8,7 @@
 //! ```
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Result, ensure};
 use clap::Parser;
@@ -60,11 +61,14 @@ fn main() -> Result<()> {
     let depth = before.trees[0].depth as u64;
     let mut max = 0;
     let mut last = before.pages_written;
+    let mut micros = Vec::new();
     for c in 0..cli.commits {
+        let start = Instant::now();
         let w = db.begin_write()?;
         let k = (c * 7919 * per_leaf + 1) % cli.n;
         w.open_tree("t")?.insert(&key(k), &[c as u8; 150])?;
         w.commit()?;
+        micros.push(start.elapsed().as_secs_f64() * 1e6);
         let now = db.stats()?.pages_written;
         max = max.max(now - last);
         last = now;
@@ -86,6 +90,14 @@ fn main() -> Result<()> {
         depth + 3,
         after.syncs - before.syncs,
         after.file_size_bytes >> 20
+    );
+    let mean = micros.iter().sum::<f64>() / micros.len().max(1) as f64;
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros.get((q * micros.len() as f64) as usize).copied();
+    println!(
+        "µs per commit: mean {mean:.0}, median {:.0}, 99th percentile {:.0}",
+        at(0.5).unwrap_or(0.0),
+        at(0.99).unwrap_or(0.0)
     );
     Ok(())
 }
