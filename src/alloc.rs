@@ -131,7 +131,7 @@ impl Allocator {
         };
         self.note_taken(id, hot);
         let cold = pages - hot;
-        let mut runs = match self.free.take(cold).filter(|_| cold > 0) {
+        let mut runs = match (cold > 0).then(|| self.free.take(cold)).flatten() {
             Some(at) => {
                 self.note_taken(at, cold);
                 vec![(at, cold)]
