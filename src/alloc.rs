@@ -122,8 +122,8 @@ impl Allocator {
     /// such as a free-list record or a large value) and the end of the file for what they
     /// do not cover. The commit seals its upper levels, its catalog and its free-list
     /// record last, and the next commits replace them: placed together, they leave a hole
-    /// that a later commit's last pages fill whole. A one-key commit into free space is
-    /// then two runs, where shortest first alone made it one run per page.
+    /// that a later commit's last pages fill whole. Steady one-key commits into free
+    /// space are then two runs each, where shortest first alone made them one per page.
     fn scatter(&mut self, pages: u64) -> Vec<Run> {
         let hot = pages.min(HOT_PAGES);
         let Some(id) = self.free.take(hot) else {
