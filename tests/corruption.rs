@@ -681,3 +681,92 @@ fn a_free_list_record_listing_its_own_pages_is_corrupt() -> Result<()> {
     assert!(reason.contains("its own pages as free"), "{reason}");
     Ok(())
 }
+
+/// Swaps the two children of the root of the only tree of `img` and reseals the pages
+/// above them, so that every checksum holds.
+fn swap_the_roots_two_children(img: &mut [u8]) {
+    use support::image::{META_SLOT, META_TXN, REF_BYTES, catalog_leaf, child_refs, is_branch};
+    use support::image::{leaf_values, newest_meta_slot, reseal_catalog, seal_page, target};
+    const PAGE: usize = 4096;
+    let (leaf, _) = catalog_leaf(img, PAGE);
+    let (_, record) = leaf_values(img, leaf)[0].clone();
+    let root = target(img, PAGE, record);
+    assert!(is_branch(img, root));
+    let refs = child_refs(img, root);
+    assert_eq!(refs.len(), 2, "two leaves");
+    let (a, b) = (refs[0], refs[1]);
+    let first = img[a..a + REF_BYTES].to_vec();
+    img.copy_within(b..b + REF_BYTES, a);
+    img[b..b + REF_BYTES].copy_from_slice(&first);
+    seal_page(img, root, PAGE, record);
+    let txn = support::image::u64_at(img, newest_meta_slot(img) * META_SLOT + META_TXN);
+    reseal_catalog(img, PAGE, txn);
+}
+
+/// Runs `change` in a write transaction on `img` and commits: it must fail with
+/// `Corrupted` ("out of order"), without a panic, and write nothing.
+fn expect_out_of_order(
+    img: &[u8],
+    what: &str,
+    change: impl FnOnce(&mut mapkv::WriteTree) -> Result<()>,
+) -> Result<()> {
+    let disk = SimDisk::new(img.to_vec());
+    let db = open_with_backend(disk.backend(), Options::new())?;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let w = db.begin_write()?;
+        change(&mut w.open_tree("t")?)?;
+        w.commit()
+    }));
+    let r = outcome.unwrap_or_else(|_| panic!("{what}: panicked"));
+    let reason = expect_corrupted(r, what);
+    assert!(reason.contains("out of order"), "{what}: {reason}");
+    drop(db);
+    assert!(disk.contents() == img, "{what}: wrote to the file");
+    Ok(())
+}
+
+/// A parent whose two leaves are swapped (resealed, so every checksum holds): each leaf
+/// is sound alone, but the right one's keys come before the left one's. A removal that
+/// merges them, or an insert that shares cells between them, would join them out of
+/// order; both must stop with `Corrupted` and write nothing.
+///
+/// Catches: `siblings::Pair` joining two pages without checking their order. The merge
+/// made an unsorted leaf, and sealing it panicked on a key shorter than the bytes its
+/// slots skip; the share wrote an unsorted leaf.
+#[test]
+fn siblings_out_of_order_stop_the_merge_and_the_share() -> Result<()> {
+    // Two leaves, [q, zzzzzz0, zzzzzz1] and [zzzzzz2, zzzzzz3]: keys that share 6
+    // bytes, but for "q".
+    let disk = SimDisk::new(Vec::new());
+    let db = open_with_backend(disk.backend(), Options::new())?;
+    let w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        t.insert(b"q", &[1; 1000])?;
+        for (k, len) in [("zzzzzz0", 1000), ("zzzzzz1", 1000), ("zzzzzz2", 1500)] {
+            t.insert(k.as_bytes(), &vec![2; len])?;
+        }
+        t.insert(b"zzzzzz3", &[2; 10])?;
+    }
+    w.commit()?;
+    drop(db);
+    let mut img = disk.contents();
+    swap_the_roots_two_children(&mut img);
+    // Removing zzzzzz2 leaves its leaf underfull: it merges with its sibling.
+    expect_out_of_order(&img, "a removal that merges the leaves", |t| {
+        t.retain(|k, _| k != b"zzzzzz2").map(drop)
+    })?;
+
+    // A full leaf of twelve 300-byte entries, then a roomy one of four (the bulk
+    // loader fills leaves): swapped, an insert into the full one shares with the roomy.
+    let disk = SimDisk::new(Vec::new());
+    let db = open_with_backend(disk.backend(), Options::new())?;
+    let even = |i: u64| (2 * i).to_be_bytes();
+    db.bulk_load("t", (0..16u64).map(|i| (even(i), vec![i as u8; 300])))?;
+    drop(db);
+    let mut img = disk.contents();
+    swap_the_roots_two_children(&mut img);
+    expect_out_of_order(&img, "an insert that shares cells with the sibling", |t| {
+        t.insert(&(2 * 13 + 1u64).to_be_bytes(), &[9; 300])
+    })
+}

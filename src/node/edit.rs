@@ -201,7 +201,7 @@ fn place_cell(page: &mut [u8], kind: PageKind, i: usize, cell: Cell) -> bool {
 pub(super) fn write_slot(page: &mut [u8], slot_at: usize, key: &[u8], cell_at: usize) {
     let skip = prefix::skip_of(page);
     let slot = Slot {
-        prefix: prefix_bytes(&key[skip..]),
+        prefix: prefix_bytes(prefix::past_skip(key, skip)),
         offset: U16::new(cell_at as u16),
         key_len: U16::new(key.len() as u16),
     };

@@ -110,9 +110,16 @@ pub(crate) fn tighten(page: &mut [u8], kind: PageKind) {
 fn set_skip(page: &mut [u8], kind: PageKind, skip: usize) {
     node_header_mut(page).prefix_skip = U16::new(skip as u16);
     for i in 0..slot_count(page) {
-        let prefix = prefix_bytes(&key_of(page, kind, i)[skip..]);
+        let prefix = prefix_bytes(past_skip(key_of(page, kind, i), skip));
         slot_mut(page, kind, i).prefix = prefix;
     }
+}
+
+/// `key` without its first `skip` bytes. A key shorter than that is in a page whose keys
+/// are out of order, which only corrupt input can make (`siblings` refuses to join
+/// pages out of order): its slot then reads as corrupt later instead of panicking now.
+pub(super) fn past_skip(key: &[u8], skip: usize) -> &[u8] {
+    key.get(skip..).unwrap_or_default()
 }
 
 fn common_len(a: &[u8], b: &[u8]) -> usize {

@@ -184,7 +184,33 @@ impl<'a> Pair<'a> {
         if left.kind() != right.kind() || left.bytes().len() != right.bytes().len() {
             return Err(Error::corrupted(right_id.0, "siblings of different kinds"));
         }
-        Ok(Pair { left, sep, right })
+        let pair = Pair { left, sep, right };
+        match pair.in_order()? {
+            true => Ok(pair),
+            false => Err(Error::corrupted(right_id.0, "siblings out of order")),
+        }
+    }
+
+    /// Whether the left page's keys come before the right page's, with (for branches)
+    /// the separator between them. Each page was checked alone when it was read; only
+    /// their parent's order puts them side by side, and a crafted parent can swap them.
+    /// Joined unsorted, they would make a page whose keys its slot prefixes cannot skip.
+    fn in_order(&self) -> Result<bool> {
+        let last = match self.left.len().checked_sub(1) {
+            Some(i) => Some(self.left.key(i)?),
+            None => None,
+        };
+        let first = match self.right.len() {
+            0 => None,
+            _ => Some(self.right.key(0)?),
+        };
+        let sep = (self.down() == 1).then_some(self.sep);
+        let before = |a: Option<&[u8]>, b: Option<&[u8]>, strictly: bool| match (a, b) {
+            (Some(a), Some(b)) if strictly => a < b,
+            (Some(a), Some(b)) => a <= b,
+            _ => true,
+        };
+        Ok(before(last, first, true) && before(last, sep, false) && before(sep, first, false))
     }
 
     /// 1 for branches, whose separator moves down between the two pages' cells.
