@@ -83,6 +83,59 @@ where
     mapkv_with_input(args, b"")
 }
 
+/// Where a run's stdout goes when the test does not read it.
+#[derive(Clone, Copy, Debug)]
+enum Sink {
+    /// A pipe whose reader has exited, as in `mapkv check a | true`.
+    ClosedPipe,
+    /// `/dev/full`: every write fails with "no space left on device".
+    Full,
+}
+
+/// The sinks this machine has: `/dev/full` is Linux's (and some BSDs').
+fn sinks() -> Vec<Sink> {
+    let mut sinks = vec![Sink::ClosedPipe];
+    if Path::new("/dev/full").exists() {
+        sinks.push(Sink::Full);
+    }
+    sinks
+}
+
+/// Runs the tool with `args`, empty stdin and stdout into `sink`; `stdout` stays empty.
+fn mapkv_into<I, S>(args: I, sink: Sink) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let stdout = match sink {
+        Sink::ClosedPipe => {
+            // The reader is closed before the child starts, so its first write fails.
+            let (reader, writer) =
+                rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+            drop(reader);
+            Stdio::from(writer)
+        }
+        Sink::Full => Stdio::from(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full opens"),
+        ),
+    };
+    let Output { status, stderr, .. } = Command::new(env!("CARGO_BIN_EXE_mapkv"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("the mapkv binary runs");
+    Run {
+        code: status.code().expect("exited, not killed"),
+        stdout: Vec::new(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
 /// A temporary directory and a database path inside it.
 /// Runs the tests one at a time. A child process that another test thread spawns
 /// inherits, between its fork and its exec, every descriptor of this process, including
@@ -638,4 +691,51 @@ fn io_errors_name_the_file_once() {
     let run = mapkv(["stat", path]);
     let line = run.failed();
     assert_eq!(line.matches(path).count(), 1, "{line}");
+}
+
+/// No command panics on stdout: a closed pipe ends the output quietly with status 0
+/// (the work is done), a failed write is one line on stderr and status 1.
+#[test]
+fn stdout_closed_or_full_is_not_a_panic() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("a.mapkv");
+    awkward_db(&db);
+    let dump = mapkv(["dump", arg(&db)]);
+    let dump_file = dir.path().join("a.dump");
+    std::fs::write(&dump_file, &dump.stdout).expect("write dump");
+    for (i, sink) in sinks().into_iter().enumerate() {
+        let expect = |run: Run, what: &str| match sink {
+            Sink::ClosedPipe => {
+                assert_eq!(run.code, 0, "{what} {sink:?}: {}", run.stderr);
+                assert_eq!(run.stderr, "", "{what} {sink:?}");
+            }
+            Sink::Full => {
+                let line = run.failed();
+                assert!(line.contains("writing to stdout"), "{what}: {line}");
+            }
+        };
+        let loaded = dir.path().join(format!("loaded-{i}.mapkv"));
+        let copy = dir.path().join(format!("copy-{i}.mapkv"));
+        let commands: [(&str, Vec<&str>); 7] = [
+            ("check", vec!["check", arg(&db)]),
+            ("stat", vec!["stat", arg(&db)]),
+            ("scan", vec!["scan", arg(&db), "plain"]),
+            ("dump", vec!["dump", arg(&db)]),
+            (
+                "load",
+                vec!["load", arg(&loaded), "--file", arg(&dump_file)],
+            ),
+            ("compact copy", vec!["compact", arg(&db), arg(&copy)]),
+            ("compact in place", vec!["compact", arg(&loaded)]),
+        ];
+        for (what, args) in commands {
+            expect(mapkv_into(args, sink), what);
+        }
+        // The writes were done before the output failed.
+        assert_eq!(contents(&loaded), contents(&db), "{sink:?}");
+        assert_eq!(contents(&copy), contents(&db), "{sink:?}");
+        let bench = ["bench", "--n", "50", "--dir", arg(dir.path())];
+        expect(mapkv_into(bench, sink), "bench");
+    }
 }

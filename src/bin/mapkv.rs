@@ -7,6 +7,10 @@
 //! Every failure is one line on stderr, `mapkv: <what>: <why>`, and exit status 1; an
 //! invalid command line exits with status 2 (clap's convention).
 
+// `println!` panics when stdout is a closed pipe or a full disk; output goes through
+// `stdout_result` (or `stdout_error`) instead.
+#![deny(clippy::print_stdout)]
+
 #[path = "mapkv/bench.rs"]
 mod bench;
 #[path = "mapkv/commands.rs"]
@@ -350,8 +354,7 @@ fn run(command: Command) -> CliResult<ExitCode> {
                     summary?
                 }
             };
-            println!("{summary}");
-            Ok(ExitCode::SUCCESS)
+            print_line(&summary.to_string(), &db)
         }
         Command::Compact { db, out: Some(out) } => commands::compact(&db, &out),
         Command::Compact { db, out: None } => {
@@ -384,7 +387,8 @@ fn open_read_write(path: &Path, create: bool) -> CliResult<Database> {
 // ---- output helpers ------------------------------------------------------------------
 
 /// Runs `write` on a buffered stdout and flushes it. A closed pipe (`mapkv scan … | head`)
-/// ends the output quietly; other write errors are failures.
+/// ends the output quietly; other write errors are failures. Every command writes to
+/// stdout through this, never with `println!`, which panics on a write error.
 fn stdout_result(
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     path: &Path,
@@ -393,16 +397,30 @@ fn stdout_result(
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
     match write(&mut out).and_then(|()| out.flush()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => match e.into_inner() {
-            // `dump` wraps database errors in io::Error to pass them through `write`.
-            Some(inner) => match inner.downcast::<Error>() {
-                Ok(db_error) => Err(Failure::db(path, *db_error)),
-                Err(other) => Err(Failure(format!("writing to stdout: {other}"))),
-            },
-            None => Err(Failure("writing to stdout failed".to_string())),
-        },
+        Err(e) => stdout_error(e, path),
     }
+}
+
+/// What a failed write to stdout means for the command's exit: a closed pipe (the reader
+/// has all it wanted) is success, anything else a failure.
+fn stdout_error(e: io::Error, path: &Path) -> CliResult<ExitCode> {
+    match e {
+        e if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        e => {
+            // Taken before `into_inner`, which drops an OS error's code ("no space left").
+            let why = e.to_string();
+            match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+                // `dump` wraps database errors in io::Error to pass them through `write`.
+                Some(Ok(db_error)) => Err(Failure::db(path, *db_error)),
+                _ => Err(Failure(format!("writing to stdout: {why}"))),
+            }
+        }
+    }
+}
+
+/// Prints one line of a command's result, as `stdout_result` does.
+fn print_line(line: &str, path: &Path) -> CliResult<ExitCode> {
+    stdout_result(|out| writeln!(out, "{line}"), path)
 }
 
 /// A progress bar over bytes read (a spinner counting them when `len` is unknown) on

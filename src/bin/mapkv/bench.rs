@@ -2,13 +2,14 @@
 //! A quick look at a machine and file system, not a comparison with other engines (that
 //! is `benches/compare`).
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mapkv::{Database, Durability};
 
-use crate::{CliResult, Failure};
+use crate::{CliResult, Failure, stdout_error};
 
 /// Key and value sizes of every workload.
 const KEY_BYTES: usize = 16;
@@ -59,6 +60,28 @@ impl Rng {
     }
 }
 
+/// Why the workloads stopped early.
+enum Stop {
+    /// A workload failed.
+    Failed(Failure),
+    /// Printing a result failed (a closed pipe, a full disk).
+    Stdout(io::Error),
+}
+
+impl From<Failure> for Stop {
+    fn from(failure: Failure) -> Stop {
+        Stop::Failed(failure)
+    }
+}
+
+/// Prints one line now, so each workload's result shows as it ends.
+fn print(line: std::fmt::Arguments<'_>) -> Result<(), Stop> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(Stop::Stdout)
+}
+
 /// Runs the workloads with `n` entries in a temporary directory under `dir`.
 pub fn run(n: u64, dir: Option<&Path>) -> CliResult<ExitCode> {
     if n == 0 {
@@ -67,22 +90,31 @@ pub fn run(n: u64, dir: Option<&Path>) -> CliResult<ExitCode> {
     let parent = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
     let temp = TempDir::new(&parent)?;
     let path = temp.0.join("bench.mapkv");
-    let fail = |e| Failure::db(&path, e);
-    let db = Database::open(&path).map_err(fail)?;
-    println!(
+    match workloads(n, &temp.0, &path) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(Stop::Failed(failure)) => Err(failure),
+        Err(Stop::Stdout(e)) => stdout_error(e, &path),
+    }
+}
+
+/// Times each workload on a new database at `path`, in `dir`, and prints a line for it.
+fn workloads(n: u64, dir: &Path, path: &Path) -> Result<(), Stop> {
+    let fail = |e| Failure::db(path, e);
+    let db = Database::open(path).map_err(fail)?;
+    print(format_args!(
         "mapkv bench: {n} entries, {KEY_BYTES}-byte random keys, {VALUE_BYTES}-byte values, in {}",
-        temp.0.display()
-    );
-    println!(
+        dir.display()
+    ))?;
+    print(format_args!(
         "{:<34} {:>10} {:>10} {:>12}",
         "workload", "ops", "time", "ops/s"
-    );
+    ))?;
     let report = |name: &str, ops: u64, elapsed: Duration| {
-        println!(
+        print(format_args!(
             "{name:<34} {ops:>10} {:>10} {:>12.0}",
             format!("{:.3} s", elapsed.as_secs_f64()),
             ops as f64 / elapsed.as_secs_f64().max(1e-9)
-        );
+        ))
     };
 
     let mut rng = Rng(7);
@@ -103,7 +135,7 @@ pub fn run(n: u64, dir: Option<&Path>) -> CliResult<ExitCode> {
         }
     }
     wtx.commit().map_err(fail)?;
-    report("insert, random keys, one commit", n, started.elapsed());
+    report("insert, random keys, one commit", n, started.elapsed())?;
 
     // Shuffle so the gets do not follow the insertion order.
     for i in (1..keys.len()).rev() {
@@ -116,9 +148,9 @@ pub fn run(n: u64, dir: Option<&Path>) -> CliResult<ExitCode> {
     for key in &keys {
         found += u64::from(tree.get(key).map_err(fail)?.is_some());
     }
-    report("get, random order", n, started.elapsed());
+    report("get, random order", n, started.elapsed())?;
     if found != n {
-        return Err(Failure(format!("bench: {found} of {n} keys found")));
+        return Err(Failure(format!("bench: {found} of {n} keys found")).into());
     }
 
     let started = Instant::now();
@@ -127,7 +159,7 @@ pub fn run(n: u64, dir: Option<&Path>) -> CliResult<ExitCode> {
         entry.map_err(fail)?;
         scanned += 1;
     }
-    report("scan, whole tree", scanned, started.elapsed());
+    report("scan, whole tree", scanned, started.elapsed())?;
     drop(rtx);
 
     keys.sort_unstable();
@@ -135,7 +167,7 @@ pub fn run(n: u64, dir: Option<&Path>) -> CliResult<ExitCode> {
     let stats = db
         .bulk_load("sorted", keys.iter().map(|k| (k, &value)))
         .map_err(fail)?;
-    report("bulk load, sorted keys", stats.entries, stats.elapsed);
+    report("bulk load, sorted keys", stats.entries, stats.elapsed)?;
 
     for (name, durability, commits) in [
         (
@@ -159,8 +191,7 @@ pub fn run(n: u64, dir: Option<&Path>) -> CliResult<ExitCode> {
                 .map_err(fail)?;
             wtx.commit().map_err(fail)?;
         }
-        report(name, commits, started.elapsed());
+        report(name, commits, started.elapsed())?;
     }
-    drop(db);
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -9,7 +9,8 @@ use mapkv::{Error, ReadTree, ReadTxn};
 
 use crate::text::{count_of, escape_display, human_bytes};
 use crate::{
-    CliResult, Encoding, Failure, open_read_only, open_read_write, spinner, stdout_result,
+    CliResult, Encoding, Failure, open_read_only, open_read_write, print_line, spinner,
+    stdout_result,
 };
 
 /// Opens tree `name` in a read transaction, with the path in the error.
@@ -76,7 +77,7 @@ pub fn check(path: &Path) -> CliResult<ExitCode> {
     spinner.finish_and_clear();
     match result {
         Ok(report) => {
-            println!(
+            let line = format!(
                 "ok: {}, {}, {} node pages, {} overflow pages, {} free pages, {} data pages",
                 count_of(report.trees, "tree", "trees"),
                 count_of(report.entries, "entry", "entries"),
@@ -85,7 +86,7 @@ pub fn check(path: &Path) -> CliResult<ExitCode> {
                 report.free_pages,
                 report.data_pages
             );
-            Ok(ExitCode::SUCCESS)
+            print_line(&line, path)
         }
         Err(e @ Error::Corrupted { .. }) => {
             Err(Failure(format!("{}: check failed: {e}", path.display())))
@@ -270,14 +271,14 @@ pub fn compact(path: &Path, out: &Path) -> CliResult<ExitCode> {
     })?;
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let (before, after) = (size(path), size(out));
-    println!(
+    let line = format!(
         "compacted {} ({}) into {} ({})",
         path.display(),
         human_bytes(before),
         out.display(),
         human_bytes(after)
     );
-    Ok(ExitCode::SUCCESS)
+    print_line(&line, path)
 }
 
 /// `mapkv compact DB` (no OUT): in place.
@@ -286,7 +287,7 @@ pub fn compact_in_place(path: &Path, db: mapkv::Database) -> CliResult<ExitCode>
     let result = db.compact();
     spinner.finish_and_clear();
     let stats = result.map_err(|e| Failure::db(path, e))?;
-    println!(
+    let line = format!(
         "compacted {} in place: {} -> {} ({} leaves merged, {} pages moved, {} commits)",
         path.display(),
         human_bytes(stats.file_size_before),
@@ -295,7 +296,7 @@ pub fn compact_in_place(path: &Path, db: mapkv::Database) -> CliResult<ExitCode>
         stats.pages_moved,
         stats.passes
     );
-    Ok(ExitCode::SUCCESS)
+    print_line(&line, path)
 }
 
 #[cfg(test)]
