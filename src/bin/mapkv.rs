@@ -167,6 +167,10 @@ enum Command {
         /// and a write transaction.
         #[arg(long, value_name = "BYTES", default_value_t = dump::BUFFER_BYTES_DEFAULT)]
         buffer_bytes: usize,
+        /// Accept trees without their end line and a last line without a newline, in
+        /// hand-written input. Without it they are refused: a truncated dump has them.
+        #[arg(long)]
+        allow_unterminated: bool,
     },
     /// Write a compacted copy of DB to OUT, which must not exist; without OUT, compact
     /// DB in place.
@@ -333,7 +337,12 @@ fn run(command: Command) -> CliResult<ExitCode> {
             db,
             file,
             buffer_bytes,
+            allow_unterminated,
         } => {
+            let options = dump::LoadOptions {
+                buffer_bytes,
+                allow_unterminated,
+            };
             let database = open_read_write(&db, true)?;
             let summary = match &file {
                 Some(f) => {
@@ -341,15 +350,14 @@ fn run(command: Command) -> CliResult<ExitCode> {
                     let len = input.metadata().map(|m| m.len()).ok();
                     let bar = progress_bar(len, "loading");
                     let input = io::BufReader::new(bar.wrap_read(input));
-                    let summary = dump::load(&database, &db, f, input, buffer_bytes);
+                    let summary = dump::load(&database, &db, f, input, options);
                     bar.finish_and_clear();
                     summary?
                 }
                 None => {
                     let bar = progress_bar(None, "loading");
                     let input = io::BufReader::new(bar.wrap_read(io::stdin().lock()));
-                    let summary =
-                        dump::load(&database, &db, Path::new("<stdin>"), input, buffer_bytes);
+                    let summary = dump::load(&database, &db, Path::new("<stdin>"), input, options);
                     bar.finish_and_clear();
                     summary?
                 }

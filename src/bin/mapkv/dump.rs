@@ -20,10 +20,17 @@
 //!
 //! When reading, other lines starting with `#` are comments, blank lines are ignored,
 //! hex digits may be uppercase, raw bytes above 0x7e are taken as they are (hand-written
-//! UTF-8 works), the end line may be missing (when present its count must match), and a
-//! header `# mapkv-dump vN` with N other than 1 is refused. A raw carriage return, a
-//! record without exactly one raw tab, and a `\` not starting `\xNN` are errors that name
-//! the line.
+//! UTF-8 works), an end line's count must match, and a header `# mapkv-dump vN` with N
+//! other than 1 is refused. A raw carriage return, a record without exactly one raw tab,
+//! and a `\` not starting `\xNN` are errors that name the line.
+//!
+//! A dump cut short (a full disk, a killed `mapkv dump`, a partial copy) ends in a line
+//! without its newline, or after records with no end line; read as it is, it would load
+//! a cut value or key as if it were whole. So a tree without its end line and a last line
+//! without a newline are errors too, unless the reader is told to allow them
+//! (`load --allow-unterminated`, for hand-written input). A dump cut right after a
+//! tree's end line reads as a complete dump of fewer trees: the format has no
+//! end-of-dump line to tell them apart.
 //!
 //! The version number changes only if a dump that this version writes could be read
 //! differently; lines added in later versions will be comments to this reader.
@@ -45,11 +52,11 @@ text that `mapkv load` reads back byte-exact (like mdb_dump / mdb_load).
 Format, version 1 (one tree after another, in name order):
   # mapkv-dump v1 tree=NAME         starts a tree
   KEY<TAB>VALUE                     one entry a line, ascending key order
-  # mapkv-dump v1 end entries=N     ends the tree; load checks the count
+  # mapkv-dump v1 end entries=N     ends the tree (required); load checks the count
 
 NAME, KEY and VALUE: the bytes 0x20-0x7e as they are, except `\\`; every other byte,
-`\\` itself, and a `#` starting a key as `\\xNN` (two lowercase hex digits). Lines end
-with a newline. Empty keys and values are empty fields.
+`\\` itself, and a `#` starting a key as `\\xNN` (two lowercase hex digits). Every line,
+the last included, ends with a newline. Empty keys and values are empty fields.
 
 Example: `mapkv dump app.mapkv > app.dump`, `mapkv load new.mapkv --file app.dump`.";
 
@@ -65,10 +72,12 @@ up to --buffer-bytes of one tree's records in memory to choose; a longer tree lo
 into an empty tree must be sorted, as `mapkv dump` writes it.
 
 Besides what dump writes, load accepts uppercase hex digits, raw bytes above 0x7e (so
-hand-written UTF-8 works), comment lines starting with `#`, blank lines, and a missing
-end line. A raw carriage return, a record without exactly one tab, an escape other than
-\\xNN, or an entry count that does not match its end line stops the load with the line
-number: trees before the failing one stay loaded, the failing one is not written.";
+hand-written UTF-8 works), comment lines starting with `#`, and blank lines. A raw
+carriage return, a record without exactly one tab, an escape other than \\xNN, an
+entry count that does not match its end line, a tree without its end line, or a last
+line without a newline stops the load with the line number: trees before the failing
+one stay loaded, the failing one is not written. The last two are what a truncated dump
+looks like; --allow-unterminated accepts them in hand-written input.";
 
 /// Starts a tree's header line; the escaped name follows.
 const HEADER_PREFIX: &[u8] = b"# mapkv-dump v1 tree=";
@@ -189,10 +198,13 @@ struct Parser<'a, R> {
     /// The last record's key and value.
     key: Vec<u8>,
     value: Vec<u8>,
+    /// Accept a tree without its end line and a last line without a newline, which a
+    /// truncated dump also has (see the module doc).
+    allow_unterminated: bool,
 }
 
 impl<'a, R: BufRead> Parser<'a, R> {
-    fn new(input: R, source: &'a Path) -> Self {
+    fn new(input: R, source: &'a Path, allow_unterminated: bool) -> Self {
         Parser {
             input,
             source,
@@ -200,6 +212,7 @@ impl<'a, R: BufRead> Parser<'a, R> {
             line_number: 0,
             key: Vec::new(),
             value: Vec::new(),
+            allow_unterminated,
         }
     }
 
@@ -226,6 +239,11 @@ impl<'a, R: BufRead> Parser<'a, R> {
             self.line_number += 1;
             if self.line.last() == Some(&b'\n') {
                 self.line.pop();
+            } else if !self.allow_unterminated {
+                return Err(self.error(
+                    "no newline at the end of the line: the input stops mid-line (a \
+                     truncated dump?); --allow-unterminated takes the line as it is",
+                ));
             }
             if self.line.is_empty() {
                 continue;
@@ -275,6 +293,27 @@ impl<'a, R: BufRead> Parser<'a, R> {
         }
     }
 
+    /// Takes `line`, the first line after tree `tree`'s records that is not its end line:
+    /// another tree's header, or `None`, the end of the input. Refused unless
+    /// `allow_unterminated`, since a dump cut short ends so.
+    fn without_end(&self, line: Option<Line>, tree: &str) -> CliResult<Option<Line>> {
+        if self.allow_unterminated {
+            return Ok(line);
+        }
+        let what = match line {
+            Some(_) => format!("line {}: tree {tree:?} has no end line", self.line_number),
+            None => format!(
+                "input ends after line {} without tree {tree:?}'s end line",
+                self.line_number
+            ),
+        };
+        Err(Failure(format!(
+            "{}: {what} `# mapkv-dump v1 end entries=N` (a truncated dump?); \
+             --allow-unterminated loads the tree as it is",
+            self.source.display()
+        )))
+    }
+
     /// Checks an end line's count against the records read.
     fn check_count(&self, expected: u64, read: u64, tree: &str) -> CliResult<()> {
         if expected == read {
@@ -313,16 +352,25 @@ impl fmt::Display for LoadSummary {
     }
 }
 
+/// How `load` reads its input.
+#[derive(Clone, Copy)]
+pub struct LoadOptions {
+    /// Bytes of one tree's records held in memory (see `LOAD_HELP`).
+    pub buffer_bytes: usize,
+    /// Accept trees without end lines and a last line without a newline.
+    pub allow_unterminated: bool,
+}
+
 /// Reads a dump from `input` (named `source` in messages) into `db` (at `db_path`).
-/// `buffer_bytes` bounds the records of one tree held in memory.
 pub fn load(
     db: &Database,
     db_path: &Path,
     source: &Path,
     input: impl BufRead,
-    buffer_bytes: usize,
+    options: LoadOptions,
 ) -> CliResult<LoadSummary> {
-    let mut parser = Parser::new(input, source);
+    let buffer_bytes = options.buffer_bytes;
+    let mut parser = Parser::new(input, source, options.allow_unterminated);
     let mut summary = LoadSummary::default();
     let mut next = parser.next()?;
     while let Some(line) = next {
@@ -432,7 +480,7 @@ impl TreeLoader<'_> {
                     parser.check_count(expected, batch.len(), self.name)?;
                     break parser.next_after_end()?;
                 }
-                other => break other,
+                other => break parser.without_end(other, self.name)?,
             }
         };
         if empty && batch.sorted && batch.len() > 0 {
@@ -524,7 +572,8 @@ impl TreeLoader<'_> {
                         parser.check_count(expected, entries, self.name)?;
                         break parser.next_after_end()?;
                     }
-                    other => break other,
+                    // An error here drops `wtx` uncommitted.
+                    other => break parser.without_end(other, self.name)?,
                 }
             }
         };
@@ -622,11 +671,14 @@ impl<R: BufRead> Iterator for BulkFeed<'_, '_, R> {
                     Err(failure) => self.abandon(failure),
                 }
             }
-            Ok(other) => {
-                self.after = other;
-                self.done = true;
-                None
-            }
+            Ok(other) => match self.parser.without_end(other, self.tree) {
+                Ok(line) => {
+                    self.after = line;
+                    self.done = true;
+                    None
+                }
+                Err(failure) => self.abandon(failure),
+            },
             Err(failure) => self.abandon(failure),
         }
     }
