@@ -72,7 +72,9 @@ enum Command {
     /// Print the value stored under KEY in TREE (exit status 1 if there is none).
     ///
     /// The value is printed as text with bytes that are not printable UTF-8, and `\`
-    /// itself, escaped as `\xNN`; `--hex` prints hex, `--raw` the exact bytes.
+    /// itself, escaped as `\xNN`; `--hex` prints hex, `--raw` the exact bytes. `--hex`
+    /// also reads KEY as hex, with `--raw` too: `get --hex --raw DB TREE 00ff` prints
+    /// the exact value under a binary key.
     Get {
         /// The database file (opened read-only).
         db: PathBuf,
@@ -82,8 +84,9 @@ enum Command {
         key: String,
         #[command(flatten)]
         encoding: Encoding,
-        /// Write the value's exact bytes to stdout, with no newline.
-        #[arg(long, conflicts_with = "hex")]
+        /// Write the value's exact bytes to stdout, with no newline (this wins over
+        /// `--hex` for the value; KEY is still read as hex).
+        #[arg(long)]
         raw: bool,
     },
     /// Store VALUE under KEY in TREE, overwriting.
