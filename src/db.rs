@@ -39,13 +39,16 @@ pub struct Options {
     read_only: bool,
 }
 
+/// Default `Options::page_size`: 4 KiB.
+pub const PAGE_SIZE_DEFAULT: usize = 4096;
+
 /// Default `Options::cache_size`: 64 MiB.
 const CACHE_SIZE_DEFAULT: u64 = 64 << 20;
 
 impl Default for Options {
     fn default() -> Options {
         Options {
-            page_size: 4096,
+            page_size: PAGE_SIZE_DEFAULT,
             mmap_size: u64::MAX,
             cache_size: CACHE_SIZE_DEFAULT,
             read_ahead: true,

@@ -97,9 +97,10 @@ pub use bulk::{BulkOptions, BulkStats};
 pub use check::CheckReport;
 pub use compact::CompactStats;
 pub use cursor::{KeyRange, Keys, Range, Values};
-pub use db::{Database, Options, Stats, TreeStats};
+pub use db::{Database, Options, PAGE_SIZE_DEFAULT, Stats, TreeStats};
 pub use error::{Error, Result};
 pub use extent::ValueExtent;
+pub use page::{VALUE_LEN_MAX, key_len_max};
 pub use tree_options::TreeOptions;
 pub use txn::{Durability, ReadTree, ReadTxn};
 #[cfg(feature = "bytemuck")]

@@ -210,7 +210,18 @@ pub(crate) struct Geometry {
 /// leaf's reference and the blob's header), but we bound it so that page arithmetic can
 /// never overflow (2^40 bytes are 2^28 pages of the smallest size) and a corrupt length
 /// is caught before it is used. See FORMAT.md#overflow-values.
-pub(crate) const VALUE_LEN_MAX: u64 = 1 << 40;
+pub const VALUE_LEN_MAX: u64 = 1 << 40;
+
+/// Longest key accepted at `page_size` in a tree with default [`TreeOptions`]
+/// (`value_align(n)` takes `2 × (n − 1)` more off it): two of the largest branch or leaf
+/// cells always fit in one page, which keeps splits to two pages. For callers that must
+/// refuse a key before it reaches a write transaction, e.g. a replicated log that must
+/// not accept what it cannot apply. See FORMAT.md and README.md#limits.
+///
+/// [`TreeOptions`]: crate::TreeOptions
+pub const fn key_len_max(page_size: usize) -> usize {
+    (page_size / 2).saturating_sub(128)
+}
 
 impl Geometry {
     pub(crate) fn new(page_size: usize) -> Result<Geometry> {
@@ -235,10 +246,9 @@ impl Geometry {
         id.0 * self.page_bytes()
     }
 
-    /// Keys up to this length are accepted: two of the largest branch or leaf cells
-    /// always fit in one page, which keeps splits to two pages.
+    /// Keys up to this length are accepted (see [`key_len_max`]).
     pub(crate) fn key_len_max(&self) -> usize {
-        self.page_size / 2 - 128
+        key_len_max(self.page_size)
     }
 
     /// Number of pages of a blob run holding `len` payload bytes. `len` may come from a
