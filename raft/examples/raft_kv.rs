@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mapkv_raft::tcp::TcpNetwork;
-use mapkv_raft::{BatchOptions, Batcher, Request, StateMachineStore, TypeConfig};
+use mapkv_raft::{BatchOptions, Batcher, Request, StateMachineStore, TypeConfig, WriteError};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -219,7 +219,7 @@ impl Node {
                 Some(p) => format!("OK previous={}", String::from_utf8_lossy(&p)),
                 None => "OK".into(),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(WriteError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 self.not_leader(f.leader_id)
             }
             Err(e) => format!("ERR {e}"),

@@ -16,7 +16,9 @@
 //!
 //! A batch is one entry: applied in order in one state-machine transaction, and
 //! committed or lost as a whole. Every caller of a failed batch gets the error (for
-//! example `ForwardToLeader`) and may retry, as with `client_write`.
+//! example `ForwardToLeader`) and may retry, as with `client_write`. A request over the
+//! size limits ([`Request::validate`]) is never proposed: its caller alone gets
+//! [`WriteError::Invalid`], and the batch it would have joined goes out without it.
 
 use std::sync::Arc;
 
@@ -26,10 +28,33 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{Request, Response, TypeConfig};
 
-/// What [`Batcher::write`] fails with: `client_write`'s error.
-pub type WriteError = RaftError<u64, ClientWriteError<u64, BasicNode>>;
+/// `client_write`'s error.
+type ClientError = RaftError<u64, ClientWriteError<u64, BasicNode>>;
 
-type Waiter = (Request, oneshot::Sender<Result<Response, WriteError>>);
+/// What [`Batcher::write`] fails with.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The request is over the size limits ([`Request::validate`]: mapkv's
+    /// `KeyTooLarge` or `ValueTooLarge`); it was not proposed, and retrying cannot help.
+    Invalid(mapkv::Error),
+    /// `client_write` failed (for example `ForwardToLeader`): retry as with
+    /// `client_write`.
+    Raft(ClientError),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Invalid(e) => write!(f, "request not proposed: {e}"),
+            WriteError::Raft(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The message holds the inner error's, so it has no `source`.
+impl std::error::Error for WriteError {}
+
+type Waiter = (Request, oneshot::Sender<Result<Response, ClientError>>);
 
 /// How a [`Batcher`] groups requests.
 #[derive(Clone, Copy, Debug)]
@@ -66,15 +91,18 @@ impl Batcher {
     }
 
     /// Proposes `request` (with whatever else is queued) and returns its response
-    /// once the entry is committed and applied, like `Raft::client_write`.
+    /// once the entry is committed and applied, like `Raft::client_write`. A request
+    /// over the size limits fails at once with [`WriteError::Invalid`], unproposed:
+    /// the state machine would only refuse it (see [`Response::refused`]).
     pub async fn write(&self, request: Request) -> Result<Response, WriteError> {
+        request.validate().map_err(WriteError::Invalid)?;
+        let stopped = || WriteError::Raft(RaftError::Fatal(Fatal::Stopped));
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((request, reply))
-            .map_err(|_| RaftError::Fatal(Fatal::Stopped))?;
+        self.tx.send((request, reply)).map_err(|_| stopped())?;
         answer
             .await
-            .unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))
+            .map_err(|_| stopped())?
+            .map_err(WriteError::Raft)
     }
 }
 

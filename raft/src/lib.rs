@@ -11,6 +11,7 @@
 mod batch;
 mod codec;
 mod log_store;
+mod request;
 pub mod router;
 mod state_machine;
 pub mod tcp;
@@ -23,7 +24,8 @@ pub use batch::{BatchOptions, Batcher, WriteError};
 pub use log_store::{LogReader, LogStore, LogStoreOptions};
 pub use state_machine::{Dump, SnapshotBuilder, StateMachineStore};
 
-/// A command for the replicated key-value state machine.
+/// A command for the replicated key-value state machine. Keys and values are limited
+/// in size ([`Request::validate`]); a command over the limits is refused, not applied.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Inserts or overwrites `key`.
@@ -39,7 +41,9 @@ pub enum Request {
     },
     /// Several commands in one log entry, applied in order in one transaction (what
     /// [`Batcher`] proposes for concurrent clients). Answered with one response per
-    /// command in [`Response::batch`].
+    /// command in [`Response::batch`]. Each command stands alone, as if proposed by
+    /// itself: one that is refused (see [`Response::refused`]) changes nothing, and the
+    /// others are still applied.
     Batch(Vec<Request>),
 }
 
@@ -47,12 +51,18 @@ pub enum Request {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     /// The key's value before the command (always filled, also when a
-    /// compare-and-swap fails).
+    /// compare-and-swap fails; `None` when the command was refused).
     pub previous: Option<Vec<u8>>,
-    /// False only for a compare-and-swap whose expectation did not hold.
+    /// False for a compare-and-swap whose expectation did not hold, and for a refused
+    /// command.
     pub ok: bool,
     /// For a [`Request::Batch`]: each command's response, in order; empty otherwise.
     pub batch: Vec<Response>,
+    /// Why the state machine refused the command, which then changed nothing: its key
+    /// or value is over the limits ([`Request::validate`]; the text is mapkv's
+    /// `KeyTooLarge` or `ValueTooLarge`). Every replica refuses it alike. `None` when
+    /// the command was applied.
+    pub refused: Option<String>,
 }
 
 openraft::declare_raft_types!(

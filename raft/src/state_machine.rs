@@ -236,27 +236,55 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Applies one command, or refuses it (see `request.rs`): a refused command changes
+/// nothing and is answered with [`Response::refused`], identically on every replica, so
+/// that it never fails the apply (openraft would stop the node, and stop it again at
+/// every restart, when the entry is applied again). The commands of a batch are applied
+/// or refused one by one. Only the database's own failures (I/O, corruption) are errors.
 fn apply_request(kv: &mut WriteTree<'_>, request: &Request) -> Result<Response, DbError> {
+    if let Request::Batch(requests) = request {
+        return Ok(Response {
+            ok: true,
+            batch: requests
+                .iter()
+                .map(|r| apply_request(kv, r))
+                .collect::<Result<_, _>>()?,
+            ..Response::default()
+        });
+    }
+    if let Err(e) = request.validate() {
+        return Ok(Response::refused(&e));
+    }
+    match apply_command(kv, request) {
+        // Unreachable while `sm.mapkv` has the page size the limits assume; should a file
+        // have smaller pages, a refusal still beats a fatal error. mapkv checks the
+        // sizes before it changes the tree, so nothing was changed.
+        Err(e @ (DbError::KeyTooLarge { .. } | DbError::ValueTooLarge { .. })) => {
+            Ok(Response::refused(&e))
+        }
+        result => result,
+    }
+}
+
+/// Applies a command that is not a batch.
+fn apply_command(kv: &mut WriteTree<'_>, request: &Request) -> Result<Response, DbError> {
+    let answer = |previous, ok| Response {
+        previous,
+        ok,
+        ..Response::default()
+    };
     Ok(match request {
         Request::Set { key, value } => {
             let previous = kv.get(key)?.map(<[u8]>::to_vec);
             kv.insert(key, value)?;
-            Response {
-                previous,
-                ok: true,
-                batch: Vec::new(),
-            }
+            answer(previous, true)
         }
         Request::Delete { key } => {
             let previous = kv.get(key)?.map(<[u8]>::to_vec);
             if previous.is_some() {
                 kv.remove(key)?;
             }
-            Response {
-                previous,
-                ok: true,
-                batch: Vec::new(),
-            }
+            answer(previous, true)
         }
         Request::CompareAndSwap { key, expected, new } => {
             let previous = kv.get(key)?.map(<[u8]>::to_vec);
@@ -269,20 +297,9 @@ fn apply_request(kv: &mut WriteTree<'_>, request: &Request) -> Result<Response, 
                     }
                 }
             }
-            Response {
-                previous,
-                ok,
-                batch: Vec::new(),
-            }
+            answer(previous, ok)
         }
-        Request::Batch(requests) => Response {
-            previous: None,
-            ok: true,
-            batch: requests
-                .iter()
-                .map(|r| apply_request(kv, r))
-                .collect::<Result<_, _>>()?,
-        },
+        Request::Batch(_) => unreachable!("apply_request applies a batch command by command"),
     })
 }
 

@@ -6,8 +6,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, config, set};
-use mapkv_raft::{BatchOptions, Batcher, LogStoreOptions, Request};
+use common::{Cluster, IDS, config, set};
+use mapkv_raft::{BatchOptions, Batcher, LogStoreOptions, Request, WriteError};
 use openraft::error::{CheckIsLeaderError, RaftError};
 
 /// Every acknowledged key must be readable, linearizably, from the leader.
@@ -277,4 +277,72 @@ fn set_to(n: u64, value: &str) -> Request {
         key: format!("k{n:08}").into_bytes(),
         value: value.as_bytes().to_vec(),
     }
+}
+
+/// A write over mapkv's size limits is refused, never failed: through `client_write`
+/// it is committed and every replica answers it with a refusal (as the single command of
+/// an entry and inside a batch, whose other commands still apply), `Batcher::write`
+/// refuses it without proposing it, the cluster keeps taking writes, and every node
+/// restarts from its files, applying the refused entries again. Before the refusal,
+/// applying such an entry failed, which stopped every node, again at every restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_writes_are_refused_and_the_cluster_restarts() {
+    let mut c = Cluster::start(config(1_000_000), LogStoreOptions::default()).await;
+    c.write(set(0)).await;
+    let size = mapkv::key_len_max(mapkv::PAGE_SIZE_DEFAULT) + 1;
+    let too_long = Request::Set {
+        key: vec![b'x'; size],
+        value: b"v".to_vec(),
+    };
+    let leader = c.leader().await;
+    // Straight to openraft, past the batcher's check.
+    let write = c.nodes[&leader].raft.client_write(too_long.clone());
+    let r = tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .expect("answered within 10 s")
+        .expect("committed and refused, not failed")
+        .data;
+    let refused = r.refused.as_deref().expect("refused");
+    assert!(!r.ok && r.previous.is_none(), "{r:?}");
+    assert!(
+        refused.contains(&format!("key of {size} bytes")),
+        "{refused}"
+    );
+
+    let batch = Request::Batch(vec![set(1), too_long.clone(), set(2)]);
+    let r = c.write(batch).await;
+    let oks: Vec<_> = r
+        .batch
+        .iter()
+        .map(|r| (r.ok, r.refused.is_some()))
+        .collect();
+    assert_eq!(oks, [(true, false), (false, true), (true, false)]);
+
+    let batcher = Batcher::new(c.nodes[&leader].raft.clone(), BatchOptions::default());
+    match batcher.write(too_long).await {
+        Err(WriteError::Invalid(mapkv::Error::KeyTooLarge { size: s, .. })) if s == size => {}
+        other => panic!("the batcher proposed an oversized key: {other:?}"),
+    }
+    batcher.write(set(3)).await.expect("write");
+    drop(batcher);
+    c.wait_converged().await;
+    c.assert_identical();
+
+    // Every node restarts, its state machine lost (as after a crash; applies are not
+    // synced), so it applies the whole log again, refused entries included.
+    for id in c.running() {
+        c.stop_node(id).await;
+    }
+    for id in IDS {
+        std::fs::remove_file(c.node_dir(id).join("sm.mapkv")).expect("remove sm.mapkv");
+        c.start_node(id).await;
+    }
+    c.write(set(4)).await;
+    c.wait_converged().await;
+    c.assert_identical();
+    let keys: Vec<_> = c.nodes[&leader].sm.dump().expect("dump").1;
+    let keys: Vec<_> = keys.into_iter().map(|(k, _)| k).collect();
+    let want: Vec<_> = (0..=4).map(|n| format!("k{n:08}").into_bytes()).collect();
+    assert_eq!(keys, want);
+    c.shutdown().await;
 }

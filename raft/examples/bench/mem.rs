@@ -138,7 +138,7 @@ fn apply(kv: &mut BTreeMap<Vec<u8>, Vec<u8>>, request: &Request) -> Response {
     let ok = |previous| Response {
         previous,
         ok: true,
-        batch: Vec::new(),
+        ..Response::default()
     };
     match request {
         Request::Set { key, value } => ok(kv.insert(key.clone(), value.clone())),
