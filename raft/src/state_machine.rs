@@ -21,10 +21,14 @@
 //! stays bounded), except small trees, copied in one write transaction (see
 //! [`BULK_LOAD_MIN_ENTRIES`]). The new file is `check()`ed, must hold the snapshot's trees with
 //! the same entry counts, and its applied log id and membership must match the
-//! metadata; it is synced, and `rename(sm.install, sm.mapkv)` is the atomic switch
-//! (directory fsynced), after which the database is reopened and `snapshot.tmp` is
-//! renamed over `snapshot.mapkv`. A crash before the switch leaves the old state
-//! machine (the leftovers are removed at open), after it the new one.
+//! metadata; it is synced. Then `snapshot.tmp` is renamed over `snapshot.mapkv`, and
+//! `rename(sm.install, sm.mapkv)` switches the state machine (directory fsynced after
+//! each), after which the database is reopened. A crash before the first rename leaves
+//! the old snapshot and state machine (the leftovers are removed at open); between the
+//! two, the new snapshot and the old state machine, which `open` rebuilds from the
+//! snapshot; after both, the new ones. The state machine is thus never ahead of the
+//! snapshot file because of an install, so the log, which openraft purges up to the
+//! new snapshot without waiting for the install, is never purged past the snapshot.
 
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -459,15 +463,19 @@ impl Shared {
             let _ = remove_if_present(&tmp);
             return Err(snap_write_err(e));
         }
-        {
-            let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
-            // The switch: before it the old state machine, after it the new one.
-            std::fs::rename(&install, dir.join(SM_FILE)).map_err(sm_write_err)?;
-            sync_dir(dir).map_err(sm_write_err)?;
-            *db = Arc::new(Database::open(dir.join(SM_FILE)).map_err(sm_write_err)?);
-        }
+        // The snapshot first, then the state machine: a crash between the two leaves a
+        // snapshot newer than the state machine, which `open` restarts from (as after a
+        // crash that lost unsynced applies). The opposite order could leave the state
+        // machine ahead of the snapshot file, with the log already purged up to the new
+        // snapshot (openraft purges without waiting for the install), and openraft
+        // requires the purged id to be at most the snapshot's last id. An error after
+        // this point is fatal to openraft; the files are as a crash here would leave them.
         std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(snap_write_err)?;
         sync_dir(dir).map_err(snap_write_err)?;
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        std::fs::rename(&install, dir.join(SM_FILE)).map_err(sm_write_err)?;
+        sync_dir(dir).map_err(sm_write_err)?;
+        *db = Arc::new(Database::open(dir.join(SM_FILE)).map_err(sm_write_err)?);
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Snapshot install rebuilds the state machine's trees with `bulk_load` from the
-//! received snapshot, and an install that stops before its switch leaves the old state.
+//! received snapshot, an install that stops before its switch leaves the old state, and
+//! one that stops between its two renames restarts from the new snapshot.
 
 mod common;
 
@@ -8,8 +9,10 @@ use std::path::Path;
 
 use mapkv::{Database, Options};
 use mapkv_raft::{Request, StateMachineStore, TypeConfig};
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, StorageHelper,
+};
 use tokio::io::AsyncSeekExt;
 
 fn log_id(index: u64) -> LogId<u64> {
@@ -266,4 +269,72 @@ async fn install_stopped_before_the_switch_leaves_the_old_state() {
     drop(sm);
     let sm = StateMachineStore::open(b.path()).unwrap();
     assert_eq!(sm.dump().unwrap().0, meta.last_log_id);
+}
+
+/// A crash between the install's two renames: the new snapshot in place, the old state
+/// machine still `sm.mapkv` (the rebuilt one left as `sm.install`), and the log purged
+/// up to the new snapshot (openraft purges without waiting for the install). The node
+/// must restart from the new snapshot with the log purged no further than the
+/// snapshot's last id (openraft's `RaftState::validate`). An install that renamed the
+/// state machine first could leave, crashing between the renames, the log and the state
+/// machine at the new snapshot and `snapshot.mapkv` at the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_the_renames_restarts_from_the_new_snapshot() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (leader, mut snap) = source(a.path(), 2_000).await;
+    let meta = snap.meta.clone();
+    let last = meta.last_log_id.unwrap();
+    let old_copy = b.path().join("old.mapkv");
+    {
+        // A follower with a snapshot (at 10) and a log of its own, applied up to 15.
+        let (mut log, mut sm) = mapkv_raft::open(b.path()).await.unwrap();
+        let entries = |range: std::ops::RangeInclusive<u64>| {
+            range.map(|i| set(i, format!("f{i}").as_bytes(), b"v".to_vec()))
+        };
+        let first = std::iter::once(membership(1));
+        log.blocking_append(first.clone().chain(entries(2..=20)))
+            .await
+            .unwrap();
+        log.save_committed(Some(log_id(20))).await.unwrap();
+        sm.apply(first.chain(entries(2..=10))).await.unwrap();
+        common::build_snapshot(&mut sm).await;
+        log.purge(log_id(10)).await.unwrap();
+        sm.apply(entries(11..=15)).await.unwrap();
+        // openraft queues the install and purges the log up to it at once.
+        log.purge(last).await.unwrap();
+        sm.database().compact_to(&old_copy).unwrap();
+        install(&mut sm, &mut snap, &meta).await.unwrap();
+        // The order itself: a rename sets the file's ctime, so the snapshot file's is
+        // not later than the state machine's. File-system timestamps are coarse: the
+        // wrong order shows only when the clock ticks between the two renames.
+        let ctime = |name| {
+            let m = std::fs::metadata(b.path().join(name)).unwrap();
+            std::os::unix::fs::MetadataExt::ctime_nsec(&m) as i128
+                + std::os::unix::fs::MetadataExt::ctime(&m) as i128 * 1_000_000_000
+        };
+        assert!(
+            ctime("snapshot.mapkv") <= ctime("sm.mapkv"),
+            "the state machine was switched before the snapshot file was in place"
+        );
+    }
+    // Undo the switch (the last rename) only.
+    std::fs::rename(b.path().join("sm.mapkv"), b.path().join("sm.install")).unwrap();
+    std::fs::rename(&old_copy, b.path().join("sm.mapkv")).unwrap();
+
+    let (mut log, mut sm) = mapkv_raft::open(b.path()).await.unwrap();
+    let state = StorageHelper::new(&mut log, &mut sm)
+        .get_initial_state()
+        .await
+        .unwrap();
+    assert_eq!(state.snapshot_meta.last_log_id, Some(last));
+    let purged = log.get_log_state().await.unwrap().last_purged_log_id;
+    assert!(purged <= state.snapshot_meta.last_log_id, "{purged:?}");
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(last));
+    assert_eq!(sm.dump().unwrap(), leader.dump().unwrap());
+    let current = sm.get_current_snapshot().await.unwrap().expect("snapshot");
+    assert_eq!(current.meta, meta);
+    assert!(
+        !b.path().join("sm.install").exists(),
+        "sm.install left behind"
+    );
 }
