@@ -271,3 +271,22 @@ fn load_refuses_a_truncated_dump() {
         }
     }
 }
+
+/// A dump of trees with default options, byte for byte: what every reader of format v1
+/// reads, so it must not change.
+#[test]
+fn dump_of_default_trees_is_unchanged() {
+    let _serial = serial();
+    let (_dir, db) = temp_db();
+    mapkv(["put", arg(&db), "users", "alice", "admin"]).ok();
+    mapkv(["put", "--hex", arg(&db), "blobs", "00ff", "0a0b"]).ok();
+    assert_eq!(
+        mapkv(["dump", arg(&db)]).ok(),
+        "# mapkv-dump v1 tree=blobs\n\
+         \\x00\\xff\t\\x0a\\x0b\n\
+         # mapkv-dump v1 end entries=1\n\
+         # mapkv-dump v1 tree=users\n\
+         alice\tadmin\n\
+         # mapkv-dump v1 end entries=1\n"
+    );
+}
