@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use mapkv::{Database, Options};
+use mapkv::{Database, Options, Table, TreeOptions};
 
 /// `dump` and `load`: the format, round trips, hand-written and bad input.
 #[path = "cli/dump_load.rs"]

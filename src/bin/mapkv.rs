@@ -17,6 +17,8 @@ mod bench;
 mod commands;
 #[path = "mapkv/dump.rs"]
 mod dump;
+#[path = "mapkv/dump_options.rs"]
+mod dump_options;
 #[path = "mapkv/text.rs"]
 mod text;
 

@@ -272,6 +272,99 @@ fn load_refuses_a_truncated_dump() {
     }
 }
 
+/// A tree created with `value_align(8)`, with entries and empty, and a plain tree.
+fn aligned_db(path: &Path) {
+    let db = Database::open(path).expect("open");
+    let wtx = db.begin_write().expect("write");
+    let align8 = TreeOptions::new().value_align(8);
+    let mut aligned = wtx.open_tree_with("aligned", align8).expect("aligned");
+    for i in 0..50u64 {
+        aligned
+            .insert(
+                format!("k{i:03}").as_bytes(),
+                &i.to_le_bytes()[..(i % 9) as usize],
+            )
+            .expect("insert");
+    }
+    drop(aligned);
+    drop(wtx.open_tree_with("empty64", TreeOptions::new().value_align(64)));
+    wtx.open_tree("plain")
+        .expect("plain")
+        .insert(b"k", b"v")
+        .expect("insert");
+    wtx.commit().expect("commit");
+}
+
+/// Opens `path`'s tree `name` as its application would, with `value_align(align)`, and
+/// checks that every value is aligned.
+fn open_aligned(path: &Path, name: &str, align: usize) -> mapkv::Result<u64> {
+    let db = Database::open(path)?;
+    let rtx = db.begin_read()?;
+    let tree = rtx.open_tree_with(name, TreeOptions::new().value_align(align))?;
+    for entry in tree.iter()? {
+        let (_, value) = entry?;
+        assert_eq!(value.as_ptr() as usize % align, 0, "{name}: value aligned");
+    }
+    tree.len()
+}
+
+#[test]
+fn dump_load_keeps_value_alignment() {
+    let _serial = serial();
+    let (dir, source) = temp_db();
+    aligned_db(&source);
+    let dump = mapkv(["dump", arg(&source)]).stdout;
+
+    let dump_file = dir.path().join("aligned.dump");
+    std::fs::write(&dump_file, &dump).expect("write dump");
+    // A new file (bulk load, whole and streamed); one whose aligned tree has entries
+    // already (a write transaction).
+    for (target, buffer_bytes) in [
+        ("new", "1000000"),
+        ("streamed", "10"),
+        ("filled", "1000000"),
+    ] {
+        let path = dir.path().join(format!("{target}.mapkv"));
+        if target == "filled" {
+            aligned_db(&path);
+            mapkv(["put", arg(&path), "aligned", "extra", "v"]).ok();
+        }
+        let file = arg(&dump_file);
+        mapkv([
+            "load",
+            arg(&path),
+            "--buffer-bytes",
+            buffer_bytes,
+            "--file",
+            file,
+        ])
+        .ok();
+        let extra = u64::from(target == "filled");
+        assert_eq!(open_aligned(&path, "aligned", 8).expect(target), 50 + extra);
+        assert_eq!(open_aligned(&path, "empty64", 64).expect(target), 0);
+        assert_eq!(open_aligned(&path, "plain", 1).expect(target), 1);
+        if target != "filled" {
+            assert_eq!(
+                mapkv(["dump", arg(&path)]).stdout,
+                dump,
+                "{target}: byte-exact"
+            );
+        }
+    }
+
+    // The header records the alignment; a default tree's is as before.
+    let text = String::from_utf8(dump.clone()).expect("text");
+    assert!(
+        text.starts_with("# mapkv-dump v1 align=8 tree=aligned\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n# mapkv-dump v1 align=64 tree=empty64\n# mapkv-dump v1 end entries=0\n"),
+        "{text}"
+    );
+    assert!(text.contains("\n# mapkv-dump v1 tree=plain\n"), "{text}");
+}
+
 /// A dump of trees with default options, byte for byte: what every reader of format v1
 /// reads, so it must not change.
 #[test]
@@ -289,4 +382,102 @@ fn dump_of_default_trees_is_unchanged() {
          alice\tadmin\n\
          # mapkv-dump v1 end entries=1\n"
     );
+}
+
+#[test]
+fn load_refuses_bad_or_mismatched_tree_options_with_the_line() {
+    let _serial = serial();
+    let (_dir, db) = temp_db();
+    let cases: [(&str, &str); 6] = [
+        (
+            "# mapkv-dump v1 align=3 tree=t\n",
+            "line 1: align=3: a tree's value alignment is a power of two from 1 to 64",
+        ),
+        ("# mapkv-dump v1 align=128 tree=t\n", "line 1: align=128: "),
+        ("# mapkv-dump v1 align=+8 tree=t\n", "line 1: align=+8: "),
+        ("# mapkv-dump v1 align= tree=t\n", "line 1: align=: "),
+        (
+            "# mapkv-dump v1 tree=s\n# mapkv-dump v1 end entries=0\n\
+             # mapkv-dump v1 align=8 align=8 tree=t\n",
+            "line 3: align= given twice",
+        ),
+        (
+            "# mapkv-dump v1 colour=red tree=t\n",
+            "line 1: not a line of dump format v1: unknown field `colour=red`",
+        ),
+    ];
+    for (input, expected) in cases {
+        let line = mapkv_with_input(["load", arg(&db)], input.as_bytes())
+            .failed()
+            .to_string();
+        assert!(line.contains(expected), "{input:?}: {line}");
+    }
+    // Nothing was written: a tree is written once the line after its end is read.
+    assert_eq!(contents(&db), []);
+
+    // A tree that exists with other options than its header's is refused, not
+    // changed: its values are stored for its own alignment.
+    mapkv(["put", arg(&db), "plain", "k", "v"]).ok();
+    let database = Database::open(&db).expect("open");
+    let wtx = database.begin_write().expect("write");
+    drop(wtx.open_tree_with("aligned", TreeOptions::new().value_align(8)));
+    wtx.commit().expect("commit");
+    drop(database);
+    let mismatches = [
+        (
+            "# mapkv-dump v1 tree=s\n# mapkv-dump v1 end entries=0\n\
+             # mapkv-dump v1 align=4 tree=plain\nk\tw\n# mapkv-dump v1 end entries=1\n",
+            "line 3: tree \"plain\" exists with align=1, but the header gives align=4",
+        ),
+        (
+            "# mapkv-dump v1 tree=aligned\nk\tw\n# mapkv-dump v1 end entries=1\n",
+            "line 1: tree \"aligned\" exists with align=8, but the header gives align=1",
+        ),
+    ];
+    for (input, expected) in mismatches {
+        let line = mapkv_with_input(["load", arg(&db)], input.as_bytes())
+            .failed()
+            .to_string();
+        assert!(line.contains(expected), "{input:?}: {line}");
+    }
+    assert_eq!(open_aligned(&db, "plain", 1).expect("plain"), 1);
+    assert_eq!(open_aligned(&db, "aligned", 8).expect("aligned"), 0);
+
+    // An aligned tree is created before its bulk load: a load that fails removes it.
+    let mut input = b"# mapkv-dump v1 align=8 tree=late\n".to_vec();
+    for i in 0..300u32 {
+        input.extend_from_slice(format!("{i:05}\tvalue\n").as_bytes());
+    }
+    input.extend_from_slice(b"00150x\tlate\n# mapkv-dump v1 end entries=301\n");
+    let run = mapkv_with_input(["load", arg(&db), "--buffer-bytes", "20"], &input);
+    assert!(run.failed().contains("must be sorted"), "{}", run.stderr);
+    assert!(contents(&db).iter().all(|(name, _)| name != "late"));
+}
+
+/// A typed table's tree records its value type's layout, which the dump format cannot
+/// (the library does not say what it is): dump refuses it before writing anything,
+/// rather than dump a tree that load would recreate as one its table cannot open.
+#[test]
+fn dump_refuses_a_typed_table() {
+    const VECTORS: Table<u64, [f32]> = Table::new("vectors");
+    let _serial = serial();
+    let (_dir, db) = temp_db();
+    mapkv(["put", arg(&db), "a", "k", "v"]).ok();
+    let database = Database::open(&db).expect("open");
+    let wtx = database.begin_write().expect("write");
+    let mut table = wtx.open_table(VECTORS).expect("table");
+    table.insert(&1, &[0.5, 1.5][..]).expect("insert");
+    drop(table);
+    wtx.commit().expect("commit");
+    drop(database);
+    for args in [vec!["dump", arg(&db)], vec!["dump", arg(&db), "vectors"]] {
+        let run = mapkv(&args);
+        let line = run.failed();
+        assert!(
+            line.contains("tree \"vectors\" is a typed table"),
+            "{args:?}: {line}"
+        );
+        assert!(run.stdout.is_empty(), "{args:?}: nothing written");
+    }
+    mapkv(["dump", arg(&db), "a"]).ok();
 }

@@ -18,10 +18,19 @@
 //! starts with `#`, holds exactly one raw tab, and round-trips any bytes exactly (empty
 //! keys and values included: `\tVALUE`, `KEY\t`). Tree names are UTF-8.
 //!
+//! A tree's options (`TreeOptions`, fixed when it is created) are fields of its header
+//! before `tree=`, whose NAME runs to the end of the line: `value_align(8)` is
+//! `# mapkv-dump v1 align=8 tree=NAME`. `load` creates the tree with them, and refuses a
+//! tree that exists with other options. A tree with default options has no field but
+//! `tree=`, as in dumps from before options were recorded; a reader from then refuses a
+//! header with options (a line of a newer format) rather than drop them. A typed table's
+//! value layout has no field (`dump_options` says why): `dump` refuses such a tree.
+//!
 //! When reading, other lines starting with `#` are comments, blank lines are ignored,
 //! hex digits may be uppercase, raw bytes above 0x7e are taken as they are (hand-written
 //! UTF-8 works), an end line's count must match, and a header `# mapkv-dump vN` with N
-//! other than 1 is refused. A raw carriage return, a record without exactly one raw tab,
+//! other than 1 is refused. An unknown header field, an `align=` other than 1, 2, 4, 8,
+//! 16, 32 or 64, a raw carriage return, a record without exactly one raw tab,
 //! and a `\` not starting `\xNN` are errors that name the line.
 //!
 //! A dump cut short (a full disk, a killed `mapkv dump`, a partial copy) ends in a line
@@ -41,6 +50,7 @@ use std::path::Path;
 
 use mapkv::{Database, Error};
 
+use crate::dump_options::{self, DumpedOptions};
 use crate::text::{count_of, hex_digit};
 use crate::{CliResult, Failure};
 
@@ -51,12 +61,17 @@ text that `mapkv load` reads back byte-exact (like mdb_dump / mdb_load).
 
 Format, version 1 (one tree after another, in name order):
   # mapkv-dump v1 tree=NAME         starts a tree
+  # mapkv-dump v1 align=A tree=NAME starts a tree created with value_align(A), A > 1
   KEY<TAB>VALUE                     one entry a line, ascending key order
   # mapkv-dump v1 end entries=N     ends the tree (required); load checks the count
 
 NAME, KEY and VALUE: the bytes 0x20-0x7e as they are, except `\\`; every other byte,
 `\\` itself, and a `#` starting a key as `\\xNN` (two lowercase hex digits). Every line,
 the last included, ends with a newline. Empty keys and values are empty fields.
+
+A tree keeps its options: load creates it with the header's align= (1 when absent) and
+refuses a tree that exists with another. A typed table cannot be dumped: the format has
+no field for its value type's layout, so dump refuses it and writes nothing.
 
 Example: `mapkv dump app.mapkv > app.dump`, `mapkv load new.mapkv --file app.dump`.";
 
@@ -69,18 +84,22 @@ or overwritten; entries already in a tree and absent from the input stay.
 Each tree is written atomically: with one bulk load when its keys are sorted and the
 tree is empty or absent (the fast path), otherwise in one write transaction. Load holds
 up to --buffer-bytes of one tree's records in memory to choose; a longer tree loaded
-into an empty tree must be sorted, as `mapkv dump` writes it.
+into an empty tree must be sorted, as `mapkv dump` writes it. A tree is created with the
+options its header gives (align=A); one that exists with other options (or is a typed
+table) stops the load, naming the header's line.
 
 Besides what dump writes, load accepts uppercase hex digits, raw bytes above 0x7e (so
 hand-written UTF-8 works), comment lines starting with `#`, and blank lines. A raw
-carriage return, a record without exactly one tab, an escape other than \\xNN, an
-entry count that does not match its end line, a tree without its end line, or a last
-line without a newline stops the load with the line number: trees before the failing
-one stay loaded, the failing one is not written. The last two are what a truncated dump
-looks like; --allow-unterminated accepts them in hand-written input.";
+carriage return, a record without exactly one tab, an escape other than \\xNN, a bad or
+unknown header field, an entry count that does not match its end line, a tree without
+its end line, or a last line without a newline stops the load with the line number:
+trees before the failing one stay loaded, the failing one is not written. The last two
+are what a truncated dump looks like; --allow-unterminated accepts them in hand-written
+input.";
 
-/// Starts a tree's header line; the escaped name follows.
-const HEADER_PREFIX: &[u8] = b"# mapkv-dump v1 tree=";
+/// Starts a tree's header line; the tree's options and escaped name follow
+/// (`DumpedOptions::parse_header`).
+const HEADER_PREFIX: &[u8] = b"# mapkv-dump v1 ";
 /// Starts a tree's end line; the decimal entry count follows.
 const END_PREFIX: &[u8] = b"# mapkv-dump v1 end entries=";
 /// What every line of this format (but records and comments) starts with.
@@ -149,11 +168,19 @@ pub fn dump(db: &Database, only: Option<&str>, out: &mut dyn Write) -> io::Resul
         Some(name) => vec![name.to_string()],
         None => rtx.tree_names().map_err(io::Error::other)?,
     };
+    // Every tree's options before any output: a tree refused after others were written
+    // would leave output that reads as a whole dump of fewer trees.
+    let trees = names
+        .into_iter()
+        .map(|name| Ok((DumpedOptions::for_dump(&rtx, &name)?, name)))
+        .collect::<mapkv::Result<Vec<_>>>()
+        .map_err(io::Error::other)?;
     let mut line = Vec::new();
-    for name in names {
+    for (options, name) in trees {
         let tree = rtx.open_tree(&name).map_err(io::Error::other)?;
         line.clear();
         line.extend_from_slice(HEADER_PREFIX);
+        options.write_header_fields(&mut line);
         escape_into(&mut line, name.as_bytes(), false);
         line.push(b'\n');
         out.write_all(&line)?;
@@ -178,8 +205,8 @@ pub fn dump(db: &Database, only: Option<&str>, out: &mut dyn Write) -> io::Resul
 
 /// A meaningful line of a dump. Comments and blank lines are skipped.
 enum Line {
-    /// A tree starts.
-    Header(String),
+    /// A tree starts, to be created with these options.
+    Header(String, DumpedOptions),
     /// An entry, decoded into `Parser::key` and `Parser::value`.
     Record,
     /// The tree ends, with this many entries.
@@ -248,19 +275,15 @@ impl<'a, R: BufRead> Parser<'a, R> {
             if self.line.is_empty() {
                 continue;
             }
-            if let Some(name) = self.line.strip_prefix(HEADER_PREFIX) {
-                let mut bytes = Vec::new();
-                unescape_into(&mut bytes, name).map_err(|e| self.error(e))?;
-                let name =
-                    String::from_utf8(bytes).map_err(|_| self.error("tree name is not UTF-8"))?;
-                return Ok(Some(Line::Header(name)));
-            }
             if let Some(count) = self.line.strip_prefix(END_PREFIX) {
                 let count = std::str::from_utf8(count)
                     .ok()
                     .and_then(|c| c.parse().ok())
                     .ok_or_else(|| self.error("end line without a valid entry count"))?;
                 return Ok(Some(Line::End(count)));
+            }
+            if let Some(fields) = self.line.strip_prefix(HEADER_PREFIX) {
+                return self.header(fields).map(Some);
             }
             if self.line.starts_with(FORMAT_PREFIX) {
                 return Err(
@@ -281,6 +304,15 @@ impl<'a, R: BufRead> Parser<'a, R> {
                 .map_err(|e| self.error(format!("value: {e}")))?;
             return Ok(Some(Line::Record));
         }
+    }
+
+    /// A header line, `fields` being what follows `HEADER_PREFIX`.
+    fn header(&self, fields: &[u8]) -> CliResult<Line> {
+        let (options, name) = DumpedOptions::parse_header(fields).map_err(|e| self.error(e))?;
+        let mut bytes = Vec::new();
+        unescape_into(&mut bytes, name).map_err(|e| self.error(e))?;
+        let name = String::from_utf8(bytes).map_err(|_| self.error("tree name is not UTF-8"))?;
+        Ok(Line::Header(name, options))
     }
 
     /// After a tree's end line, the next line must start another tree (or the input
@@ -375,11 +407,13 @@ pub fn load(
     let mut next = parser.next()?;
     while let Some(line) = next {
         next = match line {
-            Line::Header(name) => {
+            Line::Header(name, tree_options) => {
                 let mut loader = TreeLoader {
                     db,
                     db_path,
                     name: &name,
+                    options: tree_options,
+                    absent: false,
                     summary: &mut summary,
                 };
                 loader.load(&mut parser, buffer_bytes)?
@@ -448,6 +482,10 @@ struct TreeLoader<'a> {
     db: &'a Database,
     db_path: &'a Path,
     name: &'a str,
+    /// What the header says the tree was created with.
+    options: DumpedOptions,
+    /// Whether the tree was absent when its section started.
+    absent: bool,
     summary: &'a mut LoadSummary,
 }
 
@@ -462,7 +500,7 @@ impl TreeLoader<'_> {
         parser: &mut Parser<'_, R>,
         buffer_bytes: usize,
     ) -> CliResult<Option<Line>> {
-        let empty = self.tree_is_empty().map_err(|e| self.fail(e))?;
+        let empty = self.check_target(parser)?;
         let mut batch = Batch::new();
         let after = loop {
             match parser.next()? {
@@ -484,14 +522,12 @@ impl TreeLoader<'_> {
             }
         };
         if empty && batch.sorted && batch.len() > 0 {
-            self.db
-                .bulk_load(self.name, batch.iter())
-                .map_err(|e| self.fail(e))?;
+            self.bulk_load(batch.iter()).map_err(|e| self.fail(e))?;
             self.summary.bulk_loaded += 1;
         } else {
             let wtx = self.db.begin_write().map_err(|e| self.fail(e))?;
             {
-                let mut tree = wtx.open_tree(self.name).map_err(|e| self.fail(e))?;
+                let mut tree = self.open_in(&wtx)?;
                 for (key, value) in batch.iter() {
                     tree.insert(key, value).map_err(|e| self.fail(e))?;
                 }
@@ -503,14 +539,40 @@ impl TreeLoader<'_> {
         Ok(after)
     }
 
-    /// Whether the tree is absent or has no entries (so `bulk_load` can take it).
-    fn tree_is_empty(&self) -> mapkv::Result<bool> {
-        let rtx = self.db.begin_read()?;
-        match rtx.open_tree(self.name) {
-            Ok(tree) => tree.is_empty(),
-            Err(Error::TreeNotFound(_)) => Ok(true),
-            Err(e) => Err(e),
+    /// Whether the tree is absent or has no entries (so `bulk_load` can take it). An
+    /// existing tree created with other options than the header's is refused, naming the
+    /// header's line: its values are stored for its own options, which stay.
+    fn check_target<R: BufRead>(&mut self, parser: &Parser<'_, R>) -> CliResult<bool> {
+        let rtx = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let tree = rtx.try_open_tree(self.name).map_err(|e| self.fail(e))?;
+        let Some(tree) = tree else {
+            self.absent = true;
+            return Ok(true);
+        };
+        let mismatch = (self.options)
+            .mismatch(&rtx, self.name)
+            .map_err(|e| self.fail(e))?;
+        if let Some(why) = mismatch {
+            return Err(parser.error(why));
         }
+        tree.is_empty().map_err(|e| self.fail(e))
+    }
+
+    /// The tree in `wtx`, created with the header's options if absent.
+    fn open_in<'w>(&self, wtx: &'w mapkv::WriteTxn) -> CliResult<mapkv::WriteTree<'w>> {
+        wtx.open_tree_with(self.name, self.options.tree_options())
+            .map_err(|e| self.fail(e))
+    }
+
+    /// `Database::bulk_load` into the tree, with the header's options.
+    fn bulk_load<I, K, V>(&self, entries: I) -> mapkv::Result<mapkv::BulkStats>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let absent = self.absent.then_some(self.options);
+        dump_options::bulk_load(self.db, self.name, absent, entries)
     }
 
     /// A section longer than the buffer, sorted so far, into an empty tree: one bulk
@@ -535,7 +597,7 @@ impl TreeLoader<'_> {
             after: None,
             done: false,
         };
-        let result = self.db.bulk_load(self.name, &mut feed);
+        let result = self.bulk_load(&mut feed);
         if let Some(failure) = feed.failure {
             return Err(failure); // The bulk load was abandoned: nothing written.
         }
@@ -556,7 +618,7 @@ impl TreeLoader<'_> {
         let wtx = self.db.begin_write().map_err(|e| self.fail(e))?;
         let mut entries = batch.len();
         let after = {
-            let mut tree = wtx.open_tree(self.name).map_err(|e| self.fail(e))?;
+            let mut tree = self.open_in(&wtx)?;
             for (key, value) in batch.iter() {
                 tree.insert(key, value).map_err(|e| self.fail(e))?;
             }
