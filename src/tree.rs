@@ -70,7 +70,7 @@ impl TreeRecord {
 
     /// Where a value stored in this tree must start.
     pub(crate) fn value_align(&self) -> ValueAlign {
-        ValueAlign::of(self.options().align())
+        ValueAlign::of(self.options().alignment())
     }
 
     pub(crate) fn decode(bytes: &[u8], page: PageId) -> Result<TreeRecord> {

@@ -95,9 +95,16 @@ impl TreeOptions {
         self
     }
 
-    /// The alignment asked for, in bytes.
-    pub(crate) fn align(&self) -> usize {
+    /// The alignment of values, in bytes (`value_align`; 1 unless asked for).
+    pub const fn alignment(&self) -> usize {
         self.align
+    }
+
+    /// Whether these are a typed table's options: they record its value type's layout,
+    /// which only `open_table` (with the same type) can ask for. (A table of a
+    /// zero-sized type records no layout, and reads as untyped.)
+    pub const fn is_typed(&self) -> bool {
+        self.layout.size != 0 || self.layout.slice
     }
 
     /// The record field for these options, or why they are invalid.

@@ -179,6 +179,12 @@ pub struct ReadTree<'t> {
 }
 
 impl<'t> ReadTree<'t> {
+    /// The options the tree was created with: its values' alignment, and whether it is
+    /// a typed table's.
+    pub fn options(&self) -> TreeOptions {
+        self.record.options()
+    }
+
     /// The value stored under `key`, borrowed for the whole transaction.
     pub fn get(&self, key: &[u8]) -> Result<Option<&'t [u8]>> {
         tree::get(&self.txn.reader, &self.record, key)

@@ -181,6 +181,11 @@ fn a_tree_keeps_the_alignment_it_was_created_with() -> Result<()> {
         r.open_tree_with("absent", TreeOptions::new()),
         Err(Error::TreeNotFound(_))
     ));
+    // A plain open says what the tree was created with.
+    let created = r.open_tree("t")?.options();
+    assert_eq!(created, TreeOptions::new().value_align(16));
+    assert_eq!((created.alignment(), created.is_typed()), (16, false));
+    assert_eq!(r.open_tree("plain")?.options(), TreeOptions::new());
     Ok(())
 }
 
@@ -209,6 +214,20 @@ fn the_longest_key_still_fits_with_the_widest_padding() -> Result<()> {
         w.commit()?;
         db.check()?;
     }
+    Ok(())
+}
+
+/// A typed table's tree reports its options as typed, with its type's alignment.
+#[test]
+fn a_typed_tables_tree_says_so() -> Result<()> {
+    const WORDS: Table<u64, [u64]> = Table::new("words");
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("db"))?;
+    let w = db.begin_write()?;
+    w.open_table(WORDS)?.insert(&1, &[1u64, 2][..])?;
+    w.commit()?;
+    let options = db.begin_read()?.open_tree("words")?.options();
+    assert_eq!((options.alignment(), options.is_typed()), (8, true));
     Ok(())
 }
 

@@ -2,12 +2,11 @@
 //! `dump` module doc), and how `dump` finds them.
 //!
 //! A tree's options are fixed when it is created and are part of how its values are
-//! stored: a tree loaded without them is one its application cannot open. The library
-//! does not say which options a tree has; it only refuses to open a tree with other ones
-//! (`open_tree_with`: `Error::InvalidOptions`). So `dump` tries each alignment a tree can
-//! have. A typed table's tree also records its value type's layout, which no public
-//! `TreeOptions` can ask for: it matches none of them, and `dump` refuses it rather than
-//! write a dump that `load` would turn into a plain tree.
+//! stored: a tree loaded without them is one its application cannot open
+//! (`open_tree_with`: `Error::InvalidOptions`). `ReadTree::options` says what a tree was
+//! created with. A typed table's tree also records its value type's layout, which no
+//! public `TreeOptions` can ask for, so `dump` refuses it rather than write a dump that
+//! `load` would turn into a plain tree.
 
 use std::fmt;
 
@@ -47,15 +46,10 @@ impl DumpedOptions {
     /// The options tree `name` was created with, or `None` for a typed table (whose
     /// value layout a dump cannot record). `Error::TreeNotFound` if it is absent.
     pub fn of_tree(rtx: &ReadTxn, name: &str) -> mapkv::Result<Option<DumpedOptions>> {
-        for value_align in VALUE_ALIGNS {
-            let options = DumpedOptions { value_align };
-            match rtx.open_tree_with(name, options.tree_options()) {
-                Ok(_) => return Ok(Some(options)),
-                Err(mapkv::Error::InvalidOptions(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
+        let created = rtx.open_tree(name)?.options();
+        Ok((!created.is_typed()).then_some(DumpedOptions {
+            value_align: created.alignment(),
+        }))
     }
 
     /// The options tree `name` is dumped with; a typed table is `Error::InvalidOptions`.
