@@ -12,10 +12,13 @@
 //! one sync form the next batch. (openraft 0.9.25's core awaits each append's
 //! callback before its next message, so in practice a batch holds one append; see
 //! `crate::Batcher` for grouping concurrent writes.) Votes, truncates and purges
-//! first wait for the writer to drain (a barrier), then commit `Immediate`
-//! themselves.
+//! are queued to the same thread as jobs: the writer commits the appends queued
+//! before a job, then runs the job (an `Immediate` commit) and answers it, so they stay
+//! in order with the appends, and openraft's async calls await the answer instead of
+//! blocking a tokio worker on an fsync.
 //!
-//! Without group commit every append is its own `Immediate` commit.
+//! Without group commit every append is its own `Immediate` commit, a job on the same
+//! thread that `append` awaits before it reports the entries flushed.
 //!
 //! Purges and the state machine: a log store linked to its state machine
 //! ([`LogStore::link_state_machine`], which [`crate::open`] does) removes from the file
@@ -100,7 +103,10 @@ pub struct LogStore {
     visible_from: Arc<AtomicU64>,
     /// With a linked state machine: purges remove from the file no entry past it.
     floor: Option<Arc<DurableFloor>>,
-    /// Present with group commit; dropping it stops the writer thread.
+    /// [`LogStoreOptions::group_commit`].
+    group_commit: bool,
+    /// The writer thread's queue (see the module's documentation); `None` only while
+    /// the store is dropped, which stops the thread.
     writer: Option<mpsc::Sender<Op>>,
     /// Joined on drop, so that the file is closed (and unlocked) when the store is.
     writer_thread: Option<std::thread::JoinHandle<()>>,
@@ -108,8 +114,8 @@ pub struct LogStore {
     next_seq: u64,
 }
 
-/// Entries appended but not yet committed, by index, each with the sequence number
-/// of the append that put it there.
+/// Entries appended but not yet committed (group commit), by index, each with the
+/// sequence number of the append that put it there.
 #[derive(Default)]
 struct Pending {
     entries: BTreeMap<u64, (u64, Entry<TypeConfig>)>,
@@ -122,11 +128,17 @@ enum Op {
         entries: Vec<(u64, Vec<u8>)>,
         callback: Flushed,
     },
-    /// Answer once everything queued before is committed.
-    Barrier(mpsc::Sender<Result<(), String>>),
+    /// Once everything queued before is committed, run `job` and answer with its
+    /// result (with the error of those commits, without running it, if they failed).
+    Run { job: Job, reply: Reply },
     /// The encoded committed log id, written with the next batch.
     Committed(Vec<u8>),
 }
+
+/// A write the writer thread runs in queue order.
+type Job = Box<dyn FnOnce(&Database) -> Result<(), DbError> + Send>;
+/// How the writer answers a job: a channel send, async or blocking.
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 impl Drop for LogStore {
     fn drop(&mut self) {
@@ -210,66 +222,96 @@ fn writer_loop(
     syncs: Arc<AtomicU64>,
 ) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        // A batch of committed-id updates alone needs no sync: openraft treats the
-        // committed id as optional, and the next append's sync covers it.
-        let only_committed = batch.iter().all(|op| matches!(op, Op::Committed(_)));
-        let write = || -> Result<(), DbError> {
-            let mut wtx = db.begin_write()?;
-            wtx.set_durability(if only_committed {
-                Durability::None
-            } else {
-                Durability::Immediate
-            });
-            {
-                let mut tree = wtx.open_tree(LOG)?;
-                for op in &batch {
-                    if let Op::Append { entries, .. } = op {
-                        for (index, bytes) in entries {
-                            tree.insert(&index_key(*index), bytes)?;
+        // A batch is every append and committed id queued up to the first job (or all
+        // of them): the job must see them committed, and what comes after it must not.
+        let mut batch = Vec::new();
+        let mut run = None;
+        match first {
+            Op::Run { job, reply } => run = Some((job, reply)),
+            op => {
+                batch.push(op);
+                for op in rx.try_iter() {
+                    match op {
+                        Op::Run { job, reply } => {
+                            run = Some((job, reply));
+                            break;
                         }
+                        op => batch.push(op),
                     }
                 }
             }
-            let committed = batch.iter().rev().find_map(|op| match op {
-                Op::Committed(bytes) => Some(bytes),
-                _ => None,
-            });
-            if let Some(bytes) = committed {
-                wtx.open_tree(META)?.insert(KEY_COMMITTED, bytes)?;
-            }
-            wtx.commit()
+        }
+        let result = if batch.is_empty() {
+            Ok(())
+        } else {
+            commit_batch(&db, batch, &pending, &syncs)
         };
-        let result = write().map_err(|e| e.to_string());
-        if !only_committed {
-            syncs.fetch_add(1, Ordering::Relaxed);
+        if let Some((job, reply)) = run {
+            reply(result.and_then(|()| job(&db).map_err(|e| e.to_string())));
         }
-        if result.is_ok() {
-            let mut p = lock(&pending);
+    }
+}
+
+/// Writes `batch` (appends and committed ids) in one transaction, then calls the
+/// appends' callbacks with the result.
+fn commit_batch(
+    db: &Database,
+    batch: Vec<Op>,
+    pending: &Mutex<Pending>,
+    syncs: &AtomicU64,
+) -> Result<(), String> {
+    // A batch of committed-id updates alone needs no sync: openraft treats the
+    // committed id as optional, and the next append's sync covers it.
+    let only_committed = batch.iter().all(|op| matches!(op, Op::Committed(_)));
+    let write = || -> Result<(), DbError> {
+        let mut wtx = db.begin_write()?;
+        wtx.set_durability(if only_committed {
+            Durability::None
+        } else {
+            Durability::Immediate
+        });
+        {
+            let mut tree = wtx.open_tree(LOG)?;
             for op in &batch {
-                if let Op::Append { seq, entries, .. } = op {
-                    for (index, _) in entries {
-                        // A later append may have replaced the entry meanwhile: keep that one.
-                        if p.entries.get(index).is_some_and(|(s, _)| s == seq) {
-                            p.entries.remove(index);
-                        }
+                if let Op::Append { entries, .. } = op {
+                    for (index, bytes) in entries {
+                        tree.insert(&index_key(*index), bytes)?;
                     }
                 }
             }
         }
-        for op in batch {
-            match op {
-                Op::Append { callback, .. } => {
-                    callback.log_io_completed(result.clone().map_err(std::io::Error::other))
+        let committed = batch.iter().rev().find_map(|op| match op {
+            Op::Committed(bytes) => Some(bytes),
+            _ => None,
+        });
+        if let Some(bytes) = committed {
+            wtx.open_tree(META)?.insert(KEY_COMMITTED, bytes)?;
+        }
+        wtx.commit()
+    };
+    let result = write().map_err(|e| e.to_string());
+    if !only_committed {
+        syncs.fetch_add(1, Ordering::Relaxed);
+    }
+    if result.is_ok() {
+        let mut p = lock(pending);
+        for op in &batch {
+            if let Op::Append { seq, entries, .. } = op {
+                for (index, _) in entries {
+                    // A later append may have replaced the entry meanwhile: keep that one.
+                    if p.entries.get(index).is_some_and(|(s, _)| s == seq) {
+                        p.entries.remove(index);
+                    }
                 }
-                Op::Barrier(reply) => {
-                    let _ = reply.send(result.clone());
-                }
-                Op::Committed(_) => {}
             }
         }
     }
+    for op in batch {
+        if let Op::Append { callback, .. } = op {
+            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+        }
+    }
+    result
 }
 
 fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
@@ -288,31 +330,26 @@ impl LogStore {
     /// The log store over `db`, an open database that holds a log (or nothing yet):
     /// for a database opened some other way than [`LogStore::open`] does, such as over
     /// the simulated disk of the power-loss tests. The store writes to `db` from its
-    /// writer thread (group commit): nothing else may write the log's trees meanwhile.
+    /// writer thread: nothing else may write the log's trees meanwhile.
     pub fn from_database(db: Arc<Database>, options: LogStoreOptions) -> mapkv::Result<LogStore> {
         let purged: Option<LogId<NodeId>> = read_meta(&db, KEY_PURGED)
             .map_err(|e| DbError::Io(std::io::Error::other(e.to_string())))?;
         let visible_from = Arc::new(AtomicU64::new(purged.map_or(0, |p| p.index + 1)));
         let syncs = Arc::new(AtomicU64::new(0));
         let pending = Arc::new(Mutex::new(Pending::default()));
-        let (writer, writer_thread) = if options.group_commit {
-            let (tx, rx) = mpsc::channel();
-            let (db2, pending2, syncs2) =
-                (Arc::clone(&db), Arc::clone(&pending), Arc::clone(&syncs));
-            let thread = std::thread::Builder::new()
-                .name("mapkv-raft-log".into())
-                .spawn(move || writer_loop(db2, rx, pending2, syncs2))?;
-            (Some(tx), Some(thread))
-        } else {
-            (None, None)
-        };
+        let (writer, rx) = mpsc::channel();
+        let (db2, pending2, syncs2) = (Arc::clone(&db), Arc::clone(&pending), Arc::clone(&syncs));
+        let writer_thread = std::thread::Builder::new()
+            .name("mapkv-raft-log".into())
+            .spawn(move || writer_loop(db2, rx, pending2, syncs2))?;
         Ok(LogStore {
             db,
             pending,
             visible_from,
             floor: None,
-            writer,
-            writer_thread,
+            group_commit: options.group_commit,
+            writer: Some(writer),
+            writer_thread: Some(writer_thread),
             syncs,
             next_seq: 0,
         })
@@ -330,7 +367,7 @@ impl LogStore {
     /// entries are not all in the file.
     pub fn link_state_machine(&mut self, sm: &crate::StateMachineStore) -> mapkv::Result<()> {
         let floor = sm.durable_floor();
-        self.barrier()?;
+        self.barrier_blocking()?;
         let purged: Option<LogId<NodeId>> = read_meta(&self.db, KEY_PURGED)
             .map_err(|e| DbError::Io(std::io::Error::other(e.to_string())))?;
         let snapshot = floor.get();
@@ -396,17 +433,49 @@ impl LogStore {
         Ok(())
     }
 
-    /// Waits until the writer has committed everything queued before.
-    fn barrier(&self) -> Result<(), DbError> {
-        let Some(tx) = &self.writer else {
-            return Ok(());
-        };
-        let (reply, answer) = mpsc::channel();
+    fn send(&self, op: Op) -> Result<(), DbError> {
         let stopped = || DbError::Io(std::io::Error::other("log writer thread stopped"));
-        tx.send(Op::Barrier(reply)).map_err(|_| stopped())?;
+        self.writer
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(op)
+            .map_err(|_| stopped())
+    }
+
+    /// Waits, blocking the calling thread, until the writer has committed everything
+    /// queued before: for [`LogStore::link_state_machine`], which runs at open.
+    fn barrier_blocking(&self) -> Result<(), DbError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Op::Run {
+            job: Box::new(|_| Ok(())),
+            reply: Box::new(move |r| {
+                let _ = reply.send(r);
+            }),
+        })?;
         answer
             .recv()
-            .map_err(|_| stopped())?
+            .map_err(|_| DbError::Io(std::io::Error::other("log writer thread stopped")))?
+            .map_err(|e| DbError::Io(std::io::Error::other(e)))
+    }
+
+    /// Runs `job` on the writer thread after everything queued before is committed,
+    /// and waits for it without blocking the tokio worker. Once queued, the job runs
+    /// in its turn even if this future is dropped, so jobs and appends keep the order
+    /// in which they were queued.
+    async fn run(
+        &self,
+        job: impl FnOnce(&Database) -> Result<(), DbError> + Send + 'static,
+    ) -> Result<(), DbError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(Op::Run {
+            job: Box::new(job),
+            reply: Box::new(move |r| {
+                let _ = reply.send(r);
+            }),
+        })?;
+        answer
+            .await
+            .map_err(|_| DbError::Io(std::io::Error::other("log writer thread stopped")))?
             .map_err(|e| DbError::Io(std::io::Error::other(e)))
     }
 
@@ -429,24 +498,39 @@ impl LogStore {
     }
 
     /// Removes the entries in `range` (if any) and records `purged` (if any), in one
-    /// durable commit.
-    fn remove_range(
+    /// durable commit on the writer thread, after the appends queued before (they must
+    /// be on disk before they are removed); then drops from `pending` the entries
+    /// appended before this call that `keep` refuses.
+    async fn remove_range(
         &self,
         range: Option<KeyRange>,
-        purged: Option<&LogId<NodeId>>,
+        purged: Option<LogId<NodeId>>,
+        keep: impl Fn(u64) -> bool + Send + 'static,
     ) -> Result<(), DbError> {
-        // Appends queued before this call must be on disk before they are removed.
-        self.barrier()?;
-        let mut wtx = self.db.begin_write()?;
-        if let Some(range) = range {
-            wtx.open_tree(LOG)?.remove_range(range)?;
-        }
-        if let Some(id) = purged {
-            let bytes = codec::encode(id).map_err(|e| DbError::Io(std::io::Error::other(e)))?;
-            wtx.open_tree(META)?.insert(KEY_PURGED, &bytes)?;
-        }
-        wtx.set_durability(Durability::Immediate);
-        wtx.commit()
+        let pending = Arc::clone(&self.pending);
+        let visible_from = Arc::clone(&self.visible_from);
+        // Appends after this call have a larger sequence number: their entries stay.
+        let seq = self.next_seq;
+        self.run(move |db| {
+            let mut wtx = db.begin_write()?;
+            if let Some(range) = range {
+                wtx.open_tree(LOG)?.remove_range(range)?;
+            }
+            if let Some(id) = &purged {
+                let bytes = codec::encode(id).map_err(|e| DbError::Io(std::io::Error::other(e)))?;
+                wtx.open_tree(META)?.insert(KEY_PURGED, &bytes)?;
+            }
+            wtx.set_durability(Durability::Immediate);
+            wtx.commit()?;
+            if let Some(id) = purged {
+                visible_from.store(id.index + 1, Ordering::Release);
+            }
+            lock(&pending)
+                .entries
+                .retain(|i, (s, _)| *s > seq || keep(*i));
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -579,8 +663,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         // Writes are serialized (openraft's rule): the appends queued before go first.
-        self.barrier().map_err(vote_err)?;
-        write_meta(&self.db, KEY_VOTE, vote, Durability::Immediate).map_err(vote_err)
+        let vote = *vote;
+        self.run(move |db| write_meta(db, KEY_VOTE, &vote, Durability::Immediate))
+            .await
+            .map_err(vote_err)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -591,22 +677,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Optional in openraft. With group commit it rides along with the next batch
-        // instead of making openraft's core wait for the writer.
-        match &self.writer {
-            Some(tx) => {
-                let bytes = codec::encode(&committed).map_err(write_err)?;
-                tx.send(Op::Committed(bytes))
-                    .map_err(|_| write_err(std::io::Error::other("log writer thread stopped")))
-            }
-            None => {
-                write_meta(&self.db, KEY_COMMITTED, &committed, Durability::None).map_err(write_err)
-            }
-        }
+        // Optional in openraft: it rides along with the writer's next batch instead of
+        // making openraft's core wait for the writer.
+        let bytes = codec::encode(&committed).map_err(write_err)?;
+        self.send(Op::Committed(bytes)).map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        self.barrier().map_err(read_err)?;
+        self.run(|_| Ok(())).await.map_err(read_err)?;
         Ok(read_meta::<Option<LogId<NodeId>>>(&self.db, KEY_COMMITTED)?.flatten())
     }
 
@@ -623,9 +701,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 codec::encode(entry).map_err(write_err)?,
             ));
         }
-        let Some(tx) = &self.writer else {
-            let write = || -> Result<(), DbError> {
-                let mut wtx = self.db.begin_write()?;
+        if !self.group_commit {
+            let syncs = Arc::clone(&self.syncs);
+            self.run(move |db| {
+                let mut wtx = db.begin_write()?;
                 wtx.set_durability(Durability::Immediate);
                 {
                     let mut tree = wtx.open_tree(LOG)?;
@@ -633,13 +712,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         tree.insert(&index_key(*index), bytes)?;
                     }
                 }
-                wtx.commit()
-            };
-            write().map_err(write_err)?;
-            self.syncs.fetch_add(1, Ordering::Relaxed);
+                wtx.commit()?;
+                syncs.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            })
+            .await
+            .map_err(write_err)?;
             callback.log_io_completed(Ok(()));
             return Ok(());
-        };
+        }
         self.next_seq += 1;
         let seq = self.next_seq;
         {
@@ -653,7 +734,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             entries: encoded,
             callback,
         };
-        if let Err(mpsc::SendError(op)) = tx.send(op) {
+        let sent = match &self.writer {
+            Some(tx) => tx.send(op).map_err(|mpsc::SendError(op)| op),
+            None => Err(op),
+        };
+        if let Err(op) = sent {
             if let Op::Append { callback, .. } = op {
                 callback.log_io_completed(Err(std::io::Error::other("log writer thread stopped")));
             }
@@ -666,10 +751,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let from = Bound::Included(index_key(log_id.index));
-        self.remove_range(Some((from, Bound::Unbounded)), None)
-            .map_err(write_err)?;
-        lock(&self.pending).entries.retain(|i, _| *i < log_id.index);
-        Ok(())
+        let to = log_id.index;
+        self.remove_range(Some((from, Bound::Unbounded)), None, move |i| i < to)
+            .await
+            .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -679,9 +764,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(floor) => floor.get().map(|f| f.index.min(log_id.index)),
         };
         let range = remove_to.map(|to| (Bound::Unbounded, Bound::Included(index_key(to))));
-        self.remove_range(range, Some(&log_id)).map_err(write_err)?;
-        self.visible_from.store(log_id.index + 1, Ordering::Release);
-        lock(&self.pending).entries.retain(|i, _| *i > log_id.index);
-        Ok(())
+        let from = log_id.index;
+        self.remove_range(range, Some(log_id), move |i| i > from)
+            .await
+            .map_err(write_err)
     }
 }
