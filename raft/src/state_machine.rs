@@ -64,9 +64,16 @@ const INSTALL_FILE: &str = "sm.install";
 
 struct Shared {
     dir: PathBuf,
-    /// Replaced only by an install, under `snapshot`'s lock.
+    /// Replaced only by an install, under `files`' lock.
     db: RwLock<Arc<Database>>,
-    /// The current snapshot's metadata; the lock also serializes builds and installs.
+    /// Serializes builds and installs, which write the snapshot files and `sm.mapkv`;
+    /// held by a blocking thread for the whole build or install.
+    files: tokio::sync::Mutex<()>,
+    /// The current snapshot's metadata. Held while `snapshot.mapkv` is switched
+    /// (renamed, directory synced, metadata set) and while it is opened by name, so
+    /// that the file opened always goes with the metadata; never during a compaction
+    /// or a load, so that `get_current_snapshot` (openraft's state-machine worker)
+    /// does not wait for a build.
     snapshot: tokio::sync::Mutex<Option<Meta>>,
     receive_count: AtomicU64,
     /// The current snapshot's last log id, raised once a snapshot is durable (built,
@@ -341,6 +348,7 @@ impl StateMachineStore {
             shared: Arc::new(Shared {
                 dir,
                 db: RwLock::new(Arc::new(db)),
+                files: tokio::sync::Mutex::new(()),
                 snapshot: tokio::sync::Mutex::new(snapshot),
                 receive_count: AtomicU64::new(0),
                 floor,
@@ -392,9 +400,9 @@ impl Shared {
         Arc::clone(&self.db.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Builds `snapshot.mapkv` from the current state machine; the caller holds the
-    /// snapshot lock.
-    fn build(&self) -> Result<Meta, DbError> {
+    /// Builds `snapshot.mapkv` from the current state machine and opens it; the caller
+    /// holds `files`' lock, on a blocking thread (compaction and fsyncs).
+    fn build(&self) -> Result<(Meta, std::fs::File), DbError> {
         let build = self.dir.join(BUILD_FILE);
         remove_if_present(&build)?;
         self.db().compact_to(&build)?;
@@ -419,13 +427,21 @@ impl Shared {
             wtx.commit()?;
         }
         let meta = snapshot_meta(&build)?;
-        std::fs::rename(&build, self.dir.join(SNAPSHOT_FILE))?;
-        sync_dir(&self.dir)?;
-        Ok(meta)
+        let file = {
+            let mut current = self.snapshot.blocking_lock();
+            let path = self.dir.join(SNAPSHOT_FILE);
+            std::fs::rename(&build, &path)?;
+            sync_dir(&self.dir)?;
+            *current = Some(meta.clone());
+            std::fs::File::open(&path)?
+        };
+        // Durable (renamed, directory synced): openraft purges up to it next.
+        self.floor.raise(meta.last_log_id);
+        Ok((meta, file))
     }
 
     /// Installs the received snapshot `received` (see the module's documentation);
-    /// the caller holds the snapshot lock.
+    /// the caller holds `files`' lock, on a blocking thread.
     fn install(
         &self,
         meta: &Meta,
@@ -470,12 +486,18 @@ impl Shared {
         // snapshot (openraft purges without waiting for the install), and openraft
         // requires the purged id to be at most the snapshot's last id. An error after
         // this point is fatal to openraft; the files are as a crash here would leave them.
+        let mut current = self.snapshot.blocking_lock();
         std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(snap_write_err)?;
         sync_dir(dir).map_err(snap_write_err)?;
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         std::fs::rename(&install, dir.join(SM_FILE)).map_err(sm_write_err)?;
         sync_dir(dir).map_err(sm_write_err)?;
         *db = Arc::new(Database::open(dir.join(SM_FILE)).map_err(sm_write_err)?);
+        // Both the state machine and the snapshot file are switched and synced: the
+        // linked log may now drop the entries openraft purged when it queued this
+        // install (it does not wait for it; see `LogStore::link_state_machine`).
+        self.floor.raise(meta.last_log_id);
+        *current = Some(meta.clone());
         Ok(())
     }
 
@@ -495,12 +517,20 @@ impl Shared {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let mut current = self.shared.snapshot.lock().await;
-        let meta = self.shared.build().map_err(snap_write_err)?;
-        // Durable (renamed, directory synced): openraft purges up to it next.
-        self.shared.floor.raise(meta.last_log_id);
-        *current = Some(meta.clone());
-        self.shared.open_snapshot(&meta).await
+        let shared = Arc::clone(&self.shared);
+        // Compaction and fsyncs: off the tokio workers. `files`' lock is taken inside,
+        // so the build holds it to its end even if this future is dropped.
+        let (meta, file) = tokio::task::spawn_blocking(move || {
+            let _files = shared.files.blocking_lock();
+            shared.build()
+        })
+        .await
+        .map_err(snap_write_err)?
+        .map_err(snap_write_err)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        })
     }
 }
 
@@ -602,17 +632,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta = meta.clone();
         // Copies, loads, checks and syncs: off the tokio workers, which meanwhile run
         // this node's Raft core (heartbeats are answered while a snapshot installs).
-        // The snapshot lock is taken inside, so the install holds it to its end even
-        // if this future is dropped.
+        // `files`' lock is taken inside, so the install holds it to its end even if
+        // this future is dropped.
         tokio::task::spawn_blocking(move || {
-            let mut current = shared.snapshot.blocking_lock();
-            shared.install(&meta, received)?;
-            // Both the state machine and the snapshot file are switched and synced: the
-            // linked log may now drop the entries openraft purged when it queued this
-            // install (it does not wait for it; see `LogStore::link_state_machine`).
-            shared.floor.raise(meta.last_log_id);
-            *current = Some(meta);
-            Ok(())
+            let _files = shared.files.blocking_lock();
+            shared.install(&meta, received)
         })
         .await
         .map_err(snap_write_err)?
