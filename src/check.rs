@@ -6,6 +6,7 @@
 //! each page at most once, so its work does not either. See FORMAT.md#invariants.
 
 use crate::error::{Error, Result};
+use crate::fences;
 use crate::free_chain::{self, Link};
 use crate::meta::Meta;
 use crate::node::{self, LeafValue, Node, OverflowRef, ValueAlign};
@@ -454,15 +455,9 @@ impl<'a> Walker<'a> {
     fn check_node_shape(&self, node: &Node, place: &Place) -> Result<()> {
         let (lower, upper) = (place.lower, place.upper);
         let id = node.id().0;
-        // What the write path checks before it edits a page, then the parent's fences:
-        // with the keys ascending, the first and the last key bound them all.
+        // What the write path checks before it edits a page, then the parent's fences.
         node.verify(None)?;
-        if let Some(last) = node.len().checked_sub(1) {
-            let (first_key, last_key) = (node.key(0)?, node.key(last)?);
-            if lower.is_some_and(|l| first_key < l) || upper.is_some_and(|u| last_key >= u) {
-                return Err(Error::corrupted(id, "a key outside its parent's range"));
-            }
-        }
+        fences::check_within(node, lower, upper)?;
         // Leaves have no fill bound beyond one entry: a run of inserts opens a leaf with
         // one cell and fills it (FORMAT.md#insert-hints). A branch keeps one key.
         if !place.is_root && node.len() == 0 {

@@ -70,6 +70,7 @@ mod db;
 mod dirty_page;
 mod error;
 mod extent;
+mod fences;
 mod fork;
 mod free_chain;
 mod freelist;

@@ -7,6 +7,7 @@ use std::ops::{Bound, Range};
 use zerocopy::little_endian::U64;
 
 use crate::error::{Error, Result};
+use crate::fences::Fences;
 use crate::node::{self, LeafValue, Node, OverflowRef};
 use crate::page::{ChildRef, PageId};
 use crate::tree::{self, DEPTH_MAX, Grow, TreeRecord, load, resolve};
@@ -36,7 +37,7 @@ pub(crate) fn remove_range(
         removed: 0,
         loads_left: pages.pages_readable(),
     };
-    let root = walk.prune(pages, tree.root, tree.depth.get(), range.root_fences())?;
+    let root = walk.prune(pages, tree.root, tree.depth.get(), &Fences::root())?;
     let root_page = tree.root.page.get();
     let entries = entries_left(tree, walk.removed)?;
     match root {
@@ -79,8 +80,8 @@ pub(crate) fn retain(
     // The key of the next leaf to visit: the upper fence of the one before.
     let mut from: Option<Vec<u8>> = None;
     while !tree.root.is_null() {
-        walk.fence = None;
-        let grow = walk.visit(pages, tree.root, tree.depth.get(), from.as_deref())?;
+        let (root, depth) = (tree.root, tree.depth.get());
+        let grow = walk.visit(pages, root, depth, from.as_deref(), Fences::root())?;
         if let Some(grow) = grow {
             tree::set_root(pages, tree, grow)?;
             tree::collapse_root(pages, tree)?;
@@ -151,29 +152,22 @@ impl KeyRange<'_> {
         Ok(first..last.max(first) + 1)
     }
 
-    /// Whether every key `>= fence` is above the lower bound.
-    fn above_lower(&self, fence: &[u8]) -> bool {
-        match self.lower {
-            Bound::Unbounded => true,
-            Bound::Included(l) => fence >= l,
-            Bound::Excluded(l) => fence > l,
-        }
-    }
-
-    /// Whether every key `< fence` is below the upper bound.
-    fn below_upper(&self, fence: &[u8]) -> bool {
-        match self.upper {
-            Bound::Unbounded => true,
-            Bound::Included(u) | Bound::Excluded(u) => fence <= u,
-        }
-    }
-
-    /// The root's fences: it has none, so only an unbounded side is inside.
-    fn root_fences(&self) -> Fences {
-        Fences {
-            above_lower: self.lower == Bound::Unbounded,
-            below_upper: self.upper == Bound::Unbounded,
-        }
+    /// Whether every key a node with fences `f` may hold lies in the range. A side
+    /// without a fence (the root's, or its first or last child's) is inside only if the
+    /// range is unbounded on that side.
+    fn holds_all(&self, f: &Fences) -> bool {
+        let above_lower = match (self.lower, f.lower()) {
+            (Bound::Unbounded, _) => true,
+            (_, None) => false,
+            (Bound::Included(l), Some(fence)) => fence >= l,
+            (Bound::Excluded(l), Some(fence)) => fence > l,
+        };
+        let below_upper = match (self.upper, f.upper()) {
+            (Bound::Unbounded, _) => true,
+            (_, None) => false,
+            (Bound::Included(u) | Bound::Excluded(u), Some(fence)) => fence <= u,
+        };
+        above_lower && below_upper
     }
 
     fn lower_end(&self) -> Towards<'_> {
@@ -189,15 +183,6 @@ impl KeyRange<'_> {
             Bound::Included(k) | Bound::Excluded(k) => Towards::Key(k),
         }
     }
-}
-
-/// Whether the keys a node may hold (`>=` its lower fence, `<` its upper fence, both
-/// from its ancestors) are all on the inner side of each bound of the range. Kept as
-/// two flags, not keys, so that no page stays borrowed while the tree is edited.
-#[derive(Clone, Copy)]
-struct Fences {
-    above_lower: bool,
-    below_upper: bool,
 }
 
 /// What became of a node in `Prune`.
@@ -221,52 +206,46 @@ struct Prune<'k> {
 }
 
 impl Prune<'_> {
-    /// Removes the entries in the range below `r` (`levels` above the leaves).
+    /// Removes the entries in the range below `r` (`levels` above the leaves), whose
+    /// keys must lie within `fences`.
     fn prune(
         &mut self,
         pages: &mut TxnPages,
         r: ChildRef,
         levels: u32,
-        fences: Fences,
+        fences: &Fences,
     ) -> Result<Pruned> {
         self.loads_left = self
             .loads_left
             .checked_sub(1)
             .ok_or_else(|| Error::corrupted(r.page.get(), "tree references share pages"))?;
         if levels == 1 {
-            return self.prune_leaf(pages, r);
+            return self.prune_leaf(pages, r, fences);
         }
-        // Each child that can hold keys in the range, and whether it lies wholly inside.
+        // Each child that can hold keys in the range, with its fences.
         let (children, child_count) = {
             let node = load(&*pages, &r, levels)?;
+            fences.check(&node)?;
             let mut children = Vec::new();
             for i in self.range.children(&node)? {
-                let f = Fences {
-                    above_lower: match i {
-                        0 => fences.above_lower,
-                        _ => self.range.above_lower(node.key(i - 1)?),
-                    },
-                    below_upper: match i == node.len() {
-                        true => fences.below_upper,
-                        false => self.range.below_upper(node.key(i)?),
-                    },
-                };
-                children.push((i, node.child(i)?, f));
+                children.push((i, node.child(i)?, fences.child(&node, i)?));
             }
             (children, node.len() + 1)
         };
         let mut gone = Vec::new();
         let mut changed = Vec::new();
         for (i, child, f) in children {
-            if f.above_lower && f.below_upper {
-                // Inside the range: freed whole, never shadowed. Its leaves are still
+            if self.range.holds_all(&f) {
+                // Inside the range: freed whole, never shadowed. Its nodes are still
                 // read: branches keep no entry counts, and the tree record's count must
-                // stay exact; and their large values' blobs must be freed too.
-                self.removed += tree::free_below(pages, child, levels - 1)?;
+                // stay exact; their large values' blobs must be freed too; and each
+                // node's keys must lie within its fences, which only a sound file
+                // guarantees.
+                self.removed += tree::free_below(pages, child, levels - 1, Some(&f))?;
                 gone.push(i);
                 continue;
             }
-            match self.prune(pages, child, levels - 1, f)? {
+            match self.prune(pages, child, levels - 1, &f)? {
                 Pruned::Same => {}
                 Pruned::Changed(c) => changed.push((i, c)),
                 Pruned::Gone => gone.push(i),
@@ -290,9 +269,10 @@ impl Prune<'_> {
         Ok(Pruned::Changed(pages.dirty_ref(id)))
     }
 
-    fn prune_leaf(&mut self, pages: &mut TxnPages, r: ChildRef) -> Result<Pruned> {
+    fn prune_leaf(&mut self, pages: &mut TxnPages, r: ChildRef, fences: &Fences) -> Result<Pruned> {
         let (slots, blobs, len) = {
             let node = load(&*pages, &r, 1)?;
+            fences.check(&node)?;
             let slots = self.range.slots(&node)?;
             (slots.clone(), overflow_refs(&node, slots)?, node.len())
         };
@@ -443,31 +423,29 @@ struct Retain<'f> {
 
 impl Retain<'_> {
     /// Decides the entries of the leaf covering `from` (the first leaf if None) below
-    /// `r`, removes those `keep` rejects, and rebalances on the way back up; None if
-    /// every entry stays.
+    /// `r`, whose keys must lie within `fences`, removes those `keep` rejects, and
+    /// rebalances on the way back up; None if every entry stays.
     fn visit(
         &mut self,
         pages: &mut TxnPages,
         r: ChildRef,
         levels: u32,
         from: Option<&[u8]>,
+        fences: Fences,
     ) -> Result<Option<Grow>> {
         if levels == 1 {
-            return self.visit_leaf(pages, r);
+            return self.visit_leaf(pages, r, fences);
         }
-        let (child, i) = {
+        let (child, i, below) = {
             let node = load(&*pages, &r, levels)?;
+            fences.check(&node)?;
             let i = match from {
                 Some(k) => node.child_index(k)?,
                 None => 0,
             };
-            // Deeper levels overwrite it: the nearest fence on the right is the tightest.
-            if i < node.len() {
-                self.fence = Some(node.key(i)?.to_vec());
-            }
-            (node.child(i)?, i)
+            (node.child(i)?, i, fences.child(&node, i)?)
         };
-        let Some(grow) = self.visit(pages, child, levels - 1, from)? else {
+        let Some(grow) = self.visit(pages, child, levels - 1, from, below)? else {
             return Ok(None);
         };
         Ok(Some(tree::attach_or_rebalance(
@@ -475,9 +453,17 @@ impl Retain<'_> {
         )?))
     }
 
-    fn visit_leaf(&mut self, pages: &mut TxnPages, r: ChildRef) -> Result<Option<Grow>> {
+    fn visit_leaf(
+        &mut self,
+        pages: &mut TxnPages,
+        r: ChildRef,
+        fences: Fences,
+    ) -> Result<Option<Grow>> {
         let (gone, blobs) = {
             let node = load(&*pages, &r, 1)?;
+            // A leaf outside its fences would send the walk to the wrong next leaf.
+            fences.check(&node)?;
+            self.fence = fences.upper().map(<[u8]>::to_vec);
             let start = match &self.decided {
                 None => 0,
                 Some(k) => node.search(k)?.map_or_else(|i| i, |i| i + 1),

@@ -8,6 +8,7 @@ use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::error::{Error, Result};
+use crate::fences::Fences;
 use crate::node::{
     self, Cell, Hint, LeafValue, Node, OverflowRef, Run, ValueAlign, encode_leaf_cell,
     prefetch_head,
@@ -607,22 +608,35 @@ pub(crate) fn collapse_root(pages: &mut TxnPages, tree: &mut TreeRecord) -> Resu
     }
 }
 
-/// Frees every page of the tree (for `delete_tree`).
+/// Frees every page of the tree (for `delete_tree`): every key goes, so their order
+/// does not matter here.
 pub(crate) fn free_all(pages: &mut TxnPages, tree: &TreeRecord) -> Result<()> {
     if !tree.root.is_null() {
-        free_below(pages, tree.root, tree.depth.get())?;
+        free_below(pages, tree.root, tree.depth.get(), None)?;
     }
     Ok(())
 }
 
 /// Frees the subtree at `r`, `levels` above the leaves, and the blobs of its values;
-/// returns the number of entries its leaves held. Frees the node `r` before what it
-/// references, so that a corrupt file whose references share a page stops at the
-/// second visit (`a page was freed twice`) instead of walking the shared subtree again
-/// and again.
-pub(crate) fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Result<u64> {
+/// returns the number of entries its leaves held. With `fences`, every node must lie
+/// within them (its children within theirs), or the change fails as corrupt: the caller
+/// frees the subtree because its fences lie inside a range, and must not free keys
+/// outside it.
+///
+/// Frees the node `r` before what it references, so that a corrupt file whose
+/// references share a page stops at the second visit (`a page was freed twice`)
+/// instead of walking the shared subtree again and again.
+pub(crate) fn free_below(
+    pages: &mut TxnPages,
+    r: ChildRef,
+    levels: u32,
+    fences: Option<&Fences>,
+) -> Result<u64> {
     let (children, blobs, entries) = {
         let node = load(&*pages, &r, levels)?;
+        if let Some(f) = fences {
+            f.check(&node)?;
+        }
         let mut children = Vec::new();
         let mut blobs = Vec::new();
         let mut entries = 0;
@@ -635,7 +649,8 @@ pub(crate) fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Resu
             }
         } else {
             for i in 0..=node.len() {
-                children.push(node.child(i)?);
+                let below = fences.map(|f| f.child(&node, i)).transpose()?;
+                children.push((node.child(i)?, below));
             }
         }
         (children, blobs, entries)
@@ -645,10 +660,11 @@ pub(crate) fn free_below(pages: &mut TxnPages, r: ChildRef, levels: u32) -> Resu
         pages.free_blob(&o)?;
     }
     let mut entries = entries;
-    for c in children {
+    for (c, below) in children {
         // Saturates rather than wraps: a corrupt count then exceeds the tree record's,
         // which the caller reports.
-        entries = entries.saturating_add(free_below(pages, c, levels - 1)?);
+        let freed = free_below(pages, c, levels - 1, below.as_ref())?;
+        entries = entries.saturating_add(freed);
     }
     Ok(entries)
 }

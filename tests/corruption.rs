@@ -704,10 +704,11 @@ fn swap_the_roots_two_children(img: &mut [u8]) {
 }
 
 /// Runs `change` in a write transaction on `img` and commits: it must fail with
-/// `Corrupted` ("out of order"), without a panic, and write nothing.
-fn expect_out_of_order(
+/// `Corrupted` for `reason`, without a panic, and write nothing.
+fn expect_refused(
     img: &[u8],
     what: &str,
+    reason: &str,
     change: impl FnOnce(&mut mapkv::WriteTree) -> Result<()>,
 ) -> Result<()> {
     let disk = SimDisk::new(img.to_vec());
@@ -718,25 +719,17 @@ fn expect_out_of_order(
         w.commit()
     }));
     let r = outcome.unwrap_or_else(|_| panic!("{what}: panicked"));
-    let reason = expect_corrupted(r, what);
-    assert!(reason.contains("out of order"), "{what}: {reason}");
+    let got = expect_corrupted(r, what);
+    assert!(got.contains(reason), "{what}: {got}");
     drop(db);
     assert!(disk.contents() == img, "{what}: wrote to the file");
     Ok(())
 }
 
-/// A parent whose two leaves are swapped (resealed, so every checksum holds): each leaf
-/// is sound alone, but the right one's keys come before the left one's. A removal that
-/// merges them, or an insert that shares cells between them, would join them out of
-/// order; both must stop with `Corrupted` and write nothing.
-///
-/// Catches: `siblings::Pair` joining two pages without checking their order. The merge
-/// made an unsorted leaf, and sealing it panicked on a key shorter than the bytes its
-/// slots skip; the share wrote an unsorted leaf.
-#[test]
-fn siblings_out_of_order_stop_the_merge_and_the_share() -> Result<()> {
-    // Two leaves, [q, zzzzzz0, zzzzzz1] and [zzzzzz2, zzzzzz3]: keys that share 6
-    // bytes, but for "q".
+/// Two leaves, [q, zzzzzz0, zzzzzz1] and [zzzzzz2, zzzzzz3] (keys that share 6 bytes,
+/// but for "q"), with their parent's references swapped and every checksum resealed:
+/// each leaf is sound alone, but the first one's keys now lie above the separator.
+fn two_swapped_leaves() -> Result<Vec<u8>> {
     let disk = SimDisk::new(Vec::new());
     let db = open_with_backend(disk.backend(), Options::new())?;
     let w = db.begin_write()?;
@@ -752,11 +745,49 @@ fn siblings_out_of_order_stop_the_merge_and_the_share() -> Result<()> {
     drop(db);
     let mut img = disk.contents();
     swap_the_roots_two_children(&mut img);
-    // Removing zzzzzz2 leaves its leaf underfull: it merges with its sibling.
-    expect_out_of_order(&img, "a removal that merges the leaves", |t| {
-        t.retain(|k, _| k != b"zzzzzz2").map(drop)
-    })?;
+    Ok(img)
+}
 
+/// The walks over a key range on a parent whose leaves are swapped: each must stop with
+/// `Corrupted` and write nothing.
+///
+/// Catches: `remove_range` and `retain` trusting the parent's keys. `remove_range`
+/// freed the whole second leaf, whose keys its separator puts inside `zzzzzz2..`, and
+/// deleted q, zzzzzz0 and zzzzzz1; `retain` stepped past the second leaf by the fence
+/// of the first and never offered its keys to the predicate; a `retain` that removed
+/// zzzzzz2 merged the leaves out of order.
+#[test]
+fn swapped_leaves_stop_range_removals_and_retain() -> Result<()> {
+    let img = two_swapped_leaves()?;
+    let outside = "outside its parent's range";
+    expect_refused(
+        &img,
+        "a range removal that frees a leaf whole",
+        outside,
+        |t| t.remove_range(&b"zzzzzz2"[..]..).map(drop),
+    )?;
+    expect_refused(&img, "a range removal in a leaf", outside, |t| {
+        t.remove_range(..=&b"q"[..]).map(drop)
+    })?;
+    expect_refused(&img, "a retain that keeps everything", outside, |t| {
+        t.retain(|_, _| true).map(drop)
+    })?;
+    expect_refused(
+        &img,
+        "a retain whose removal merges the leaves",
+        outside,
+        |t| t.retain(|k, _| k != b"zzzzzz2").map(drop),
+    )
+}
+
+/// Swapped leaves (resealed, so every checksum holds) that an insert would share cells
+/// between: it must stop with `Corrupted` and write nothing.
+///
+/// Catches: `siblings::Pair` joining two pages without checking their order: the share
+/// wrote an unsorted leaf. (A merge, which sealing made panic on a key shorter than the
+/// bytes its slots skip, is covered by the unit tests of `node::siblings`.)
+#[test]
+fn siblings_out_of_order_stop_the_share() -> Result<()> {
     // A full leaf of twelve 300-byte entries, then a roomy one of four (the bulk
     // loader fills leaves): swapped, an insert into the full one shares with the roomy.
     let disk = SimDisk::new(Vec::new());
@@ -766,7 +797,8 @@ fn siblings_out_of_order_stop_the_merge_and_the_share() -> Result<()> {
     drop(db);
     let mut img = disk.contents();
     swap_the_roots_two_children(&mut img);
-    expect_out_of_order(&img, "an insert that shares cells with the sibling", |t| {
+    let what = "an insert that shares cells with the sibling";
+    expect_refused(&img, what, "out of order", |t| {
         t.insert(&(2 * 13 + 1u64).to_be_bytes(), &[9; 300])
     })
 }

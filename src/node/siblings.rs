@@ -647,6 +647,27 @@ mod tests {
         assert!(plan.is_none());
     }
 
+    /// Catches: `Pair` joining pages their parent lists out of order. The merge made an
+    /// unsorted page, and sealing it panicked (slot prefixes longer than a key).
+    #[test]
+    fn siblings_out_of_order_are_corrupt() {
+        let out_of_order = |r: Result<Evened>| matches!(r, Err(Error::Corrupted { page: 2, ref reason }) if reason.contains("out of order"));
+        // Leaves that would merge, swapped.
+        let (mut left, mut right) = (leaf(5..9, 8, 20), leaf(0..5, 8, 20));
+        let r = even_out(&mut left, PageId(1), &key(5, 8), &mut right, PageId(2));
+        assert!(out_of_order(r));
+        // Branches in order, but with a separator above the right one's keys.
+        let (mut left, mut right) = (branch(0..3, 10), branch(4..6, 10));
+        let r = even_out(&mut left, PageId(1), &key(7, 10), &mut right, PageId(2));
+        assert!(out_of_order(r));
+        // A share: the keys of the full leaf come after those of its right sibling.
+        let (full, right) = (leaf((40..64).step_by(2), 8, 300), leaf([0, 2], 8, 300));
+        let (k, c) = leaf_cell(41, 8, 300);
+        let cell = Cell { key: &k, bytes: &c };
+        let r = share_cut(&full, PageId(1), &right, PageId(2), 1, cell);
+        assert!(matches!(r, Err(Error::Corrupted { page: 2, .. })));
+    }
+
     #[test]
     fn siblings_of_different_kinds_are_corrupt() {
         let (mut left, mut right) = (leaf(0..2, 8, 10), branch(3..4, 8));
