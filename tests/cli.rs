@@ -87,7 +87,7 @@ where
     mapkv_with_input(args, b"")
 }
 
-/// Where a run's stdout goes when the test does not read it.
+/// Where a run's stdout (or stderr) goes when the test does not read it.
 #[derive(Clone, Copy, Debug)]
 enum Sink {
     /// A pipe whose reader has exited, as in `mapkv check a | true`.
@@ -105,39 +105,57 @@ fn sinks() -> Vec<Sink> {
     sinks
 }
 
+impl Sink {
+    fn stdio(self) -> Stdio {
+        match self {
+            Sink::ClosedPipe => {
+                // The reader is closed before the child starts, so its first write fails.
+                let (reader, writer) =
+                    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+                drop(reader);
+                Stdio::from(writer)
+            }
+            Sink::Full => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .expect("/dev/full opens"),
+            ),
+        }
+    }
+}
+
+/// Runs the tool with `args`, empty stdin, and its stdout and stderr as given.
+fn mapkv_with<I, S>(args: I, stdout: Stdio, stderr: Stdio) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_mapkv"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .output()
+        .expect("the mapkv binary runs");
+    Run {
+        code: status.code().expect("exited, not killed"),
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
 /// Runs the tool with `args`, empty stdin and stdout into `sink`; `stdout` stays empty.
 fn mapkv_into<I, S>(args: I, sink: Sink) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let stdout = match sink {
-        Sink::ClosedPipe => {
-            // The reader is closed before the child starts, so its first write fails.
-            let (reader, writer) =
-                rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
-            drop(reader);
-            Stdio::from(writer)
-        }
-        Sink::Full => Stdio::from(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/full")
-                .expect("/dev/full opens"),
-        ),
-    };
-    let Output { status, stderr, .. } = Command::new(env!("CARGO_BIN_EXE_mapkv"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("the mapkv binary runs");
-    Run {
-        code: status.code().expect("exited, not killed"),
-        stdout: Vec::new(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
+    mapkv_with(args, sink.stdio(), Stdio::piped())
 }
 
 /// A temporary directory and a database path inside it.
@@ -527,6 +545,38 @@ fn io_errors_name_the_file_once() {
     let run = mapkv(["stat", path]);
     let line = run.failed();
     assert_eq!(line.matches(path).count(), 1, "{line}");
+}
+
+/// A message on stderr that cannot be written (a closed pipe, a full disk) is not a
+/// panic either: the exit status still tells the failure, and a panic would replace
+/// it with 101.
+///
+/// Catches: `eprintln!`, which panics when the write fails.
+#[test]
+fn stderr_closed_or_full_is_not_a_panic() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("a.mapkv");
+    awkward_db(&db);
+    let missing = dir.path().join("missing.mapkv");
+    for sink in sinks() {
+        let commands: [(&str, Vec<&str>); 3] = [
+            (
+                "get of a missing key",
+                vec!["get", arg(&db), "plain", "nope"],
+            ),
+            (
+                "del of a missing key",
+                vec!["del", arg(&db), "plain", "nope"],
+            ),
+            ("check of a missing file", vec!["check", arg(&missing)]),
+        ];
+        for (what, args) in commands {
+            let run = mapkv_with(args, Stdio::piped(), sink.stdio());
+            assert_eq!(run.code, 1, "{what} {sink:?}");
+            assert_eq!(run.stdout, b"", "{what} {sink:?}");
+        }
+    }
 }
 
 /// No command panics on stdout: a closed pipe ends the output quietly with status 0

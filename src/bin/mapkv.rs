@@ -7,9 +7,9 @@
 //! Every failure is one line on stderr, `mapkv: <what>: <why>`, and exit status 1; an
 //! invalid command line exits with status 2 (clap's convention).
 
-// `println!` panics when stdout is a closed pipe or a full disk; output goes through
-// `stdout_result` (or `stdout_error`) instead.
-#![deny(clippy::print_stdout)]
+// `println!` and `eprintln!` panic when their stream is a closed pipe or a full disk;
+// output goes through `stdout_result` (or `stdout_error`), messages through `report`.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 #[path = "mapkv/bench.rs"]
 mod bench;
@@ -273,8 +273,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(Failure(message)) => {
             // One line, whatever the error text holds.
-            let message = message.replace(['\n', '\r'], " ");
-            eprintln!("mapkv: {message}");
+            report(&message.replace(['\n', '\r'], " "));
             ExitCode::FAILURE
         }
     }
@@ -429,6 +428,12 @@ fn stdout_error(e: io::Error, path: &Path) -> CliResult<ExitCode> {
             }
         }
     }
+}
+
+/// Writes `mapkv: <message>` on stderr. If stderr cannot take it (a closed pipe, a full
+/// disk), nothing is left to tell the error to: the exit status still says it.
+fn report(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "mapkv: {message}");
 }
 
 /// Prints one line of a command's result, as `stdout_result` does.

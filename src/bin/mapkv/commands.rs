@@ -9,7 +9,7 @@ use mapkv::{Error, ReadTree, ReadTxn};
 
 use crate::text::{count_of, escape_display, human_bytes};
 use crate::{
-    CliResult, Encoding, Failure, open_read_only, open_read_write, print_line, spinner,
+    CliResult, Encoding, Failure, open_read_only, open_read_write, print_line, report, spinner,
     stdout_result,
 };
 
@@ -112,14 +112,17 @@ pub fn get(
             let line = encoding.show(value) + "\n";
             stdout_result(|w| w.write_all(line.as_bytes()), path)
         }
-        None => {
-            eprintln!(
-                "mapkv: key \"{}\" not found in tree {tree:?}",
-                encoding.show(key)
-            );
-            Ok(ExitCode::FAILURE)
-        }
+        None => Ok(key_not_found(key, tree, encoding)),
     }
+}
+
+/// Reports that `key` is not in `tree`: the negative answer of `get` and `del`.
+fn key_not_found(key: &[u8], tree: &str, encoding: Encoding) -> ExitCode {
+    report(&format!(
+        "key \"{}\" not found in tree {tree:?}",
+        encoding.show(key)
+    ));
+    ExitCode::FAILURE
 }
 
 /// `mapkv put`.
@@ -148,11 +151,7 @@ pub fn del(path: &Path, tree: &str, key: &[u8], encoding: Encoding) -> CliResult
         .and_then(|mut t| t.remove(key))
         .map_err(fail)?;
     if !removed {
-        eprintln!(
-            "mapkv: key \"{}\" not found in tree {tree:?}",
-            encoding.show(key)
-        );
-        return Ok(ExitCode::FAILURE);
+        return Ok(key_not_found(key, tree, encoding));
     }
     wtx.commit().map_err(fail)?;
     Ok(ExitCode::SUCCESS)
