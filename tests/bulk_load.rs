@@ -6,11 +6,10 @@
 
 mod support;
 
-use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mapkv::testing::{Backend, open_with_backend};
+use mapkv::testing::{MemFile, MemHooks, open_with_backend};
 use mapkv::{BulkOptions, BulkStats, Database, Error, Options, Result};
 use support::rng::{Rng, seed};
 use support::simdisk::{CrashImages, OpKind, SimDisk};
@@ -328,12 +327,18 @@ fn readers_keep_their_snapshot_during_a_load() -> Result<()> {
 /// exactly one chosen write and keeps the others until the next sync (the disk reordered
 /// the writes, so the commit's meta may reach it while a page does not; the power cut
 /// comes before that sync returns, so nothing after it survives).
-#[derive(Clone, Default)]
-struct Disk(Arc<Mutex<DiskState>>);
+#[derive(Clone)]
+struct Disk {
+    file: MemFile,
+    cut: Arc<PowerCut>,
+}
+
+/// The hooks of a [`Disk`]: which writes it loses.
+#[derive(Default)]
+struct PowerCut(Mutex<CutState>);
 
 #[derive(Default)]
-struct DiskState {
-    bytes: Vec<u8>,
+struct CutState {
     writes: usize,
     /// The writes (numbered as `writes` counts them) of nothing but zeros: the zeros a
     /// commit writes ahead of its end, which no page needs.
@@ -344,103 +349,66 @@ struct DiskState {
     off: bool,
 }
 
-impl Disk {
-    fn with_bytes(bytes: Vec<u8>) -> Disk {
-        Disk(Arc::new(Mutex::new(DiskState {
-            bytes,
-            ..DiskState::default()
-        })))
-    }
-
-    fn fail_after(&self, keep_first: Option<usize>, drop_only: Option<usize>) {
-        let mut s = self.state();
-        (s.writes, s.keep_first, s.drop_only) = (0, keep_first, drop_only);
-        s.zero_writes.clear();
-    }
-
-    fn state(&self) -> MutexGuard<'_, DiskState> {
-        self.0.lock().unwrap()
-    }
-
-    fn writes(&self) -> usize {
-        self.state().writes
-    }
-
-    fn zero_writes(&self) -> Vec<usize> {
-        self.state().zero_writes.clone()
-    }
-
-    /// What survives the crash: the bytes as they are now.
-    fn image(&self) -> Vec<u8> {
-        self.state().bytes.clone()
-    }
-
-    fn open(&self) -> Result<Database> {
-        open_with_backend(Box::new(self.clone()), Options::new())
-    }
-}
-
-// SAFETY: `file()` is None: nothing is mapped.
-unsafe impl Backend for Disk {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let s = self.state();
-        let start = offset as usize;
-        let src = s
-            .bytes
-            .get(start..start + buf.len())
-            .ok_or(io::ErrorKind::UnexpectedEof)?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+impl MemHooks for PowerCut {
+    fn write(&self, bufs: &[&[u8]], _offset: u64) -> bool {
         let mut s = self.state();
         let n = s.writes;
         s.writes += 1;
         if bufs.iter().all(|b| b.iter().all(|&x| x == 0)) {
             s.zero_writes.push(n);
         }
-        let lost = s.off || s.keep_first.is_some_and(|k| n >= k) || s.drop_only == Some(n);
-        if lost {
-            return Ok(());
-        }
-        let mut at = offset as usize;
-        for b in bufs {
-            if s.bytes.len() < at + b.len() {
-                s.bytes.resize(at + b.len(), 0);
-            }
-            s.bytes[at..at + b.len()].copy_from_slice(b);
-            at += b.len();
-        }
-        Ok(())
+        !(s.off || s.keep_first.is_some_and(|k| n >= k) || s.drop_only == Some(n))
     }
 
-    fn sync_data(&self) -> io::Result<()> {
+    fn sync(&self) {
         let mut s = self.state();
         if s.drop_only.is_some_and(|k| s.writes > k) {
             s.off = true;
         }
-        Ok(())
+    }
+}
+
+impl PowerCut {
+    fn state(&self) -> MutexGuard<'_, CutState> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl Disk {
+    fn with_bytes(bytes: Vec<u8>) -> Disk {
+        let cut = Arc::new(PowerCut::default());
+        let file = MemFile::new(bytes).with_hooks(cut.clone());
+        Disk { file, cut }
     }
 
-    fn file_len(&self) -> io::Result<u64> {
-        Ok(self.state().bytes.len() as u64)
+    fn fail_after(&self, keep_first: Option<usize>, drop_only: Option<usize>) {
+        let mut s = self.cut.state();
+        (s.writes, s.keep_first, s.drop_only) = (0, keep_first, drop_only);
+        s.zero_writes.clear();
     }
 
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.state().bytes.resize(len as usize, 0);
-        Ok(())
+    fn writes(&self) -> usize {
+        self.cut.state().writes
     }
 
-    fn file(&self) -> Option<&std::fs::File> {
-        None
+    fn zero_writes(&self) -> Vec<usize> {
+        self.cut.state().zero_writes.clone()
+    }
+
+    /// What survives the crash: the bytes as they are now.
+    fn image(&self) -> Vec<u8> {
+        self.file.contents()
+    }
+
+    fn open(&self) -> Result<Database> {
+        open_with_backend(self.file.backend(), Options::new())
     }
 }
 
 #[test]
 fn crash_during_bulk_load_leaves_the_previous_state() -> Result<()> {
     // The previous state: a tree loaded in bulk and a tree written normally.
-    let base = Disk::default();
+    let base = Disk::with_bytes(Vec::new());
     let previous_tree = entries(3_000, 12, 0, 0);
     let data = entries(50_000, 13, 500, 9_000);
     let before = {

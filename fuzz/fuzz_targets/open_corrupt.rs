@@ -29,7 +29,6 @@ use mapkv::testing::open_with_backend;
 use mapkv::{Database, Durability, Error, Options, ReadTxn, Result};
 
 use corrupt::{RefKind, Variant, build_variants, collapse, reseal, set_ref_txn, widen};
-use mem::MemFile;
 
 /// A writer `txn` for a reference, relative to the newest commit (the snapshot) or to the
 /// reference's own.
@@ -499,11 +498,11 @@ fuzz_target!(|input: Input| {
         let mut resealed = img.clone();
         reseal(&mut resealed, variant.page_size);
         assert!(resealed == img, "resealing an unchanged variant changed it");
-        let db = open_with_backend(MemFile::new(img.clone()).backend(), Options::new())
+        let db = open_with_backend(mem::file(img.clone()).backend(), Options::new())
             .expect("open an unchanged variant");
         db.check().expect("check an unchanged variant");
     }
-    let file = MemFile::new(img);
+    let file = mem::file(img);
     open_twice(
         |_| open_with_backend(file.backend(), Options::new()),
         &input,

@@ -26,10 +26,9 @@ use std::sync::atomic::Ordering;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use mapkv::testing::open_with_backend;
+use mapkv::testing::{MemFile, open_with_backend};
 use mapkv::{Database, Durability, Error, Options, ReadTxn, TreeOptions, WriteTxn};
 
-use mem::MemFile;
 use support::model::{digest, read_all};
 
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -443,7 +442,7 @@ impl Harness {
     /// The file as a kill -9 would leave it now.
     fn image(&self) -> Vec<u8> {
         match &self.store {
-            Store::Mem(m) => m.0.lock().clone(),
+            Store::Mem(m) => m.contents(),
             Store::File(dir) => std::fs::read(dir.path().join("fuzz.mapkv")).expect("read"),
         }
     }
@@ -1068,7 +1067,7 @@ fn lifecycle(h: &mut Harness, plan: &Lifecycle) {
     h.open(plan.mmap, h.page_size, false);
     check_all(h.db(), &h.committed);
     if let Some((image, Some(chain))) = kill {
-        let db = open_with_backend(MemFile::new(image).backend(), Options::new())
+        let db = open_with_backend(mem::file(image).backend(), Options::new())
             .expect("open the file as a kill -9 before the last handle ended leaves it");
         db.check().expect("check the kill -9 image");
         let got = digest(&read_all(&db).expect("read the kill -9 image"));
@@ -1232,7 +1231,7 @@ fuzz_target!(init: let_user_panics_through(), |input: Input| {
     let store = if input.file % 16 == 0 {
         Store::File(tempfile::tempdir().expect("tempdir"))
     } else {
-        Store::Mem(MemFile::default())
+        Store::Mem(mem::file(Vec::new()))
     };
     let mut h = Harness {
         store,

@@ -6,12 +6,11 @@
 //! the sync (and the barrier before it), so that task could not run and the sync went
 //! on only when its wait timed out.
 
-use std::io;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use mapkv::Options;
-use mapkv::testing::{Backend, open_with_backend};
+use mapkv::testing::{MemFile, MemHooks, open_with_backend};
 use mapkv_raft::{LogStore, LogStoreOptions, Request, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
@@ -47,56 +46,10 @@ impl Gate {
     }
 }
 
-/// An in-memory file whose syncs wait at the gate.
-struct GatedDisk {
-    data: Mutex<Vec<u8>>,
-    gate: Arc<Gate>,
-}
-
-// SAFETY: `file()` is None: nothing is mapped.
-unsafe impl Backend for GatedDisk {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let data = self.data.lock().unwrap();
-        let start = usize::try_from(offset).map_err(io::Error::other)?;
-        match start.checked_add(buf.len()) {
-            Some(end) if end <= data.len() => {
-                buf.copy_from_slice(&data[start..end]);
-                Ok(())
-            }
-            _ => Err(io::ErrorKind::UnexpectedEof.into()),
-        }
-    }
-
-    fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
-        let mut data = self.data.lock().unwrap();
-        let mut at = usize::try_from(offset).map_err(io::Error::other)?;
-        for buf in bufs {
-            if data.len() < at + buf.len() {
-                data.resize(at + buf.len(), 0);
-            }
-            data[at..at + buf.len()].copy_from_slice(buf);
-            at += buf.len();
-        }
-        Ok(())
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        self.gate.wait();
-        Ok(())
-    }
-
-    fn file_len(&self) -> io::Result<u64> {
-        Ok(self.data.lock().unwrap().len() as u64)
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        let len = usize::try_from(len).map_err(io::Error::other)?;
-        self.data.lock().unwrap().resize(len, 0);
-        Ok(())
-    }
-
-    fn file(&self) -> Option<&std::fs::File> {
-        None
+// The disk: an in-memory file whose syncs wait at the gate.
+impl MemHooks for Gate {
+    fn sync(&self) {
+        self.wait();
     }
 }
 
@@ -137,11 +90,8 @@ async fn while_held<F: Future>(gate: &Arc<Gate>, what: &str, op: F) -> F::Output
 
 async fn calls_leave_the_runtime_free(options: LogStoreOptions) {
     let gate = Arc::new(Gate::default());
-    let disk = GatedDisk {
-        data: Mutex::new(Vec::new()),
-        gate: Arc::clone(&gate),
-    };
-    let db = open_with_backend(Box::new(disk), Options::new()).unwrap();
+    let disk = MemFile::default().with_hooks(gate.clone());
+    let db = open_with_backend(disk.backend(), Options::new()).unwrap();
     let mut store = LogStore::from_database(Arc::new(db), options).unwrap();
 
     let append = store.blocking_append((1..=10).map(entry));

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use mapkv::testing::open_with_backend;
 use mapkv::{Durability, Options};
 
-use super::mem::MemFile;
+use super::mem;
 
 pub struct Variant {
     pub page_size: usize,
@@ -58,7 +58,7 @@ pub fn build_variants() -> Vec<Variant> {
         (4096, 1, 40, false, false),
         (4096, 2, 600, false, true),
     ] {
-        let file = MemFile::default();
+        let file = mem::file(Vec::new());
         let db =
             open_with_backend(file.backend(), Options::new().page_size(page_size)).expect("create");
         for round in 0..3u32 {
@@ -100,9 +100,9 @@ pub fn build_variants() -> Vec<Variant> {
         // (recovery then verifies the newest commit's pages).
         let image = if clean {
             drop(db);
-            file.0.lock().clone()
+            file.contents()
         } else {
-            let image = file.0.lock().clone();
+            let image = file.contents();
             drop(db);
             image
         };

@@ -1,0 +1,219 @@
+//! Hooks for crash and fault-injection tests and fuzzers (`mapkv::testing`, hidden from
+//! the docs). Not part of the stable API.
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+pub use crate::backend::Backend;
+use crate::{Database, Options, Result};
+
+/// Opens a database whose file operations go through `backend` (no lock is taken,
+/// nothing is mapped unless the backend offers a file).
+pub fn open_with_backend(backend: Box<dyn Backend>, options: Options) -> Result<Database> {
+    Database::open_backend(backend, options, None)
+}
+
+/// Parses `bytes` as a branch or leaf page and reads every slot, key, value (inline
+/// bytes or overflow reference) and child reference, and checks the slot prefixes;
+/// then as the first page of a blob. For fuzzers: any bytes give `Ok` or
+/// `Error::Corrupted`, never a panic. Returns the node's slot count.
+pub fn decode_page(bytes: &[u8]) -> Result<usize> {
+    use crate::node::{LeafValue, Node, blob_payload};
+    use crate::page::PageId;
+    let id = PageId(2);
+    let _ = blob_payload(bytes, id);
+    let node = Node::parse(bytes, id)?;
+    let _ = (node.kind(), node.txn(), node.used_bytes());
+    for i in 0..node.len() {
+        let key = node.key(i)?;
+        if node.is_leaf() {
+            if let LeafValue::Overflow(o) = node.value(i)? {
+                let _ = (o.blob.page(), o.value_len());
+            }
+        }
+        // A search for a key that is present must find it unless the page is corrupt
+        // in a way only `check` reports (wrong prefixes, keys out of order).
+        let _ = node.search(key)?;
+    }
+    if !node.is_leaf() {
+        for i in 0..=node.len() {
+            let _ = node.child(i)?.page();
+        }
+        let _ = node.child_index(b"fuzz")?;
+    }
+    node.verify_prefixes()?;
+    Ok(node.len())
+}
+
+/// Decodes a meta slot; a meta that decodes must encode again to the same bytes
+/// (`Meta::encode` panics on a meta that `decode` would reject: the paired check).
+pub fn decode_meta(bytes: &[u8]) -> Result<u64> {
+    let meta = crate::meta::Meta::decode(bytes, 0)?;
+    let encoded = meta.encode();
+    assert_eq!(
+        &encoded[..],
+        &bytes[..encoded.len()],
+        "meta re-encodes differently"
+    );
+    Ok(meta.txn().0)
+}
+
+/// Decodes a free-list payload whose runs must lie in `first..end`; what decodes
+/// must encode back to the same bytes (up to the zero padding). Returns the page count.
+pub fn decode_free_list(bytes: &[u8], first: u64, end: u64) -> Result<u64> {
+    use crate::freelist::PageRuns;
+    use crate::page::PageId;
+    let runs = PageRuns::decode(bytes, PageId(first), PageId(end), PageId(2))?;
+    let mut encoded = Vec::new();
+    runs.encode(&mut encoded);
+    assert_eq!(
+        &encoded[..],
+        &bytes[..encoded.len()],
+        "free list re-encodes differently"
+    );
+    Ok(runs.page_count())
+}
+
+/// Decodes a free-list record (format 2) and applies it to the empty set (4 KiB
+/// pages), as the full record at the bottom of a chain is; returns the free pages.
+pub fn decode_free_record(bytes: &[u8]) -> Result<u64> {
+    crate::free_chain::apply_full(bytes)
+}
+
+/// Committed pages `txn` has copied (shadowed) so far: what its changes cost in page
+/// copies, including copies that were freed again and never reach the file.
+pub fn pages_copied(txn: &crate::WriteTxn) -> u64 {
+    txn.pages_copied()
+}
+
+/// Decodes a tree record (36 bytes; anything else is an error).
+pub fn decode_tree_record(bytes: &[u8]) -> Result<u64> {
+    let r = crate::tree::TreeRecord::decode(bytes, crate::page::PageId(2))?;
+    Ok(r.entries.get())
+}
+
+/// What a test layers over a [`MemFile`]: each hook runs before its operation, outside
+/// the file's lock. The defaults change nothing.
+pub trait MemHooks: Send + Sync + 'static {
+    /// Before a read.
+    fn read(&self) {}
+    /// Before a write of `bufs` at `offset`: whether it reaches the bytes (false: it is
+    /// lost, as a power cut loses what the disk had not stored yet).
+    fn write(&self, bufs: &[&[u8]], offset: u64) -> bool {
+        let _ = (bufs, offset);
+        true
+    }
+    /// Before a sync.
+    fn sync(&self) {}
+    /// Before the length is set.
+    fn set_len(&self, len: u64) {
+        let _ = len;
+    }
+}
+
+/// The hooks that change nothing.
+struct NoHooks;
+
+impl MemHooks for NoHooks {}
+
+/// A file in memory behind [`Backend`]: no file system and no map, every read through
+/// `read_exact_at`, every write applied at once (a sync does nothing more). Clones share
+/// the bytes and the hooks, so a database can be reopened on what another left.
+#[derive(Clone)]
+pub struct MemFile {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    hooks: Arc<dyn MemHooks>,
+}
+
+impl Default for MemFile {
+    fn default() -> MemFile {
+        MemFile::new(Vec::new())
+    }
+}
+
+impl MemFile {
+    /// A file holding `bytes`.
+    pub fn new(bytes: Vec<u8>) -> MemFile {
+        MemFile {
+            bytes: Arc::new(Mutex::new(bytes)),
+            hooks: Arc::new(NoHooks),
+        }
+    }
+
+    /// This file's bytes (shared, not copied) behind `hooks`.
+    pub fn with_hooks(&self, hooks: Arc<dyn MemHooks>) -> MemFile {
+        MemFile {
+            bytes: Arc::clone(&self.bytes),
+            hooks,
+        }
+    }
+
+    /// A backend on these bytes, for [`open_with_backend`].
+    pub fn backend(&self) -> Box<dyn Backend> {
+        Box::new(self.clone())
+    }
+
+    /// A copy of the bytes as they are now.
+    pub fn contents(&self) -> Vec<u8> {
+        self.bytes.lock().clone()
+    }
+}
+
+// SAFETY: `file()` is None: nothing is mapped, every read copies out under the lock.
+#[allow(unsafe_code)]
+unsafe impl Backend for MemFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.hooks.read();
+        let bytes = self.bytes.lock();
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|start| bytes.get(start..start.checked_add(buf.len())?))
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        if !self.hooks.write(bufs, offset) {
+            return Ok(());
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let end = start
+            .checked_add(total)
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        let mut bytes = self.bytes.lock();
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        let mut at = start;
+        for b in bufs {
+            bytes[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.hooks.sync();
+        Ok(())
+    }
+
+    fn file_len(&self) -> io::Result<u64> {
+        Ok(self.bytes.lock().len() as u64)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.hooks.set_len(len);
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        self.bytes.lock().resize(len, 0);
+        Ok(())
+    }
+
+    fn file(&self) -> Option<&File> {
+        None
+    }
+}
