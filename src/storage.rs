@@ -9,7 +9,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 
 use crate::backend::Backend;
@@ -71,8 +71,20 @@ pub(crate) struct Storage {
     served: OnceLock<Option<File>>,
 }
 
+// The map must not deref to a slice (FORMAT.md#storage, point 5): `Mmap` does, and even
+// its `len()` made a reference to the whole map. This fails to compile (the call is
+// ambiguous) for a map type that implements `Deref`.
+const _: fn() = || {
+    trait AmbiguousIfDeref<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfDeref<()> for T {}
+    impl<T: ?Sized + std::ops::Deref> AmbiguousIfDeref<u8> for T {}
+    <MmapRaw as AmbiguousIfDeref<_>>::check();
+};
+
 struct MapState {
-    map: Option<Arc<Mmap>>,
+    map: Option<Arc<MmapRaw>>,
     file_len: u64,
     /// The file's bytes below this were written (with data or zeros) since it was opened
     /// or before; past it, up to `file_len`, growth may have left a hole.
@@ -149,7 +161,7 @@ impl Storage {
     }
 
     /// The map readers should use now (None when `mmap_size` is 0 or nothing is mapped).
-    pub(crate) fn current_map(&self) -> Option<Arc<Mmap>> {
+    pub(crate) fn current_map(&self) -> Option<Arc<MmapRaw>> {
         self.state.lock().map.clone()
     }
 
@@ -250,16 +262,14 @@ impl Storage {
             let Ok(len) = usize::try_from(len) else {
                 continue;
             };
-            // SAFETY: the map is read-only and shared. Mapping past the end of the file is
-            // allowed; only touching such bytes would fault, and `PageReader` touches only
-            // pages below its `limit_bytes`, which never exceeds the file length at the
-            // time it was set (the file is only shortened past the end of every snapshot
-            // a live reader holds: `WriteTxn::shrink_file`, or when none can read: a
-            // clean close, a file being built). The exclusive flock keeps
-            // cooperating processes from truncating the file (FORMAT.md#storage states the
-            // residual risk). Old maps stay alive in the Arcs of the transactions that
-            // use them, so no slice handed out ever dangles.
-            if let Ok(map) = unsafe { MmapOptions::new().len(len).map(file) } {
+            // A raw map, never `Mmap`: `Mmap` is read through `Deref<Target = [u8]>`,
+            // so even its `len()` and `as_ptr()` make a `&[u8]` of the whole map, bytes
+            // past the end of the file and free pages that `pwrite` is changing included
+            // (FORMAT.md#storage, point 5). `MmapRaw` hands out only its address and
+            // length; `PageReader::mapped` makes the one slice of it, and says why that
+            // is sound. Mapping past the end of the file is allowed: only touching such
+            // bytes would fault.
+            if let Ok(map) = MmapOptions::new().len(len).map_raw_read_only(file) {
                 if self.random_access.load(Ordering::SeqCst) {
                     let _ = map.advise(memmap2::Advice::Random);
                 }
@@ -381,7 +391,7 @@ impl Storage {
 /// lives as long as the reader.
 pub(crate) struct PageReader {
     storage: Arc<Storage>,
-    map: Option<Arc<Mmap>>,
+    map: Option<Arc<MmapRaw>>,
     window_end: u64,
     /// Pages wholly below `window_end`, and the first data page: the single-page fast
     /// path of [`PageReader::page`] compares with these, nothing else.
@@ -397,7 +407,7 @@ pub(crate) struct PageReader {
     /// not be held (or counted) one by one.
     cache_reader: OnceLock<CacheReader>,
     /// Maps that `extend_limit` replaced, kept for the slices of them still alive.
-    retired_maps: Vec<Arc<Mmap>>,
+    retired_maps: Vec<Arc<MmapRaw>>,
 }
 
 impl PageReader {
@@ -466,9 +476,12 @@ impl PageReader {
         // callers ask only for pages (from `run_bytes`) that this reader's snapshot
         // reaches, or that its own write transaction wrote and does not write again while
         // it holds a slice of them; no writer overwrites such pages while a snapshot can
-        // reach them (FORMAT.md#page-reuse). Building the slice from the base pointer,
-        // rather than indexing `&map[..]`, matters: that would create a reference to the
-        // whole map, including free pages that `pwrite` is changing at that moment.
+        // reach them (FORMAT.md#page-reuse). The exclusive flock keeps cooperating
+        // processes from truncating or writing the file (FORMAT.md#storage states the
+        // residual risk). Building the slice from the raw map's base pointer matters:
+        // a reference to the whole map (what `Mmap`'s `Deref` makes, even for `len()`)
+        // would cover bytes past the end of the file and free pages that `pwrite` is
+        // changing at that moment.
         unsafe {
             std::slice::from_raw_parts(map.as_ptr().add(start as usize), (end - start) as usize)
         }
