@@ -17,6 +17,14 @@
 //! Built on `std::net` with one thread per connection: no dependency, and enough for an
 //! example; an event loop would use `send_to`'s partial counts on non-blocking sockets.
 //!
+//! `sendfile` does not copy: the socket reads the value from the file's cached pages when
+//! the bytes are transmitted (TCP over loopback: when the client reads them), after
+//! `send_to` returned. So the read transaction of a response sent that way is kept until
+//! the client's next request, or until it closes the connection (a lingering close):
+//! ended earlier, a commit could reuse the value's pages and change what the client
+//! receives. A client that pipelines requests (sends the next before reading a response)
+//! defeats this; serve such clients in `copy` or `map-write` mode.
+//!
 //! ```text
 //! cargo run --release --example serve                       # self-test over loopback TCP, exit 0
 //! cargo run --release --example serve -- DB [ADDR] [--mode sendfile|map-write|copy]
@@ -26,11 +34,12 @@
 //! ```
 
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::Shutdown;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use mapkv::{Database, Options, Result};
+use mapkv::{Database, Options, ReadTxn, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
@@ -55,13 +64,42 @@ impl Mode {
 /// A request head larger than this is refused (a bound on what a client can make us hold).
 const HEAD_BYTES_MAX: u64 = 8 << 10;
 
+/// How long a connection's end waits for the client to close it, while the transaction
+/// of its last response (sent with `sendfile`) is kept: a client that has not read the
+/// response by then gets what the file holds when it does.
+const LINGER: Duration = Duration::from_secs(30);
+
 /// Serves requests on one connection until the client closes it or asks to.
 fn connection(stream: TcpStream, db: &Database, mode: Mode) -> io::Result<()> {
+    // The transaction of the last response sent with `sendfile`: its pages must not be
+    // reused until the client has read the response.
+    let mut pinned = None;
+    let served = requests(&stream, db, mode, &mut pinned);
+    if pinned.is_some() {
+        // A lingering close: no more responses, then wait for the client's close,
+        // which comes after it read the last one.
+        let _ = stream.shutdown(Shutdown::Write);
+        let _ = stream.set_read_timeout(Some(LINGER));
+        let mut rest = [0; 4096];
+        while matches!((&stream).read(&mut rest), Ok(n) if n > 0) {}
+    }
+    drop(pinned);
+    served
+}
+
+/// Serves the requests of `stream`, keeping in `pinned` the transaction of the last
+/// response that `sendfile` sent, until the next request arrives.
+fn requests(
+    stream: &TcpStream,
+    db: &Database,
+    mode: Mode,
+    pinned: &mut Option<ReadTxn>,
+) -> io::Result<()> {
     // The head and the body leave in separate calls: without this, Nagle's algorithm
     // holds the body of a small response until the client acknowledges the head.
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?).take(HEAD_BYTES_MAX);
-    let mut out = stream;
+    let mut out = stream.try_clone()?;
     loop {
         reader.set_limit(HEAD_BYTES_MAX);
         let mut head = Vec::new();
@@ -73,6 +111,8 @@ fn connection(stream: TcpStream, db: &Database, mode: Mode) -> io::Result<()> {
                 return respond(&mut out, "400 Bad Request", &[], b"bad request head\n");
             }
         }
+        // A new request: the client has read the previous response.
+        *pinned = None;
         let head = String::from_utf8_lossy(&head);
         let mut lines = head.lines();
         let request_line: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
@@ -91,7 +131,7 @@ fn connection(stream: TcpStream, db: &Database, mode: Mode) -> io::Result<()> {
             }
         }
         match request_line[..] {
-            ["GET", path, _version] => get(&mut out, db, mode, path, range.as_deref())?,
+            ["GET", path, _version] => *pinned = get(&mut out, db, mode, path, range.as_deref())?,
             ["PUT", path, _version] => {
                 let Some(length) = length else {
                     return respond(&mut out, "411 Length Required", &[], b"no length\n");
@@ -160,27 +200,43 @@ fn put(
     }
 }
 
-/// `GET /TREE/KEY`: the value, or the part a `Range` header asks for.
+/// `GET /TREE/KEY`: the value, or the part a `Range` header asks for. Returns the read
+/// transaction if the value went out with `sendfile`: the caller keeps it until the
+/// client has read the response.
 fn get(
     out: &mut TcpStream,
     db: &Database,
     mode: Mode,
     path: &str,
     range: Option<&str>,
-) -> io::Result<()> {
+) -> io::Result<Option<ReadTxn>> {
     let Some((tree, key)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
-        return respond(out, "400 Bad Request", &[], b"expected /TREE/KEY\n");
+        return respond(out, "400 Bad Request", &[], b"expected /TREE/KEY\n").map(|()| None);
     };
     let (tree, key) = (percent_decode(tree), percent_decode(key));
     let tree = String::from_utf8_lossy(&tree);
-    let not_found = |out: &mut TcpStream| respond(out, "404 Not Found", &[], b"not found\n");
     // One read transaction per request: a consistent value even while a writer commits.
     let rtx = db.begin_read().map_err(io::Error::other)?;
-    let Some(t) = rtx.try_open_tree(&tree).map_err(io::Error::other)? else {
+    let sent = get_in(out, &rtx, mode, &tree, &key, range)?;
+    Ok((sent && mode == Mode::Sendfile).then_some(rtx))
+}
+
+/// `get` in the read transaction `rtx`; true if a value's bytes were sent.
+fn get_in(
+    out: &mut TcpStream,
+    rtx: &ReadTxn,
+    mode: Mode,
+    tree: &str,
+    key: &[u8],
+    range: Option<&str>,
+) -> io::Result<bool> {
+    let not_found =
+        |out: &mut TcpStream| respond(out, "404 Not Found", &[], b"not found\n").map(|()| false);
+    let Some(t) = rtx.try_open_tree(tree).map_err(io::Error::other)? else {
         return not_found(out);
     };
     // The value's length, without reading a large value.
-    let Some(extent) = t.get_extent(&key).map_err(io::Error::other)? else {
+    let Some(extent) = t.get_extent(key).map_err(io::Error::other)? else {
         return not_found(out);
     };
     let len = extent.len();
@@ -194,7 +250,7 @@ fn get(
         ),
         Some(None) => {
             let headers = [format!("Content-Range: bytes */{len}")];
-            return respond(out, "416 Range Not Satisfiable", &headers, b"");
+            return respond(out, "416 Range Not Satisfiable", &headers, b"").map(|()| false);
         }
     };
     headers.push("Accept-Ranges: bytes".into());
@@ -207,12 +263,12 @@ fn get(
             assert_eq!(sent, end - start, "a blocking socket takes everything");
         }
         Mode::MapWrite => {
-            let value = t.get(&key).map_err(io::Error::other)?.expect("found above");
+            let value = t.get(key).map_err(io::Error::other)?.expect("found above");
             out.write_all(&value[start as usize..end as usize])?;
         }
         Mode::Copy => {
             let mut r = t
-                .value_reader(&key)
+                .value_reader(key)
                 .map_err(io::Error::other)?
                 .expect("found above");
             r.seek(SeekFrom::Start(start))?;
@@ -221,7 +277,7 @@ fn get(
             out.write_all(&body)?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n` as `start..end` within a value of `len` bytes;
@@ -286,6 +342,11 @@ fn fetch(conn: &mut BufReader<TcpStream>, path: &str, extra: &str) -> io::Result
     // One write: `write!` would send each piece as its own segment.
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n");
     conn.get_mut().write_all(request.as_bytes())?;
+    read_response(conn)
+}
+
+/// Reads the response to a request sent on `conn`.
+fn read_response(conn: &mut BufReader<TcpStream>) -> io::Result<Response> {
     let mut line = String::new();
     conn.read_line(&mut line)?;
     let status: u16 = line
@@ -339,6 +400,14 @@ fn value(i: usize, len: usize) -> Vec<u8> {
     (0..len).map(|j| (j * 31 + i * 7 + j / 257) as u8).collect()
 }
 
+/// Whether `stream` holds, unread, a whole response with a body of `len` bytes
+/// (`buf` is scratch space, larger than the response).
+fn peeked_response_is_whole(stream: &TcpStream, buf: &mut [u8], len: usize) -> io::Result<bool> {
+    let n = stream.peek(buf)?;
+    let head = buf[..n].windows(4).position(|w| w == b"\r\n\r\n");
+    Ok(head.is_some_and(|h| n >= h + 4 + len))
+}
+
 fn self_test() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let sizes = [0, 5, 1000, 3000, 70_000, (1 << 20) + 7];
@@ -384,6 +453,30 @@ fn self_test() -> Result<()> {
                 assert_eq!(fetch(&mut conn, &path, &bad)?.0, 416, "{mode:?} {path}");
             }
             assert_eq!(fetch(&mut conn, "/files/absent", "")?.0, 404);
+            // A client that reads a response late still gets the bytes of the snapshot
+            // it was sent from, while commits overwrite the value and reuse its pages.
+            let late = value(50, 60_000);
+            let wtx = db.begin_write()?;
+            wtx.open_tree("files")?.insert(b"late", &late)?;
+            wtx.commit()?;
+            conn.get_mut()
+                .write_all(b"GET /files/late HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+            // Until the whole response waits in our socket, unread.
+            let mut peeked = vec![0; 70_000];
+            while !peeked_response_is_whole(conn.get_ref(), &mut peeked, late.len())? {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            for round in 0..4 {
+                let wtx = db.begin_write()?;
+                wtx.open_tree("files")?
+                    .insert(b"late", &value(60 + round, late.len()))?;
+                wtx.commit()?;
+            }
+            let (status, _, body) = read_response(&mut conn)?;
+            assert!(
+                status == 200 && body == late,
+                "{mode:?}: a late reader's body changed"
+            );
             // An upload, streamed into the database, then read back.
             let up = value(99, (3 << 20) + 11);
             assert_eq!(upload(&mut conn, "/uploads/big", &up)?, 201, "{mode:?} put");
@@ -459,6 +552,8 @@ fn bench(mib: usize) -> Result<()> {
                 .write_all(b"GET /b/v HTTP/1.1\r\nConnection: close\r\n\r\n")?;
             let received = io::copy(&mut conn, &mut io::sink())?;
             let secs = started.elapsed().as_secs_f64();
+            // The server waits for our close before its transaction ends.
+            drop(conn);
             let (user, sys) = server.join().expect("server thread")?;
             assert!(received > (mib << 20) as u64);
             if round == 1 {

@@ -6,6 +6,10 @@
 //! lives: the pages its snapshot reaches are never written again before it ends
 //! (FORMAT.md#page-reuse), and the file is never shortened below them
 //! (FORMAT.md#shrinking-the-file).
+//!
+//! Not after it ends, and `sendfile` and `splice` hand the kernel references to the
+//! file's cached pages, which a pipe or a socket reads when its peer takes the bytes: the
+//! transaction must outlive the transfer, not only the call (`ValueExtent::send_to`).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -137,6 +141,19 @@ impl<'t> ValueExtent<'t> {
     /// **Non-blocking `out`**: when it cannot take more (`EAGAIN`), the bytes sent so far
     /// are returned, possibly 0, rather than waiting. Wait until `out` is writable and
     /// send the rest with `send_to(out, start + sent..end)`.
+    ///
+    /// **Keep the transaction until the peer has the bytes.** `sendfile` and `splice`
+    /// do not copy them: a pipe, or a socket's queues, keep references to the file's
+    /// cached pages, and the bytes are read from those pages when the peer reads them
+    /// (a pipe, a Unix socket, TCP over loopback) or when they are transmitted (TCP, up
+    /// to the peer's acknowledgement), which may be long after this returns. Once the
+    /// read transaction ends, a commit may reuse the value's pages, and the peer then
+    /// receives what that commit wrote instead. So keep the transaction (and the
+    /// snapshot it holds) alive until the peer has read what was sent: in a
+    /// request-response protocol, until the peer's next request or its close
+    /// (`examples/serve.rs` does this). Where that cannot be known, send a copy instead
+    /// (`write` of what [`get`](crate::ReadTree::get) returns, or of a
+    /// [`value_reader`](crate::ReadTree::value_reader)'s bytes).
     ///
     /// **Errors**: a `range` that ends past the value or starts after it ends is an
     /// `Error::Io` of kind `InvalidInput`. Errors from `out` (a peer that closed the

@@ -242,7 +242,10 @@ impl<'t> ReadTree<'t> {
     /// [`ValueExtent::send_to`] for the fallbacks, non-blocking `out`s (fewer bytes
     /// than the value's length come back: send the rest with
     /// `get_extent(key)?.send_to(out, sent..)`) and errors, which never harm the
-    /// database.
+    /// database, and for why this transaction must stay alive until the peer has read
+    /// the bytes, not only until this returns (the kernel reads them from the file's
+    /// pages when the peer takes them, and a later commit may reuse those pages once
+    /// the transaction has ended).
     ///
     /// ```
     /// # fn main() -> mapkv::Result<()> {

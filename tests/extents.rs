@@ -475,3 +475,52 @@ fn a_kept_copy_of_an_extents_descriptor_neither_locks_nor_writes() -> Result<()>
     );
     Ok(())
 }
+
+/// `sendfile` and `splice` do not copy: a pipe, or a socket's queues, keep references to
+/// the file's cached pages until the peer reads them, after `send_to` has returned. The
+/// documented rule (`ValueExtent::send_to`): the read transaction is kept until the peer
+/// has read the bytes; then commits that overwrite the value meanwhile cannot change what
+/// the peer receives. (Dropped before the peer reads, a later commit that reuses the
+/// pages does change it: the kernel's behaviour, which the engine cannot undo.)
+#[test]
+fn bytes_queued_in_a_pipe_or_socket_keep_the_values_while_the_reader_lives() -> Result<()> {
+    for out_kind in ["pipe", "socket"] {
+        let dir = tempfile::tempdir()?;
+        let db = Database::open(dir.path().join("db"))?;
+        let len = 40_000;
+        let old = bytes(1, len);
+        let wtx = db.begin_write()?;
+        wtx.open_tree("t")?.insert(b"v", &old)?;
+        wtx.commit()?;
+        let (mut peer, out): (File, std::os::fd::OwnedFd) = match out_kind {
+            "pipe" => {
+                let (r, w) = rustix::pipe::pipe().map_err(io::Error::from)?;
+                (File::from(r), w)
+            }
+            _ => {
+                let (a, b) = UnixStream::pair()?;
+                (File::from(std::os::fd::OwnedFd::from(a)), b.into())
+            }
+        };
+        let rtx = db.begin_read()?;
+        let t = rtx.open_tree("t")?;
+        assert_eq!(t.send_value(b"v", &out)?, Some(len as u64));
+        let e = t.get_extent(b"v")?.unwrap();
+        assert_eq!(e.send_to(&out, 10..20)?, 10);
+        // Overwrites: each frees the value's run, and the next would take it again.
+        for round in 0..4 {
+            let wtx = db.begin_write()?;
+            wtx.open_tree("t")?.insert(b"v", &bytes(2 + round, len))?;
+            wtx.commit()?;
+        }
+        drop(out);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got)?;
+        drop(rtx);
+        assert!(
+            got.len() == len + 10 && got[..len] == old[..] && got[len..] == old[10..20],
+            "{out_kind}: the peer received bytes a later commit wrote"
+        );
+    }
+    Ok(())
+}
