@@ -524,3 +524,61 @@ fn bytes_queued_in_a_pipe_or_socket_keep_the_values_while_the_reader_lives() -> 
     }
     Ok(())
 }
+
+/// A blob header that disagrees with its leaf (its length, its kind, its padding) is
+/// `Corrupted` for every way of serving the value, and for a write that frees it: never
+/// a panic, a short read or bytes past the value.
+#[test]
+fn a_corrupt_blob_header_is_corrupted_for_extents_readers_and_frees() -> Result<()> {
+    let len = 50_000u64;
+    for (field_at, bytes_put) in [
+        (16, (len + 1).to_le_bytes().to_vec()),
+        (16, (len - 1).to_le_bytes().to_vec()),
+        (16, u64::MAX.to_le_bytes().to_vec()),
+        (16, 0u64.to_le_bytes().to_vec()),
+        (0, vec![1]),   // kind: a leaf
+        (1, vec![200]), // padding
+        (1, vec![8]),   // padding the leaf does not record
+    ] {
+        for mmap_size in [u64::MAX, 0] {
+            let dir = tempfile::tempdir()?;
+            let path = dir.path().join("db");
+            let value = bytes(5, len as usize);
+            let header_at = {
+                let db = Database::open(&path)?;
+                let wtx = db.begin_write()?;
+                wtx.open_tree("t")?.insert(b"v", &value)?;
+                wtx.commit()?;
+                let rtx = db.begin_read()?;
+                rtx.open_tree("t")?.get_extent(b"v")?.unwrap().offset() - 24
+            };
+            let file = File::options().write(true).open(&path)?;
+            file.write_all_at(&bytes_put, header_at + field_at)?;
+            drop(file);
+            let db = Options::new().mmap_size(mmap_size).open(&path)?;
+            let what = format!("field {field_at} = {bytes_put:?}, mmap {mmap_size}");
+            let rtx = db.begin_read()?;
+            let t = rtx.open_tree("t")?;
+            let (sock, _peer) = UnixStream::pair()?;
+            for (how, r) in [
+                ("get", t.get(b"v").map(|_| ())),
+                ("get_extent", t.get_extent(b"v").map(|_| ())),
+                ("value_reader", t.value_reader(b"v").map(|_| ())),
+                ("send_value", t.send_value(b"v", &sock).map(|_| ())),
+            ] {
+                assert!(
+                    matches!(r, Err(Error::Corrupted { .. })),
+                    "{how}, {what}: {r:?}"
+                );
+            }
+            drop(rtx);
+            let wtx = db.begin_write()?;
+            let r = wtx.open_tree("t")?.remove(b"v");
+            assert!(
+                matches!(r, Err(Error::Corrupted { .. })),
+                "remove, {what}: {r:?}"
+            );
+        }
+    }
+    Ok(())
+}
