@@ -426,6 +426,9 @@ impl CursorIter {
         }
         let mut cursor = self.cursor.bind(py).try_borrow_mut()?;
         let on_entry = if self.state == IterState::Fresh && cursor.positioned() {
+            // The current entry is read without a step, and a step is what would notice
+            // that the transaction ended: ask as `key()` does.
+            cursor.check_open(py)?;
             true
         } else if self.direction == Direction::Forward {
             cursor.seek(py, Seek::Next)?

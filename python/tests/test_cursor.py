@@ -125,6 +125,22 @@ def test_a_positioned_cursor_shows_nothing_once_its_transaction_ended(filled, ki
             read()
 
 
+@pytest.mark.parametrize("kind", [0, 1])
+@pytest.mark.parametrize("walk", ["iternext", "iterprev", "__iter__"])
+def test_an_iterator_from_a_positioned_cursor_yields_nothing_once_its_transaction_ended(
+    filled, kind, walk
+):
+    # The iterator's first item is the cursor's current entry, read without a step:
+    # it must say the transaction ended, as key(), value() and the steps do.
+    txn = both_kinds(filled)[kind]
+    c = txn.cursor()
+    assert c.set_key(ENTRIES[10][0])
+    it = getattr(c, walk)()
+    txn.abort()
+    with pytest.raises(ValueError):
+        next(it)
+
+
 def test_cursor_close(filled):
     with filled.begin() as txn:
         with txn.cursor() as c:
