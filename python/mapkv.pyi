@@ -2,8 +2,9 @@
 file), in py-lmdb's habits, with zero-copy values that cannot dangle."""
 
 import os
+import pathlib
 from types import TracebackType
-from typing import Any, Iterator, Literal, Optional, Tuple, Type, TypeVar, Union, overload
+from typing import Any, Iterator, Literal, Optional, Tuple, Type, TypeVar, Union, final, overload
 
 __version__: str
 
@@ -13,8 +14,9 @@ DEFAULT_TREE: str
 
 #: Anything with the buffer protocol: bytes (read in place), bytearray, memoryview,
 #: numpy arrays... (copied once). ``str`` and ``int`` are ``TypeError``.
-BytesLike = Union[bytes, bytearray, memoryview, Any]
-Durability = Literal["immediate", "none"]
+#: Stub-only aliases, private: the module has no such names at run time.
+_BytesLike = Union[bytes, bytearray, memoryview, Any]
+_Durability = Literal["immediate", "none"]
 _T = TypeVar("_T")
 
 class Error(Exception):
@@ -53,7 +55,7 @@ def open(
     mmap_size: Optional[int] = None,
     cache_size: Optional[int] = None,
     read_ahead: bool = True,
-    durability: Optional[Durability] = None,
+    durability: Optional[_Durability] = None,
     readonly: bool = False,
 ) -> Database:
     """Opens (creating if missing, unless ``readonly``) the database file at ``path``.
@@ -67,12 +69,13 @@ def open(
     ``InvalidOptions`` or ``OSError``.
     """
 
+@final
 class Database:
     """An open database file. Use from any threads; close() or a ``with`` block ends it
     (the file closes once its transactions, cursors and memoryviews are gone too)."""
 
     @property
-    def path(self) -> os.PathLike[str]: ...
+    def path(self) -> pathlib.Path: ...
     @property
     def closed(self) -> bool: ...
     @overload
@@ -81,8 +84,12 @@ class Database:
     ) -> ReadTransaction: ...
     @overload
     def begin(
-        self, write: Literal[True], *, buffers: bool = False, durability: Optional[Durability] = None
+        self, write: Literal[True], *, buffers: bool = False, durability: Optional[_Durability] = None
     ) -> WriteTransaction: ...
+    @overload
+    def begin(
+        self, write: bool = False, *, buffers: bool = False, durability: Optional[_Durability] = None
+    ) -> Union[ReadTransaction, WriteTransaction]: ...
     def bulk_load(self, tree: str, entries: Any) -> dict[str, Any]:
         """Loads an iterable of ``(key, value)`` tuples with strictly ascending keys into an
         absent or empty tree, durably. Returns ``entries``, ``pages``, ``bytes_written``,
@@ -107,18 +114,19 @@ class Database:
     def __enter__(self) -> Database: ...
     def __exit__(self, *args: Any) -> bool: ...
 
+@final
 class ReadTransaction:
     """A consistent snapshot. Memoryviews it returns stay valid after it ends."""
 
     @overload
-    def get(self, key: BytesLike) -> Union[bytes, memoryview, None]: ...
+    def get(self, key: _BytesLike) -> Union[bytes, memoryview, None]: ...
     @overload
     def get(
-        self, key: BytesLike, default: _T, *, tree: Optional[str] = None, buffer: Optional[bool] = None
+        self, key: _BytesLike, default: _T, *, tree: Optional[str] = None, buffer: Optional[bool] = None
     ) -> Union[bytes, memoryview, _T]: ...
     @overload
     def get(
-        self, key: BytesLike, *, tree: Optional[str] = None, buffer: Optional[bool] = None
+        self, key: _BytesLike, *, tree: Optional[str] = None, buffer: Optional[bool] = None
     ) -> Union[bytes, memoryview, None]: ...
     def cursor(self, tree: Optional[str] = None, *, buffer: Optional[bool] = None) -> Cursor: ...
     def len(self, tree: Optional[str] = None) -> int: ...
@@ -129,34 +137,35 @@ class ReadTransaction:
     def __enter__(self) -> ReadTransaction: ...
     def __exit__(self, *args: Any) -> bool: ...
 
+@final
 class WriteTransaction:
     """The one write transaction. A ``with`` block commits on success and aborts on an
     exception. It may be used and ended on any thread. Reads here are copies."""
 
     def get(
         self,
-        key: BytesLike,
+        key: _BytesLike,
         default: Any = None,
         *,
         tree: Optional[str] = None,
         buffer: Optional[bool] = None,
     ) -> Any: ...
     def put(
-        self, key: BytesLike, value: BytesLike, *, tree: Optional[str] = None, append: bool = False
+        self, key: _BytesLike, value: _BytesLike, *, tree: Optional[str] = None, append: bool = False
     ) -> None:
         """Stores ``value`` under ``key``. ``append=True``: ``key`` must sort after every
         key of the tree (pages are then filled completely); raises ``Unsorted`` if not."""
     def replace(
-        self, key: BytesLike, value: BytesLike, *, tree: Optional[str] = None
+        self, key: _BytesLike, value: _BytesLike, *, tree: Optional[str] = None
     ) -> Optional[bytes]:
         """Stores ``value`` under ``key``; returns the value it replaced, or None."""
-    def pop(self, key: BytesLike, default: Any = None, *, tree: Optional[str] = None) -> Any:
+    def pop(self, key: _BytesLike, default: Any = None, *, tree: Optional[str] = None) -> Any:
         """Removes ``key``; returns its value, or ``default`` if it was absent."""
-    def delete(self, key: BytesLike, *, tree: Optional[str] = None) -> bool: ...
+    def delete(self, key: _BytesLike, *, tree: Optional[str] = None) -> bool: ...
     def delete_range(
         self,
-        start: Optional[BytesLike] = None,
-        end: Optional[BytesLike] = None,
+        start: Optional[_BytesLike] = None,
+        end: Optional[_BytesLike] = None,
         *,
         tree: Optional[str] = None,
     ) -> int:
@@ -175,6 +184,7 @@ class WriteTransaction:
         traceback: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class Cursor:
     """A position in one tree. Moves return whether the cursor stands on an entry.
 
@@ -182,8 +192,8 @@ class Cursor:
 
     def first(self) -> bool: ...
     def last(self) -> bool: ...
-    def set_range(self, key: BytesLike) -> bool: ...
-    def set_key(self, key: BytesLike) -> bool: ...
+    def set_range(self, key: _BytesLike) -> bool: ...
+    def set_key(self, key: _BytesLike) -> bool: ...
     def next(self) -> bool: ...
     def prev(self) -> bool: ...
     def key(self) -> bytes: ...
@@ -196,10 +206,12 @@ class Cursor:
     def __enter__(self) -> Cursor: ...
     def __exit__(self, *args: Any) -> bool: ...
 
+@final
 class CursorIter(Iterator[Any]):
     def __iter__(self) -> CursorIter: ...
     def __next__(self) -> Any: ...
 
+@final
 class SnapshotOwner:
     """The exporter (``memoryview.obj``) of a read transaction's zero-copy values: it
     keeps their snapshot alive. Not made from Python."""

@@ -26,3 +26,32 @@ def test_every_public_name_is_in_the_stub():
     declared |= {n.target.id for n in body if isinstance(n, ast.AnnAssign)}
     public = {n for n in dir(mapkv) if not n.startswith("_") and n != "mapkv"}
     assert public <= declared, public - declared
+
+
+def test_every_public_alias_in_the_stub_exists():
+    # A public alias declared only in the stub type-checks `mapkv.X` or
+    # `from mapkv import X` and then fails at run time: stub-only names are private.
+    body = ast.parse(STUB.read_text()).body
+    names = {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets}
+    names |= {n.target.id for n in body if isinstance(n, ast.AnnAssign)}
+    missing = {n for n in names if not n.startswith("_") and not hasattr(mapkv, n)}
+    assert not missing, missing
+
+
+def test_classes_that_cannot_be_subclassed_are_final_in_the_stub():
+    body = ast.parse(STUB.read_text()).body
+    for node in body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        cls = getattr(mapkv, node.name)
+        try:
+            type("Sub", (cls,), {})
+            subclassable = True
+        except TypeError:
+            subclassable = False
+        final = any(
+            (isinstance(d, ast.Name) and d.id == "final")
+            or (isinstance(d, ast.Attribute) and d.attr == "final")
+            for d in node.decorator_list
+        )
+        assert final == (not subclassable), node.name
