@@ -184,7 +184,8 @@ impl Database {
     /// transaction (waiting, without holding the GIL, while another thread has it).
     /// `buffers=True` makes `buffer=True` the default of the transaction's `get` and
     /// `cursor` (as py-lmdb's `begin(buffers=True)`, but the views stay valid).
-    /// `durability` ("immediate" or "none") overrides the database's for this commit.
+    /// `durability` ("immediate" or "none") overrides the database's for this commit
+    /// (checked, then ignored, for a read transaction).
     #[pyo3(signature = (write=false, *, buffers=false, durability=None))]
     fn begin(
         &self,
@@ -194,12 +195,14 @@ impl Database {
         durability: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let handle = self.handle()?;
+        // Checked for either kind, so that a misspelt name is never silently ignored;
+        // a read transaction has no commit for it to apply to.
+        let durability = durability.as_deref().map(parse_durability).transpose()?;
         if !write {
             let txn = handle.db().begin_read().py_err()?;
             let txn = ReadTransaction::new(py, txn, Arc::clone(&handle), buffers)?;
             return Ok(Py::new(py, txn)?.into_any());
         }
-        let durability = durability.as_deref().map(parse_durability).transpose()?;
         handle.check_not_writer()?;
         let txn = py.detach(|| handle.db().begin_write()).py_err()?;
         let claim = handle.writer_started();

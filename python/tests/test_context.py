@@ -122,3 +122,14 @@ def test_durability_is_checked(db):
         db.begin(write=True, durability="sometimes")
     with db.begin(write=True, durability="none") as txn:
         txn.put(b"k", b"v")
+
+
+def test_durability_is_checked_for_read_transactions_too(db):
+    # A misspelt name is an error whatever the transaction; a valid one has nothing to
+    # do in a read transaction and is ignored there.
+    with pytest.raises(mapkv.InvalidOptions):
+        db.begin(durability="sometimes")
+    with pytest.raises(mapkv.InvalidOptions):
+        db.begin(write=False, durability="Immediate")
+    with db.begin(durability="none") as txn:
+        assert txn.get(b"k") is None
