@@ -266,3 +266,155 @@ def test_views_right_under_gc_reentrancy_and_thread_switches(db):
     gc.collect()
     assert wrong == []
     txn.abort()
+
+
+@pytest.mark.parametrize("mmap_size", [None, 0, 256 << 10], ids=["mapped", "pread", "part"])
+def test_views_hold_while_compaction_cuts_the_file(tmp_path, mmap_size):
+    # Views of entries at the end of the file, whose pages a delete frees and compact()
+    # would move and cut off: the views' snapshot keeps them, and the file is cut only
+    # once the views are gone.
+    db = mapkv.open(str(tmp_path / "v.mapkv"), mmap_size=mmap_size, cache_size=1 << 20)
+    with db.begin(write=True) as txn:
+        for i in range(6000):
+            txn.put(b"%05d" % i, bytes([i % 251]) * 300)
+    with db.begin(buffers=True) as txn:
+        views = {i: txn.get(b"%05d" % i) for i in range(3000, 6000, 7)}
+        with txn.cursor() as c:  # closed: a cursor holds its snapshot until then
+            assert c.last()
+            views[5999] = c.value()
+    with db.begin(write=True) as txn:
+        txn.delete_range(b"03000")
+    for _ in range(3):  # writers reuse whatever they may
+        with db.begin(write=True) as txn:
+            for i in range(3000):
+                txn.put(b"%05d" % i, b"\xee" * 300)
+    held = db.compact()
+    for i, v in views.items():
+        assert v == bytes([i % 251]) * 300, i
+    del v
+    views.clear()
+    gc.collect()
+    assert db.stats()["oldest_reader_txn_age"] == 0
+    freed = db.compact()
+    assert freed["file_size_after"] < held["file_size_after"]
+    db.check()
+    db.close()
+
+
+@pytest.mark.parametrize("mmap_size", [None, 0, 256 << 10], ids=["mapped", "pread", "part"])
+def test_views_hold_under_concurrent_writers_and_compaction(tmp_path, mmap_size):
+    # Readers on several threads keep views of what they read while a writer rewrites,
+    # deletes and compacts; every view must keep the bytes it had.
+    db = mapkv.open(str(tmp_path / "v.mapkv"), mmap_size=mmap_size, cache_size=1 << 20)
+
+    def value(key, gen):
+        return b"%s:%d;" % (key, gen) * (1 + int(key) % 40)
+
+    with db.begin(write=True) as txn:
+        for i in range(3000):
+            txn.put(b"%05d" % i, value(b"%05d" % i, 0))
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        rng = random.Random(1)
+        gen = 0
+        try:
+            while not stop.is_set():
+                gen += 1
+                with db.begin(write=True) as txn:
+                    for i in rng.sample(range(3000), 300):
+                        txn.put(b"%05d" % i, value(b"%05d" % i, gen))
+                    if gen % 2:
+                        txn.delete_range(b"02000")
+                    else:
+                        for i in range(2000, 3000):
+                            txn.put(b"%05d" % i, value(b"%05d" % i, gen))
+                if gen % 4 == 0:
+                    db.compact()
+        except BaseException as e:
+            errors.append(e)
+
+    def reader(seed):
+        rng = random.Random(seed)
+        held = []
+        try:
+            while not stop.is_set():
+                with db.begin(buffers=True) as txn:
+                    for _ in range(10):
+                        v = txn.get(b"%05d" % rng.randrange(3000))
+                        if v is not None:
+                            held.append((v, bytes(v)))
+                    c = txn.cursor()
+                    if c.set_range(b"%05d" % rng.randrange(3000)):
+                        for _, v in zip(range(20), c.iternext(keys=False)):
+                            held.append((v, bytes(v)))
+                if len(held) > 2000:
+                    errors.extend(b for v, b in held if v != b)
+                    del held[:-50]
+            errors.extend(b for v, b in held if v != b)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer)]
+    threads += [threading.Thread(target=reader, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    stop.wait(2.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    db.check()
+    db.close()
+
+
+MOVED_MAP = r"""
+import gc, os, resource, sys
+# Too little address space for the map's usual reserve: it is made just as large as the
+# file, so growing the file makes a new map.
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+import mapkv
+path = sys.argv[1]
+def maps():
+    name = os.path.basename(path)
+    return [l for l in open("/proc/self/maps") if l.rstrip().endswith(name)]
+db = mapkv.open(path)
+with db.begin(write=True) as txn:
+    for i in range(500):
+        txn.put(b"%08d" % i, bytes([i % 251]) * 300)
+with db.begin(buffers=True) as txn:
+    views = [txn.get(b"%08d" % i) for i in range(500)]
+assert len(maps()) == 1, maps()
+with db.begin(write=True) as txn:
+    for i in range(500, 60000):
+        txn.put(b"%08d" % i, b"\xee" * 300)
+# The old map stays, for the views; new readers use the new one.
+assert len(maps()) == 2, maps()
+with db.begin(buffers=True) as txn:
+    late = txn.get(b"00059999")
+db.close()
+del db
+gc.collect()
+assert all(v == bytes([i % 251]) * 300 for i, v in enumerate(views))
+assert late == b"\xee" * 300
+del views, late
+gc.collect()
+assert maps() == [], maps()
+print("ok")
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="needs /proc/self/maps and RLIMIT_AS"
+)
+def test_views_hold_when_the_file_outgrows_its_map(tmp_path):
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", MOVED_MAP, str(tmp_path / "v.mapkv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
