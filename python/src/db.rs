@@ -58,13 +58,23 @@ impl Handle {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether this thread took the writer lock and has not given it up.
+    fn is_writer(&self) -> bool {
+        self.writer()
+            .is_some_and(|c| c.thread == thread::current().id())
+    }
+
     /// Refuses to wait for the writer lock on the thread that took it (even if the
     /// transaction has since moved to another thread, which may end it).
-    fn check_not_writer(&self) -> PyResult<()> {
-        if self
-            .writer()
-            .is_some_and(|c| c.thread == thread::current().id())
-        {
+    ///
+    /// A write transaction that was dropped inside a reference cycle holds the lock
+    /// until the cycle collector frees it, so this collects once before refusing.
+    fn check_not_writer(&self, py: Python<'_>) -> PyResult<()> {
+        if self.is_writer() {
+            // Finalizers run here: nothing of ours is locked.
+            py.import("gc")?.call_method0("collect")?;
+        }
+        if self.is_writer() {
             return Err(Error::new_err(
                 "this thread holds the write transaction: commit or abort it first \
                  (waiting for another would wait for itself forever)",
@@ -203,7 +213,7 @@ impl Database {
             let txn = ReadTransaction::new(py, txn, Arc::clone(&handle), buffers)?;
             return Ok(Py::new(py, txn)?.into_any());
         }
-        handle.check_not_writer()?;
+        handle.check_not_writer(py)?;
         let txn = py.detach(|| handle.db().begin_write()).py_err()?;
         let claim = handle.writer_started();
         let mut txn = WriteTransaction::new(txn, Arc::clone(&handle), claim, buffers);
@@ -227,7 +237,7 @@ impl Database {
         entries: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let handle = self.handle()?;
-        handle.check_not_writer()?;
+        handle.check_not_writer(py)?;
         let mut feed = Feed::new(entries.try_iter()?.unbind(), Arc::clone(&handle));
         feed.fill(py)?;
         let result = py.detach(|| handle.db().bulk_load(&tree, &mut feed));
@@ -309,7 +319,7 @@ impl Database {
     /// ``pages_moved``, ``passes``, ``file_size_before``, ``file_size_after``.
     fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let handle = self.handle()?;
-        handle.check_not_writer()?;
+        handle.check_not_writer(py)?;
         let stats = py.detach(|| handle.db().compact()).py_err()?;
         let d = PyDict::new(py);
         d.set_item("leaves_merged", stats.leaves_merged)?;
