@@ -281,6 +281,19 @@ impl Packer {
         if bytes.div_ceil(room).max(fewest) >= leaves.len() {
             return Ok(None);
         }
+        // The bytes count no cell's boundary: cut as the packing will, the cells may still
+        // need as many leaves, and copying them would gain nothing (and grow the file of a
+        // compacted database that is compacted again).
+        let packed = {
+            let nodes = (leaves.iter())
+                .map(|l| tree::load(&*pages, l, 1))
+                .collect::<Result<Vec<_>>>()?;
+            let cells = node::all_cells(&nodes)?;
+            node::pack_cuts(r.page(), g.page_size, &cells, fewest)?.len() + 1
+        };
+        if packed >= leaves.len() {
+            return Ok(None);
+        }
         let cost = leaves.len() as u64 + 1;
         if self.spent > 0 && self.spent + cost > self.pass_pages {
             self.stop = Some(lower.to_vec());

@@ -332,3 +332,49 @@ fn compact_in_place_moves_the_end_down_and_cuts_it() -> Result<()> {
     }
     Ok(())
 }
+
+/// `compact` on a file it has just compacted changes nothing: no leaf is rebuilt, no
+/// page moves, and the file keeps its length, however often it is called.
+///
+/// Catches: packing judged by the leaves' bytes alone, blind to cell boundaries. Leaves
+/// whose bytes would fit one page fewer, but whose cells do not, were rebuilt into as
+/// many leaves at the end of the file, every call: the file grew by a growth step, and
+/// the next call cut it back.
+#[test]
+fn compacting_a_compacted_file_changes_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("db");
+    let db = Database::open(&path)?;
+    let k = |i: u32| i.wrapping_mul(2_654_435_761).to_be_bytes();
+    let w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in 0..20_000 {
+            t.insert(&k(i), &[7; 40])?;
+        }
+    }
+    w.commit()?;
+    let w = db.begin_write()?;
+    {
+        let mut t = w.open_tree("t")?;
+        for i in (0..20_000).step_by(2) {
+            assert!(t.remove(&k(i))?);
+        }
+    }
+    w.commit()?;
+    let first = db.compact()?;
+    assert!(first.leaves_merged > 0, "{first:?}");
+    let compacted = db.stats()?.file_size_bytes;
+    for call in 1..=3 {
+        let again = db.compact()?;
+        assert_eq!(
+            (again.leaves_merged, again.pages_moved),
+            (0, 0),
+            "call {call}: {again:?}"
+        );
+        assert_eq!(again.file_size_after, compacted, "call {call}: {again:?}");
+    }
+    db.check()?;
+    assert_eq!(db.begin_read()?.open_tree("t")?.len()?, 10_000);
+    Ok(())
+}
