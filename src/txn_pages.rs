@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::free_chain::Link;
 use crate::freelist::PageRuns;
 use crate::node::{self, BLOB_HEADER_BYTES, Node, OverflowRef};
-use crate::page::{ChildRef, Geometry, PageId, PageMap, TxnId, verify_ref};
+use crate::page::{ChildRef, Geometry, PageId, PageMap, RunVerifier, TxnId, verify_ref};
 use crate::page_buf::PageBox;
 use crate::sealed_nodes::SealedNodes;
 use crate::storage::{PageReader, Storage};
@@ -189,6 +189,9 @@ const INTERRUPTED: &str = "a change was interrupted (a panic) before it finished
 /// The most memory spare page buffers take (`TxnPages::recycle`), kept by the handle
 /// between write transactions: a commit of 1,000 random inserts copies about 1,300 pages.
 const SPARE_BYTES_MAX: usize = 4 << 20;
+
+/// The piece of a committed blob that `free_blob` holds at a time while it verifies it.
+const VERIFY_PIECE_BYTES: usize = 1 << 20;
 
 /// Dirty pages are numbered from here until the commit gives them their final ids: far
 /// beyond any file (2^62 pages), so no committed reference can name one by accident
@@ -485,7 +488,16 @@ impl TxnPages {
             self.reader.forget(r.page());
             return self.free_own(r.page(), pages);
         }
-        verify_ref(self.reader.run(r.page(), pages)?, &r)?;
+        // In pieces, holding one at a time: `run` would keep the whole value in this
+        // transaction's table until it ends on the pread path (a value streamed in with
+        // `insert_from` may be larger than memory, and `delete_tree` frees them all).
+        let mut run = RunVerifier::new();
+        self.reader
+            .stream(r.page(), pages, VERIFY_PIECE_BYTES, |piece| {
+                run.update(piece);
+                Ok(())
+            })?;
+        run.verify(&r)?;
         self.free_committed(r.page(), pages, r.txn())
     }
 

@@ -1,0 +1,116 @@
+//! Freeing a large value (an overwrite, a remove, `delete_tree`) verifies its blob's
+//! checksum before the pages go back (FORMAT.md#the-write-path-trusts-nothing), in
+//! pieces: on the pread path (`mmap_size(0)`) the write transaction's heap does not grow
+//! with the values it frees, however large (a value streamed with `insert_from` may be
+//! larger than memory). Measured with a counting allocator; one test, so nothing else
+//! allocates meanwhile.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mapkv::{Options, Result};
+
+/// Counts the bytes allocated and not yet freed, and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+// SAFETY: forwards to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        grew(layout.size());
+        // SAFETY: same layout contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        grew(layout.size());
+        // SAFETY: same contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        grew(new_size);
+        // SAFETY: same contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Runs `step` and returns what it returned and how far the heap rose above where it was.
+fn peak_of<T>(step: impl FnOnce() -> T) -> (T, usize) {
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let out = step();
+    (out, PEAK.load(Ordering::Relaxed) - before)
+}
+
+const MIB: usize = 1 << 20;
+const VALUE: usize = 24 * MIB;
+
+#[test]
+fn freeing_large_values_holds_a_piece_not_the_value() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Options::new()
+        .mmap_size(0)
+        .cache_size(0)
+        .open(dir.path().join("db"))?;
+    let value = vec![7u8; VALUE];
+    let wtx = db.begin_write()?;
+    let mut t = wtx.open_tree("t")?;
+    for k in 0..4u8 {
+        t.insert(&[k], &value)?;
+    }
+    drop(t);
+    wtx.commit()?;
+    drop(value);
+
+    let (removed, remove) = peak_of(|| -> Result<bool> {
+        let wtx = db.begin_write()?;
+        let removed = wtx.open_tree("t")?.remove(&[0])?;
+        wtx.commit()?;
+        Ok(removed)
+    });
+    assert!(removed?);
+    let (overwritten, overwrite) = peak_of(|| -> Result<()> {
+        let wtx = db.begin_write()?;
+        wtx.open_tree("t")?.insert(&[1], b"small now")?;
+        wtx.commit()
+    });
+    overwritten?;
+    let (deleted, delete) = peak_of(|| -> Result<bool> {
+        let wtx = db.begin_write()?;
+        let deleted = wtx.delete_tree("t")?;
+        wtx.commit()?;
+        Ok(deleted)
+    });
+    assert!(deleted?);
+    eprintln!(
+        "peak heap above the start: remove {} KiB, overwrite {} KiB, delete_tree of two \
+         values {} KiB",
+        remove >> 10,
+        overwrite >> 10,
+        delete >> 10
+    );
+    for (what, peak) in [
+        ("remove", remove),
+        ("overwrite", overwrite),
+        ("delete_tree", delete),
+    ] {
+        assert!(peak < 4 * MIB, "{what} held {peak} bytes");
+    }
+    db.check()?;
+    Ok(())
+}
