@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use crate::db::Shared;
 use crate::error::Result;
+use crate::extent::{self, ValueReader};
 use crate::node::{self, Cell, LeafValue, Node, OverflowRef, ValueAlign, encode_leaf_cell};
 use crate::page::{ChildRef, PageId, PageKind};
+use crate::stream;
 use crate::tree::{self, Pages, TreeRecord};
 use crate::txn::Durability;
 use crate::txn_pages::TxnPages;
@@ -426,7 +428,8 @@ fn relocate_below(
 }
 
 /// Writes the large value of slot `i` of dirty leaf `id` again (into the lowest free
-/// run that holds it) and points the leaf at the copy.
+/// run that holds it) and points the leaf at the copy. The value is copied in pieces, as
+/// `insert_from` writes one: it may be larger than memory.
 fn move_value(
     pages: &mut TxnPages,
     id: PageId,
@@ -436,8 +439,22 @@ fn move_value(
     budget: &mut u64,
     moved: &mut u64,
 ) -> Result<()> {
-    let value = tree::overflow_value(&*pages, o)?.to_vec();
-    let copy = pages.write_blob(&value, node::blob_pad(align))?;
+    let run = pages.take_blob_run(o.value_len(), node::blob_pad(align))?;
+    let page_size = pages.geometry().page_size;
+    let copied = extent::locate_blob(&pages.reader, o).and_then(|at| {
+        let mut value = ValueReader::new(&pages.reader, at);
+        stream::write_blob_from(&run, page_size, &mut value)
+    });
+    let checksum = match copied {
+        Ok(checksum) => checksum,
+        Err(e) => {
+            pages.give_back_run(&run)?;
+            return Err(e);
+        }
+    };
+    let copy = pages.adopt_blob(&run, checksum);
+    // Verifies the old blob's checksum (in pieces too): a corrupt one fails the change,
+    // so its bytes never reach the file under the copy's fresh checksum.
     pages.free_blob(o)?;
     let key = Node::parse(pages.dirty(id), id)?.key(i)?.to_vec();
     let mut cell = Vec::new();

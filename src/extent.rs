@@ -20,7 +20,7 @@ use std::os::unix::fs::FileExt;
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::node;
+use crate::node::{self, OverflowRef};
 use crate::page::VALUE_LEN_MAX;
 use crate::storage::PageReader;
 use crate::tree::{self, TreeRecord, ValueAt};
@@ -57,30 +57,36 @@ pub(crate) fn locate<'t>(
             len: bytes.len() as u64,
             bytes: Some(bytes),
         },
-        Some(ValueAt::Overflow(o)) => {
-            let (id, len) = (o.blob.page(), o.value_len());
-            if len > VALUE_LEN_MAX {
-                return Err(Error::corrupted(
-                    id.0,
-                    format!("overflow value of {len} bytes"),
-                ));
-            }
-            let recorded = node::blob_header(&reader.fetch(id, 1)?, id)?;
-            if recorded != (len, o.pad()) {
-                return Err(Error::corrupted(
-                    id.0,
-                    format!("blob of {recorded:?} bytes and padding, its leaf says {len}"),
-                ));
-            }
-            let (start, mapped) = reader.locate_run(id, o.pages(&g))?;
-            let header = node::BLOB_HEADER_BYTES + o.pad() as usize;
-            Located {
-                offset: start + header as u64,
-                len,
-                bytes: mapped.map(|run| &run[header..header + len as usize]),
-            }
-        }
+        Some(ValueAt::Overflow(o)) => locate_blob(reader, &o)?,
     }))
+}
+
+/// Where the large value `o` lies: what `locate` checks of it (the blob's first page is a
+/// blob header that records the length and padding the leaf records, and the run lies
+/// inside the snapshot's pages), reading only the blob's first page.
+pub(crate) fn locate_blob<'t>(reader: &'t PageReader, o: &OverflowRef) -> Result<Located<'t>> {
+    let g = *reader.geometry();
+    let (id, len) = (o.blob.page(), o.value_len());
+    if len > VALUE_LEN_MAX {
+        return Err(Error::corrupted(
+            id.0,
+            format!("overflow value of {len} bytes"),
+        ));
+    }
+    let recorded = node::blob_header(&reader.fetch(id, 1)?, id)?;
+    if recorded != (len, o.pad()) {
+        return Err(Error::corrupted(
+            id.0,
+            format!("blob of {recorded:?} bytes and padding, its leaf says {len}"),
+        ));
+    }
+    let (start, mapped) = reader.locate_run(id, o.pages(&g))?;
+    let header = node::BLOB_HEADER_BYTES + o.pad() as usize;
+    Ok(Located {
+        offset: start + header as u64,
+        len,
+        bytes: mapped.map(|run| &run[header..header + len as usize]),
+    })
 }
 
 /// Where a value's bytes lie in the database file: [`offset`](Self::offset) and
