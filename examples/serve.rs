@@ -75,14 +75,14 @@ fn connection(stream: TcpStream, db: &Database, mode: Mode) -> io::Result<()> {
     // reused until the client has read the response.
     let mut pinned = None;
     let served = requests(&stream, db, mode, &mut pinned);
-    if pinned.is_some() {
-        // A lingering close: no more responses, then wait for the client's close,
-        // which comes after it read the last one.
-        let _ = stream.shutdown(Shutdown::Write);
-        let _ = stream.set_read_timeout(Some(LINGER));
-        let mut rest = [0; 4096];
-        while matches!((&stream).read(&mut rest), Ok(n) if n > 0) {}
-    }
+    // A lingering close: no more responses, then wait for the client's close, which
+    // comes after it read the last one. That keeps `pinned` until then, and a response
+    // sent while part of the request was left unread (a refused upload) reaches the
+    // client: closing with unread bytes would reset the connection, which may discard it.
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER));
+    let mut rest = [0; 4096];
+    while matches!((&stream).read(&mut rest), Ok(n) if n > 0) {}
     drop(pinned);
     served
 }
@@ -139,7 +139,9 @@ fn requests(
                 // The body is read through the same buffered reader as the head.
                 reader.set_limit(length);
                 if !put(&mut out, &mut reader, db, path, length)? {
-                    return Ok(()); // the body was cut short: the connection is unusable
+                    // The body was cut short, or is left unread: what follows on the
+                    // connection is not the next request's head.
+                    return Ok(());
                 }
             }
             _ => respond(
@@ -170,34 +172,48 @@ fn write_head(out: &mut TcpStream, status: &str, headers: &[String], len: u64) -
     out.write_all(head.as_bytes())
 }
 
-/// `PUT /TREE/KEY` with a body of `length` bytes: streamed into the database with
-/// `insert_from` (in bounded memory, whatever its size) and committed. False if the body
-/// ended early (nothing is stored).
+/// `PUT /TREE/KEY` with a body of `length` bytes (what `body` is limited to): streamed
+/// into the database with `insert_from` (in bounded memory, whatever its size) and
+/// committed. False if the connection must close: the body ended early (nothing is
+/// stored, and no response), or a refusal left it unread (the response says
+/// `Connection: close`: reading a large body only to drop it would cost more).
 fn put(
     out: &mut TcpStream,
-    body: &mut impl Read,
+    body: &mut io::Take<BufReader<TcpStream>>,
     db: &Database,
     path: &str,
     length: u64,
 ) -> io::Result<bool> {
-    let Some((tree, key)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
-        return respond(out, "400 Bad Request", &[], b"expected /TREE/KEY\n").map(|_| true);
-    };
-    let (tree, key) = (percent_decode(tree), percent_decode(key));
-    let tree = String::from_utf8_lossy(&tree);
-    let stored = (|| {
-        let wtx = db.begin_write()?;
-        wtx.open_tree(&tree)?.insert_from(&key, length, body)?;
-        wtx.commit()
-    })();
-    match stored {
-        Ok(()) => respond(out, "201 Created", &[], b"").map(|_| true),
-        Err(mapkv::Error::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => {
-            let message = format!("{e}\n");
-            respond(out, "500 Internal Server Error", &[], message.as_bytes()).map(|_| true)
+    let stored = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+        None => Err(("400 Bad Request", "expected /TREE/KEY\n".to_string())),
+        Some((tree, key)) => {
+            let (tree, key) = (percent_decode(tree), percent_decode(key));
+            let tree = String::from_utf8_lossy(&tree);
+            let stored = (|| {
+                let wtx = db.begin_write()?;
+                wtx.open_tree(&tree)?
+                    .insert_from(&key, length, &mut *body)?;
+                wtx.commit()
+            })();
+            match stored {
+                Ok(()) => Ok(()),
+                Err(mapkv::Error::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Ok(false);
+                }
+                Err(e) => Err(("500 Internal Server Error", format!("{e}\n"))),
+            }
         }
+    };
+    let unread = body.limit() > 0;
+    let headers = match unread {
+        true => vec!["Connection: close".to_string()],
+        false => vec![],
+    };
+    match stored {
+        Ok(()) => respond(out, "201 Created", &headers, b"")?,
+        Err((status, message)) => respond(out, status, &headers, message.as_bytes())?,
     }
+    Ok(!unread)
 }
 
 /// `GET /TREE/KEY`: the value, or the part a `Range` header asks for. Returns the read
@@ -496,6 +512,21 @@ fn self_test() -> Result<()> {
                 fetch(&mut conn, "/uploads/short", "")?.0,
                 404,
                 "{mode:?} cut"
+            );
+            // A refused upload whose body is left unread closes the connection: its body
+            // (here shaped like a request) is never taken for the next request.
+            let mut refused = BufReader::new(TcpStream::connect(addr)?);
+            refused
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_secs(10)))?;
+            let smuggled = "GET /files/f%200 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            assert_eq!(upload(&mut refused, "/no-key", smuggled.as_bytes())?, 400);
+            let mut after = Vec::new();
+            refused.read_to_end(&mut after)?;
+            let after = String::from_utf8_lossy(&after);
+            assert!(
+                after == "expected /TREE/KEY\n",
+                "{mode:?}: after the refusal: {after:?}"
             );
             assert_eq!(fetch(&mut conn, "/no-tree/f%200", "")?.0, 404);
             let (status, _, _) = fetch(&mut conn, "/files/f%201", "Connection: close\r\n")?;
