@@ -188,7 +188,8 @@ class WriteTransaction:
 class Cursor:
     """A position in one tree. Moves return whether the cursor stands on an entry.
 
-    Once its transaction ended, every method but ``close`` raises ``ValueError``."""
+    Once its transaction ended, every method but ``close`` raises ``ValueError``; a read
+    transaction's end closes its cursors, so that they no longer hold its snapshot."""
 
     def first(self) -> bool: ...
     def last(self) -> bool: ...

@@ -23,10 +23,11 @@ use crate::write::WriteTransaction;
 /// current entry (`b""` when unpositioned). Iterating over the cursor is `iternext()`.
 ///
 /// A cursor belongs to its transaction: once that ends, using the cursor raises
-/// `ValueError` (memoryviews already returned stay valid). In a write transaction the
+/// `ValueError` (memoryviews already returned stay valid), and a read transaction's end
+/// closes its cursors, so that they no longer hold its snapshot. In a write transaction the
 /// cursor sees the transaction's own writes; there its entries are copies, and
 /// `buffer=True` gives memoryviews of those copies.
-#[pyclass(module = "mapkv")]
+#[pyclass(module = "mapkv", weakref)]
 pub struct Cursor {
     source: Source,
     /// Values as zero-copy memoryviews instead of `bytes`.
@@ -367,8 +368,8 @@ impl Cursor {
     }
 
     /// Releases the cursor (and its hold on the snapshot or transaction) before it is
-    /// collected.
-    fn close(&mut self) {
+    /// collected; a read transaction's end does this for its cursors.
+    pub(crate) fn close(&mut self) {
         self.source = Source::Closed;
     }
 

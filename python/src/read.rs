@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mapkv::{ReadTree, ReadTxn};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyWeakrefMethods, PyWeakrefReference};
 
 use crate::bytes::BytesIn;
 use crate::cursor::Cursor;
@@ -150,7 +150,18 @@ pub struct ReadTransaction {
     open: Option<(Arc<Snapshot>, Exporter)>,
     /// Values as memoryviews unless a call says otherwise (`begin(buffers=True)`).
     buffers: bool,
+    /// The cursors it made, weakly: its end closes those still alive, so that none
+    /// keeps the snapshot (and the pages it reaches, which writers then cannot reuse)
+    /// until it is next used or collected. Memoryviews keep it, by design.
+    cursors: Vec<Py<PyWeakrefReference>>,
+    /// When `cursors` reaches this length, the dead references are dropped (and this
+    /// doubles past what is left): a transaction that makes many cursors holds a list
+    /// as long as the live ones, at an amortized constant cost per cursor.
+    prune_at: usize,
 }
+
+/// The first length at which `ReadTransaction::cursors` is pruned.
+const PRUNE_AT_FIRST: usize = 16;
 
 impl ReadTransaction {
     pub(crate) fn new(
@@ -164,6 +175,8 @@ impl ReadTransaction {
         Ok(ReadTransaction {
             open: Some((snapshot, exporter)),
             buffers,
+            cursors: Vec::new(),
+            prune_at: PRUNE_AT_FIRST,
         })
     }
 
@@ -171,10 +184,30 @@ impl ReadTransaction {
         self.open.as_ref().ok_or_else(|| ended("read transaction"))
     }
 
-    fn end(&mut self) {
+    fn end(&mut self, py: Python<'_>) {
         if let Some((snapshot, _)) = self.open.take() {
             snapshot.lock().end();
         }
+        for cursor in self.cursors.drain(..) {
+            let cursor = cursor.bind(py).upgrade_as::<Cursor>();
+            // One in use on another thread (borrowed) lets go at its next step.
+            if let Ok(Some(cursor)) = cursor
+                && let Ok(mut cursor) = cursor.try_borrow_mut()
+            {
+                cursor.close();
+            }
+        }
+    }
+
+    /// Notes `cursor` among the ones `end` closes.
+    fn track(&mut self, py: Python<'_>, cursor: &Bound<'_, Cursor>) -> PyResult<()> {
+        if self.cursors.len() >= self.prune_at {
+            self.cursors.retain(|c| c.bind(py).upgrade().is_some());
+            self.prune_at = (2 * self.cursors.len()).max(PRUNE_AT_FIRST);
+        }
+        self.cursors
+            .push(PyWeakrefReference::new(cursor.as_any())?.unbind());
+        Ok(())
     }
 }
 
@@ -216,20 +249,18 @@ impl ReadTransaction {
     /// in key order; with `buffer=True` (the transaction's `buffers` by default) values
     /// are zero-copy memoryviews (keys are always `bytes`).
     #[pyo3(signature = (tree=None, *, buffer=None))]
-    fn cursor(
-        &self,
-        py: Python<'_>,
+    fn cursor<'py>(
+        &mut self,
+        py: Python<'py>,
         tree: Option<String>,
         buffer: Option<bool>,
-    ) -> PyResult<Cursor> {
+    ) -> PyResult<Bound<'py, Cursor>> {
         let buffer = buffer.unwrap_or(self.buffers);
         let (snapshot, exporter) = self.snapshot()?;
-        Ok(Cursor::read(
-            Arc::clone(snapshot),
-            exporter.clone_ref(py),
-            tree,
-            buffer,
-        ))
+        let cursor = Cursor::read(Arc::clone(snapshot), exporter.clone_ref(py), tree, buffer);
+        let cursor = Bound::new(py, cursor)?;
+        self.track(py, &cursor)?;
+        Ok(cursor)
     }
 
     /// The number of entries in `tree` (stored in the tree: no scan).
@@ -254,13 +285,14 @@ impl ReadTransaction {
     }
 
     /// Ends the transaction (the same as `abort()` for a read transaction).
-    fn commit(&mut self) {
-        self.end();
+    fn commit(&mut self, py: Python<'_>) {
+        self.end(py);
     }
 
-    /// Ends the transaction. Memoryviews of its values stay valid.
-    fn abort(&mut self) {
-        self.end();
+    /// Ends the transaction and closes its cursors. Memoryviews of its values stay
+    /// valid.
+    fn abort(&mut self, py: Python<'_>) {
+        self.end(py);
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -268,8 +300,8 @@ impl ReadTransaction {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&mut self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.end();
+    fn __exit__(&mut self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.end(py);
         false
     }
 

@@ -155,3 +155,36 @@ def test_full_scan_of_many_entries_in_order(db):
     with db.begin() as txn:
         assert list(txn.cursor(tree="t")) == entries
         assert list(txn.cursor(tree="t").iterprev()) == entries[::-1]
+
+
+def test_a_read_transactions_end_closes_its_cursors(filled):
+    """Its end closes the cursors still alive: none keeps the snapshot (which would keep
+    writers from reusing the pages it reaches) until it is next used or collected.
+
+    Catches: a cursor holding the snapshot after abort() until `del`; the oldest
+    reader's age then grew with every commit."""
+    txn = filled.begin()
+    c = txn.cursor()
+    assert c.first()
+    iterator = c.iternext()
+    txn.abort()
+    for i in range(3):
+        with filled.begin(write=True) as w:
+            w.put(b"late%d" % i, b"x")
+    assert filled.stats()["oldest_reader_txn_age"] == 0
+    with pytest.raises(ValueError):
+        c.key()
+    with pytest.raises(ValueError):
+        next(iterator)
+    # The same through the context manager, with many cursors (some dropped).
+    with filled.begin() as txn:
+        kept = [txn.cursor() for _ in range(40)]
+        for _ in range(40):
+            txn.cursor().first()
+        assert all(k.first() for k in kept)
+    filled.begin(write=True).commit()
+    assert filled.stats()["oldest_reader_txn_age"] == 0
+    # The cursors kept alive were closed, not only left unusable.
+    for k in kept:
+        with pytest.raises(ValueError):
+            k.first()
