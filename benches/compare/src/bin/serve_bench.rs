@@ -204,20 +204,28 @@ fn serve(stores: &Stores, kind: Kind, stream: TcpStream) -> Result<()> {
         Kind::SqliteBlob => Some(Connection::open(&stores.sqlite)?),
         _ => None,
     };
+    // The read transaction of the last value sent with sendfile: the socket reads the
+    // value's pages when the client takes the bytes, so it is kept until the client's
+    // next request (FORMAT.md#value-extents).
+    let mut pinned: Option<mapkv::ReadTxn> = None;
     loop {
         line.clear();
         if requests.read_line(&mut line)? == 0 {
             return Ok(());
         }
+        drop(pinned.take()); // the client asked again: it has read the last value
         let k = line.trim_end().as_bytes();
         match kind {
             Kind::Sendfile => {
                 let rtx = stores.mapkv.begin_read()?;
-                let tree = rtx.open_tree(TREE)?;
-                let extent = tree.get_extent(k)?.context("absent key")?;
-                out.write_all(&extent.len().to_le_bytes())?;
-                let sent = extent.send_to(&out, ..)?;
-                anyhow::ensure!(sent == extent.len(), "short send");
+                {
+                    let tree = rtx.open_tree(TREE)?;
+                    let extent = tree.get_extent(k)?.context("absent key")?;
+                    out.write_all(&extent.len().to_le_bytes())?;
+                    let sent = extent.send_to(&out, ..)?;
+                    anyhow::ensure!(sent == extent.len(), "short send");
+                }
+                pinned.replace(rtx);
             }
             Kind::MapWrite => {
                 let rtx = stores.mapkv.begin_read()?;
