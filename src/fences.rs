@@ -12,8 +12,10 @@ use crate::error::{Error, Result};
 use crate::node::Node;
 
 /// Checks that every key of `node` (a leaf's keys, a branch's separators) is `>= lower`
-/// and `< upper` (None: unbounded). Its keys ascend (the caller checked the page, or
-/// checks it), so the first and the last bound them all.
+/// and `< upper` (None: unbounded), by the first and the last: they bound the others if
+/// the keys ascend. `check` and a copy for editing verify that; a node freed whole is
+/// not read key by key, so one crafted out of order inside can still lose keys outside
+/// its fences (FORMAT.md, "The write path trusts nothing").
 pub(crate) fn check_within(node: &Node, lower: Option<&[u8]>, upper: Option<&[u8]>) -> Result<()> {
     let Some(last) = node.len().checked_sub(1) else {
         return Ok(());
