@@ -4,6 +4,7 @@
 //! database images for crafted corruptions.
 #![allow(dead_code)]
 
+pub mod heap;
 pub mod image;
 pub mod model;
 pub mod recovery;
