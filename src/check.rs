@@ -336,19 +336,12 @@ impl<'a> Walker<'a> {
             if !self.visits(&child) {
                 continue;
             }
+            let (lower, upper) = fences::child_fences(&node, i, place.lower, place.upper)?;
             let below = Place {
                 levels: place.levels - 1,
                 is_root: false,
-                lower: if i == 0 {
-                    place.lower
-                } else {
-                    Some(node.key(i - 1)?)
-                },
-                upper: if i == node.len() {
-                    place.upper
-                } else {
-                    Some(node.key(i)?)
-                },
+                lower,
+                upper,
             };
             self.walk_node(&child, below, leaves, entries, visitor)?;
         }

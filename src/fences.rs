@@ -61,14 +61,32 @@ impl Fences {
     /// The fences of child `i` of the branch `node` these fences belong to. With `node`
     /// checked against them, the child's lie within them.
     pub(crate) fn child(&self, node: &Node, i: usize) -> Result<Fences> {
-        let lower = match i {
-            0 => self.lower.clone(),
-            _ => Some(node.key(i - 1)?.to_vec()),
-        };
-        let upper = match i == node.len() {
-            true => self.upper.clone(),
-            false => Some(node.key(i)?.to_vec()),
-        };
-        Ok(Fences { lower, upper })
+        let (lower, upper) = child_fences(node, i, self.lower(), self.upper())?;
+        Ok(Fences {
+            lower: lower.map(<[u8]>::to_vec),
+            upper: upper.map(<[u8]>::to_vec),
+        })
     }
+}
+
+/// A node's fences, borrowed from its ancestors' pages: (lower, upper).
+pub(crate) type Borrowed<'k> = (Option<&'k [u8]>, Option<&'k [u8]>);
+
+/// The fences of child `i` of the branch `node`, whose own are `lower` and `upper`: the
+/// branch keys on either side of it, or the branch's own fence at either end.
+pub(crate) fn child_fences<'k>(
+    node: &Node<'k>,
+    i: usize,
+    lower: Option<&'k [u8]>,
+    upper: Option<&'k [u8]>,
+) -> Result<Borrowed<'k>> {
+    let lower = match i {
+        0 => lower,
+        _ => Some(node.key(i - 1)?),
+    };
+    let upper = match i == node.len() {
+        true => upper,
+        false => Some(node.key(i)?),
+    };
+    Ok((lower, upper))
 }
