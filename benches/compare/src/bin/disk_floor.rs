@@ -12,7 +12,11 @@
 //! - `meta + 6 pages, one place`: a 100-byte meta and the 6 pages after it in one call:
 //!   one region, as a commit whose meta sat next to its pages would write;
 //! - `6 pages + meta elsewhere`: the 6 pages in one call, the meta 100 bytes at the start
-//!   of the file: two regions, as a mapkv one-key commit writes.
+//!   of the file: two regions, as a mapkv one-key commit writes into a free run;
+//! - `6 pages in 2 runs + meta`, `… in 3 runs + meta`: the same pages split over free
+//!   runs 40 MiB apart (a commit that fills several small free runs);
+//! - `6 pages appended + meta`: the pages past the end of the file, grown and zeroed
+//!   ahead as mapkv's storage does (`append_like_mapkv`).
 //!
 //! Batches (seconds for 100 commits of 1,300 pages, about what 1,000 random inserts into
 //! a 1M-entry tree dirty):
@@ -24,6 +28,8 @@
 #[allow(dead_code)]
 mod data;
 
+use std::cell::Cell;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -61,6 +67,7 @@ fn main() -> std::io::Result<()> {
     file.sync_all()?;
 
     let page = vec![2u8; PAGE];
+    let zeroed_to = Cell::new(FILE_BYTES);
     let six_pages = vec![3u8; 6 * PAGE];
     let one_key: Vec<(&str, Commit)> = vec![
         ("sync only", Box::new(|_| file.sync_data())),
@@ -84,6 +91,43 @@ fn main() -> std::io::Result<()> {
             "6 pages + meta elsewhere",
             Box::new(|i| {
                 let at = (8 << 20) + (i % 300) * 6 * PAGE;
+                file.write_all_at(&six_pages, at as u64)?;
+                file.write_all_at(&six_pages[..100], ((i % 2) * PAGE) as u64)?;
+                file.sync_data()
+            }),
+        ),
+        (
+            "6 pages in 2 runs + meta",
+            Box::new(|i| {
+                let at = (8 << 20) + (i % 300) * 6 * PAGE;
+                file.write_all_at(&six_pages[..3 * PAGE], at as u64)?;
+                file.write_all_at(&six_pages[..3 * PAGE], (at + (40 << 20)) as u64)?;
+                file.write_all_at(&six_pages[..100], ((i % 2) * PAGE) as u64)?;
+                file.sync_data()
+            }),
+        ),
+        (
+            "6 pages in 3 runs + meta",
+            Box::new(|i| {
+                let at = (8 << 20) + (i % 300) * 6 * PAGE;
+                for run in 0..3 {
+                    let run_at = at + run * (40 << 20);
+                    file.write_all_at(&six_pages[..2 * PAGE], run_at as u64)?;
+                }
+                file.write_all_at(&six_pages[..100], ((i % 2) * PAGE) as u64)?;
+                file.sync_data()
+            }),
+        ),
+        (
+            "6 pages appended + meta",
+            Box::new(|i| {
+                if i == 0 {
+                    file.set_len(FILE_BYTES as u64)?;
+                    file.sync_all()?;
+                    zeroed_to.set(FILE_BYTES);
+                }
+                let at = FILE_BYTES + i * 6 * PAGE;
+                append_like_mapkv(file, &zeroed_to, at + 6 * PAGE)?;
                 file.write_all_at(&six_pages, at as u64)?;
                 file.write_all_at(&six_pages[..100], ((i % 2) * PAGE) as u64)?;
                 file.sync_data()
@@ -135,6 +179,28 @@ fn main() -> std::io::Result<()> {
         }
         let name = if scattered { "scattered" } else { "contiguous" };
         println!("  {name:28} {}", join(&rounds, 2));
+    }
+    Ok(())
+}
+
+/// What mapkv's storage does before a commit that appends up to `end`: grow the file in
+/// steps of 16 MiB (a hole), and keep 2 MiB past the commit's end written with zeros,
+/// topped up once a megabyte of it is used, so that the commits' own writes allocate no
+/// blocks. `zeroed_to`: how far the file is written.
+fn append_like_mapkv(file: &File, zeroed_to: &Cell<usize>, end: usize) -> std::io::Result<()> {
+    const ZERO_AHEAD: usize = 2 << 20;
+    const GROWTH: usize = 16 << 20;
+    let len = file.metadata()?.len() as usize;
+    if len < end {
+        file.set_len((end + GROWTH) as u64)?;
+    }
+    let zeros = vec![0u8; 64 << 10];
+    let target = end + ZERO_AHEAD;
+    if target - zeroed_to.get().max(end) >= ZERO_AHEAD / 2 {
+        for at in (zeroed_to.get().max(end)..target).step_by(zeros.len()) {
+            file.write_all_at(&zeros, at as u64)?;
+        }
+        zeroed_to.set(target);
     }
     Ok(())
 }
