@@ -37,6 +37,10 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftE
 /// openraft bounds append batches and snapshot chunks far below it).
 pub const MAX_FRAME: usize = 256 << 20;
 
+/// The buffer a frame's bytes start in; it doubles as more arrive, so a frame of any
+/// size costs at most about twice its size, and a short one little.
+const FRAME_CAPACITY_FIRST: usize = 64 << 10;
+
 /// How long a connection attempt may take before the target counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -83,8 +87,19 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(
     if len > MAX_FRAME {
         return Err(io::Error::other(format!("frame of {len} bytes")));
     }
-    let mut bytes = vec![0u8; len];
-    stream.read_exact(&mut bytes).await?;
+    // The length is the peer's claim, not a fact: grow the buffer as bytes arrive,
+    // so a peer that claims a huge frame and sends little costs little.
+    let mut bytes = Vec::with_capacity(len.min(FRAME_CAPACITY_FIRST));
+    (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame of {len} bytes ended after {}", bytes.len()),
+        ));
+    }
     codec::decode(&bytes)
         .map(Some)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -254,6 +269,10 @@ mod tests {
                 .await
                 .unwrap();
             write_frame(&mut s, &Vec::<u8>::new()).await.unwrap();
+            // Larger than the buffer a frame starts in, so it must grow.
+            write_frame(&mut s, &vec![7u8; 3 * FRAME_CAPACITY_FIRST])
+                .await
+                .unwrap();
             // A length beyond MAX_FRAME, then nothing.
             s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         });
@@ -262,6 +281,8 @@ mod tests {
         assert_eq!(a, Some((7, "seven".to_string())));
         let b: Option<Vec<u8>> = read_frame(&mut s).await.unwrap();
         assert_eq!(b, Some(Vec::new()));
+        let c: Option<Vec<u8>> = read_frame(&mut s).await.unwrap();
+        assert_eq!(c, Some(vec![7u8; 3 * FRAME_CAPACITY_FIRST]));
         assert!(read_frame::<Vec<u8>>(&mut s).await.is_err());
         client.await.unwrap();
 
