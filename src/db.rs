@@ -6,6 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use zerocopy::little_endian::{U32, U64};
@@ -296,6 +297,14 @@ impl Database {
     /// ```
     pub fn try_begin_write(&self) -> Result<Option<WriteTxn>> {
         WriteTxn::try_begin(&self.shared)
+    }
+
+    /// Begins the write transaction, waiting at most `timeout` for another one to end;
+    /// `None` if it is still alive then. For a caller that must stay responsive while
+    /// it waits (to a cancellation, or Ctrl-C in the Python binding): wait in slices and
+    /// look in between.
+    pub fn try_begin_write_for(&self, timeout: Duration) -> Result<Option<WriteTxn>> {
+        WriteTxn::begin_within(&self.shared, timeout)
     }
 
     /// Loads `entries`, whose keys must be strictly ascending, into the tree `tree`,

@@ -49,7 +49,8 @@
 //! - [`WriteTxn`] is `Send + Sync`: it may move to another thread and commit or drop
 //!   there, and its [`WriteTree`]s are `Send + Sync`: scoped threads may read and change
 //!   its trees; changes take turns. One write transaction at a time: a thread that
-//!   holds one must not begin another ([`Database::try_begin_write`] does not wait).
+//!   holds one must not begin another ([`Database::try_begin_write`] does not wait;
+//!   [`Database::try_begin_write_for`] waits a bounded time).
 //!
 //! The file format is described in `FORMAT.md` in the repository.
 

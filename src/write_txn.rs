@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::db::Shared;
 use crate::error::{Error, Result};
@@ -299,6 +300,18 @@ impl WriteTxn {
     pub(crate) fn try_begin(shared: &Arc<Shared>) -> Result<Option<WriteTxn>> {
         Self::check_writable(shared)?;
         match shared.writer.try_lock_arc() {
+            Some(writer) => Self::start(shared, writer).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `begin`, or `None` if another write transaction is still alive after `timeout`.
+    pub(crate) fn begin_within(
+        shared: &Arc<Shared>,
+        timeout: Duration,
+    ) -> Result<Option<WriteTxn>> {
+        Self::check_writable(shared)?;
+        match shared.writer.try_lock_arc_for(timeout) {
             Some(writer) => Self::start(shared, writer).map(Some),
             None => Ok(None),
         }

@@ -5,6 +5,7 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use mapkv::{Database, Error, Options, Range, ReadTree, ReadTxn, Result, WriteTree, WriteTxn};
 
@@ -227,6 +228,37 @@ fn try_begin_write_does_not_wait() -> Result<()> {
     let ro = Options::new().read_only(true).open(dir.path().join("db"));
     // A second handle is refused while this one is open read-write.
     assert!(matches!(ro, Err(Error::Locked)));
+    Ok(())
+}
+
+#[test]
+fn try_begin_write_for_waits_no_longer_than_asked() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("db"))?;
+    let wait = Duration::from_millis(50);
+    let w = db.begin_write()?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let started = Instant::now();
+            assert!(db.try_begin_write_for(wait).expect("no error").is_none());
+            assert!(
+                started.elapsed() >= wait,
+                "gave up after {:?}",
+                started.elapsed()
+            );
+        })
+        .join()
+        .expect("thread");
+        // A writer that ends during the wait hands the lock on.
+        let waiter = s.spawn(|| {
+            db.try_begin_write_for(Duration::from_secs(60))
+                .expect("no error")
+                .is_some()
+        });
+        std::thread::sleep(wait);
+        drop(w);
+        assert!(waiter.join().expect("thread"));
+    });
     Ok(())
 }
 

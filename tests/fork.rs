@@ -8,6 +8,7 @@
 #![cfg(unix)]
 
 use std::ffi::c_int;
+use std::time::Duration;
 
 use mapkv::{Database, Error, Result};
 
@@ -27,12 +28,16 @@ fn key(i: u32) -> [u8; 4] {
 /// What the child checks; its exit status is 0 if every step was refused with
 /// `Error::Forked`, else the number of the first step that was not.
 fn in_child(db: Database, carried: mapkv::WriteTxn) -> c_int {
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 7] = [
         ("begin_read", Box::new(|| db.begin_read().map(drop))),
         ("begin_write", Box::new(|| db.begin_write().map(drop))),
         (
             "try_begin_write",
             Box::new(|| db.try_begin_write().map(drop)),
+        ),
+        (
+            "try_begin_write_for",
+            Box::new(|| db.try_begin_write_for(Duration::ZERO).map(drop)),
         ),
         ("check", Box::new(|| db.check().map(drop))),
         ("compact", Box::new(|| db.compact().map(drop))),
