@@ -85,7 +85,9 @@ class Database:
     @overload
     def begin(
         self, write: Literal[True], *, buffers: bool = False, durability: Optional[_Durability] = None
-    ) -> WriteTransaction: ...
+    ) -> WriteTransaction:
+        """The write transaction: waits, without the GIL, while another thread has it;
+        Ctrl-C ends the wait with ``KeyboardInterrupt``."""
     @overload
     def begin(
         self, write: bool = False, *, buffers: bool = False, durability: Optional[_Durability] = None

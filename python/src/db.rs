@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
+use std::time::Duration;
 
 use mapkv::{Durability, Options};
 use pyo3::prelude::*;
@@ -103,6 +104,29 @@ impl Handle {
     }
 }
 
+/// How long one slice of the wait for the writer lock lasts: the longest a Ctrl-C
+/// waits to be seen, and short next to a person's patience; long enough that the
+/// slices cost nothing (the lock is handed on within a slice, not at its end).
+const WRITER_WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// Begins the write transaction, waiting without the GIL while another is alive.
+///
+/// Python runs signal handlers only when the main thread runs Python code, so a wait
+/// in one long call would not see Ctrl-C until the writer ends (never, if that writer
+/// waits for this thread). The wait is cut in slices, and a handler's exception
+/// (`KeyboardInterrupt`) ends it; off the main thread `check_signals` does nothing.
+fn wait_for_writer(py: Python<'_>, handle: &Handle) -> PyResult<mapkv::WriteTxn> {
+    loop {
+        let txn = py
+            .detach(|| handle.db().try_begin_write_for(WRITER_WAIT_SLICE))
+            .py_err()?;
+        if let Some(txn) = txn {
+            return Ok(txn);
+        }
+        py.check_signals()?;
+    }
+}
+
 /// An open database file, from `mapkv.open()`.
 ///
 /// Any number of read transactions and one write transaction at a time, from any
@@ -191,7 +215,8 @@ pub(crate) fn open(
 #[pymethods]
 impl Database {
     /// Begins a transaction: a read snapshot, or with `write=True` the write
-    /// transaction (waiting, without holding the GIL, while another thread has it).
+    /// transaction (waiting, without holding the GIL, while another thread has it;
+    /// Ctrl-C interrupts the wait with `KeyboardInterrupt`).
     /// `buffers=True` makes `buffer=True` the default of the transaction's `get` and
     /// `cursor` (as py-lmdb's `begin(buffers=True)`, but the views stay valid).
     /// `durability` ("immediate" or "none") overrides the database's for this commit
@@ -214,7 +239,7 @@ impl Database {
             return Ok(Py::new(py, txn)?.into_any());
         }
         handle.check_not_writer(py)?;
-        let txn = py.detach(|| handle.db().begin_write()).py_err()?;
+        let txn = wait_for_writer(py, &handle)?;
         let claim = handle.writer_started();
         let mut txn = WriteTransaction::new(txn, Arc::clone(&handle), claim, buffers);
         if let Some(d) = durability {

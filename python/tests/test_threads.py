@@ -1,6 +1,8 @@
 """Threads: readers while a writer commits, and the GIL released by long operations."""
 
 import gc
+import os
+import signal
 import sys
 import threading
 import time
@@ -288,3 +290,42 @@ def _write(db, value):
     with db.begin(write=True) as txn:
         txn.put(b"k", value)
     return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT by os.kill is POSIX")
+def test_ctrl_c_interrupts_a_wait_for_the_writer(db):
+    # Python runs signal handlers in the main thread only, between bytecodes: a wait for
+    # the writer lock in one long native call would see Ctrl-C only once it ended.
+    assert threading.current_thread() is threading.main_thread()
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with db.begin(write=True) as txn:
+            txn.put(b"k", b"held")
+            holding.set()
+            # Bounded, so that a wait that ignores the signal ends (and fails below).
+            release.wait(timeout=5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(timeout=30)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        started = time.monotonic()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            db.begin(write=True)
+        waited = time.monotonic() - started
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+        release.set()
+        holder.join()
+    assert waited < 1.0, "Ctrl-C ended the wait after %.1f s" % waited
+    # The interrupted wait left nothing behind: the writer lock is free.
+    with db.begin(write=True) as txn:
+        txn.put(b"k", b"after")
+    with db.begin() as txn:
+        assert txn.get(b"k") == b"after"
