@@ -38,7 +38,8 @@ pub enum Error {
         /// The largest key length accepted at this page size.
         max: usize,
     },
-    /// A value is longer than the format allows.
+    /// A value is longer than the format allows, or (read on a 32-bit target) than the
+    /// process can address.
     ValueTooLarge {
         /// The value's length in bytes.
         size: u64,

@@ -455,13 +455,13 @@ impl PageReader {
     /// limit is free, so a reference to it is corrupt.
     #[inline(never)]
     fn page_beyond_window(&self, id: PageId) -> Result<&[u8]> {
-        let (start, end) = self.run_bytes(id, 1)?;
+        let (start, _) = self.run_bytes(id, 1)?;
         let page = self.storage.geometry.page_size;
         if let Some(bytes) = self.held.get(id, page) {
             return Ok(bytes);
         }
         // Past `window_pages`, so past `window_end` too: nothing to find in the map.
-        self.read_and_hold(id, start, end)
+        self.read_and_hold(id, start, page)
     }
 
     /// `pages` contiguous pages starting at `id`.
@@ -506,16 +506,16 @@ impl PageReader {
     /// Not inlined into `run`: the mapped path, the hot one with a map, stays small.
     #[inline(never)]
     fn read_owned(&self, id: PageId, start: u64, end: u64) -> Result<&[u8]> {
-        match self.held.get(id, (end - start) as usize) {
+        let len = run_len(start, end)?;
+        match self.held.get(id, len) {
             Some(held) => Ok(held),
-            None => self.read_and_hold(id, start, end),
+            None => self.read_and_hold(id, start, len),
         }
     }
 
-    /// The run at `id` (bytes `start..end`, past the window) from the page cache, or
+    /// The run at `id` (`len` bytes at `start`, past the window) from the page cache, or
     /// read from the file and held until the reader ends.
-    fn read_and_hold(&self, id: PageId, start: u64, end: u64) -> Result<&[u8]> {
-        let len = (end - start) as usize;
+    fn read_and_hold(&self, id: PageId, start: u64, len: usize) -> Result<&[u8]> {
         if let Some(cached) = self.cached(id, len) {
             return Ok(cached);
         }
@@ -612,7 +612,7 @@ impl PageReader {
         if end <= self.window_end {
             return Ok(Fetched::Borrowed(self.mapped(start, end)));
         }
-        let len = (end - start) as usize;
+        let len = run_len(start, end)?;
         if let Some(held) = self.held.get(id, len) {
             return Ok(Fetched::Borrowed(held));
         }
@@ -717,12 +717,35 @@ impl std::ops::Deref for Fetched<'_> {
     }
 }
 
+/// The length of the run `start..end`, for a buffer to read it into. A run that the
+/// format allows (a value of up to `VALUE_LEN_MAX` bytes, which a 64-bit process may
+/// have written) can be longer than a 32-bit process can address; a cast would then
+/// read the wrong bytes.
+fn run_len(start: u64, end: u64) -> Result<usize> {
+    let size = end - start;
+    usize::try_from(size).map_err(|_| Error::ValueTooLarge {
+        size,
+        max: usize::MAX as u64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::FileBackend;
 
     const PAGE: usize = 4096;
+
+    /// Only a 32-bit target can fail it (where `as usize` kept the low 32 bits).
+    #[test]
+    fn a_run_longer_than_usize_is_an_error_not_a_shorter_read() {
+        let size = 1u64 << 32;
+        let got = run_len(4096, 4096 + size);
+        match usize::BITS {
+            64 => assert_eq!(got.unwrap() as u64, size),
+            _ => assert!(matches!(got, Err(Error::ValueTooLarge { size: s, .. }) if s == size)),
+        }
+    }
 
     /// An eighth of the file, within 1 and 16 MiB: a large file carries at most 16 MiB of
     /// room past its pages (twice that before it is shortened), not an eighth of itself.
