@@ -312,12 +312,12 @@ fn read_tree(rtx: &ReadTxn, name: &str) -> Vec<Vec<u8>> {
     for k in keys.iter().step_by(5) {
         let _ = tree.get(k);
     }
-    if let Some(mid) = keys.get(keys.len() / 2) {
-        if let Ok(r) = tree.range(..*mid) {
-            for e in r.rev().take(100_000) {
-                if e.is_err() {
-                    break;
-                }
+    if let Some(mid) = keys.get(keys.len() / 2)
+        && let Ok(r) = tree.range(..*mid)
+    {
+        for e in r.rev().take(100_000) {
+            if e.is_err() {
+                break;
             }
         }
     }
@@ -373,7 +373,7 @@ fn exercise(db: &Database, writes: &[(u16, u16)], found: &Found, intact: bool) -
     let Ok(mut wtx) = db.begin_write() else {
         return None;
     };
-    wtx.set_durability(if writes.len() % 2 == 0 {
+    wtx.set_durability(if writes.len().is_multiple_of(2) {
         Durability::Immediate
     } else {
         Durability::None
@@ -481,7 +481,7 @@ fuzz_target!(|input: Input| {
         std::fs::write(std::path::Path::new(&dir).join("image.mapkv"), &img).expect("dump");
     }
     let intact = input.edits.iter().take(EDITS_MAX).all(Edit::keeps_graph);
-    if input.file % 32 == 0 {
+    if input.file.is_multiple_of(32) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("corrupt.mapkv");
         std::fs::write(&path, &img).expect("write");

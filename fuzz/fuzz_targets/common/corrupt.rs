@@ -268,10 +268,10 @@ impl Walker<'_> {
         let Ok(pages) = u64::try_from(pages) else {
             return;
         };
-        if let Some((start, end)) = page_range(self.img, self.page_size, ref_at, pages) {
-            if self.first_visit(start, ref_at) {
-                self.seal(start, end, ref_at);
-            }
+        if let Some((start, end)) = page_range(self.img, self.page_size, ref_at, pages)
+            && self.first_visit(start, ref_at)
+        {
+            self.seal(start, end, ref_at);
         }
     }
 
@@ -447,10 +447,10 @@ pub fn widen(
     let mut pages: Vec<usize> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for r in refs.iter().filter(own).chain(refs.iter().filter(spare)) {
-        if let Some((start, _)) = page_range(img, page_size, r.at, 1) {
-            if seen.insert(start) {
-                pages.push(start);
-            }
+        if let Some((start, _)) = page_range(img, page_size, r.at, 1)
+            && seen.insert(start)
+        {
+            pages.push(start);
         }
     }
     let Some(leaf) = pages.iter().position(|&p| img[p] == 2) else {
@@ -536,9 +536,7 @@ pub fn set_ref_txn(
     };
     let txn = to(now, snapshot).to_le_bytes();
     img[r.at + 12..r.at + 20].copy_from_slice(&txn);
-    if header_too {
-        if let Some((start, _)) = page_range(img, page_size, r.at, 1) {
-            img[start + 8..start + 16].copy_from_slice(&txn);
-        }
+    if header_too && let Some((start, _)) = page_range(img, page_size, r.at, 1) {
+        img[start + 8..start + 16].copy_from_slice(&txn);
     }
 }
