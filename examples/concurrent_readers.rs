@@ -94,7 +94,7 @@ fn writer(db: &Database, stop: &AtomicBool) -> Result<u64> {
         // Every 100th commit is durable. Until one is, the pages of the last durable
         // commit must survive a crash, and the library reuses no freed page: the file
         // would grow with every commit.
-        if commits % 100 == 0 {
+        if commits.is_multiple_of(100) {
             wtx.set_durability(Durability::Immediate);
         }
         wtx.commit()?;

@@ -677,7 +677,7 @@ mod tests {
     #[test]
     fn every_buffer_handed_out_is_aligned() {
         use crate::page_buf::BUF_ALIGN;
-        let aligned = |b: &[u8]| b.as_ptr() as usize % BUF_ALIGN == 0;
+        let aligned = |b: &[u8]| (b.as_ptr() as usize).is_multiple_of(BUF_ALIGN);
         let cache = cache(RUN_SHARE_MAX);
         for id in 0..8 * RUN_SHARE_MAX {
             let buf = page(&cache, id as u8);

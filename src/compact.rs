@@ -390,10 +390,10 @@ fn relocate_below(
         let mut blobs = Vec::new();
         if node.is_leaf() {
             for i in 0..node.len() {
-                if let LeafValue::Overflow(o) = node.value(i)? {
-                    if o.blob.page() >= from {
-                        blobs.push((i, o));
-                    }
+                if let LeafValue::Overflow(o) = node.value(i)?
+                    && o.blob.page() >= from
+                {
+                    blobs.push((i, o));
                 }
             }
         } else {
@@ -523,7 +523,7 @@ mod tests {
         let r = db.begin_read()?;
         for name in ["a", "b", "c"] {
             let t = r.open_tree(name)?;
-            let kept = |i: &u64| name == "b" || i % 4 == 0;
+            let kept = |i: &u64| name == "b" || i.is_multiple_of(4);
             assert_eq!(t.len()?, (0..20_000u64).filter(kept).count() as u64);
             for i in (0..20_000u64).filter(kept) {
                 assert_eq!(t.get(&key(i))?, Some(&[i as u8; 40][..]), "{name} {i}");

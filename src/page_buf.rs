@@ -38,7 +38,7 @@ const _: () = assert!(align_of::<Chunk>() == BUF_ALIGN && size_of::<Chunk>() == 
 /// of pages are: page sizes are powers of two from 4096).
 fn chunks(len: usize) -> usize {
     assert!(
-        len % BUF_ALIGN == 0,
+        len.is_multiple_of(BUF_ALIGN),
         "page buffer of {len} bytes: not a multiple of {BUF_ALIGN}"
     );
     len / BUF_ALIGN
@@ -175,7 +175,7 @@ mod tests {
     use super::*;
 
     fn aligned(bytes: &[u8]) -> bool {
-        bytes.as_ptr() as usize % BUF_ALIGN == 0
+        (bytes.as_ptr() as usize).is_multiple_of(BUF_ALIGN)
     }
 
     #[test]

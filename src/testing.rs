@@ -29,10 +29,10 @@ pub fn decode_page(bytes: &[u8]) -> Result<usize> {
     let _ = (node.kind(), node.txn(), node.used_bytes());
     for i in 0..node.len() {
         let key = node.key(i)?;
-        if node.is_leaf() {
-            if let LeafValue::Overflow(o) = node.value(i)? {
-                let _ = (o.blob.page(), o.value_len());
-            }
+        if node.is_leaf()
+            && let LeafValue::Overflow(o) = node.value(i)?
+        {
+            let _ = (o.blob.page(), o.value_len());
         }
         // A search for a key that is present must find it unless the page is corrupt
         // in a way only `check` reports (wrong prefixes, keys out of order).

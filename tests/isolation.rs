@@ -26,7 +26,7 @@ fn write_generation(db: &Database, generation: u32, keys: u32) -> Result<()> {
             t.insert(&key(i), &generation.to_le_bytes().repeat(20))?;
         }
     }
-    if generation % 3 == 0 {
+    if generation.is_multiple_of(3) {
         w.set_durability(Durability::None);
     }
     w.commit()

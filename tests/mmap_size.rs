@@ -6,7 +6,7 @@ const SETTINGS: [u64; 5] = [0, 4096, 96 << 10, 1 << 20, u64::MAX];
 
 fn value(i: u32) -> Vec<u8> {
     // Every 50th value is large enough for overflow pages.
-    let len = if i % 50 == 0 {
+    let len = if i.is_multiple_of(50) {
         9000 + i as usize % 7
     } else {
         20 + i as usize % 200

@@ -356,7 +356,7 @@ const SERIES: Table<&str, Series> = Table::new("series");
 fn aligned_values_are_read_in_place() -> Result<()> {
     /// `i`'s embedding: mostly inline, every 50th over the largest page (overflow).
     fn embedding(i: u64) -> Vec<f32> {
-        let len = if i % 50 == 0 { 5000 } else { i % 401 };
+        let len = if i.is_multiple_of(50) { 5000 } else { i % 401 };
         (0..len).map(|j| (i + j) as f32).collect()
     }
     /// Every value of both tables read in place, aligned, and equal to what was written.
@@ -623,10 +623,10 @@ fn run_model(ops: Vec<Op>) -> Result<()> {
                     None => Bound::Unbounded,
                 };
                 let bounds = (bound(lo, true), bound(hi, hi_inclusive));
-                if let (Bound::Included(a), Bound::Included(b) | Bound::Excluded(b)) = &bounds {
-                    if a > b {
-                        continue; // BTreeMap::range panics on such a range
-                    }
+                if let (Bound::Included(a), Bound::Included(b) | Bound::Excluded(b)) = &bounds
+                    && a > b
+                {
+                    continue; // BTreeMap::range panics on such a range
                 }
                 let mut want: Rows = model
                     .range(bounds.clone())

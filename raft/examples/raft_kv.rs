@@ -347,12 +347,12 @@ impl Nodes {
                     Some((leader, self.field(id, "MEMBERS", "term").ok()?))
                 })
                 .collect();
-            if views.len() == self.children.len() && views.iter().all(|v| *v == views[0]) {
-                if let Ok(l) = views[0].0.parse::<u64>() {
-                    if self.children.contains_key(&l) {
-                        return Ok(l);
-                    }
-                }
+            if views.len() == self.children.len()
+                && views.iter().all(|v| *v == views[0])
+                && let Ok(l) = views[0].0.parse::<u64>()
+                && self.children.contains_key(&l)
+            {
+                return Ok(l);
             }
             if Instant::now() > deadline {
                 return Err(format!("no agreed leader within {within:?}: {views:?}"));

@@ -332,15 +332,15 @@ impl StateMachineStore {
         // Applies commit with `Durability::None`, so a crash can take the state machine
         // back behind the snapshot, whose entries the log may have purged: start from
         // the snapshot then (the log holds everything after it).
-        if let Some(meta) = &snapshot {
-            if meta.last_log_id > applied_state(&db)?.0 {
-                drop(db);
-                let install = dir.join(INSTALL_FILE);
-                rebuild_from_snapshot(&snapshot_path, &install)?;
-                std::fs::rename(&install, dir.join(SM_FILE))?;
-                sync_dir(&dir)?;
-                db = Database::open(dir.join(SM_FILE))?;
-            }
+        if let Some(meta) = &snapshot
+            && meta.last_log_id > applied_state(&db)?.0
+        {
+            drop(db);
+            let install = dir.join(INSTALL_FILE);
+            rebuild_from_snapshot(&snapshot_path, &install)?;
+            std::fs::rename(&install, dir.join(SM_FILE))?;
+            sync_dir(&dir)?;
+            db = Database::open(dir.join(SM_FILE))?;
         }
         let floor = Arc::new(DurableFloor::default());
         floor.raise(snapshot.as_ref().and_then(|m| m.last_log_id));

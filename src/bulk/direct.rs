@@ -57,7 +57,7 @@ pub(crate) fn open(path: &Path, locked: &File, page_size: usize) -> Result<Direc
     if offset_align == 0 {
         return Err("the file system does not support direct I/O (statx)".into());
     }
-    if !offset_align.is_power_of_two() || page_size % offset_align != 0 {
+    if !offset_align.is_power_of_two() || !page_size.is_multiple_of(offset_align) {
         return Err(format!(
             "direct I/O needs {offset_align}-byte alignment, pages are {page_size} bytes"
         ));

@@ -22,7 +22,7 @@ use crate::storage::Storage;
 /// Bytes per write: large enough that the disk streams at full speed, small enough that
 /// a few of them are a modest amount of memory. A multiple of every page size.
 const CHUNK_BYTES: usize = 2 << 20;
-const _: () = assert!(CHUNK_BYTES % crate::page::PAGE_SIZE_MAX == 0);
+const _: () = assert!(CHUNK_BYTES.is_multiple_of(crate::page::PAGE_SIZE_MAX));
 
 /// Writer threads: two, so that one write is queued at the device while the thread of
 /// the previous one wakes up (one thread leaves the device idle between writes).
@@ -62,7 +62,7 @@ const PAGES_IN_FLIGHT: usize = 256;
 /// pages cost it more in wake-ups than in filling their last few entries. Batches of 64
 /// still leave three queued (with the one being filled, under `PAGES_IN_FLIGHT`).
 const BATCH_LEN: usize = 64;
-const _: () = assert!(PAGES_IN_FLIGHT % BATCH_LEN == 0);
+const _: () = assert!(PAGES_IN_FLIGHT.is_multiple_of(BATCH_LEN));
 
 /// Messages for the sealer, in page order.
 type Batch = Vec<ToSealer>;
@@ -465,7 +465,7 @@ impl ChunkWriter {
         let buf = self.buf.take().expect("a chunk");
         let len = buf.len();
         let page = self.geometry.page_size;
-        assert!(len % page == 0, "chunks are whole pages: {len}");
+        assert!(len.is_multiple_of(page), "chunks are whole pages: {len}");
         let offset = self.geometry.offset(self.buf_start);
         self.storage.ensure_len(offset + len as u64)?;
         self.buf_start = PageId(self.buf_start.0 + (len / page) as u64);

@@ -51,7 +51,7 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 /// Hex (either case, an even number of digits) to bytes; `None` if it is not hex.
 pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.as_bytes();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.chunks(2)
