@@ -53,8 +53,8 @@ impl PageKind {
 pub(crate) struct PageHeader {
     /// A [`PageKind`].
     pub kind: u8,
-    /// Leaves: the insert hint (`node::Hint`, FORMAT.md#insert-hints); 0 in branches and
-    /// blobs. Readers ignore it.
+    /// Leaves: the insert hint (`node::Hint`, FORMAT.md#insert-hints), which readers
+    /// ignore. Blobs: the padding before the payload (`node::blob_header`). 0 in branches.
     pub flags: u8,
     /// Number of slots (node pages); 0 for blobs.
     pub count: U16,

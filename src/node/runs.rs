@@ -35,8 +35,8 @@ pub(crate) enum Run {
     Down,
 }
 
-/// A leaf's insert hint (the page header's flags byte; 0 in branches and blobs, and in
-/// leaves no insert has touched since they were built). See FORMAT.md#insert-hints.
+/// A leaf's insert hint (the page header's flags byte; 0 in leaves no insert has
+/// touched since they were built). See FORMAT.md#insert-hints.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hint(u8);
 
