@@ -12,8 +12,8 @@ use crate::tree::TreeRecord;
 
 pub(crate) const MAGIC: [u8; 8] = *b"mapkv\0db";
 /// The version this crate writes (4: slot prefixes skip what a node's keys share).
-/// Versions 1 (a single free-list blob), 2 and 3 (before aligned values) still open;
-/// their first commit writes version 4 (FORMAT.md#versions).
+/// Versions 1 (a single free-list blob), 2 (before aligned values) and 3 (before the
+/// prefix skip) still open; their first commit writes version 4 (FORMAT.md#versions).
 pub(crate) const FORMAT_VERSION: u32 = 4;
 
 /// See FORMAT.md#meta-page.
