@@ -313,7 +313,7 @@ impl WriteTxn {
     /// is then the fallback) shortens the file to the furthest end a live snapshot has
     /// (its reader may touch pages up to there), when that frees enough to be worth it.
     /// Runs after the snapshot is published: a reader that registers later sees the new
-    /// end. See FORMAT.md#shrinking.
+    /// end. See FORMAT.md#shrinking-the-file.
     fn shrink_file(&mut self, durable: bool) -> Result<()> {
         let w = &mut *self.writer;
         let current = self.shared.current.read().meta.txn();

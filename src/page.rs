@@ -1,5 +1,6 @@
 //! Page identifiers, the on-disk headers shared by every page kind, checksums, and the
-//! size limits that follow from the page size. See FORMAT.md#pages.
+//! size limits that follow from the page size. See FORMAT.md#page-header,
+//! FORMAT.md#child-reference and FORMAT.md#node-pages (the limits).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

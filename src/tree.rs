@@ -1,6 +1,6 @@
 //! B-tree operations on one tree: lookups, copy-on-write inserts and removes with splits
 //! and merges, freeing a whole tree, and sealing the checksums of a commit's new pages
-//! bottom-up. See FORMAT.md#b-tree.
+//! bottom-up. See FORMAT.md#node-pages.
 
 use std::mem::size_of;
 

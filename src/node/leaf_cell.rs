@@ -1,6 +1,7 @@
 //! The leaf cell's encoding: a four-byte head, the key, and the value (inline, or a
 //! reference to an overflow blob), with padding around the value in trees whose values
-//! are aligned (`TreeOptions::value_align`). See FORMAT.md#leaf-cells.
+//! are aligned (`TreeOptions::value_align`). See FORMAT.md#node-pages and
+//! FORMAT.md#aligned-values.
 //!
 //! Alignment without telling the page code: the padding before the value is chosen so
 //! that the value starts at a multiple of n when the cell starts at one, and the padding

@@ -1,7 +1,7 @@
 //! What a changed node hands its parent, and the parent's side of it: a node that
 //! outgrows its page splits in two, and the parent takes the new page (or the pair a
 //! full leaf shared its cells with, `share.rs`), splitting in turn; a root that splits
-//! gets a new root above it. See FORMAT.md#b-tree.
+//! gets a new root above it. See FORMAT.md#node-pages.
 
 use zerocopy::little_endian::U32;
 
