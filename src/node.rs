@@ -53,8 +53,9 @@ const _: () = assert!(size_of::<NodeHeader>() == 24);
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
 #[repr(C)]
 pub(crate) struct Slot {
-    /// The key's first four bytes, zero-padded: most binary-search probes compare these
-    /// as a big-endian integer and never leave the slot array.
+    /// Four bytes of the key from byte `prefix_skip` on, zero-padded (`prefix`): most
+    /// binary-search probes compare these as a big-endian integer and never leave the
+    /// slot array.
     pub prefix: [u8; 4],
     pub offset: U16,
     pub key_len: U16,
