@@ -684,10 +684,15 @@ fn recover(
     // The creation's write of the initial meta may also survive a power loss that the
     // length change before it did not (FORMAT.md#disk-assumptions): then the file is
     // shorter than that meta says, and holds nothing else. The creation is finished with
-    // the page size it chose.
+    // the page size it chose. Only versions before 4 could leave this, each with its own
+    // version number in the meta (`decode` accepted it) and otherwise the same fields.
     let short_creation = decoded[0].as_ref().ok().and_then(|m| {
         let geometry = Geometry::new(m.page_size.get() as usize).ok()?;
-        let initial = new_meta(geometry).encode();
+        let initial = Meta {
+            version: m.version,
+            ..new_meta(geometry)
+        }
+        .encode();
         let short = len < geometry.offset(m.page_count());
         (short && head[..META_BYTES] == initial && zeros(&head[META_BYTES..])).then_some(geometry)
     });

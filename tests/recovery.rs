@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use mapkv::testing::open_with_backend;
 use mapkv::{Database, Durability, Error, Options, Result};
+use support::image::{self, META_VERSION};
 use support::model::{Trees, read_all};
 use support::rng::Rng;
 use support::simdisk::{CrashImages, Event, Fault, OpKind, SimDisk, Unsynced};
@@ -174,21 +175,26 @@ fn a_creation_whose_size_change_was_lost_is_finished() -> Result<()> {
             first.iter().all(|&b| b == 0),
             "the length alone is synced first"
         );
-        // The earlier versions' state: the creation's meta, the length lost.
+        // The earlier versions' state: the creation's meta, the length lost. Those
+        // versions wrote their own format version into it (1 to 3), and the same fields.
         let created =
             CrashImages::new(&disk).image_with(syncs[1], Unsynced::OnlyWrites, &mut Rng::new(1));
-        let image = created[..100].to_vec();
-        let disk = SimDisk::new(image);
-        let db = open(&disk).map_err(|e| {
-            println!("page size {page_size}: {e}");
-            e
-        })?;
-        assert_eq!(db.stats()?.page_size, page_size, "the creation's page size");
-        db.check()?;
-        assert!(read_all(&db)?.is_empty());
-        put(&db, "a", b"a1", Durability::Immediate)?;
-        drop(db);
-        assert_eq!(values(&after_power_loss(&disk)), [("a", &b"a1"[..])]);
+        for version in 1..=4u32 {
+            let mut image = created[..100].to_vec();
+            image[META_VERSION..META_VERSION + 4].copy_from_slice(&version.to_le_bytes());
+            image::seal_meta(&mut image, 0);
+            let disk = SimDisk::new(image);
+            let db = open(&disk).map_err(|e| {
+                println!("page size {page_size}, version {version}: {e}");
+                e
+            })?;
+            assert_eq!(db.stats()?.page_size, page_size, "the creation's page size");
+            db.check()?;
+            assert!(read_all(&db)?.is_empty());
+            put(&db, "a", b"a1", Durability::Immediate)?;
+            drop(db);
+            assert_eq!(values(&after_power_loss(&disk)), [("a", &b"a1"[..])]);
+        }
     }
     Ok(())
 }

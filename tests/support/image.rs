@@ -6,6 +6,7 @@
 /// Each meta slot is 4096 bytes at `slot × 4096`.
 pub const META_SLOT: usize = 4096;
 /// Offsets in a meta slot (FORMAT.md#meta-page).
+pub const META_VERSION: usize = 8;
 pub const META_TXN: usize = 16;
 pub const META_DURABLE_BEFORE: usize = 24;
 pub const META_CATALOG: usize = 40;
