@@ -94,6 +94,21 @@ impl Allocator {
         start
     }
 
+    /// `pages` contiguous pages from the lowest free run that holds them, if that run
+    /// starts below `limit`; else none are taken. Compaction moves a large value only
+    /// down: taking the end of the file, or a higher run, moved it up on one pass and
+    /// back down on the next, for as many passes as it was allowed.
+    pub(crate) fn take_run_below(&mut self, pages: u64, limit: PageId) -> Option<PageId> {
+        let id = self.lowest_run_holding(pages).filter(|&id| id < limit)?;
+        self.take_listed(id, pages);
+        Some(id)
+    }
+
+    /// The start of the lowest free run that holds `pages` pages, if any.
+    pub(crate) fn lowest_run_holding(&self, pages: u64) -> Option<PageId> {
+        self.free.runs().find(|&(_, n)| n >= pages).map(|(s, _)| s)
+    }
+
     /// `pages` pages for a commit, in as few runs as the policy allows: one run if one
     /// free run (or the end of the file) holds them all; several free runs
     /// ([`scatter`](Self::scatter)) when free space, with the `waiting` pages that are
@@ -314,6 +329,21 @@ mod tests {
         assert_eq!(a.taken(), &runs(&[(6, 1)]));
         assert!(a.grown_free().is_empty());
         assert_eq!(a.take_free(), runs(&[(5, 1), (7, 1)]));
+    }
+
+    #[test]
+    fn a_run_below_a_limit_is_the_lowest_that_holds_the_pages() {
+        let mut a = Allocator::new(runs(&[(10, 2), (20, 5), (30, 8)]), PageId(40));
+        assert_eq!(a.take_run_below(6, PageId(30)), None, "only 30.. holds 6");
+        assert_eq!(a.take_run_below(6, PageId(31)), Some(PageId(30)));
+        assert_eq!(
+            a.take_run_below(3, PageId(100)),
+            Some(PageId(20)),
+            "first fit"
+        );
+        assert_eq!(a.take_run_below(9, PageId(100)), None, "no run holds 9");
+        assert_eq!(a.end(), PageId(40), "never the end of the file");
+        assert_eq!(a.taken(), &runs(&[(20, 3), (30, 6)]));
     }
 
     #[test]

@@ -389,11 +389,15 @@ fn relocate_below(
         let mut children = Vec::new();
         let mut blobs = Vec::new();
         if node.is_leaf() {
+            let g = pages.geometry();
             for i in 0..node.len() {
-                if let LeafValue::Overflow(o) = node.value(i)?
-                    && o.blob.page() >= from
-                {
-                    blobs.push((i, o));
+                if let LeafValue::Overflow(o) = node.value(i)? {
+                    // Only down: a value that no lower run holds waits for a later pass.
+                    let lower = (pages.alloc.lowest_run_holding(o.pages(&g)))
+                        .is_some_and(|at| at < o.blob.page());
+                    if o.blob.page() >= from && lower {
+                        blobs.push((i, o));
+                    }
                 }
             }
         } else {
@@ -427,9 +431,10 @@ fn relocate_below(
     Ok(Some(pages.dirty_ref(id)))
 }
 
-/// Writes the large value of slot `i` of dirty leaf `id` again (into the lowest free
-/// run that holds it) and points the leaf at the copy. The value is copied in pieces, as
-/// `insert_from` writes one: it may be larger than memory.
+/// Writes the large value of slot `i` of dirty leaf `id` again into the lowest free run
+/// that holds it, if that run lies lower (else it stays), and points the leaf at the
+/// copy. The value is copied in pieces, as `insert_from` writes one: it may be larger
+/// than memory.
 fn move_value(
     pages: &mut TxnPages,
     id: PageId,
@@ -439,7 +444,10 @@ fn move_value(
     budget: &mut u64,
     moved: &mut u64,
 ) -> Result<()> {
-    let run = pages.take_blob_run(o.value_len(), node::blob_pad(align))?;
+    let pad = node::blob_pad(align);
+    let Some(run) = pages.take_blob_run_below(o.value_len(), pad, o.blob.page())? else {
+        return Ok(());
+    };
     let page_size = pages.geometry().page_size;
     let copied = extent::locate_blob(&pages.reader, o).and_then(|at| {
         let mut value = ValueReader::new(&pages.reader, at);

@@ -599,9 +599,29 @@ impl TxnPages {
     /// hold it. Until `adopt_blob` the run is taken but unreferenced: give it back with
     /// `give_back_run` if the blob is not finished.
     pub(crate) fn take_blob_run(&mut self, len: u64, pad: usize) -> Result<BlobRun> {
-        let g = self.geometry();
-        let pages = g.blob_pages(len + pad as u64);
+        let pages = self.geometry().blob_pages(len + pad as u64);
         let id = self.alloc.take_run(pages);
+        self.blob_run_at(id, pages, len, pad)
+    }
+
+    /// `take_blob_run` from a free run that starts below `limit` (compaction moves a
+    /// value only down), or None, taking nothing, if no such run holds it.
+    pub(crate) fn take_blob_run_below(
+        &mut self,
+        len: u64,
+        pad: usize,
+        limit: PageId,
+    ) -> Result<Option<BlobRun>> {
+        let pages = self.geometry().blob_pages(len + pad as u64);
+        match self.alloc.take_run_below(pages, limit) {
+            Some(id) => self.blob_run_at(id, pages, len, pad).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The run of `pages` pages just taken at `id`, once the file holds it.
+    fn blob_run_at(&mut self, id: PageId, pages: u64, len: u64, pad: usize) -> Result<BlobRun> {
+        let g = self.geometry();
         if let Err(e) = self.storage.ensure_len(g.offset(PageId(id.0 + pages))) {
             self.alloc.give_back(id, pages)?;
             return Err(e);
