@@ -326,6 +326,14 @@ impl WriteTxn {
 
     fn start(shared: &Arc<Shared>, mut writer: ArcMutexGuard<RawMutex, Writer>) -> Result<Self> {
         let base = Arc::clone(&shared.current.read());
+        if base.meta.txn().0 == u64::MAX {
+            // Only a corrupt meta gets here (ids last 584 years at one commit a
+            // nanosecond): the next id would wrap to 0, which no meta may hold.
+            return Err(Error::corrupted(
+                0,
+                "the newest meta holds the last transaction id",
+            ));
+        }
         let oldest_reader = (shared.readers.oldest().map(TxnId)).unwrap_or(base.meta.txn());
         let w = &mut *writer;
         if !w.pending.release(oldest_reader, w.durable, &mut w.free) {
