@@ -346,6 +346,86 @@ mod tests {
         assert_eq!(a.taken(), &runs(&[(20, 3), (30, 6)]));
     }
 
+    /// Random takes, give-backs and cuts: the free set is always the one the transaction
+    /// began with, less what it took, plus what it gave back past the old end (what a
+    /// free-list record says), every page below the end is free or handed out exactly
+    /// once, and `undo` gives back the free set it began with.
+    #[test]
+    fn the_record_of_random_changes_is_exact() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..300 {
+            let end = 20 + next(60);
+            let mut start = PageRuns::new();
+            for p in 2..end {
+                if next(3) == 0 {
+                    assert!(start.insert(PageId(p), 1));
+                }
+            }
+            let mut a = Allocator::new(start.clone(), PageId(end));
+            if round % 2 == 0 {
+                a.prefer_lowest();
+            }
+            let mut out: Vec<(PageId, u64)> = Vec::new();
+            for _ in 0..40 {
+                match next(6) {
+                    0 => {
+                        let n = 1 + next(6);
+                        out.push((a.take_run(n), n));
+                    }
+                    1 => {
+                        let waiting = next(20);
+                        out.extend(a.take_pages(1 + next(12), waiting));
+                    }
+                    2 if !out.is_empty() => {
+                        let (s, n) = out.swap_remove(next(out.len() as u64) as usize);
+                        let k = next(n);
+                        a.give_back(PageId(s.0 + k), n - k).unwrap();
+                        if k > 0 {
+                            out.push((s, k));
+                        }
+                    }
+                    3 => a.trim_end(),
+                    4 => {
+                        let n = 1 + next(4);
+                        if let Some(id) = a.take_run_below(n, PageId(next(a.end().0 + 1))) {
+                            out.push((id, n));
+                        }
+                    }
+                    _ => {}
+                }
+                let mut expected = start.clone();
+                for (s, n) in a.taken().runs() {
+                    assert!(expected.remove(s, n), "round {round}: took a page not free");
+                }
+                assert!(expected.extend(a.grown_free()));
+                assert_eq!(&expected, a.free(), "round {round}");
+                let mut pages = vec![0u32; a.end().0 as usize];
+                for (s, n) in a.free().runs().chain(out.iter().copied()) {
+                    for p in s.0..s.0 + n {
+                        pages[p as usize] += 1;
+                    }
+                }
+                for (p, &c) in pages.iter().enumerate() {
+                    // In use before the transaction: never handed out. Past the old end:
+                    // free or handed out, not lost.
+                    let want = match start.contains(PageId(p as u64)) || p as u64 >= end {
+                        true => 1,
+                        false => 0,
+                    };
+                    let lost = p as u64 >= end && c == 0;
+                    assert!(c <= want && !lost, "round {round}: page {p}: {pages:?}");
+                }
+            }
+            assert_eq!(a.undo(), start, "round {round}");
+        }
+    }
+
     #[test]
     fn a_free_run_at_the_end_is_extended() {
         let mut a = Allocator::new(runs(&[(8, 2)]), PageId(10));
