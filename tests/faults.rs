@@ -268,3 +268,99 @@ fn a_failed_truncation_does_not_fail_the_commit_before_it() {
     assert_eq!(counter(&db), Some(n.to_be_bytes().to_vec()), "durable");
     db.check().unwrap();
 }
+
+/// `compact` with the Nth read, write, sync or size change failing: it returns an error
+/// (never panics), and the data as written, a power loss right after, and the disk
+/// reopened in place all hold the content it began with (compaction changes no entry).
+#[test]
+fn compaction_with_every_nth_operation_failing() {
+    let base = seed(5);
+    let mut rng = Rng::new(base);
+    let disk = SimDisk::new(Vec::new());
+    let db = open(&disk).unwrap();
+    let mut model = Trees::new();
+    // Small and large values (blobs of up to 5 pages) in two trees, then two keys of
+    // three removed: free pages all over the file.
+    let wtx = db.begin_write().unwrap();
+    for name in ["apple", "birch"] {
+        let mut t = wtx.open_tree(name).unwrap();
+        let tree = model.entry(name.to_string()).or_default();
+        for i in 0..1500u64 {
+            let k = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes().to_vec();
+            let v = vec![
+                i as u8;
+                if i % 50 == 0 {
+                    1 + rng.below(20_000) as usize
+                } else {
+                    60
+                }
+            ];
+            t.insert(&k, &v).unwrap();
+            tree.insert(k, v);
+        }
+    }
+    wtx.commit().unwrap();
+    let wtx = db.begin_write().unwrap();
+    for (name, tree) in &mut model {
+        let mut t = wtx.open_tree(name).unwrap();
+        let keys: Vec<Vec<u8>> = tree.keys().cloned().collect();
+        for k in keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, k)| k)
+        {
+            assert!(t.remove(k).unwrap());
+            tree.remove(k);
+        }
+    }
+    wtx.commit().unwrap();
+    drop(db);
+    let image = disk.contents();
+    let want = digest(&model);
+    let one = |what: &str, image: Vec<u8>| {
+        let (_, _, content) = recover(image).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(digest(&content) == want, "{what}: the content changed");
+    };
+    for kind in OP_KINDS {
+        for persistent in [false, true] {
+            let mut nth = 1;
+            loop {
+                let fault = Fault {
+                    kind,
+                    nth,
+                    persistent,
+                };
+                let disk = SimDisk::new(image.clone());
+                let db = open(&disk).unwrap();
+                disk.set_fault(Some(fault));
+                let compacted = catch_unwind(AssertUnwindSafe(|| db.compact()))
+                    .unwrap_or_else(|_| panic!("compact panicked with {fault:?}"));
+                if let Err(e) = &compacted {
+                    expect_io(e, "compact", &fault);
+                }
+                drop(db);
+                let fired = disk.faults_fired();
+                disk.set_fault(None);
+                let what = format!("{fault:?} (seed {base})");
+                one(&format!("{what}, as written"), disk.contents());
+                let crash = CrashImages::new(&disk).image(disk.log_len(), &mut rng);
+                one(&format!("{what}, power loss"), crash);
+                let reopened = open(&disk).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+                reopened
+                    .check()
+                    .unwrap_or_else(|e| panic!("{what}: check: {e}"));
+                let content = read_all(&reopened).unwrap();
+                assert!(digest(&content) == want, "{what}: reopened in place");
+                if fired == 0 {
+                    break;
+                }
+                nth += if kind == OpKind::Read && nth > 100 {
+                    1 + rng.below(40)
+                } else {
+                    1
+                };
+            }
+        }
+    }
+}
