@@ -443,13 +443,14 @@ impl Database {
         sync_dir(path.as_ref())
     }
 
-    /// Compacts the file in place: moves the pages that lie past the point where the
-    /// pages in use would end if packed into free pages below it, with ordinary
-    /// copy-on-write commits (each durable), then cuts the file to its new end. Takes the
-    /// writer lock (it waits for a write transaction to end, like `begin_write`); readers
-    /// may run meanwhile, and what their snapshots still reach is cut by a later commit
-    /// once they end. Pages keep their fill: for a file rebuilt with full pages, use
-    /// `compact_to`. See FORMAT.md#compaction-in-place.
+    /// Compacts the file in place: packs the entries of each tree's leaves into as few
+    /// leaves as hold them, then moves the pages that lie past the point where the pages
+    /// in use would end if packed into free pages below it, with ordinary copy-on-write
+    /// commits (each durable), then cuts the file to its new end. Takes the writer lock
+    /// (it waits for a write transaction to end, like `begin_write`); readers may run
+    /// meanwhile, and what their snapshots still reach is cut by a later commit once they
+    /// end. Branches keep their fill: for a file rebuilt with full pages at every level,
+    /// use `compact_to`. See FORMAT.md#compaction-in-place.
     ///
     /// ```
     /// # fn main() -> mapkv::Result<()> {
