@@ -344,7 +344,7 @@ impl Packer {
 }
 
 /// Copies (shadows) every page of `tree` at or past `from`, and the branches above them,
-/// while `budget` lasts; large values past `from` are written again. Returns the pages
+/// while `budget` lasts; large values with pages at or past `from` are written again. Returns the pages
 /// moved.
 fn relocate(
     pages: &mut TxnPages,
@@ -392,10 +392,14 @@ fn relocate_below(
             let g = pages.geometry();
             for i in 0..node.len() {
                 if let LeafValue::Overflow(o) = node.value(i)? {
-                    // Only down: a value that no lower run holds waits for a later pass.
-                    let lower = (pages.alloc.lowest_run_holding(o.pages(&g)))
+                    // Every value with pages at or past `from`, also one that starts
+                    // below it: `from` was chosen counting all of them. Only down: a
+                    // value that no lower run holds waits for a later pass.
+                    let blob_pages = o.pages(&g);
+                    let past = o.blob.page().0.saturating_add(blob_pages) > from.0;
+                    let lower = (pages.alloc.lowest_run_holding(blob_pages))
                         .is_some_and(|at| at < o.blob.page());
-                    if o.blob.page() >= from && lower {
+                    if past && lower {
                         blobs.push((i, o));
                     }
                 }
