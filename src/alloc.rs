@@ -57,6 +57,15 @@ impl Allocator {
         self.end
     }
 
+    /// Whether the pages lie in the snapshot the transaction started from and hold none
+    /// that it took: the only pages a committed reference can name.
+    pub(crate) fn holds_committed(&self, id: PageId, pages: u64) -> bool {
+        let inside =
+            id.0.checked_add(pages)
+                .is_some_and(|e| e <= self.base_end.0);
+        inside && !self.taken.overlaps(id, pages)
+    }
+
     pub(crate) fn free(&self) -> &PageRuns {
         &self.free
     }

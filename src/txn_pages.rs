@@ -530,6 +530,15 @@ impl TxnPages {
     /// them, no recovery) needs them.
     fn free_committed(&mut self, id: PageId, pages: u64, writer: TxnId) -> Result<()> {
         self.check_run(id, pages)?;
+        // A page past the snapshot's end, or one taken from the free list, holds what
+        // this transaction wrote (a large value's middle page, say): freeing it would
+        // free a page the transaction uses.
+        if !self.alloc.holds_committed(id, pages) {
+            return Err(Error::corrupted(
+                id.0,
+                "a committed reference names a page this transaction took",
+            ));
+        }
         let (set, other) = match writer > self.durable {
             true => (&mut self.freed_volatile, &self.freed),
             false => (&mut self.freed, &self.freed_volatile),

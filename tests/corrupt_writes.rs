@@ -8,8 +8,12 @@ mod support;
 use mapkv::testing::{MemFile, open_with_backend};
 use mapkv::{Error, Options, Result};
 use support::image::{
-    META_DURABLE_BEFORE, META_SLOT, META_TXN, newest_meta_slot, put_u64, seal_meta,
+    META_DURABLE_BEFORE, META_SLOT, META_TXN, catalog_leaf, leaf_values, newest_meta_slot, put_u64,
+    reseal_catalog, seal_meta, u64_at,
 };
+
+/// Offset of `page_count` in a meta slot (FORMAT.md#meta-page).
+const META_PAGE_COUNT: usize = 32;
 
 /// A small database, cleanly closed, as bytes.
 fn image() -> Result<Vec<u8>> {
@@ -47,6 +51,76 @@ fn a_meta_with_the_last_transaction_id_refuses_writes() -> Result<()> {
         Ok(Err(Error::Corrupted { .. })) => {}
         Ok(other) => panic!("expected Corrupted, got {other:?}"),
         Err(_) => panic!("a write panicked"),
+    }
+    Ok(())
+}
+
+/// A committed reference may not name a page that the transaction itself took: here a
+/// page in the middle of a large value it just wrote, past the old end of the file or
+/// into a free run. A corrupt tree record points there, with the checksum and writer of
+/// a real leaf whose bytes the value holds at that page. Copying that "leaf" freed the
+/// page while the value still used it: two commits later `check` found the page both
+/// reached and free, and the value read back changed, with no error.
+///
+/// Catches: only the first page of the transaction's own blobs was refused (and pages
+/// still free); the other pages it took passed as committed pages.
+#[test]
+fn a_reference_into_a_page_the_transaction_took_is_refused() -> Result<()> {
+    const PS: usize = 4096;
+    const BLOB_HEADER: usize = 24; // FORMAT.md#overflow-values
+    for into_free_run in [false, true] {
+        let file = MemFile::default();
+        let db = open_with_backend(file.backend(), Options::new())?;
+        let w = db.begin_write()?;
+        w.open_tree("t")?.insert(b"a", b"1")?;
+        w.open_tree("x")?.insert(b"k", b"v")?;
+        if into_free_run {
+            // 80 pages, freed below a value that stays: a free run inside the file.
+            w.open_tree("t")?
+                .insert(b"gone", &vec![0xEE; 80 * PS - BLOB_HEADER])?;
+            w.open_tree("t")?.insert(b"kept", &vec![1; 2 * PS])?;
+        }
+        w.commit()?;
+        let w = db.begin_write()?;
+        w.open_tree("t")?.remove(b"gone")?;
+        w.commit()?;
+        drop(db);
+        let mut img = file.contents();
+        let (leaf, slot) = catalog_leaf(&img, PS);
+        let m = slot * META_SLOT;
+        // Where the value will go: the old end, or the start of the free run.
+        let at = match into_free_run {
+            false => u64_at(&img, m + META_PAGE_COUNT),
+            true => (img
+                .chunks(PS)
+                .position(|p| p[BLOB_HEADER..PS] == [0xEE; PS - 24]))
+            .expect("the freed value's first page") as u64,
+        };
+        let root = (leaf_values(&img, leaf).into_iter())
+            .find(|(name, _)| name == b"x")
+            .expect("tree x")
+            .1;
+        let x_leaf = u64_at(&img, root) as usize * PS;
+        let real_leaf = img[x_leaf..x_leaf + PS].to_vec();
+        put_u64(&mut img, root, at + 5);
+        let txn = u64_at(&img, m + META_TXN);
+        reseal_catalog(&mut img, PS, txn);
+
+        let db = open_with_backend(MemFile::new(img).backend(), Options::new())?;
+        let w = db.begin_write()?;
+        // 64 pages (only the end, or the free run of 80, holds them), every page but the
+        // first holding the real leaf's bytes.
+        let mut value = vec![0u8; 64 * PS - BLOB_HEADER];
+        for k in 1..64 {
+            let at = k * PS - BLOB_HEADER;
+            value[at..at + PS].copy_from_slice(&real_leaf);
+        }
+        w.open_tree("t")?.insert(b"big", &value)?;
+        let changed = w.open_tree("x")?.insert(b"k2", b"w");
+        assert!(
+            matches!(&changed, Err(Error::Corrupted { page, .. }) if *page == at + 5),
+            "into a free run: {into_free_run}: expected Corrupted, got {changed:?}"
+        );
     }
     Ok(())
 }
