@@ -90,6 +90,20 @@ impl WriteTxn {
                 self.pages.get_mut().free_chain_link(link)?;
             }
         }
+        // A page that an earlier commit freed (still waiting for readers or a sync) is
+        // unreachable: a reference to it is corrupt, and recording it freed again would
+        // leave a free list that no open accepts.
+        let (freed, volatile) = self.pages.get_mut().freed();
+        let pending = &self.writer.pending;
+        if let Some(page) = pending
+            .first_overlap(freed)
+            .or(pending.first_overlap(volatile))
+        {
+            return Err(Error::corrupted(
+                page.0,
+                "a page freed by an earlier commit was freed again",
+            ));
+        }
         let placement = self.place(fold);
         let mut ids = placement
             .nodes

@@ -234,6 +234,9 @@ pub(crate) struct Pending {
     /// Pages written after the newest durable commit (by `Durability::None` commits):
     /// recovery can never need them, so only readers hold them back.
     volatile: BTreeMap<TxnId, PageRuns>,
+    /// Every page of both maps, so that a commit can tell in one lookup per run that it
+    /// does not free a page again (a corrupt file that references it twice).
+    pages: PageRuns,
 }
 
 impl Pending {
@@ -246,9 +249,20 @@ impl Pending {
             &mut self.volatile
         };
         if !pages.is_empty() {
+            let disjoint = self.pages.extend(&pages);
+            assert!(
+                disjoint,
+                "the commit checked that its pages wait nowhere yet"
+            );
             let earlier = map.insert(freed_by, pages);
             assert!(earlier.is_none(), "one commit's freed pages are added once");
         }
+    }
+
+    /// The first page of `freed` that waits here already, if any.
+    pub(crate) fn first_overlap(&self, freed: &PageRuns) -> Option<PageId> {
+        let (s, _) = freed.runs().find(|&(s, n)| self.pages.overlaps(s, n))?;
+        Some(s)
     }
 
     /// Moves into `free` every run no live snapshot can reach (freed by a transaction
@@ -269,6 +283,9 @@ impl Pending {
             let later = map.split_off(&TxnId(horizon.0 + 1));
             for runs in std::mem::replace(map, later).values() {
                 disjoint &= free.extend(runs);
+                for (s, n) in runs.runs() {
+                    assert!(self.pages.remove(s, n), "every waiting page is listed");
+                }
             }
         }
         disjoint

@@ -6,7 +6,7 @@
 mod support;
 
 use mapkv::testing::{MemFile, open_with_backend};
-use mapkv::{Error, Options, Result};
+use mapkv::{Durability, Error, Options, Result};
 use support::image::{
     META_DURABLE_BEFORE, META_SLOT, META_TXN, catalog_leaf, leaf_values, newest_meta_slot, put_u64,
     reseal_catalog, seal_meta, u64_at,
@@ -122,5 +122,58 @@ fn a_reference_into_a_page_the_transaction_took_is_refused() -> Result<()> {
             "into a free run: {into_free_run}: expected Corrupted, got {changed:?}"
         );
     }
+    Ok(())
+}
+
+/// Two trees whose records name one leaf (a corrupt file that opens: only `check` walks
+/// every tree). The first tree's change frees the leaf in a `Durability::None` commit,
+/// so the leaf waits for a sync before reuse; the second tree's change frees it again in
+/// the next transaction. That commit must fail, and the file must still open.
+///
+/// Catches: the second free was checked against the pages free now and the pages freed
+/// in the same transaction, not against those still waiting. The commit went through,
+/// listing the leaf as freed a second time, and the file no longer opened ("free-list
+/// record: adds pages that are free already").
+#[test]
+fn a_page_freed_again_while_it_waits_fails_the_commit() -> Result<()> {
+    const PS: usize = 4096;
+    let file = MemFile::default();
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let w = db.begin_write()?;
+    w.open_tree("t")?.insert(b"k", b"v")?;
+    w.open_tree("x")?.insert(b"k", b"v")?;
+    // Enough pages that the free list is written as changes, not folded each commit.
+    for i in 0..20_000u32 {
+        w.open_tree("z")?.insert(&i.to_be_bytes(), &[1; 100])?;
+    }
+    w.commit()?;
+    drop(db);
+    let mut img = file.contents();
+    let (leaf, slot) = catalog_leaf(&img, PS);
+    let records = leaf_values(&img, leaf);
+    let record = |name: &[u8]| records.iter().find(|(n, _)| n == name).expect("a tree").1;
+    let (t, x) = (record(b"t"), record(b"x"));
+    let t_root = img[t..t + 20].to_vec(); // page, checksum, writer
+    img[x..x + 20].copy_from_slice(&t_root);
+    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
+    reseal_catalog(&mut img, PS, txn);
+
+    let file = MemFile::new(img);
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let mut w = db.begin_write()?;
+    w.set_durability(Durability::None);
+    w.open_tree("t")?.insert(b"k2", b"v")?;
+    w.commit()?;
+    let w = db.begin_write()?;
+    w.open_tree("x")?.insert(b"k3", b"v")?;
+    let committed = w.commit();
+    assert!(
+        matches!(committed, Err(Error::Corrupted { .. })),
+        "expected Corrupted, got {committed:?}"
+    );
+    drop(db);
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let r = db.begin_read()?;
+    assert_eq!(r.open_tree("t")?.get(b"k2")?, Some(&b"v"[..]));
     Ok(())
 }
