@@ -395,11 +395,13 @@ fn relocate_below(
                     // Every value with pages at or past `from`, also one that starts
                     // below it: `from` was chosen counting all of them. Only down: a
                     // value that no lower run holds waits for a later pass.
+                    // (The run lookup scans the free runs: only for values past `from`.)
                     let blob_pages = o.pages(&g);
                     let past = o.blob.page().0.saturating_add(blob_pages) > from.0;
-                    let lower = (pages.alloc.lowest_run_holding(blob_pages))
-                        .is_some_and(|at| at < o.blob.page());
-                    if past && lower {
+                    if past
+                        && (pages.alloc.lowest_run_holding(blob_pages))
+                            .is_some_and(|at| at < o.blob.page())
+                    {
                         blobs.push((i, o));
                     }
                 }
