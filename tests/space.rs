@@ -8,6 +8,15 @@ use mapkv::{Database, Result};
 use support::rng::Rng;
 use support::simdisk::{Event, SimDisk};
 
+/// Checks `db`, closes it, opens the file again and checks it once more.
+fn checked_reopen(db: Database, path: &std::path::Path) -> Result<Database> {
+    db.check()?;
+    drop(db);
+    let db = Database::open(path)?;
+    db.check()?;
+    Ok(db)
+}
+
 fn key(i: u64) -> [u8; 8] {
     i.to_be_bytes()
 }
@@ -217,10 +226,7 @@ fn the_file_shrinks_once_no_reader_needs_its_end() -> Result<()> {
     }
     let shrunk = db.stats()?.file_size_bytes;
     assert!(shrunk < 4 << 20, "{shrunk} bytes left of {full}");
-    db.check()?;
-    drop(db);
-    let db = Database::open(&path)?;
-    db.check()?;
+    let db = checked_reopen(db, &path)?;
     let r = db.begin_read()?;
     assert_eq!(r.tree_names()?, ["small"]);
     assert_eq!(r.open_tree("small")?.get(&key(1))?, Some(&b"once more"[..]));
@@ -325,10 +331,7 @@ fn compact_in_place_moves_the_end_down_and_cuts_it() -> Result<()> {
         after.file_size_bytes,
         in_use
     );
-    db.check()?;
-    drop(db);
-    let db = Database::open(&path)?;
-    db.check()?;
+    let db = checked_reopen(db, &path)?;
     let r = db.begin_read()?;
     let t = r.open_tree("t")?;
     assert_eq!(t.len()?, 12_000);
@@ -433,10 +436,7 @@ fn compact_moves_a_large_value_only_down() -> Result<()> {
         before.page_count,
         after.page_count
     );
-    db.check()?;
-    drop(db);
-    let db = Database::open(&path)?;
-    db.check()?;
+    let db = checked_reopen(db, &path)?;
     let r = db.begin_read()?;
     let t = r.open_tree("t")?;
     assert_eq!(t.len()?, 1501);
