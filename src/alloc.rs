@@ -38,7 +38,7 @@ pub(crate) struct Allocator {
 impl Allocator {
     pub(crate) fn new(free: PageRuns, end: PageId) -> Allocator {
         Allocator {
-            free,
+            free: free.indexed(),
             end,
             base_end: end,
             taken: PageRuns::new(),

@@ -7,19 +7,45 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, Result};
 use crate::page::{PageId, TxnId};
 
-/// A set of pages kept as disjoint, non-adjacent runs `start → length`, indexed by
-/// length too, so that the best-fitting run is found without a scan.
-#[derive(Clone, Default, Debug, PartialEq, Eq)]
+/// A set of pages kept as disjoint, non-adjacent runs `start → length`; the set the
+/// allocator takes from is also indexed by length ([`indexed`](Self::indexed)), so that
+/// the best-fitting run is found without a scan.
+#[derive(Clone, Default, Debug)]
 pub(crate) struct PageRuns {
     runs: BTreeMap<u64, u64>,
-    /// The same runs as `(length, start)`.
-    by_len: BTreeSet<(u64, u64)>,
+    /// The same runs as `(length, start)`, in the allocator's free set only: every other
+    /// set (pages freed, taken, waiting) is only added to, removed from and looked up,
+    /// and keeping the index cost each insert about half as much again.
+    by_len: Option<BTreeSet<(u64, u64)>>,
     pages: u64,
 }
+
+/// Equal sets hold the same pages, indexed or not.
+impl PartialEq for PageRuns {
+    fn eq(&self, other: &Self) -> bool {
+        self.runs == other.runs
+    }
+}
+
+impl Eq for PageRuns {}
 
 impl PageRuns {
     pub(crate) fn new() -> PageRuns {
         PageRuns::default()
+    }
+
+    /// The same set, indexed by length for [`take`](Self::take),
+    /// [`longest`](Self::longest) and [`shortest`](Self::shortest).
+    pub(crate) fn indexed(mut self) -> PageRuns {
+        if self.by_len.is_none() {
+            self.by_len = Some(self.runs.iter().map(|(&s, &n)| (n, s)).collect());
+        }
+        self
+    }
+
+    /// The length index; only the allocator's free set has one.
+    fn by_len(&self) -> &BTreeSet<(u64, u64)> {
+        self.by_len.as_ref().expect("a best fit on an indexed set")
     }
 
     pub(crate) fn page_count(&self) -> u64 {
@@ -103,12 +129,16 @@ impl PageRuns {
 
     fn link(&mut self, start: u64, len: u64) {
         self.runs.insert(start, len);
-        self.by_len.insert((len, start));
+        if let Some(by_len) = &mut self.by_len {
+            by_len.insert((len, start));
+        }
     }
 
     fn unlink(&mut self, start: u64, len: u64) {
         self.runs.remove(&start);
-        self.by_len.remove(&(len, start));
+        if let Some(by_len) = &mut self.by_len {
+            by_len.remove(&(len, start));
+        }
     }
 
     /// Adds every run of `other`; false if some page was already here (those runs are
@@ -124,7 +154,7 @@ impl PageRuns {
     /// Takes `len` contiguous pages from the shortest run that holds them (best fit;
     /// the lowest of equals). Taking from the start of a run never adds a run.
     pub(crate) fn take(&mut self, len: u64) -> Option<PageId> {
-        let &(_, s) = self.by_len.range((len, 0)..).next()?;
+        let &(_, s) = self.by_len().range((len, 0)..).next()?;
         assert!(self.remove(PageId(s), len), "an indexed run is in the set");
         Some(PageId(s))
     }
@@ -151,12 +181,12 @@ impl PageRuns {
 
     /// The longest run, if any.
     pub(crate) fn longest(&self) -> Option<(PageId, u64)> {
-        self.by_len.last().map(|&(n, s)| (PageId(s), n))
+        self.by_len().last().map(|&(n, s)| (PageId(s), n))
     }
 
     /// The shortest run (the lowest of equals), if any.
     pub(crate) fn shortest(&self) -> Option<(PageId, u64)> {
-        self.by_len.first().map(|&(n, s)| (PageId(s), n))
+        self.by_len().first().map(|&(n, s)| (PageId(s), n))
     }
 
     /// The run that ends at `end`, if any.
@@ -360,6 +390,8 @@ mod tests {
         assert!(r.insert(PageId(12), 2));
         assert!(!r.insert(PageId(11), 1), "double free is refused");
         assert_eq!(r.runs().collect::<Vec<_>>(), [(PageId(10), 5)]);
+        // The length index, built from the runs there are, then kept up.
+        let mut r = r.indexed();
         assert_eq!(r.take(2), Some(PageId(10)));
         assert_eq!(r.runs().collect::<Vec<_>>(), [(PageId(12), 3)]);
         assert_eq!(r.take(4), None);
