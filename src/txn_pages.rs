@@ -664,7 +664,11 @@ impl TxnPages {
     pub(crate) fn seal_blob(&mut self, id: PageId, pages: u64, payload: &[u8]) -> ChildRef {
         let (head, checksum) = blob_head(self.txn, 0, payload, &[]);
         let head = &head[..BLOB_HEADER_BYTES];
-        let mut buf = PageBox::zeroed((pages * self.geometry().page_bytes()) as usize);
+        // The header and payload fill the buffer (asserted): a recycled page will do.
+        let mut buf = match pages {
+            1 => self.blank_page(),
+            _ => PageBox::zeroed((pages * self.geometry().page_bytes()) as usize),
+        };
         assert_eq!(
             head.len() + payload.len(),
             buf.len(),
