@@ -303,6 +303,23 @@ impl Database {
     /// `None` if it is still alive then. For a caller that must stay responsive while
     /// it waits (to a cancellation, or Ctrl-C in the Python binding): wait in slices and
     /// look in between.
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// use std::time::Duration;
+    /// let first = db.begin_write()?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         let waited = db.try_begin_write_for(Duration::from_millis(10));
+    ///         assert!(waited.expect("no error").is_none(), "the first is still alive");
+    ///     });
+    /// });
+    /// drop(first);
+    /// assert!(db.try_begin_write_for(Duration::from_millis(10))?.is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn try_begin_write_for(&self, timeout: Duration) -> Result<Option<WriteTxn>> {
         WriteTxn::begin_within(&self.shared, timeout)
     }
