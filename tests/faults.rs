@@ -154,14 +154,15 @@ fn reopen_in_place(
     }
 }
 
-#[test]
-fn every_nth_operation_fails() {
-    let base = seed(3);
-    let txns = if heavy() { 24 } else { 12 };
-    let started = Instant::now();
-    let mut runs = 0u64;
-    let mut injected = 0u64;
-    let mut rng = Rng::new(base ^ 0xFA);
+/// Runs `attempt` with each kind of operation failing at its Nth call, once and from
+/// then on, for N = 1, 2, … until an attempt fires no fault (N is past the workload's
+/// last operation of that kind). `attempt` returns the faults that fired. Reads are
+/// many: past `every_read_up_to` (None: never), N steps by a random 1 to 40.
+fn for_every_fault(
+    rng: &mut Rng,
+    every_read_up_to: Option<u64>,
+    mut attempt: impl FnMut(Fault, &mut Rng) -> u64,
+) {
     for kind in OP_KINDS {
         for persistent in [false, true] {
             let mut nth = 1;
@@ -171,39 +172,49 @@ fn every_nth_operation_fails() {
                     nth,
                     persistent,
                 };
-                let (disk, hist) = catch_unwind(AssertUnwindSafe(|| run(base, txns, fault)))
-                    .unwrap_or_else(|_| panic!("panic with {fault:?} (seed {base})"));
-                runs += 1;
-                let fired = disk.faults_fired();
-                injected += fired;
-                disk.set_fault(None);
-                let at = disk.log_len();
-                reopen(disk.contents(), &hist, at)
-                    .unwrap_or_else(|e| panic!("{fault:?} (seed {base}), data as written: {e}"));
-                if std::env::var("MAPKV_DEBUG_FAULT").is_ok_and(|v| v == format!("{fault:?}")) {
-                    support::simdisk::print_log(&disk);
+                if attempt(fault, rng) == 0 {
+                    break;
                 }
-                let mut images = CrashImages::new(&disk);
-                for _ in 0..2 {
-                    reopen(images.image(at, &mut rng), &hist, at).unwrap_or_else(|e| {
-                        panic!("{fault:?} (seed {base}), power loss after the failure: {e}")
-                    });
-                }
-                reopen_in_place(&disk, &hist, at, &mut rng)
-                    .unwrap_or_else(|e| panic!("{fault:?} (seed {base}), reopened in place: {e}"));
-                if fired == 0 {
-                    break; // the workload ran through: N is past its last operation
-                }
-                // Reads are many: every one of the first 300, then a sample.
-                nth += if kind == OpKind::Read && nth > 300 && !heavy() {
-                    1 + rng.below(40)
-                } else {
-                    1
-                };
+                let sampled = kind == OpKind::Read && every_read_up_to.is_some_and(|n| nth > n);
+                nth += if sampled { 1 + rng.below(40) } else { 1 };
             }
             eprintln!("{kind:?} persistent={persistent}: up to N={nth}");
         }
     }
+}
+
+#[test]
+fn every_nth_operation_fails() {
+    let base = seed(3);
+    let txns = if heavy() { 24 } else { 12 };
+    let started = Instant::now();
+    let mut runs = 0u64;
+    let mut injected = 0u64;
+    let mut rng = Rng::new(base ^ 0xFA);
+    let every_read_up_to = (!heavy()).then_some(300);
+    for_every_fault(&mut rng, every_read_up_to, |fault, rng| {
+        let (disk, hist) = catch_unwind(AssertUnwindSafe(|| run(base, txns, fault)))
+            .unwrap_or_else(|_| panic!("panic with {fault:?} (seed {base})"));
+        runs += 1;
+        let fired = disk.faults_fired();
+        injected += fired;
+        disk.set_fault(None);
+        let at = disk.log_len();
+        reopen(disk.contents(), &hist, at)
+            .unwrap_or_else(|e| panic!("{fault:?} (seed {base}), data as written: {e}"));
+        if std::env::var("MAPKV_DEBUG_FAULT").is_ok_and(|v| v == format!("{fault:?}")) {
+            support::simdisk::print_log(&disk);
+        }
+        let mut images = CrashImages::new(&disk);
+        for _ in 0..2 {
+            reopen(images.image(at, rng), &hist, at).unwrap_or_else(|e| {
+                panic!("{fault:?} (seed {base}), power loss after the failure: {e}")
+            });
+        }
+        reopen_in_place(&disk, &hist, at, rng)
+            .unwrap_or_else(|e| panic!("{fault:?} (seed {base}), reopened in place: {e}"));
+        fired
+    });
     eprintln!(
         "fault runs: {runs}, faults injected: {injected}, {:.1?}",
         started.elapsed()
@@ -322,45 +333,28 @@ fn compaction_with_every_nth_operation_failing() {
         let (_, _, content) = recover(image).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(digest(&content) == want, "{what}: the content changed");
     };
-    for kind in OP_KINDS {
-        for persistent in [false, true] {
-            let mut nth = 1;
-            loop {
-                let fault = Fault {
-                    kind,
-                    nth,
-                    persistent,
-                };
-                let disk = SimDisk::new(image.clone());
-                let db = open(&disk).unwrap();
-                disk.set_fault(Some(fault));
-                let compacted = catch_unwind(AssertUnwindSafe(|| db.compact()))
-                    .unwrap_or_else(|_| panic!("compact panicked with {fault:?}"));
-                if let Err(e) = &compacted {
-                    expect_io(e, "compact", &fault);
-                }
-                drop(db);
-                let fired = disk.faults_fired();
-                disk.set_fault(None);
-                let what = format!("{fault:?} (seed {base})");
-                one(&format!("{what}, as written"), disk.contents());
-                let crash = CrashImages::new(&disk).image(disk.log_len(), &mut rng);
-                one(&format!("{what}, power loss"), crash);
-                let reopened = open(&disk).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
-                reopened
-                    .check()
-                    .unwrap_or_else(|e| panic!("{what}: check: {e}"));
-                let content = read_all(&reopened).unwrap();
-                assert!(digest(&content) == want, "{what}: reopened in place");
-                if fired == 0 {
-                    break;
-                }
-                nth += if kind == OpKind::Read && nth > 100 {
-                    1 + rng.below(40)
-                } else {
-                    1
-                };
-            }
+    for_every_fault(&mut rng, Some(100), |fault, rng| {
+        let disk = SimDisk::new(image.clone());
+        let db = open(&disk).unwrap();
+        disk.set_fault(Some(fault));
+        let compacted = catch_unwind(AssertUnwindSafe(|| db.compact()))
+            .unwrap_or_else(|_| panic!("compact panicked with {fault:?}"));
+        if let Err(e) = &compacted {
+            expect_io(e, "compact", &fault);
         }
-    }
+        drop(db);
+        let fired = disk.faults_fired();
+        disk.set_fault(None);
+        let what = format!("{fault:?} (seed {base})");
+        one(&format!("{what}, as written"), disk.contents());
+        let crash = CrashImages::new(&disk).image(disk.log_len(), rng);
+        one(&format!("{what}, power loss"), crash);
+        let reopened = open(&disk).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+        reopened
+            .check()
+            .unwrap_or_else(|e| panic!("{what}: check: {e}"));
+        let content = read_all(&reopened).unwrap();
+        assert!(digest(&content) == want, "{what}: reopened in place");
+        fired
+    });
 }
