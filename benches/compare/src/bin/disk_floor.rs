@@ -15,6 +15,10 @@
 //!   of the file: two regions, as a mapkv one-key commit writes into a free run;
 //! - `6 pages in 2 runs + meta`, `… in 3 runs + meta`: the same pages split over free
 //!   runs 40 MiB apart (a commit that fills several small free runs);
+//! - `6 pages at a random place + meta`, `6 pages: 3 in turn, 3 random + meta`: the
+//!   same writes where free runs lie scattered over the file (the runs above move through
+//!   the file in turn; on this machine's virtual disk a write to a random place costs the
+//!   sync more than one next to recent writes);
 //! - `6 pages appended + meta`: the pages past the end of the file, grown and zeroed
 //!   ahead as mapkv's storage does (`append_like_mapkv`).
 //!
@@ -28,7 +32,7 @@
 #[allow(dead_code)]
 mod data;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -69,6 +73,7 @@ fn main() -> std::io::Result<()> {
     let page = vec![2u8; PAGE];
     let zeroed_to = Cell::new(FILE_BYTES);
     let six_pages = vec![3u8; 6 * PAGE];
+    let placement = RefCell::new(data::Rng::new(2));
     let one_key: Vec<(&str, Commit)> = vec![
         ("sync only", Box::new(|_| file.sync_data())),
         (
@@ -114,6 +119,26 @@ fn main() -> std::io::Result<()> {
                     let run_at = at + run * (40 << 20);
                     file.write_all_at(&six_pages[..2 * PAGE], run_at as u64)?;
                 }
+                file.write_all_at(&six_pages[..100], ((i % 2) * PAGE) as u64)?;
+                file.sync_data()
+            }),
+        ),
+        (
+            "6 pages at a random place + meta",
+            Box::new(|_| {
+                let at = random_page(&placement) * PAGE;
+                file.write_all_at(&six_pages, at as u64)?;
+                file.write_all_at(&six_pages[..100], 0)?;
+                file.sync_data()
+            }),
+        ),
+        (
+            "6 pages: 3 in turn, 3 random + meta",
+            Box::new(|i| {
+                let at = (8 << 20) + (i % 300) * 3 * PAGE;
+                file.write_all_at(&six_pages[..3 * PAGE], at as u64)?;
+                let random = random_page(&placement) * PAGE;
+                file.write_all_at(&six_pages[..3 * PAGE], random as u64)?;
                 file.write_all_at(&six_pages[..100], ((i % 2) * PAGE) as u64)?;
                 file.sync_data()
             }),
@@ -190,19 +215,30 @@ fn main() -> std::io::Result<()> {
 fn append_like_mapkv(file: &File, zeroed_to: &Cell<usize>, end: usize) -> std::io::Result<()> {
     const ZERO_AHEAD: usize = 2 << 20;
     const GROWTH: usize = 16 << 20;
-    let len = file.metadata()?.len() as usize;
+    let mut len = file.metadata()?.len() as usize;
     if len < end {
-        file.set_len((end + GROWTH) as u64)?;
+        len = end + GROWTH;
+        file.set_len(len as u64)?;
     }
     let zeros = vec![0u8; 64 << 10];
-    let target = end + ZERO_AHEAD;
-    if target - zeroed_to.get().max(end) >= ZERO_AHEAD / 2 {
-        for at in (zeroed_to.get().max(end)..target).step_by(zeros.len()) {
-            file.write_all_at(&zeros, at as u64)?;
+    // Never past the file's length, as in the engine: a write past it would change the
+    // size, which costs that commit's sync a journal commit.
+    let target = len.min(end + ZERO_AHEAD);
+    let from = zeroed_to.get().max(end);
+    if target.saturating_sub(from) >= ZERO_AHEAD / 2 {
+        for at in (from..target).step_by(zeros.len()) {
+            let piece = zeros.len().min(target - at);
+            file.write_all_at(&zeros[..piece], at as u64)?;
         }
         zeroed_to.set(target);
     }
     Ok(())
+}
+
+/// A page anywhere in the scratch file but its first two (the metas' place), for writes
+/// that land wherever free pages happen to be.
+fn random_page(rng: &RefCell<data::Rng>) -> usize {
+    2 + rng.borrow_mut().below(FILE_BYTES / PAGE - 8)
 }
 
 fn join(values: &[f64], decimals: usize) -> String {
