@@ -136,6 +136,7 @@ impl WriteTxn {
         let txn = self.pages.get_mut().txn;
         let w = &mut *self.writer;
         w.free = self.pages.get_mut().alloc.take_free();
+        w.sweep_from = self.pages.get_mut().alloc.sweep_from();
         w.spare_pages = self.pages.get_mut().take_spare();
         self.committed = true;
         w.pending.add(txn, freed, true);

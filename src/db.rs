@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::free_chain;
 use crate::freelist::Pending;
 use crate::meta::{FORMAT_VERSION, MAGIC, META_BYTES, Meta};
-use crate::page::{ChildRef, Geometry, META_SLOT_BYTES, TxnId};
+use crate::page::{ChildRef, Geometry, META_SLOT_BYTES, PageId, TxnId};
 use crate::path_error;
 use crate::registry::Registry;
 use crate::sealed_nodes::SealedNodes;
@@ -246,6 +246,7 @@ impl Database {
         let (free, chain) = free_chain::load(&storage.reader(meta.page_count()), &meta)?;
         let writer = Writer {
             free,
+            sweep_from: PageId(0),
             pending: Pending::default(),
             durable: meta.txn(),
             durable_slot: slot,

@@ -171,6 +171,12 @@ impl PageRuns {
         self.runs.first_key_value().map(|(&s, &n)| (PageId(s), n))
     }
 
+    /// The first run of at most `len_max` pages that starts at or after `from`.
+    pub(crate) fn first_short_from(&self, from: PageId, len_max: u64) -> Option<(PageId, u64)> {
+        let mut after = self.runs.range(from.0..).filter(|&(_, &n)| n <= len_max);
+        after.next().map(|(&s, &n)| (PageId(s), n))
+    }
+
     /// The free pages below `end`.
     pub(crate) fn pages_below(&self, end: PageId) -> u64 {
         self.runs

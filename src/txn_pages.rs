@@ -224,7 +224,7 @@ impl TxnPages {
             spare: std::mem::take(&mut writer.spare_pages),
             sealed: Vec::new(),
             own_blobs: HashMap::default(),
-            alloc: Allocator::new(free, page_count),
+            alloc: Allocator::new(free, page_count, writer.sweep_from),
             freed: PageRuns::new(),
             freed_volatile: PageRuns::new(),
             durable: writer.durable,

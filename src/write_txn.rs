@@ -28,6 +28,8 @@ use zerocopy::little_endian::U32;
 pub(crate) struct Writer {
     /// Pages any write transaction may overwrite now.
     pub free: PageRuns,
+    /// Where the next scattered commit starts looking for free runs (`Allocator::sweep`).
+    pub sweep_from: PageId,
     /// Pages freed by commits that some snapshot or the fallback meta may still reach.
     pub pending: Pending,
     /// The newest commit whose meta is on stable storage: recovery's fallback.
