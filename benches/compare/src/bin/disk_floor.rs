@@ -25,8 +25,11 @@
 //! Batches (seconds for 100 commits of 1,300 pages, about what 1,000 random inserts into
 //! a 1M-entry tree dirty):
 //! - `contiguous`: each commit's pages in one run, in calls of 64 KiB;
-//! - `scattered`: each page alone at a random free place (what reusing single freed
-//!   pages gives), in ascending order.
+//! - `scattered over the file`: each page alone at a random free place (what reusing
+//!   single freed pages gives), in ascending order;
+//! - `scattered over 40 MiB`: the same in one 40 MiB stretch, chosen anew for each
+//!   commit (what a commit sweeping through free pages that fill an eighth of the file
+//!   spans).
 
 #[path = "../data.rs"]
 #[allow(dead_code)]
@@ -46,6 +49,8 @@ const FILE_BYTES: usize = 320 << 20;
 const BATCH_PAGES: usize = 1_300;
 const BATCHES: usize = 100;
 const ONE_KEY_COMMITS: usize = 3_000;
+/// The stretch of the file that the `scattered over 40 MiB` batches write into.
+const STRETCH_BYTES: usize = 40 << 20;
 
 /// One commit's writes and sync; its argument numbers the commit.
 type Commit<'a> = Box<dyn Fn(usize) -> std::io::Result<()> + 'a>;
@@ -179,15 +184,22 @@ fn main() -> std::io::Result<()> {
     let batch_region = 100 << 20;
     let batch = vec![4u8; BATCH_PAGES * PAGE];
     let mut rng = data::Rng::new(1);
-    for scattered in [false, true] {
+    // Where single pages go: over the whole file, or in a 40 MiB stretch of it (about
+    // what a stretch holding 1,300 free pages spans when an eighth of the file is free).
+    let spreads = [
+        ("contiguous", None),
+        ("scattered over the file", Some(FILE_BYTES / PAGE - 2)),
+        ("scattered over 40 MiB", Some(STRETCH_BYTES / PAGE)),
+    ];
+    for (name, spread) in spreads {
         let mut rounds = Vec::new();
         for _ in 0..args.rounds {
             let start = Instant::now();
             for b in 0..BATCHES {
-                if scattered {
-                    let mut ids: Vec<usize> = (0..BATCH_PAGES)
-                        .map(|_| 2 + rng.below(FILE_BYTES / PAGE - 2))
-                        .collect();
+                if let Some(span) = spread {
+                    let first = 2 + rng.below(FILE_BYTES / PAGE - 1 - span);
+                    let mut ids: Vec<usize> =
+                        (0..BATCH_PAGES).map(|_| first + rng.below(span)).collect();
                     ids.sort_unstable();
                     for id in ids {
                         file.write_all_at(&page, (id * PAGE) as u64)?;
@@ -202,7 +214,6 @@ fn main() -> std::io::Result<()> {
             }
             rounds.push(start.elapsed().as_secs_f64());
         }
-        let name = if scattered { "scattered" } else { "contiguous" };
         println!("  {name:28} {}", join(&rounds, 2));
     }
     Ok(())
