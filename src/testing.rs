@@ -10,6 +10,10 @@ use parking_lot::Mutex;
 pub use crate::backend::Backend;
 use crate::{Database, Options, Result};
 
+mod space;
+use space::Blocks;
+pub use space::{BLOCK_BYTES, Space};
+
 /// Opens a database whose file operations go through `backend` (no lock is taken,
 /// nothing is mapped unless the backend offers a file).
 pub fn open_with_backend(backend: Box<dyn Backend>, options: Options) -> Result<Database> {
@@ -121,11 +125,17 @@ impl MemHooks for NoHooks {}
 
 /// A file in memory behind [`Backend`]: no file system and no map, every read through
 /// `read_exact_at`, every write applied at once (a sync does nothing more). Clones share
-/// the bytes and the hooks, so a database can be reopened on what another left.
+/// the bytes, the hooks and the room on the disk ([`Space`]: unlimited unless set), so a
+/// database can be reopened on what another left.
 #[derive(Clone)]
 pub struct MemFile {
-    bytes: Arc<Mutex<Vec<u8>>>,
+    state: Arc<Mutex<MemState>>,
     hooks: Arc<dyn MemHooks>,
+}
+
+struct MemState {
+    bytes: Vec<u8>,
+    blocks: Blocks,
 }
 
 impl Default for MemFile {
@@ -137,8 +147,9 @@ impl Default for MemFile {
 impl MemFile {
     /// A file holding `bytes`.
     pub fn new(bytes: Vec<u8>) -> MemFile {
+        let blocks = Blocks::full(bytes.len() as u64);
         MemFile {
-            bytes: Arc::new(Mutex::new(bytes)),
+            state: Arc::new(Mutex::new(MemState { bytes, blocks })),
             hooks: Arc::new(NoHooks),
         }
     }
@@ -146,9 +157,26 @@ impl MemFile {
     /// This file's bytes (shared, not copied) behind `hooks`.
     pub fn with_hooks(&self, hooks: Arc<dyn MemHooks>) -> MemFile {
         MemFile {
-            bytes: Arc::clone(&self.bytes),
+            state: Arc::clone(&self.state),
             hooks,
         }
+    }
+
+    /// Sets the room the file has from now on (a full disk, a quota, a largest file).
+    /// The bytes it was created with count as allocated; what was written since, as
+    /// written.
+    pub fn set_space(&self, space: Space) {
+        self.state.lock().blocks.space = space;
+    }
+
+    /// The room the file has.
+    pub fn space(&self) -> Space {
+        self.state.lock().blocks.space
+    }
+
+    /// Bytes of the blocks the file has allocated (`Space` says how they are counted).
+    pub fn allocated(&self) -> u64 {
+        self.state.lock().blocks.used_bytes()
     }
 
     /// A backend on these bytes, for [`open_with_backend`].
@@ -158,7 +186,7 @@ impl MemFile {
 
     /// A copy of the bytes as they are now.
     pub fn contents(&self) -> Vec<u8> {
-        self.bytes.lock().clone()
+        self.state.lock().bytes.clone()
     }
 }
 
@@ -167,7 +195,7 @@ impl MemFile {
 unsafe impl Backend for MemFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.hooks.read();
-        let bytes = self.bytes.lock();
+        let bytes = &self.state.lock().bytes;
         let src = usize::try_from(offset)
             .ok()
             .and_then(|start| bytes.get(start..start.checked_add(buf.len())?))
@@ -185,16 +213,22 @@ unsafe impl Backend for MemFile {
         let end = start
             .checked_add(total)
             .ok_or(io::ErrorKind::InvalidInput)?;
-        let mut bytes = self.bytes.lock();
-        if bytes.len() < end {
-            bytes.resize(end, 0);
+        let mut state = self.state.lock();
+        // As far as the disk has room: the bytes before the first block it could not
+        // give are written, then the error.
+        let (reach, error) = state.blocks.write(start as u64, end as u64);
+        let reach = reach as usize;
+        let bytes = &mut state.bytes;
+        if bytes.len() < reach && reach > start {
+            bytes.resize(reach, 0);
         }
         let mut at = start;
         for b in bufs {
-            bytes[at..at + b.len()].copy_from_slice(b);
+            let n = b.len().min(reach.saturating_sub(at));
+            bytes[at..at + n].copy_from_slice(&b[..n]);
             at += b.len();
         }
-        Ok(())
+        error.map_or(Ok(()), Err)
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -203,13 +237,16 @@ unsafe impl Backend for MemFile {
     }
 
     fn file_len(&self) -> io::Result<u64> {
-        Ok(self.bytes.lock().len() as u64)
+        Ok(self.state.lock().bytes.len() as u64)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.hooks.set_len(len);
-        let len = usize::try_from(len).map_err(io::Error::other)?;
-        self.bytes.lock().resize(len, 0);
+        let new = usize::try_from(len).map_err(io::Error::other)?;
+        let mut state = self.state.lock();
+        let old = state.bytes.len() as u64;
+        state.blocks.set_len(old, len)?;
+        state.bytes.resize(new, 0);
         Ok(())
     }
 

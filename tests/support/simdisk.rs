@@ -47,11 +47,29 @@ pub enum OpKind {
 pub const OP_KINDS: [OpKind; 4] = [OpKind::Read, OpKind::Write, OpKind::Sync, OpKind::SetLen];
 
 /// Fail the `nth` operation of `kind` (1-based); with `persistent`, every later one too.
+/// The error's kind is `Other` unless `SimDisk::set_fault_error` says otherwise.
 #[derive(Clone, Copy, Debug)]
 pub struct Fault {
     pub kind: OpKind,
     pub nth: u64,
     pub persistent: bool,
+}
+
+/// An operation that an injected fault failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failed {
+    Read,
+    /// A write of `len` bytes at `offset` (of which the first sector reached the file).
+    Write {
+        offset: u64,
+        len: u64,
+    },
+    Sync,
+    /// A change of the file's length from `from` to `to` (not made).
+    SetLen {
+        from: u64,
+        to: u64,
+    },
 }
 
 struct Inner {
@@ -61,6 +79,10 @@ struct Inner {
     initial: Vec<u8>,
     log: Vec<Event>,
     fault: Option<Fault>,
+    /// The kind of error injected faults give.
+    fault_error: io::ErrorKind,
+    /// The operations injected faults failed, in order.
+    failed: Vec<Failed>,
     counts: [u64; 4],
     /// Faults that fired.
     fired: u64,
@@ -86,6 +108,8 @@ impl SimDisk {
                 initial,
                 log: Vec::new(),
                 fault: None,
+                fault_error: io::ErrorKind::Other,
+                failed: Vec::new(),
                 counts: [0; 4],
                 fired: 0,
                 generation: 0,
@@ -163,6 +187,17 @@ impl SimDisk {
         self.inner.lock().fired
     }
 
+    /// Makes injected faults fail with errors of `kind` (`StorageFull`: a full disk)
+    /// from now on, instead of `Other`.
+    pub fn set_fault_error(&self, kind: io::ErrorKind) {
+        self.inner.lock().fault_error = kind;
+    }
+
+    /// The operations injected faults failed so far, in order.
+    pub fn failed_ops(&self) -> Vec<Failed> {
+        self.inner.lock().failed.clone()
+    }
+
     /// Indexes `i` such that the log's event `i` is a sync: crashing at `i` (just before
     /// the sync completes) and at `i + 1` (just after) are the interesting points.
     pub fn sync_points(&self) -> Vec<usize> {
@@ -231,7 +266,8 @@ impl Inner {
         let fires = |f: &Fault| f.kind == kind && (*n == f.nth || (f.persistent && *n > f.nth));
         if self.fault.filter(fires).is_some() {
             self.fired += 1;
-            return Err(io::Error::other(format!("injected {kind:?} fault #{n}")));
+            let message = format!("injected {kind:?} fault #{n}");
+            return Err(io::Error::new(self.fault_error, message));
         }
         Ok(())
     }
@@ -299,7 +335,11 @@ pub struct SimBackend(Arc<SimDisk>, u64);
 unsafe impl Backend for SimBackend {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let mut inner = self.0.inner.lock();
-        inner.tick(OpKind::Read, self.1)?;
+        inner.tick(OpKind::Read, self.1).inspect_err(|_| {
+            if self.1 == inner.generation {
+                inner.failed.push(Failed::Read);
+            }
+        })?;
         let start = offset as usize;
         let end = start.checked_add(buf.len());
         match end {
@@ -318,6 +358,10 @@ unsafe impl Backend for SimBackend {
             if self.1 != inner.generation {
                 return Err(e);
             }
+            inner.failed.push(Failed::Write {
+                offset,
+                len: data.len() as u64,
+            });
             // A failed write may still have written a part: its first sector.
             let part = data[..data.len().min(SECTOR)].to_vec();
             apply_write(&mut inner.data, offset as usize, &part);
@@ -334,6 +378,7 @@ unsafe impl Backend for SimBackend {
         if let Err(e) = inner.tick(OpKind::Sync, self.1) {
             if self.1 == inner.generation {
                 inner.log.push(Event::SyncFailed); // injected, not a kill
+                inner.failed.push(Failed::Sync);
             }
             return Err(e);
         }
@@ -347,7 +392,12 @@ unsafe impl Backend for SimBackend {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut inner = self.0.inner.lock();
-        inner.tick(OpKind::SetLen, self.1)?;
+        let from = inner.data.len() as u64;
+        inner.tick(OpKind::SetLen, self.1).inspect_err(|_| {
+            if self.1 == inner.generation {
+                inner.failed.push(Failed::SetLen { from, to: len });
+            }
+        })?;
         inner.data.resize(len as usize, 0);
         inner.log.push(Event::SetLen(len));
         Ok(())
