@@ -147,6 +147,11 @@ impl Storage {
         self.state.lock().file_len
     }
 
+    /// How far the file is known to be written (`MapState::written_len`).
+    pub(crate) fn written_len(&self) -> u64 {
+        self.state.lock().written_len
+    }
+
     /// The file behind the backend, if it has one (the bulk loader compares it with the
     /// file it opens for direct I/O).
     pub(crate) fn file(&self) -> Option<&File> {

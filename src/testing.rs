@@ -93,6 +93,50 @@ pub fn pages_copied(txn: &crate::WriteTxn) -> u64 {
     txn.pages_copied()
 }
 
+/// What the write side of a handle carries from one write transaction to the next: the
+/// free pages, the pages waiting for readers or a sync, the durable fallback and its
+/// slot, the free list's chain, the ends of the snapshots that may be live, and how far
+/// the file is known to be written. Equal values mean the next write transaction starts
+/// from the same place (a failed commit must leave it as it found it). Taken under the
+/// writer lock: not while a write transaction is alive.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WriterState(String);
+
+/// See [`WriterState`].
+pub fn writer_state(db: &Database) -> WriterState {
+    let shared = &db.shared;
+    let w = shared.writer.lock();
+    let free: Vec<(u64, u64)> = w.free.runs().map(|(s, n)| (s.0, n)).collect();
+    let chain: Vec<(u64, u64)> = (w.chain.links.iter())
+        .map(|l| (l.blob.page().0, l.pages))
+        .collect();
+    let meta = shared.current.read().meta;
+    WriterState(format!(
+        "free {free:?}\npending {:?}\ndurable {:?} in slot {}\nchain {chain:?} legacy {}\n\
+         snapshot ends {:?}\nnewest {:?}\nwritten to {}",
+        w.pending,
+        w.durable,
+        w.durable_slot,
+        w.chain.legacy,
+        w.snapshot_ends,
+        meta,
+        shared.storage.written_len()
+    ))
+}
+
+/// The pages the next write transaction may overwrite (first page, pages), once it has
+/// taken the pages that no reader or fallback holds any more (`begin_write` does that).
+pub fn free_runs(db: &Database) -> Vec<(u64, u64)> {
+    let w = db.shared.writer.lock();
+    w.free.runs().map(|(s, n)| (s.0, n)).collect()
+}
+
+/// The length the handle takes the file to have: never more than the file's real
+/// length (readers would fault on a map past it).
+pub fn file_len(db: &Database) -> u64 {
+    db.shared.storage.file_len()
+}
+
 /// Decodes a tree record (36 bytes; anything else is an error).
 pub fn decode_tree_record(bytes: &[u8]) -> Result<u64> {
     let r = crate::tree::TreeRecord::decode(bytes, crate::page::PageId(2))?;
@@ -177,6 +221,12 @@ impl MemFile {
     /// Bytes of the blocks the file has allocated (`Space` says how they are counted).
     pub fn allocated(&self) -> u64 {
         self.state.lock().blocks.used_bytes()
+    }
+
+    /// Whether every block of `len` bytes at `offset` is allocated: a write there needs
+    /// no room.
+    pub fn is_allocated(&self, offset: u64, len: u64) -> bool {
+        self.state.lock().blocks.covers(offset, len)
     }
 
     /// A backend on these bytes, for [`open_with_backend`].

@@ -103,6 +103,12 @@ impl Blocks {
         self.used * BLOCK_BYTES
     }
 
+    /// Whether every block of `start..start + len` is allocated.
+    pub(super) fn covers(&self, start: u64, len: u64) -> bool {
+        (start / BLOCK_BYTES..blocks_to(start + len))
+            .all(|b| self.allocated.get(b as usize) == Some(&true))
+    }
+
     fn cover(&mut self, blocks: u64) {
         if (self.allocated.len() as u64) < blocks {
             self.allocated.resize(blocks as usize, false);
