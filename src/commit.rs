@@ -41,19 +41,21 @@ impl WriteTxn {
     /// `Immediate`. See FORMAT.md#commit-protocol.
     ///
     /// An error means the commit did not take effect on this handle (after a failed
-    /// sync it may still be on disk: README, "After a failed sync"). Once the meta is
-    /// synced, `Ok` is returned even if shortening the file then fails; that failure
-    /// refuses later writes instead.
+    /// sync it may still be on disk: README, "After a failed sync"), and is the error
+    /// met, as it was: a reserved value's write that failed is `Error::Io` of that
+    /// write's kind, a corrupt page `Error::Corrupted`; a transaction in which a change
+    /// failed earlier is `Error::Io` of that failure's kind. Every error raised before
+    /// the meta is written means nothing was committed. Once the meta is synced, `Ok`
+    /// is returned even if shortening the file then fails; that failure refuses later
+    /// writes instead.
     pub fn commit(mut self) -> Result<()> {
         // No tree handle is borrowed any more (the commit consumes the transaction they
         // borrow), so reserved values can be written now.
         let TxnInner { pages, trees } = self.pages.inner_mut();
-        let finished = trees.finish_reservations(pages);
-        if let Err(e) = finished.and_then(|()| self.pages.get_mut().usable()) {
-            return Err(Error::Io(std::io::Error::other(format!(
-                "nothing committed: {e}"
-            ))));
-        }
+        // An error up to the meta's write leaves nothing committed: it is returned as
+        // it came (a caller may match `ValueTooLarge`, or an I/O error's kind).
+        trees.finish_reservations(pages)?;
+        self.pages.get_mut().usable()?;
         // Past this point a panic could leave the file and this handle's idea of it apart
         // (a meta written, the free pages not updated): refuse all writes after one.
         let _poison_on_panic = PoisonOnPanic(Arc::clone(&self.shared.storage));

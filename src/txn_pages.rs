@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -73,10 +74,11 @@ pub(crate) struct TxnPages {
     /// no check of its cells.
     pub(crate) sealed_nodes: Arc<SealedNodes>,
     /// Why a change failed or was interrupted half-way (an I/O error, a corrupt page, a
-    /// panic): the transaction's pages may be inconsistent, so it refuses every further
-    /// change and `commit`.
+    /// panic), and the kind of I/O error it was (`Other` for the rest): the
+    /// transaction's pages may be inconsistent, so it refuses every further change and
+    /// `commit`, with an error of that kind (a full disk stays `StorageFull`).
     /// (Borrowed while a change runs: setting it must not allocate on every change.)
-    failed: Option<Cow<'static, str>>,
+    failed: Option<(io::ErrorKind, Cow<'static, str>)>,
 }
 
 impl Pages for TxnPages {
@@ -241,11 +243,15 @@ impl TxnPages {
     /// caller catches, or an I/O or corruption error, leaves it refusing to commit.
     pub(crate) fn change<T>(&mut self, change: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.usable()?;
-        self.failed = Some(Cow::Borrowed(INTERRUPTED));
+        self.failed = Some((io::ErrorKind::Other, Cow::Borrowed(INTERRUPTED)));
         let r = change(self);
         match &r {
             Err(e @ (Error::Io(_) | Error::Corrupted { .. })) => {
-                self.failed = Some(Cow::Owned(e.to_string()))
+                let kind = match e {
+                    Error::Io(io) => io.kind(),
+                    _ => io::ErrorKind::Other,
+                };
+                self.failed = Some((kind, Cow::Owned(e.to_string())));
             }
             _ => self.failed = None,
         }
@@ -256,9 +262,10 @@ impl TxnPages {
     pub(crate) fn usable(&self) -> Result<()> {
         match &self.failed {
             None => Ok(()),
-            Some(why) => Err(Error::Io(std::io::Error::other(format!(
-                "an earlier change in this transaction failed ({why}); abort it"
-            )))),
+            Some((kind, why)) => Err(Error::Io(io::Error::new(
+                *kind,
+                format!("an earlier change in this transaction failed ({why}); abort it"),
+            ))),
         }
     }
 
