@@ -40,6 +40,9 @@ pub(crate) struct Allocator {
     /// Where a scattered commit starts looking for free runs: just past the last run the
     /// previous one took (`sweep`).
     sweep_from: PageId,
+    /// Scatter a commit over the free runs before growing the file, whatever their
+    /// share: the disk was found full (`avoid_growth`).
+    avoid_growth: bool,
 }
 
 impl Allocator {
@@ -54,12 +57,20 @@ impl Allocator {
             grown_free: PageRuns::new(),
             lowest_first: false,
             sweep_from,
+            avoid_growth: false,
         }
     }
 
     /// Where the next transaction's scattered commit starts looking for free runs.
     pub(crate) fn sweep_from(&self) -> PageId {
         self.sweep_from
+    }
+
+    /// From now on, place a commit's pages in free runs, as many as it takes, before
+    /// the end of the file: a write failed for want of room, and growing the file needs
+    /// room that the free pages, already written, do not (`Storage::is_out_of_space`).
+    pub(crate) fn avoid_growth(&mut self) {
+        self.avoid_growth = true;
     }
 
     /// From now on, take the lowest free pages first, in as many runs as it takes
@@ -136,8 +147,9 @@ impl Allocator {
     /// `pages` pages for a commit, in as few runs as the policy allows: one run if one
     /// free run (or the end of the file) holds them all; several free runs
     /// ([`scatter`](Self::scatter)) when free space, with the `waiting` pages that are
-    /// free but not yet reusable, is over its share (`FREE_SHARE_BEFORE_SCATTER`). The
-    /// commit seals its pages into the runs in the order given.
+    /// free but not yet reusable, is over its share (`FREE_SHARE_BEFORE_SCATTER`), or
+    /// growth is to be avoided ([`avoid_growth`](Self::avoid_growth)). The commit seals
+    /// its pages into the runs in the order given.
     pub(crate) fn take_pages(&mut self, pages: u64, waiting: u64) -> Vec<(PageId, u64)> {
         if pages == 0 {
             return Vec::new();
@@ -148,7 +160,7 @@ impl Allocator {
         let fits_one = self.free.longest().is_some_and(|(_, n)| n >= pages);
         let free = self.free.page_count();
         let share = (free + waiting).saturating_mul(FREE_SHARE_BEFORE_SCATTER);
-        let scatter = free > 0 && share > self.end.0;
+        let scatter = free > 0 && (share > self.end.0 || self.avoid_growth);
         if fits_one || !scatter {
             return vec![(self.take_run(pages), pages)];
         }
@@ -507,6 +519,27 @@ mod tests {
             }
             assert_eq!(a.undo(), start, "round {round}");
         }
+    }
+
+    #[test]
+    fn avoiding_growth_scatters_over_the_free_runs_first() {
+        // 4 free pages of 100 (under the share) in runs of 1 and 2: 4 pages go to the
+        // end, unless growth is to be avoided.
+        let free = runs(&[(3, 1), (6, 2), (12, 1)]);
+        let mut a = Allocator::new(free.clone(), PageId(100), PageId(0));
+        assert_eq!(a.take_pages(4, 0), [(PageId(100), 4)]);
+        let mut a = Allocator::new(free, PageId(100), PageId(0));
+        a.avoid_growth();
+        assert_eq!(
+            a.take_pages(5, 0),
+            [
+                (PageId(3), 1),
+                (PageId(6), 2),
+                (PageId(12), 1),
+                (PageId(100), 1)
+            ],
+            "the free pages, then the end for what they do not cover"
+        );
     }
 
     #[test]

@@ -48,6 +48,31 @@ impl WriteTxn {
     /// the meta is written means nothing was committed. Once the meta is synced, `Ok`
     /// is returned even if shortening the file then fails; that failure refuses later
     /// writes instead.
+    ///
+    /// A full disk (`Error::Io` whose `kind()` is `StorageFull`, `QuotaExceeded` or
+    /// `FileTooLarge`: ENOSPC, EDQUOT, EFBIG) met while the commit grows the file or
+    /// writes its pages fails this commit alone: nothing is committed and the handle
+    /// stays usable. It reads as before, and later commits go through once there is
+    /// room, or when they fit in the file's free pages (which they then fill before
+    /// growing it). Any other failed write, a failed meta write or `fdatasync` (a full
+    /// disk's too), and a failed shortening of the file make the handle refuse write
+    /// transactions until it is reopened (README, "A full disk").
+    ///
+    /// ```
+    /// # fn main() -> mapkv::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = mapkv::Database::open(dir.path().join("db"))?;
+    /// let wtx = db.begin_write()?;
+    /// wtx.open_tree("log")?.insert(b"entry", b"...")?;
+    /// match wtx.commit() {
+    ///     Ok(()) => {}
+    ///     Err(mapkv::Error::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+    ///         // Nothing was committed: free some space and try again.
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn commit(mut self) -> Result<()> {
         // No tree handle is borrowed any more (the commit consumes the transaction they
         // borrow), so reserved values can be written now.
@@ -305,11 +330,12 @@ impl WriteTxn {
     }
 
     /// Writes the sealed pages, adjacent pages together, after growing the file
-    /// (in steps) to hold them.
+    /// (in steps) to hold them; then the zeros ahead (`Storage::write_ahead`).
     fn write_sealed_pages(&mut self) -> Result<()> {
         let storage = Arc::clone(&self.shared.storage);
         let g = self.pages.get_mut().geometry();
-        storage.ensure_len_written(g.offset(self.pages.get_mut().end()))?;
+        let end = g.offset(self.pages.get_mut().end());
+        storage.ensure_len(end)?;
         let pages = self.pages.get_mut().take_sealed();
         let adjacent = |a: &(PageId, PageBox), b: &(PageId, PageBox)| {
             b.0.0 == a.0.0 + a.1.len() as u64 / g.page_bytes()
@@ -323,7 +349,7 @@ impl WriteTxn {
         for (_, page) in pages {
             self.pages.get_mut().recycle(page);
         }
-        Ok(())
+        storage.write_ahead(end)
     }
 
     /// Forgets the ends of snapshots no reader holds, and after a durable commit (which
@@ -369,7 +395,7 @@ impl Drop for PoisonOnPanic {
 pub(crate) fn write_meta_slot(storage: &Storage, slot: u64, meta: &Meta) -> Result<()> {
     assert!(slot < 2, "meta slot {slot}");
     let bytes = meta.encode();
-    storage.write_at(slot * crate::page::META_SLOT_BYTES, &[&bytes])
+    storage.write_meta_at(slot * crate::page::META_SLOT_BYTES, &[&bytes])
 }
 
 /// What the free-list record is made of: the transaction's pages and the writer's state.

@@ -10,7 +10,10 @@ use std::fmt;
 #[non_exhaustive]
 pub enum Error {
     /// The operating system refused a read, write, sync or lock, or an earlier failed
-    /// write or sync has poisoned the handle (reopen the database to continue).
+    /// write or sync has poisoned the handle (reopen the database to continue). A full
+    /// disk keeps its kind (`StorageFull`, `QuotaExceeded`, `FileTooLarge`); met while a
+    /// commit writes pages that nothing durable references, it fails that commit alone
+    /// (see [`WriteTxn::commit`](crate::WriteTxn::commit)).
     Io(std::io::Error),
     /// The file is inconsistent: a checksum, bound or structural rule does not hold.
     Corrupted {

@@ -26,7 +26,7 @@ const MAP_RESERVE_BYTES: u64 = if cfg!(target_pointer_width = "64") {
     1 << 28
 };
 
-/// How far past a commit's end `ensure_len_written` keeps the file written (with zeros).
+/// How far past a commit's end `write_ahead` keeps the file written (with zeros).
 const ZERO_AHEAD_BYTES: u64 = 2 << 20;
 /// The static block of zeros that `write_zeros` repeats.
 const ZERO_BLOCK_BYTES: usize = 64 << 10;
@@ -38,6 +38,18 @@ const ZERO_BLOCK_BYTES: usize = 64 << 10;
 /// appending 24 KiB grows the file once in 700, and one appending 5 MiB once in 3.
 fn growth_step(len: u64) -> u64 {
     (len / 8).clamp(1 << 20, 16 << 20)
+}
+
+/// Whether `e` says the file system had no room: ENOSPC, EDQUOT, EFBIG. Reported by a
+/// write or size change at the time of the call, before it changed anything past what it
+/// reports as done, such an error leaves no doubt about the file (unlike EIO, or any
+/// error from fdatasync): where the bytes belonged to no durable commit, the commit that
+/// wrote them can fail alone (FORMAT.md#disk-assumptions).
+pub(crate) fn is_full_disk(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    )
 }
 
 /// `file` opened again, read-only, as a new open file description of the same inode.
@@ -61,10 +73,19 @@ pub(crate) struct Storage {
     state: Mutex<MapState>,
     /// Set by `Options::read_ahead(false)`: every map gets `MADV_RANDOM`.
     random_access: AtomicBool,
-    /// Set by the first failed write or sync. The kernel may have dropped the failed
-    /// pages from its cache and marked them clean, so nothing written since the last
-    /// good sync can be trusted to reach the disk: refuse all further writes.
+    /// Set by the first failed write or sync (but a write of unreferenced pages that
+    /// failed for want of room, `fail_unreferenced`). The kernel may have dropped the
+    /// failed pages from its cache and marked them clean, so nothing written since the
+    /// last good sync can be trusted to reach the disk: refuse all further writes.
     poisoned: AtomicBool,
+    /// Set when a write or growth failed for want of room (`is_full_disk`); cleared by a
+    /// write that succeeds past `reached` (it took new blocks: the file system found
+    /// room). Meanwhile write transactions place their pages in free pages before
+    /// growing the file, and no zeros are written ahead (`write_ahead`).
+    out_of_space: AtomicBool,
+    /// The furthest end of any write tried, failed or not (or of the file when it was
+    /// opened, or cut shorter than that).
+    reached: AtomicU64,
     /// Pages written and syncs made since the storage was opened (for `Stats`).
     pages_written: AtomicU64,
     syncs: AtomicU64,
@@ -115,6 +136,8 @@ impl Storage {
             }),
             random_access: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
+            out_of_space: AtomicBool::new(false),
+            reached: AtomicU64::new(file_len),
             pages_written: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             generation: crate::fork::generation(),
@@ -175,7 +198,9 @@ impl Storage {
     }
 
     /// Grows the file to at least `len_bytes` (in steps, to keep growth rare), and the
-    /// map with it. New bytes read as zero and belong to no page until a commit.
+    /// map with it. New bytes read as zero and belong to no page until a commit. A
+    /// growth that fails leaves the length this handle knows (never more than the
+    /// file's: readers map up to it), and poisons unless it failed for want of room.
     pub(crate) fn ensure_len(&self, len_bytes: u64) -> Result<()> {
         let mut state = self.state.lock();
         if state.file_len >= len_bytes {
@@ -185,12 +210,13 @@ impl Storage {
         let page = self.geometry.page_bytes();
         let target = (len_bytes.max(state.file_len + step)).div_ceil(page) * page;
         self.check_not_poisoned()?;
-        self.backend.set_len(target).map_err(|e| self.poison(e))?;
+        let grown = self.backend.set_len(target);
+        grown.map_err(|e| self.fail_unreferenced(e))?;
         state.file_len = target;
         self.remap_if_needed(&mut state)
     }
 
-    /// `ensure_len` for a commit that writes up to `len_bytes`, and zeros over the next
+    /// After a commit wrote its pages, which end at `len_bytes`: zeros over the next
     /// stretch of the room past `len_bytes` (up to `ZERO_AHEAD_BYTES` past it) once the
     /// commits have nearly used what was written before. Growth itself only sets the
     /// length and leaves a hole. The commits that append into the zeros then write into
@@ -200,19 +226,23 @@ impl Storage {
     /// instead (30 MiB on a 240 MiB file) costs its commit's sync tens of milliseconds.
     /// The zeros lie past the commit's end: no snapshot reaches them, and recovery
     /// ignores them.
-    pub(crate) fn ensure_len_written(&self, len_bytes: u64) -> Result<()> {
-        self.ensure_len(len_bytes)?;
+    ///
+    /// They are an optimisation, which a full disk goes without: where room runs out,
+    /// the zeros stop there and the commit goes on, since its own pages are written
+    /// already (zeros written first would take the last free blocks from them, and
+    /// would fail commits that fit). While the disk is known to be full
+    /// (`out_of_space`), none are written: they would only fill what is left. Any
+    /// other failure poisons, as every failed write does.
+    pub(crate) fn write_ahead(&self, len_bytes: u64) -> Result<()> {
         let (start, end) = {
             let state = self.state.lock();
             let start = state.written_len.max(len_bytes);
             let end = state.file_len.min(len_bytes + ZERO_AHEAD_BYTES);
             (start, end)
         };
-        let written = match end.saturating_sub(start) >= ZERO_AHEAD_BYTES / 2 {
-            true => {
-                self.write_zeros(start, end - start)?;
-                end
-            }
+        let worth_it = end.saturating_sub(start) >= ZERO_AHEAD_BYTES / 2;
+        let written = match worth_it && !self.is_out_of_space() {
+            true => self.write_zeros(start, end)?,
             false => len_bytes,
         };
         let mut state = self.state.lock();
@@ -220,16 +250,22 @@ impl Storage {
         Ok(())
     }
 
-    /// Writes `len` zero bytes from `offset`, from one static block named as many times
-    /// as it takes: allocating and clearing a megabyte for each stretch cost a one-key
-    /// commit an eighth of its instructions.
-    fn write_zeros(&self, offset: u64, len: u64) -> Result<()> {
+    /// Writes zeros over `start..end`, from one static block named as many times as it
+    /// takes (allocating and clearing a megabyte for each stretch cost a one-key commit
+    /// an eighth of its instructions), one write per block, so that a full disk stops
+    /// it at a known point; returns that point (`end` if it did not stop).
+    fn write_zeros(&self, start: u64, end: u64) -> Result<u64> {
         static ZEROS: [u8; ZERO_BLOCK_BYTES] = [0; ZERO_BLOCK_BYTES];
-        let block = ZERO_BLOCK_BYTES as u64;
-        let pieces: Vec<&[u8]> = (0..len.div_ceil(block))
-            .map(|i| &ZEROS[..(len - i * block).min(block) as usize])
-            .collect();
-        self.write_at(offset, &pieces)
+        let mut at = start;
+        while at < end {
+            let len = (end - at).min(ZERO_BLOCK_BYTES as u64);
+            match self.write_unreferenced(at, &[&ZEROS[..len as usize]]) {
+                Ok(()) => at += len,
+                Err(Error::Io(e)) if is_full_disk(&e) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(at)
     }
 
     /// Shortens the file to `len_bytes` if it is longer by more than two growth steps:
@@ -263,6 +299,7 @@ impl Storage {
                 .map_err(|e| self.poison(e))?;
             state.file_len = len_bytes;
             state.written_len = state.written_len.min(len_bytes);
+            self.reached.fetch_min(len_bytes, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -301,10 +338,12 @@ impl Storage {
         Ok(())
     }
 
+    /// Writes pages that no snapshot and no durable meta references (see
+    /// `write_unreferenced`).
     pub(crate) fn write_pages(&self, first: PageId, bufs: &[&[u8]]) -> Result<()> {
         let bytes: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         self.count_pages_written(bytes);
-        self.write_at(self.geometry.offset(first), bufs)
+        self.write_unreferenced(self.geometry.offset(first), bufs)
     }
 
     /// Adds the pages of `bytes` written to `Stats::pages_written` (for writes that do
@@ -314,17 +353,32 @@ impl Storage {
         self.pages_written.fetch_add(pages, Ordering::Relaxed);
     }
 
-    pub(crate) fn write_at(&self, offset: u64, bufs: &[&[u8]]) -> Result<()> {
+    /// Writes bytes that recovery may read as they are: a meta slot. Any failure
+    /// poisons, a full disk's too: the slot may hold part of the new meta now.
+    pub(crate) fn write_meta_at(&self, offset: u64, bufs: &[&[u8]]) -> Result<()> {
         let len = bufs.iter().map(|b| b.len() as u64).sum();
         self.guard_write(offset, len, || self.backend.write_all_at(bufs, offset))?
             .map_err(|e| self.poison(e))
+    }
+
+    /// Writes bytes of pages that no snapshot and no durable meta references: free
+    /// pages, or pages past the committed end (a commit's pages before its meta, a large
+    /// value's blob, the zeros ahead, the bulk loader's pages). Whatever such a write
+    /// leaves there (all of it, a part, or nothing) is read by no one, so a failure for
+    /// want of room fails the write alone (`fail_unreferenced`).
+    pub(crate) fn write_unreferenced(&self, offset: u64, bufs: &[&[u8]]) -> Result<()> {
+        let len = bufs.iter().map(|b| b.len() as u64).sum();
+        self.guard_write(offset, len, || self.backend.write_all_at(bufs, offset))?
+            .map_err(|e| self.fail_unreferenced(e))
     }
 
     /// Runs `write`, which writes `len` bytes at `offset` (through this handle, or around
     /// it with direct I/O), unless the handle is poisoned. Cached copies of the pages in
     /// the range are dropped before the write, so that no transaction that begins later
     /// reads an old copy, and again after it, failed or not, so that none read during it
-    /// is kept. The write's own outcome is for the caller to judge.
+    /// is kept. A write that succeeds past every write tried before (`reached`) took new
+    /// blocks: the disk has room again (`out_of_space`). The write's own outcome is for
+    /// the caller to judge.
     pub(crate) fn guard_write(
         &self,
         offset: u64,
@@ -333,11 +387,16 @@ impl Storage {
     ) -> Result<io::Result<()>> {
         self.check_not_poisoned()?;
         let page = self.geometry.page_bytes();
+        let end = offset.saturating_add(len);
         let first = offset / page;
-        let pages = offset.saturating_add(len).div_ceil(page) - first;
+        let pages = end.div_ceil(page) - first;
+        let reached = self.reached.fetch_max(end, Ordering::SeqCst);
         self.cache.forget_range(PageId(first), pages);
         let written = write();
         self.cache.forget_range(PageId(first), pages);
+        if written.is_ok() && end > reached && self.is_out_of_space() {
+            self.out_of_space.store(false, Ordering::SeqCst);
+        }
         Ok(written)
     }
 
@@ -351,6 +410,25 @@ impl Storage {
     pub(crate) fn poison(&self, e: io::Error) -> Error {
         self.poisoned.store(true, Ordering::SeqCst);
         Error::Io(e)
+    }
+
+    /// The error to report for a write of unreferenced pages (`write_unreferenced`), or a
+    /// growth of the file, that failed with `e`. For want of room (`is_full_disk`) the
+    /// failure changed nothing that any snapshot or recovery reads, and the kernel
+    /// keeps no page it failed to write (the call itself failed; no writeback did): the
+    /// handle stays usable, and notes that the disk is full. Anything else poisons.
+    pub(crate) fn fail_unreferenced(&self, e: io::Error) -> Error {
+        if !is_full_disk(&e) {
+            return self.poison(e);
+        }
+        self.out_of_space.store(true, Ordering::SeqCst);
+        Error::Io(e)
+    }
+
+    /// Whether a write or growth failed for want of room, and no later write has shown
+    /// that there is room again (see `out_of_space`).
+    pub(crate) fn is_out_of_space(&self) -> bool {
+        self.out_of_space.load(Ordering::Relaxed)
     }
 
     /// Whether writes are refused: one failed, or this process is a forked child of the
@@ -388,6 +466,25 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The operating system's errors as the standard library kinds them: only a full
+    /// disk, a spent quota and a file past its largest size spare the handle.
+    #[test]
+    fn a_full_disk_is_enospc_edquot_or_efbig() {
+        use rustix::io::Errno;
+        let errors = [
+            (Errno::NOSPC, true),
+            (Errno::DQUOT, true),
+            (Errno::FBIG, true),
+            (Errno::IO, false),
+            (Errno::ROFS, false),
+            (Errno::INVAL, false),
+        ];
+        for (errno, full) in errors {
+            assert_eq!(is_full_disk(&io::Error::from(errno)), full, "{errno:?}");
+        }
+        assert!(!is_full_disk(&io::Error::other("no space left")));
+    }
 
     /// An eighth of the file, within 1 and 16 MiB: a large file carries at most 16 MiB of
     /// room past its pages (twice that before it is shortened), not an eighth of itself.

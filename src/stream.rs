@@ -144,12 +144,14 @@ impl Output<'_> {
     /// Writes `data` (page-aligned, whole pages) at `offset`. The first direct write that
     /// fails with EINVAL (some file systems refuse only at write time; the refused call
     /// wrote nothing) switches to buffered writes; a direct write that fails otherwise
-    /// poisons the handle, as a buffered one does.
+    /// is judged as a buffered one is: for want of room it fails the value alone (the
+    /// run is referenced by nothing yet), anything else poisons the handle
+    /// (`Storage::fail_unreferenced`).
     fn write(&mut self, data: &[u8], offset: u64) -> Result<()> {
         let storage = self.storage;
         storage.count_pages_written(data.len() as u64);
         let Some(d) = &self.direct else {
-            return storage.write_at(offset, &[data]);
+            return storage.write_unreferenced(offset, &[data]);
         };
         let written = storage.guard_write(offset, data.len() as u64, || {
             direct::write_all_at(d, data, offset)
@@ -161,9 +163,9 @@ impl Output<'_> {
             }
             Err(e) if direct::is_refusal(&e) && !self.direct_confirmed => {
                 self.direct = None;
-                storage.write_at(offset, &[data])
+                storage.write_unreferenced(offset, &[data])
             }
-            Err(e) => Err(storage.poison(e)),
+            Err(e) => Err(storage.fail_unreferenced(e)),
         }
     }
 }

@@ -212,6 +212,10 @@ impl TxnPages {
         writer: &mut Writer,
     ) -> TxnPages {
         let free = std::mem::take(&mut writer.free);
+        let mut alloc = Allocator::new(free, page_count, writer.sweep_from);
+        if storage.is_out_of_space() {
+            alloc.avoid_growth();
+        }
         TxnPages {
             txn: TxnId(base.0 + 1),
             base,
@@ -226,7 +230,7 @@ impl TxnPages {
             spare: std::mem::take(&mut writer.spare_pages),
             sealed: Vec::new(),
             own_blobs: HashMap::default(),
-            alloc: Allocator::new(free, page_count, writer.sweep_from),
+            alloc,
             freed: PageRuns::new(),
             freed_volatile: PageRuns::new(),
             durable: writer.durable,

@@ -580,7 +580,7 @@ fn write_chunk(shared: &WriterShared, data: &[u8], offset: u64) -> Result<()> {
     let storage = &shared.storage;
     let direct = match &shared.direct {
         Some(d) if shared.state.lock().refused.is_none() => d,
-        _ => return storage.write_at(offset, &[data]),
+        _ => return storage.write_unreferenced(offset, &[data]),
     };
     let written = storage.guard_write(offset, data.len() as u64, || {
         direct::write_all_at(direct, data, offset)
@@ -601,10 +601,11 @@ fn write_chunk(shared: &WriterShared, data: &[u8], offset: u64) -> Result<()> {
                     .refused
                     .get_or_insert_with(|| format!("the first direct write was refused: {e}"));
             }
-            storage.write_at(offset, &[data])
+            storage.write_unreferenced(offset, &[data])
         }
-        // A failed write poisons the handle, as buffered ones do
+        // Judged as a buffered write is: the pages lie past the committed end, so a full
+        // disk fails the load alone; anything else poisons the handle
         // (FORMAT.md#disk-assumptions).
-        Err(e) => Err(storage.poison(e)),
+        Err(e) => Err(storage.fail_unreferenced(e)),
     }
 }
