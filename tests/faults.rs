@@ -3,6 +3,9 @@
 //! must surface as an `Error` (never a panic); after a failed write, sync or size change
 //! the handle refuses write transactions; reopening the data as it is, or as a power loss
 //! right then could leave it, gives a consistent database holding a committed state.
+//! The same sweep with full-disk errors (`ErrorKind::StorageFull`): a failed write of
+//! pages nothing durable references, or a failed growth, fails only its transaction, and
+//! the handle goes on; a failed meta write, sync or shortening still refuses writes.
 
 mod support;
 
@@ -10,11 +13,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mapkv::{Durability, Error};
+use mapkv::{Database, Durability, Error};
 use support::model::{History, Shape, Trees, digest, random_durability, random_ops, read_all};
 use support::recovery::{open, recover};
 use support::rng::{Rng, heavy, seed};
-use support::simdisk::{CrashImages, Fault, OP_KINDS, OpKind, SimDisk};
+use support::simdisk::{CrashImages, Failed, Fault, OP_KINDS, OpKind, SimDisk};
 
 const SHAPE: Shape = Shape {
     keys: 400,
@@ -355,6 +358,130 @@ fn compaction_with_every_nth_operation_failing() {
             .unwrap_or_else(|e| panic!("{what}: check: {e}"));
         let content = read_all(&reopened).unwrap();
         assert!(digest(&content) == want, "{what}: reopened in place");
+        fired
+    });
+}
+
+/// Whether an operation that failed with a full disk must refuse later writes: the
+/// meta's write (its slot's bytes are unknown now), a sync (fsyncgate: what it failed
+/// to write may be marked clean), and shortening the file. A write of data pages, or
+/// growth, changed nothing that a durable meta references.
+fn full_disk_poisons(failed: Failed) -> bool {
+    const DATA_START: u64 = 8192; // the two meta slots come first
+    match failed {
+        Failed::Write { offset, .. } => offset < DATA_START,
+        Failed::Sync => true,
+        Failed::SetLen { from, to } => to < from,
+        Failed::Read => false,
+    }
+}
+
+fn expect_full(e: &Error, what: &str, fault: &Fault) {
+    assert!(
+        matches!(e, Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull),
+        "{fault:?}: {what} failed with {e:?}, expected Error::Io of kind StorageFull"
+    );
+}
+
+/// `run` with the fault failing its operation as a full disk does (ENOSPC).
+fn run_full_disk(seed: u64, txns: usize, fault: Fault) -> (Arc<SimDisk>, History) {
+    let mut rng = Rng::new(seed);
+    let disk = SimDisk::new(Vec::new());
+    disk.set_fault_error(std::io::ErrorKind::StorageFull);
+    disk.set_fault(Some(fault));
+    let mut hist = History::default();
+    let mut model = Trees::new();
+    let mut state = hist.push(digest(&model), 0);
+    let db = match open(&disk) {
+        Ok(db) => db,
+        Err(e) => {
+            expect_full(&e, "create", &fault);
+            return (disk, hist);
+        }
+    };
+    hist.durable(disk.log_len(), state);
+    let mut poisoned = false;
+    for _ in 0..txns {
+        let mut next = model.clone();
+        let durability = random_durability(&mut rng);
+        let mut ops_rng = rng.clone();
+        rng.next_u64();
+        let result = (|| {
+            let mut wtx = db.begin_write()?;
+            random_ops(&mut ops_rng, &mut wtx, &mut next, SHAPE)?;
+            wtx.set_durability(durability);
+            hist.push(digest(&next), disk.log_len());
+            wtx.commit()
+        })();
+        match result {
+            Ok(()) => {
+                model = next;
+                state = hist.states.len() - 1;
+                if durability == Durability::Immediate {
+                    hist.durable(disk.log_len(), state);
+                }
+                assert!(read_all(&db).unwrap() == model, "{fault:?}: content");
+            }
+            Err(e) => {
+                expect_full(&e, "a write transaction", &fault);
+                let failed = *disk.failed_ops().last().expect("a fault fired");
+                poisoned = db.begin_write().is_err();
+                assert_eq!(
+                    poisoned,
+                    full_disk_poisons(failed),
+                    "{fault:?}: refuses writes after {failed:?}"
+                );
+                if hist.states.len() - 1 > state {
+                    // Called, and failed before its meta: no crash image may hold it.
+                    if !poisoned {
+                        hist.states.pop();
+                        hist.call_pos.pop();
+                    }
+                }
+                assert!(read_all(&db).unwrap() == model, "{fault:?}: reads go on");
+                if poisoned {
+                    break;
+                }
+                db.check()
+                    .unwrap_or_else(|e| panic!("{fault:?}: check after {failed:?}: {e}"));
+            }
+        }
+    }
+    close(db, &disk, &mut hist, state, poisoned);
+    (disk, hist)
+}
+
+/// Drops `db`: a clean close that fires no fault makes the newest commit durable.
+fn close(db: Database, disk: &SimDisk, hist: &mut History, state: usize, poisoned: bool) {
+    let fired = disk.faults_fired();
+    drop(db);
+    if !poisoned && disk.faults_fired() == fired {
+        hist.durable(disk.log_len(), state);
+    }
+}
+
+/// The sweep of `every_nth_operation_fails` with full-disk errors: writes, syncs and
+/// size changes (reads do not fail so).
+#[test]
+fn every_nth_operation_fails_with_a_full_disk() {
+    let base = seed(7);
+    let txns = if heavy() { 24 } else { 12 };
+    let mut rng = Rng::new(base ^ 0xF0);
+    for_every_fault(&mut rng, None, |fault, rng| {
+        if fault.kind == OpKind::Read {
+            return 0;
+        }
+        let (disk, hist) = catch_unwind(AssertUnwindSafe(|| run_full_disk(base, txns, fault)))
+            .unwrap_or_else(|_| panic!("panic with {fault:?} (seed {base})"));
+        let fired = disk.faults_fired();
+        disk.set_fault(None);
+        let at = disk.log_len();
+        reopen(disk.contents(), &hist, at)
+            .unwrap_or_else(|e| panic!("{fault:?} (seed {base}), data as written: {e}"));
+        reopen(CrashImages::new(&disk).image(at, rng), &hist, at)
+            .unwrap_or_else(|e| panic!("{fault:?} (seed {base}), power loss: {e}"));
+        reopen_in_place(&disk, &hist, at, rng)
+            .unwrap_or_else(|e| panic!("{fault:?} (seed {base}), reopened in place: {e}"));
         fired
     });
 }
