@@ -18,9 +18,13 @@ const FREE_SHARE_BEFORE_SCATTER: u64 = 8;
 /// keeps its last `HOT_PAGES` in one run (`Allocator::scatter`).
 const HOT_PAGES: u64 = 4;
 
+/// The fewest pages that a scattered commit places by sweeping (`Allocator::fill`).
+const SWEEP_PAGES_MIN: u64 = 64;
+
 /// The longest free run a scattered commit's sweep takes; longer runs stay for what
-/// needs them whole (free-list records, large values, commits that fit one run).
-const SWEEP_RUN_PAGES_MAX: u64 = 16;
+/// needs them whole (the last pages of later commits, free-list records, large values,
+/// commits that fit one run).
+const SWEEP_RUN_PAGES_MAX: u64 = HOT_PAGES - 1;
 
 /// Pages a write transaction may take, and the record of what it took and gave back.
 pub(crate) struct Allocator {
@@ -168,7 +172,7 @@ impl Allocator {
     }
 
     /// `pages` pages over free runs: the shortest run that holds the last `HOT_PAGES`
-    /// (or fewer), then the shortest that holds the others, else [`sweep`](Self::sweep)
+    /// (or fewer), then the shortest that holds the others, else [`fill`](Self::fill)
     /// for them. The commit seals its upper levels, its catalog and its free-list record
     /// last, and the next commits replace them: placed together, they leave a hole that
     /// a later commit's last pages fill whole. Steady one-key commits into free space are
@@ -176,7 +180,7 @@ impl Allocator {
     fn scatter(&mut self, pages: u64) -> Vec<Run> {
         let hot = pages.min(HOT_PAGES);
         let Some(id) = self.free.take(hot) else {
-            return self.sweep(pages);
+            return self.fill(pages);
         };
         self.note_taken(id, hot);
         let cold = pages - hot;
@@ -185,10 +189,22 @@ impl Allocator {
                 self.note_taken(at, cold);
                 vec![(at, cold)]
             }
-            None => self.sweep(cold),
+            None => self.fill(cold),
         };
         runs.push((id, hot));
         runs
+    }
+
+    /// `pages` pages over free runs that no one of them holds: a large share of a commit
+    /// sweeps ([`sweep`](Self::sweep)); a small one takes the shortest runs first, lowest
+    /// first among equals, which fills the holes that only small commits can use and
+    /// keeps the free runs few (sweeping, one-key commits split more runs than they
+    /// filled, and their free-list records no longer found a run to hold them).
+    fn fill(&mut self, pages: u64) -> Vec<Run> {
+        match pages >= SWEEP_PAGES_MIN {
+            true => self.sweep(pages),
+            false => self.gather(pages, PageRuns::shortest),
+        }
     }
 
     /// `pages` pages from the short free runs (at most `SWEEP_RUN_PAGES_MAX` pages) in the
@@ -349,37 +365,39 @@ mod tests {
         let mut a = Allocator::new(runs(&[(3, 1), (6, 2), (12, 1)]), PageId(40), PageId(0));
         assert_eq!(
             a.take_pages(3, 2),
-            [(PageId(3), 1), (PageId(6), 2)],
-            "no run holds the last pages: the runs in the file's order"
+            [(PageId(3), 1), (PageId(6), 1), (PageId(12), 1)],
+            "no run holds the last pages: shortest first"
         );
         assert_eq!(a.end(), PageId(40), "no growth");
     }
 
     #[test]
-    fn scattered_commits_sweep_through_the_file() {
-        // No run holds the commit's 25 pages, and 32 of 100 pages are free: scatter. The
-        // last sweep stopped at page 30.
-        let short = [(2, 1), (10, 2), (20, 1), (35, 1), (85, 1), (90, 2)];
-        let free = runs(&[&short[..], &[(50, 4), (60, 20)]].concat());
-        let mut a = Allocator::new(free, PageId(100), PageId(30));
-        let expected =
-            [(35, 1), (85, 1), (90, 2), (2, 1), (10, 2), (20, 1)].map(|(s, n)| (PageId(s), n));
-        let mut sorted = expected.to_vec();
-        sorted.push((PageId(60), 13));
-        sorted.sort_unstable();
-        sorted.push((PageId(50), 4));
+    fn large_scattered_commits_sweep_through_the_file() {
+        // Runs of 3 pages at 10, 20, .. 300 and one of 60 at 400: 150 free pages of 1,000,
+        // over an eighth: scatter. The last sweep stopped at page 155.
+        let mut free: Vec<(u64, u64)> = (1..=30).map(|i| (10 * i, 3)).collect();
+        free.push((400, 60));
+        let mut a = Allocator::new(runs(&free), PageId(1000), PageId(155));
+        let mut expected: Vec<Run> = (1..=8)
+            .chain(16..=30)
+            .map(|i| (PageId(10 * i), 3))
+            .collect();
+        expected.push((PageId(90), 1));
+        expected.sort_unstable();
+        expected.push((PageId(400), 4));
         assert_eq!(
-            a.take_pages(25, 0),
-            sorted,
-            "the last 4 pages in the best fit; then the short runs from page 30 on, round \
-             to the start; then the long run for what they do not cover"
+            a.take_pages(74, 0),
+            expected,
+            "the last 4 pages in the best fit; the other 70, which the rest of the long run \
+             does not hold, from the short runs from page 155 on, round to the start"
         );
         assert_eq!(
             a.sweep_from(),
-            PageId(21),
+            PageId(91),
             "the next sweep goes on from there"
         );
-        assert_eq!(a.end(), PageId(100), "no growth");
+        assert!(a.free().contains(PageId(404)), "the long run's rest stays");
+        assert_eq!(a.end(), PageId(1000), "no growth");
     }
 
     #[test]
