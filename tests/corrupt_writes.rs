@@ -8,8 +8,8 @@ mod support;
 use mapkv::testing::{MemFile, open_with_backend};
 use mapkv::{Durability, Error, Options, Result};
 use support::image::{
-    META_DURABLE_BEFORE, META_SLOT, META_TXN, catalog_leaf, leaf_values, newest_meta_slot, put_u64,
-    reseal_catalog, seal_meta, u64_at,
+    META_DURABLE_BEFORE, META_SLOT, META_TXN, catalog_leaf, child_refs, leaf_values,
+    newest_meta_slot, put_u64, reseal_catalog, seal_meta, seal_page, target, u16_at, u64_at,
 };
 
 /// Offset of `page_count` in a meta slot (FORMAT.md#meta-page).
@@ -175,5 +175,65 @@ fn a_page_freed_again_while_it_waits_fails_the_commit() -> Result<()> {
     let db = open_with_backend(file.backend(), Options::new())?;
     let r = db.begin_read()?;
     assert_eq!(r.open_tree("t")?.get(b"k2")?, Some(&b"v"[..]));
+    Ok(())
+}
+
+/// A full leaf shares its cells with its right sibling (`src/tree/share.rs`) to make
+/// room for a key that goes at its end. The sibling is sound alone and its keys follow
+/// the full leaf's, but its first key lies below their separator, and below the new key
+/// (a resealed edit, so every checksum holds; only `check`'s range walk sees it). The
+/// insert must stop with `Corrupted` and write nothing.
+///
+/// Catches: the share checking the two leaves' order but not where the new key falls
+/// between them: the new key went in before the sibling's smaller first key, and the
+/// commit sealed an unsorted leaf.
+#[test]
+fn a_new_key_that_falls_inside_the_sibling_stops_the_share() -> Result<()> {
+    const PS: usize = 4096;
+    let key = |i: u64| i.to_be_bytes();
+    // Entries of 320 bytes: twelve fill a leaf, so the bulk loader leaves a full leaf
+    // (keys 0, 2, .. 22) with a roomy one (24, .. 30) after it, separated by key 24.
+    let file = MemFile::default();
+    let db = open_with_backend(file.backend(), Options::new())?;
+    db.bulk_load("t", (0..16u64).map(|i| (key(2 * i), vec![i as u8; 300])))?;
+    drop(db);
+    let mut img = file.contents();
+    let (leaf, slot) = catalog_leaf(&img, PS);
+    let (_, record) = leaf_values(&img, leaf)[0].clone();
+    let root = target(&img, PS, record);
+    let refs = child_refs(&img, root);
+    let (full, roomy) = (target(&img, PS, refs[0]), target(&img, PS, refs[1]));
+    assert_eq!(u16_at(&img, full + 2), 12, "the first leaf is full");
+    // The roomy leaf's first key 24 becomes 23: still above the full leaf's keys.
+    let (first_slot, skip) = (roomy + 24, u16_at(&img, roomy + 22));
+    let cell = roomy + u16_at(&img, first_slot + 4);
+    assert_eq!(img[cell + 4..cell + 12], key(24));
+    img[cell + 4 + 7] = 23;
+    let mut prefix = [0u8; 4];
+    for (to, from) in prefix.iter_mut().zip(&key(23)[skip..]) {
+        *to = *from;
+    }
+    img[first_slot..first_slot + 4].copy_from_slice(&prefix);
+    seal_page(&mut img, roomy, PS, refs[1]);
+    seal_page(&mut img, root, PS, record);
+    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
+    reseal_catalog(&mut img, PS, txn);
+
+    let file = MemFile::new(img.clone());
+    let db = open_with_backend(file.backend(), Options::new())?;
+    // 23 then 0xFF: above 23, below the separator 24, so it goes to the full leaf's end.
+    let mut new = key(23).to_vec();
+    new.push(0xFF);
+    let changed = (|| {
+        let w = db.begin_write()?;
+        w.open_tree("t")?.insert(&new, &[9; 300])?;
+        w.commit()
+    })();
+    assert!(
+        matches!(&changed, Err(Error::Corrupted { reason, .. }) if reason.contains("order")),
+        "expected Corrupted, got {changed:?}"
+    );
+    drop(db);
+    assert!(file.contents() == img, "the failed insert wrote nothing");
     Ok(())
 }

@@ -82,6 +82,21 @@ pub(crate) fn share_cut(
     if pair.left.kind() != PageKind::Leaf || at > pair.len() {
         return Err(Error::corrupted(left_id.0, "a leaf shared with a branch"));
     }
+    // The new key was placed by a search of its own leaf alone: against the sibling's
+    // keys only the parent's separator orders it, and a crafted sibling may hold a key
+    // on the wrong side of it (`Pair::new` checks the two pages' order, not this).
+    let below = match at.checked_sub(1) {
+        Some(i) => pair.key(i)? < cell.key,
+        None => true,
+    };
+    let above = at == pair.len() || cell.key < pair.key(at)?;
+    if !(below && above) {
+        let page = if below { right_id } else { left_id };
+        return Err(Error::corrupted(
+            page.0,
+            "a new key out of order with its leaf's sibling",
+        ));
+    }
     // Index `j` of the list with the new cell: the new cell, or the pair's cell `i`.
     let old = |j: usize| (j != at).then(|| if j < at { j } else { j - 1 });
     let footprint = |j| old(j).map_or(Ok(cell.footprint()), |i| pair.footprint(i));
