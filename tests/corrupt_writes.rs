@@ -237,3 +237,69 @@ fn a_new_key_that_falls_inside_the_sibling_stops_the_share() -> Result<()> {
     assert!(file.contents() == img, "the failed insert wrote nothing");
     Ok(())
 }
+
+/// A leaf whose two keys are longer than any key may be (`key_len_max`) and share all
+/// but their last bytes, each cell still no larger than a leaf cell may be (a resealed
+/// edit, so every checksum holds). An insert splits the leaf, and the separator between
+/// the two keys, as long as they are, would make a branch cell larger than a branch
+/// cell may be: a root that no later copy or `check` accepts. The insert must stop with
+/// `Corrupted` and write nothing.
+///
+/// Catches: copying a node checked each cell's size but not its key's length; the split
+/// sealed the oversized separator into a new root, and `check` refused the file the
+/// insert had just committed.
+#[test]
+fn keys_longer_than_the_limit_stop_the_insert_that_would_split_them() -> Result<()> {
+    const PS: usize = 4096;
+    let max = mapkv::key_len_max(PS);
+    // Two cells of 2,024 bytes (two fit in a leaf: FORMAT.md#node-pages), keys at the
+    // limit: a root leaf with no room for a third.
+    let file = MemFile::default();
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let w = db.begin_write()?;
+    let value = vec![b'v'; 2024 - 4 - max];
+    for last in [b'1', b'2'] {
+        let mut k = vec![b'a'; max];
+        k[max - 1] = last;
+        w.open_tree("t")?.insert(&k, &value)?;
+    }
+    w.commit()?;
+    drop(db);
+    let mut img = file.contents();
+    let (catalog, slot) = catalog_leaf(&img, PS);
+    let (_, record) = leaf_values(&img, catalog)[0].clone();
+    let leaf = target(&img, PS, record);
+    assert_eq!(u16_at(&img, leaf + 2), 2, "a root leaf of two keys");
+    // Each key takes 90 of its value's bytes: 2,010 bytes, 'a' but for the last 5, the
+    // cells' sizes unchanged. No prefix skip, so the slot prefixes are "aaaa".
+    for (i, last) in [b'1', b'2'].into_iter().enumerate() {
+        let slot_at = leaf + 24 + 8 * i;
+        let cell = leaf + u16_at(&img, slot_at + 4);
+        let key_len = max + 90;
+        img[cell..cell + 4].copy_from_slice(&((value.len() - 90) as u32).to_le_bytes());
+        img[cell + 4..cell + 4 + key_len].fill(b'a');
+        img[cell + 4 + key_len - 5] = last;
+        img[slot_at..slot_at + 4].copy_from_slice(b"aaaa");
+        img[slot_at + 6..slot_at + 8].copy_from_slice(&(key_len as u16).to_le_bytes());
+    }
+    img[leaf + 22..leaf + 24].fill(0);
+    seal_page(&mut img, leaf, PS, record);
+    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
+    reseal_catalog(&mut img, PS, txn);
+
+    let file = MemFile::new(img.clone());
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let changed = (|| {
+        let w = db.begin_write()?;
+        w.open_tree("t")?.insert(b"b", b"splits the leaf")?;
+        w.commit()
+    })();
+    assert!(
+        matches!(&changed, Err(Error::Corrupted { reason, .. }) if reason.contains("key")),
+        "expected Corrupted, got {changed:?} (check: {:?})",
+        db.check()
+    );
+    drop(db);
+    assert!(file.contents() == img, "the failed insert wrote nothing");
+    Ok(())
+}

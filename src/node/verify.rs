@@ -10,14 +10,15 @@ use zerocopy::FromBytes;
 
 use super::{LeafValue, Node, NodeHeader, cell_bytes_max, compare_keys, prefix_bytes};
 use crate::error::Result;
-use crate::page::{ChildRef, PageKind, TxnId};
+use crate::page::{ChildRef, PageKind, TxnId, key_len_max};
 
 impl Node<'_> {
     /// Checks, in one pass over the cells:
     /// - what editing the page relies on: every cell lies in the cell area, is no larger
-    ///   than a cell may be and overlaps no other, and the live cells and the holes
-    ///   (`frag_bytes`) fill the cell area exactly, so that compaction fits and a split
-    ///   always finds a cut;
+    ///   than a cell may be and overlaps no other, holds a key no longer than a key may
+    ///   be, and the live cells and the holes (`frag_bytes`) fill the cell area exactly,
+    ///   so that compaction fits, a split always finds a cut, and a separator it moves
+    ///   up fits a branch cell;
     /// - what searches rely on: the keys ascend strictly, begin with the bytes the slot
     ///   prefixes skip (those of slot 0's key), and match their slot prefixes;
     /// - with `newest`, that every reference (children, overflow blobs) names a writer no
@@ -25,6 +26,7 @@ impl Node<'_> {
     ///   writing transaction would pass for one of its own pages.
     pub(crate) fn verify(&self, newest: Option<TxnId>) -> Result<()> {
         let max = cell_bytes_max(self.kind, self.bytes.len());
+        let key_max = key_len_max(self.bytes.len());
         let area = self.bytes.len() - self.cells_start;
         // One bit per byte of the cell area (on the stack up to 4 KiB pages): a cell
         // overlaps another iff one of its bits is set already. No sort of the offsets.
@@ -47,6 +49,14 @@ impl Node<'_> {
                 return Err(self.bad(format!(
                     "cell {i} takes {} bytes, more than a cell may ({max})",
                     cell.footprint()
+                )));
+            }
+            // A leaf cell may hold a key longer than any key may be, its value shorter:
+            // split, such a key would make a separator larger than a branch cell may be.
+            if cell.key.len() > key_max {
+                return Err(self.bad(format!(
+                    "key {i} of {} bytes, longer than a key may be ({key_max})",
+                    cell.key.len()
                 )));
             }
             // `cell` checked that it lies in the cell area.
