@@ -321,6 +321,11 @@ impl TxnPages {
         self.dirty.contains(id)
     }
 
+    /// The snapshot this transaction started from.
+    pub(crate) fn base(&self) -> TxnId {
+        self.base
+    }
+
     /// Whether `r` names a page of this transaction's, still dirty.
     pub(crate) fn is_own(&self, r: &ChildRef) -> bool {
         r.txn() == self.txn && self.is_dirty(r.page())

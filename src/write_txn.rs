@@ -169,6 +169,20 @@ impl TouchedTrees {
             return Ok(slot);
         }
         let found = find_tree(pages, catalog, name)?;
+        // The root is a reference no node holds, so no copy checks it as `Node::verify`
+        // checks theirs: one that named this transaction (with a guessable provisional
+        // id) would pass for a dirty page of another tree, which this tree's changes
+        // would then edit in place, and free.
+        if let Some(root) = found.map(|r| r.root).filter(|r| r.txn() > pages.base()) {
+            return Err(Error::corrupted(
+                root.page().0,
+                format!(
+                    "tree {name}'s root names writer {} in snapshot {}",
+                    root.txn().0,
+                    pages.base().0
+                ),
+            ));
+        }
         let slot = self.states.len();
         self.states.push(TreeState {
             name: name.to_string(),

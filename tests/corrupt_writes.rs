@@ -303,3 +303,56 @@ fn keys_longer_than_the_limit_stop_the_insert_that_would_split_them() -> Result<
     assert!(file.contents() == img, "the failed insert wrote nothing");
     Ok(())
 }
+
+/// A tree record (a value in the catalog, resealed so every checksum holds) whose root
+/// names the next transaction and the first provisional id its copies get (2^62,
+/// FORMAT.md#commit-protocol): once another tree's change made that copy, the record
+/// passes for a page of the transaction's own, another tree's. Opening the tree to
+/// change it, or deleting it, must stop with `Corrupted`, and the other tree must not
+/// change.
+///
+/// Catches: the write path checking the references inside the nodes it copies
+/// (`Node::verify`) but not the root reference of a tree record. The insert went into
+/// the other tree's dirty leaf, in place, and the commit went through: the other tree
+/// held the key, and tree x's record named page 2^62.
+#[test]
+fn a_tree_record_naming_the_writing_transaction_is_refused() -> Result<()> {
+    const PS: usize = 4096;
+    let file = MemFile::default();
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let w = db.begin_write()?;
+    w.open_tree("a")?.insert(b"a1", b"v")?;
+    w.open_tree("x")?.insert(b"x1", b"v")?;
+    w.commit()?;
+    drop(db);
+    let mut img = file.contents();
+    let (catalog, slot) = catalog_leaf(&img, PS);
+    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
+    let (_, record) = (leaf_values(&img, catalog).into_iter())
+        .find(|(name, _)| name == b"x")
+        .expect("tree x");
+    put_u64(&mut img, record, 1 << 62);
+    put_u64(&mut img, record + 12, txn + 1);
+    reseal_catalog(&mut img, PS, txn);
+
+    let file = MemFile::new(img.clone());
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let w = db.begin_write()?;
+    // Tree a's root leaf is copied first: it takes the provisional id 2^62.
+    w.open_tree("a")?.insert(b"a2", b"v")?;
+    let keys_of_a = || -> Result<Vec<Vec<u8>>> {
+        let a = w.open_tree("a")?;
+        a.iter()?.map(|e| e.map(|(k, _)| k.to_vec())).collect()
+    };
+    let changed = (w.open_tree("x")).and_then(|mut x| x.insert(b"x2", b"w"));
+    assert_eq!(keys_of_a()?, [b"a1", b"a2"], "tree a changed with tree x");
+    let deleted = w.delete_tree("x");
+    assert_eq!(keys_of_a()?, [b"a1", b"a2"], "tree a changed with tree x");
+    for (what, r) in [("insert", changed), ("delete", deleted.map(drop))] {
+        assert!(
+            matches!(&r, Err(Error::Corrupted { reason, .. }) if reason.contains("names writer")),
+            "{what}: expected Corrupted, got {r:?}"
+        );
+    }
+    Ok(())
+}
