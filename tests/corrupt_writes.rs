@@ -356,3 +356,70 @@ fn a_tree_record_naming_the_writing_transaction_is_refused() -> Result<()> {
     }
     Ok(())
 }
+
+/// A leaf whose last key lies above its parent's separator after it (a resealed edit:
+/// the leaf is sound alone, only `check`'s range walk sees it). A run of inserts just
+/// below that key cuts the leaf right before it, and the separator the cut hands to the
+/// parent would lie above the parent's next key. The insert must stop with `Corrupted`
+/// and write nothing.
+///
+/// Catches: a split's separator put into the parent unchecked. The commit sealed a
+/// root with its keys out of order, and a sound key of the next leaf (24) was no longer
+/// found: the misplaced key changed another entry.
+#[test]
+fn a_split_separator_outside_the_parents_range_stops_the_insert() -> Result<()> {
+    const PS: usize = 4096;
+    let key = |i: u64| i.to_be_bytes();
+    // Ascending inserts of 300-byte values: full leaves of twelve, 0 .. 22 first.
+    let file = MemFile::default();
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let w = db.begin_write()?;
+    for i in 0..40u64 {
+        w.open_tree("t")?.insert(&key(2 * i), &[1; 300])?;
+    }
+    w.commit()?;
+    drop(db);
+    let mut img = file.contents();
+    let (catalog, slot) = catalog_leaf(&img, PS);
+    let (_, record) = leaf_values(&img, catalog)[0].clone();
+    let root = target(&img, PS, record);
+    let refs = child_refs(&img, root);
+    let leaf = target(&img, PS, refs[0]);
+    let count = u16_at(&img, leaf + 2);
+    assert_eq!(count, 12, "the first leaf is full");
+    // Its last key 22 becomes 50: above the separator 24 and the next leaf's keys.
+    let (last_slot, skip) = (leaf + 24 + 8 * (count - 1), u16_at(&img, leaf + 22));
+    let cell = leaf + u16_at(&img, last_slot + 4);
+    assert_eq!(img[cell + 4..cell + 12], key(22));
+    img[cell + 4 + 7] = 50;
+    let mut prefix = [0u8; 4];
+    for (to, from) in prefix.iter_mut().zip(&key(50)[skip..]) {
+        *to = *from;
+    }
+    img[last_slot..last_slot + 4].copy_from_slice(&prefix);
+    seal_page(&mut img, leaf, PS, refs[0]);
+    seal_page(&mut img, root, PS, record);
+    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
+    reseal_catalog(&mut img, PS, txn);
+
+    let file = MemFile::new(img.clone());
+    let db = open_with_backend(file.backend(), Options::new())?;
+    // 20 then 1, 2, ..: each right after the one before, all below 50.
+    let changed = (|| {
+        let w = db.begin_write()?;
+        for j in 1..=20u8 {
+            let mut k = key(20).to_vec();
+            k.push(j);
+            w.open_tree("t")?.insert(&k, &[2; 300])?;
+        }
+        w.commit()
+    })();
+    assert!(
+        matches!(&changed, Err(Error::Corrupted { reason, .. }) if reason.contains("separator")),
+        "expected Corrupted, got {changed:?} (check: {:?})",
+        db.check()
+    );
+    drop(db);
+    assert!(file.contents() == img, "the failed insert wrote nothing");
+    Ok(())
+}

@@ -108,6 +108,12 @@ pub(super) fn replace_pair(
 
 /// Inserts the cell of separator `sep` and child `right` at slot `pos` of the dirty
 /// branch `id` (`put_cell`, splitting it if full).
+///
+/// `sep` must lie strictly between the branch's keys either side of `pos`. It was taken
+/// from the child's keys, which a point insert or remove never checks against the range
+/// the branch gives the child (FORMAT.md#the-write-path-trusts-nothing): a misplaced key
+/// in a crafted child would otherwise make the branch unsorted, and keys of its other
+/// children unreachable.
 fn put_branch_cell(
     pages: &mut TxnPages,
     id: PageId,
@@ -116,6 +122,18 @@ fn put_branch_cell(
     right: &ChildRef,
     run: Option<Run>,
 ) -> Result<Grow> {
+    let node = Node::parse(pages.dirty(id), id)?;
+    let above = match pos.checked_sub(1) {
+        Some(i) => node.key(i)? < sep,
+        None => true,
+    };
+    let below = pos == node.len() || sep < node.key(pos)?;
+    if !(above && below) {
+        return Err(Error::corrupted(
+            id.0,
+            "a separator from a child lies outside the range its branch gives it",
+        ));
+    }
     let mut cell = Vec::new();
     encode_branch_cell(&mut cell, sep, right);
     let cell = Cell {
