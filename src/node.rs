@@ -21,8 +21,8 @@ mod siblings;
 mod verify;
 pub(crate) use edit::{
     build, build_two, init, insert_cell, is_sparse, is_underfull, last_leaf_key, merges_with,
-    push_cell, push_cell_within, push_inline_within, remove_cell, replace_children, separator,
-    set_child, set_leftmost, shares_with, split_point, zero_free_space,
+    push_cell, push_cell_within, push_inline_within, remove_cell, replace_cell, replace_children,
+    separator, set_child, set_leftmost, shares_with, split_point, zero_free_space,
 };
 use edit::{compact, node_header_mut, write_slot};
 use leaf_cell::{LEAF_CELL_HEADER_BYTES, LeafHead, inline_cell_len, write_inline_cell};

@@ -523,6 +523,13 @@ fn edit_leaf(
         if let Some(o) = blob {
             pages.free_blob(&o)?;
         }
+        // A value of the same size takes the old one's place; the page is left as it
+        // was otherwise (its hint too).
+        if let LeafEdit::Put(cell) = change
+            && node::replace_cell(pages.dirty_mut(id), id, i, cell)?
+        {
+            return Ok(Some((Grow::One(pages.dirty_ref(id)), true)));
+        }
         node::remove_cell(pages.dirty_mut(id), id, i)?;
     }
     let grow = match (change, slot) {

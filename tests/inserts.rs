@@ -307,3 +307,34 @@ fn inserts_at_the_boundaries_agree_with_a_model() -> Result<()> {
     }
     Ok(())
 }
+
+/// An overwrite with a value of the same size rewrites the cell where it is: in a full
+/// leaf (appended keys), removing the old cell and placing the new one needed room the
+/// leaf did not have, and every other such overwrite compacted the whole page.
+///
+/// Catches: same-size overwrites going through a remove and an insert, which moved the
+/// value (here, on the second overwrite) and rebuilt the leaf about every other time.
+#[test]
+fn a_same_size_overwrite_keeps_the_value_in_place() -> Result<()> {
+    let file = MemFile::default();
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let w = db.begin_write()?;
+    for i in 0..1000u64 {
+        w.open_tree("t")?.append(&i.to_be_bytes(), &[1; 100])?;
+    }
+    w.commit()?;
+    let w = db.begin_write()?;
+    let mut t = w.open_tree("t")?;
+    let key = 500u64.to_be_bytes();
+    t.insert(&key, &[2; 100])?; // copies the committed leaf
+    let at = t.get(&key)?.map(<[u8]>::as_ptr);
+    for (k, fill) in [(500u64, 3), (501, 4), (499, 5), (500, 6)] {
+        t.insert(&k.to_be_bytes(), &[fill; 100])?;
+        assert_eq!(t.get(&key)?.map(<[u8]>::as_ptr), at, "after key {k}");
+    }
+    assert_eq!(t.get(&key)?, Some(&[6; 100][..]));
+    drop(t);
+    w.commit()?;
+    db.check()?;
+    Ok(())
+}

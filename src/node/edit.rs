@@ -208,6 +208,23 @@ pub(super) fn write_slot(page: &mut [u8], slot_at: usize, key: &[u8], cell_at: u
     page[slot_at..slot_at + SLOT_BYTES].copy_from_slice(slot.as_bytes());
 }
 
+/// Overwrites the cell of slot `i` with `cell` in place if the two have the same key and
+/// length (an overwrite by a value of the same size, or of one large value by another):
+/// slot, offset and alignment stay as they are. False, changing nothing, otherwise. A
+/// remove and an insert would need room for the new cell before the old one's hole is
+/// reclaimed, which a full leaf has not: they compacted it about every other time.
+pub(crate) fn replace_cell(page: &mut [u8], id: PageId, i: usize, cell: Cell) -> Result<bool> {
+    let node = Node::parse(page, id)?;
+    let old = node.cell(i)?;
+    if old.key != cell.key || old.bytes.len() != cell.bytes.len() {
+        return Ok(false);
+    }
+    // `cell` checked that the cell lies in the page.
+    let at = node.slot(i).offset.get() as usize;
+    page[at..at + cell.bytes.len()].copy_from_slice(cell.bytes);
+    Ok(true)
+}
+
 /// Removes slot `i`; its cell becomes a hole (counted in `frag_bytes`).
 pub(crate) fn remove_cell(page: &mut [u8], id: PageId, i: usize) -> Result<()> {
     siblings::remove_range(page, id, i..i + 1)
