@@ -317,6 +317,9 @@ impl<'a> Walker<'a> {
         }
         if node.is_leaf() {
             *entries = add_count(*entries, node.len() as u64, id)?;
+            if let (Leaves::Entries { align }, Scope::Full) = (leaves, self.scope) {
+                node.verify_aligned(align)?;
+            }
             for i in 0..node.len() {
                 let (key, value) = (node.key(i)?, node.value(i)?);
                 match leaves {

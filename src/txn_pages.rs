@@ -14,7 +14,7 @@ use crate::dirty_page::DirtyPage;
 use crate::error::{Error, Result};
 use crate::free_chain::Link;
 use crate::freelist::PageRuns;
-use crate::node::{self, BLOB_HEADER_BYTES, Node, OverflowRef};
+use crate::node::{self, BLOB_HEADER_BYTES, Node, OverflowRef, ValueAlign};
 use crate::page::{ChildRef, Geometry, PageId, PageMap, RunVerifier, TxnId, verify_ref};
 use crate::page_buf::PageBox;
 use crate::sealed_nodes::SealedNodes;
@@ -63,6 +63,9 @@ pub(crate) struct TxnPages {
     /// The newest durable commit when this transaction began (it cannot change before
     /// this transaction commits: there is one writer).
     durable: TxnId,
+    /// The alignment of the values of the tree being changed (`change_tree`): the leaves
+    /// `shadow` copies must keep it (`Node::verify_aligned`).
+    leaf_align: ValueAlign,
     /// Committed pages copied by `shadow` so far (for tests: what a change cost in
     /// copies, which the pages written at commit do not show when the copies were freed
     /// again before it).
@@ -234,6 +237,7 @@ impl TxnPages {
             freed: PageRuns::new(),
             freed_volatile: PageRuns::new(),
             durable: writer.durable,
+            leaf_align: ValueAlign::NONE,
             copied: 0,
             path,
             sealed_nodes: Arc::clone(&writer.sealed),
@@ -259,6 +263,19 @@ impl TxnPages {
             }
             _ => self.failed = None,
         }
+        r
+    }
+
+    /// `change` of a tree whose values are aligned to `align`: the leaves it copies are
+    /// checked to be laid out for it, since moving their cells relies on it.
+    pub(crate) fn change_tree<T>(
+        &mut self,
+        align: ValueAlign,
+        change: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        self.leaf_align = align;
+        let r = self.change(change);
+        self.leaf_align = ValueAlign::NONE;
         r
     }
 
@@ -433,6 +450,7 @@ impl TxnPages {
         let node = Node::parse(page, id)?;
         if !self.sealed_nodes.holds(id, r.checksum.get()) {
             node.verify(Some(self.base))?;
+            node.verify_aligned(self.leaf_align)?;
         }
         let mut copy = match self.spare.pop() {
             Some(mut spare) => {

@@ -295,8 +295,9 @@ impl WriteTree<'_> {
         let view = &self.view;
         let bytes = view.lock.with(|TxnInner { pages, trees }| {
             let record = trees.record_to_change(view.slot, view.generation, pages)?;
-            let (reservation, bytes) =
-                pages.change(|pages| reserve::reserve(pages, record, key, len, image))?;
+            let (reservation, bytes) = pages.change_tree(align, |pages| {
+                reserve::reserve(pages, record, key, len, image)
+            })?;
             trees.set_reservation(view.slot, reservation);
             Ok(bytes)
         })?;
@@ -532,7 +533,7 @@ impl WriteTree<'_> {
         let view = &self.view;
         view.lock.with(|TxnInner { pages, trees }| {
             let record = trees.record_to_change(view.slot, view.generation, pages)?;
-            pages.change(|pages| f(pages, record))
+            pages.change_tree(record.value_align(), |pages| f(pages, record))
         })
     }
 }

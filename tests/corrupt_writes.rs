@@ -9,7 +9,8 @@ use mapkv::testing::{MemFile, open_with_backend};
 use mapkv::{Durability, Error, Options, Result};
 use support::image::{
     META_DURABLE_BEFORE, META_SLOT, META_TXN, catalog_leaf, child_refs, leaf_values,
-    newest_meta_slot, put_u64, reseal_catalog, seal_meta, seal_page, target, u16_at, u64_at,
+    newest_meta_slot, put_u64, reseal_catalog, seal_meta, seal_page, target, u16_at, u32_at,
+    u64_at,
 };
 
 /// Offset of `page_count` in a meta slot (FORMAT.md#meta-page).
@@ -416,6 +417,70 @@ fn a_split_separator_outside_the_parents_range_stops_the_insert() -> Result<()> 
     })();
     assert!(
         matches!(&changed, Err(Error::Corrupted { reason, .. }) if reason.contains("separator")),
+        "expected Corrupted, got {changed:?} (check: {:?})",
+        db.check()
+    );
+    drop(db);
+    assert!(file.contents() == img, "the failed insert wrote nothing");
+    Ok(())
+}
+
+/// A leaf of a tree aligned to 16 whose lowest cell was cut short by a byte, the byte
+/// counted as a hole (a resealed edit: the cells still tile the page, and every value
+/// still starts at a multiple of 16). But a cell whose length is no multiple of 16
+/// moves every cell packed after it off the alignment (FORMAT.md#aligned-values).
+/// `check` must report it, and an insert that splits the leaf must stop with
+/// `Corrupted` and write nothing.
+///
+/// Catches: `check` testing where values start but not the cells' lengths, and the copy
+/// check knowing nothing of the tree's alignment: the split packed the short cell and
+/// the commit left values at offsets that are no multiple of 16.
+#[test]
+fn a_cell_of_an_aligned_tree_cut_short_stops_the_insert() -> Result<()> {
+    const PS: usize = 4096;
+    let key = |i: u64| i.to_be_bytes();
+    let aligned = mapkv::TreeOptions::new().value_align(16);
+    // Cells of 320 bytes (4 + 8 + 4 of padding + 300 + 4): full leaves of twelve.
+    let file = MemFile::default();
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let w = db.begin_write()?;
+    for i in 0..40u64 {
+        w.open_tree_with("t", aligned)?
+            .insert(&key(2 * i), &[1; 300])?;
+    }
+    w.commit()?;
+    drop(db);
+    let mut img = file.contents();
+    let (catalog, slot) = catalog_leaf(&img, PS);
+    let (_, record) = leaf_values(&img, catalog)[0].clone();
+    let root = target(&img, PS, record);
+    let refs = child_refs(&img, root);
+    let leaf = target(&img, PS, refs[0]);
+    assert_eq!(u16_at(&img, leaf + 2), 12, "the first leaf is full");
+    // Its lowest cell: 300 bytes of value become 299, and the byte after them a hole.
+    let lowest = leaf + u32_at(&img, leaf + 16) as usize;
+    assert_eq!(u32_at(&img, lowest) & 0xFFFF, 300);
+    img[lowest] -= 1;
+    img[leaf + 20..leaf + 22].copy_from_slice(&1u16.to_le_bytes());
+    seal_page(&mut img, leaf, PS, refs[0]);
+    seal_page(&mut img, root, PS, record);
+    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
+    reseal_catalog(&mut img, PS, txn);
+
+    let file = MemFile::new(img.clone());
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let checked = db.check();
+    assert!(
+        matches!(&checked, Err(Error::Corrupted { reason, .. }) if reason.contains("16")),
+        "check: {checked:?}"
+    );
+    let changed = (|| {
+        let w = db.begin_write()?;
+        w.open_tree_with("t", aligned)?.insert(&key(1), &[2; 300])?;
+        w.commit()
+    })();
+    assert!(
+        matches!(&changed, Err(Error::Corrupted { reason, .. }) if reason.contains("16")),
         "expected Corrupted, got {changed:?} (check: {:?})",
         db.check()
     );

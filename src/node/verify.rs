@@ -8,7 +8,10 @@ use std::cmp::Ordering;
 
 use zerocopy::FromBytes;
 
-use super::{LeafValue, Node, NodeHeader, cell_bytes_max, compare_keys, prefix_bytes};
+use super::{
+    LEAF_CELL_HEADER_BYTES, LeafHead, LeafValue, Node, NodeHeader, ValueAlign, cell_bytes_max,
+    compare_keys, prefix_bytes,
+};
 use crate::error::Result;
 use crate::page::{ChildRef, PageKind, TxnId, key_len_max};
 
@@ -93,6 +96,33 @@ impl Node<'_> {
             return Err(self.bad(format!(
                 "cells of {cell_bytes} bytes and {frag} bytes of holes in a cell area of {area}"
             )));
+        }
+        Ok(())
+    }
+
+    /// For a leaf of a tree whose values are aligned to `align`: every cell starts and
+    /// ends at a multiple of it, and so does the part before its value (an inline value
+    /// or an overflow reference). Cells are moved as bytes and packed from the page's
+    /// end, so a cell of another length would move the values after it off the
+    /// alignment (FORMAT.md#aligned-values). Nothing to check in branches and in
+    /// unaligned trees.
+    pub(crate) fn verify_aligned(&self, align: ValueAlign) -> Result<()> {
+        let n = align.bytes();
+        if n == 1 || !self.is_leaf() {
+            return Ok(());
+        }
+        for i in 0..self.len() {
+            let cell = self.cell(i)?;
+            // `cell` checked that it lies in the page.
+            let start = cell.bytes.as_ptr() as usize - self.bytes.as_ptr() as usize;
+            let value = LEAF_CELL_HEADER_BYTES + cell.key.len() + LeafHead::read(cell.bytes).lead();
+            let aligned = |at: usize| at.is_multiple_of(n);
+            if !(aligned(start) && aligned(cell.bytes.len()) && aligned(value)) {
+                return Err(self.bad(format!(
+                    "cell {i} at {start}, of {} bytes, in a tree aligned to {n}",
+                    cell.bytes.len()
+                )));
+            }
         }
         Ok(())
     }
