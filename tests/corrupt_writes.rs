@@ -6,7 +6,7 @@
 mod support;
 
 use mapkv::testing::{MemFile, open_with_backend};
-use mapkv::{Durability, Error, Options, Result};
+use mapkv::{Durability, Error, Options, Result, WriteTxn};
 use support::image::{
     META_DURABLE_BEFORE, META_SLOT, META_TXN, catalog_leaf, child_refs, leaf_values,
     newest_meta_slot, put_u64, reseal_catalog, seal_meta, seal_page, target, u16_at, u32_at,
@@ -25,6 +25,29 @@ fn image() -> Result<Vec<u8>> {
     w.commit()?;
     drop(db);
     Ok(file.contents())
+}
+
+/// Opens `img`, makes `change` in a write transaction and commits it: that must fail with
+/// `Error::Corrupted` whose reason contains `reason`, and leave the file as it was.
+fn refused_without_a_write(
+    img: &[u8],
+    reason: &str,
+    change: impl FnOnce(&WriteTxn) -> Result<()>,
+) -> Result<()> {
+    let file = MemFile::new(img.to_vec());
+    let db = open_with_backend(file.backend(), Options::new())?;
+    let changed = db.begin_write().and_then(|w| {
+        change(&w)?;
+        w.commit()
+    });
+    assert!(
+        matches!(&changed, Err(Error::Corrupted { reason: why, .. }) if why.contains(reason)),
+        "expected Corrupted naming {reason:?}, got {changed:?} (check: {:?})",
+        db.check()
+    );
+    drop(db);
+    assert!(file.contents() == img, "the refused change wrote nothing");
+    Ok(())
 }
 
 /// The newest meta names the last transaction id there is: no next transaction can be
@@ -220,23 +243,10 @@ fn a_new_key_that_falls_inside_the_sibling_stops_the_share() -> Result<()> {
     let txn = u64_at(&img, slot * META_SLOT + META_TXN);
     reseal_catalog(&mut img, PS, txn);
 
-    let file = MemFile::new(img.clone());
-    let db = open_with_backend(file.backend(), Options::new())?;
     // 23 then 0xFF: above 23, below the separator 24, so it goes to the full leaf's end.
     let mut new = key(23).to_vec();
     new.push(0xFF);
-    let changed = (|| {
-        let w = db.begin_write()?;
-        w.open_tree("t")?.insert(&new, &[9; 300])?;
-        w.commit()
-    })();
-    assert!(
-        matches!(&changed, Err(Error::Corrupted { reason, .. }) if reason.contains("order")),
-        "expected Corrupted, got {changed:?}"
-    );
-    drop(db);
-    assert!(file.contents() == img, "the failed insert wrote nothing");
-    Ok(())
+    refused_without_a_write(&img, "order", |w| w.open_tree("t")?.insert(&new, &[9; 300]))
 }
 
 /// A leaf whose two keys are longer than any key may be (`key_len_max`) and share all
@@ -288,21 +298,9 @@ fn keys_longer_than_the_limit_stop_the_insert_that_would_split_them() -> Result<
     let txn = u64_at(&img, slot * META_SLOT + META_TXN);
     reseal_catalog(&mut img, PS, txn);
 
-    let file = MemFile::new(img.clone());
-    let db = open_with_backend(file.backend(), Options::new())?;
-    let changed = (|| {
-        let w = db.begin_write()?;
-        w.open_tree("t")?.insert(b"b", b"splits the leaf")?;
-        w.commit()
-    })();
-    assert!(
-        matches!(&changed, Err(Error::Corrupted { reason, .. }) if reason.contains("key")),
-        "expected Corrupted, got {changed:?} (check: {:?})",
-        db.check()
-    );
-    drop(db);
-    assert!(file.contents() == img, "the failed insert wrote nothing");
-    Ok(())
+    refused_without_a_write(&img, "key", |w| {
+        w.open_tree("t")?.insert(b"b", b"splits the leaf")
+    })
 }
 
 /// A tree record (a value in the catalog, resealed so every checksum holds) whose root
@@ -403,26 +401,15 @@ fn a_split_separator_outside_the_parents_range_stops_the_insert() -> Result<()> 
     let txn = u64_at(&img, slot * META_SLOT + META_TXN);
     reseal_catalog(&mut img, PS, txn);
 
-    let file = MemFile::new(img.clone());
-    let db = open_with_backend(file.backend(), Options::new())?;
     // 20 then 1, 2, ..: each right after the one before, all below 50.
-    let changed = (|| {
-        let w = db.begin_write()?;
+    refused_without_a_write(&img, "separator", |w| {
         for j in 1..=20u8 {
             let mut k = key(20).to_vec();
             k.push(j);
             w.open_tree("t")?.insert(&k, &[2; 300])?;
         }
-        w.commit()
-    })();
-    assert!(
-        matches!(&changed, Err(Error::Corrupted { reason, .. }) if reason.contains("separator")),
-        "expected Corrupted, got {changed:?} (check: {:?})",
-        db.check()
-    );
-    drop(db);
-    assert!(file.contents() == img, "the failed insert wrote nothing");
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A leaf of a tree aligned to 16 whose lowest cell was cut short by a byte, the byte
@@ -467,24 +454,14 @@ fn a_cell_of_an_aligned_tree_cut_short_stops_the_insert() -> Result<()> {
     let txn = u64_at(&img, slot * META_SLOT + META_TXN);
     reseal_catalog(&mut img, PS, txn);
 
-    let file = MemFile::new(img.clone());
-    let db = open_with_backend(file.backend(), Options::new())?;
+    let db = open_with_backend(MemFile::new(img.clone()).backend(), Options::new())?;
     let checked = db.check();
     assert!(
         matches!(&checked, Err(Error::Corrupted { reason, .. }) if reason.contains("16")),
         "check: {checked:?}"
     );
-    let changed = (|| {
-        let w = db.begin_write()?;
-        w.open_tree_with("t", aligned)?.insert(&key(1), &[2; 300])?;
-        w.commit()
-    })();
-    assert!(
-        matches!(&changed, Err(Error::Corrupted { reason, .. }) if reason.contains("16")),
-        "expected Corrupted, got {changed:?} (check: {:?})",
-        db.check()
-    );
     drop(db);
-    assert!(file.contents() == img, "the failed insert wrote nothing");
-    Ok(())
+    refused_without_a_write(&img, "16", |w| {
+        w.open_tree_with("t", aligned)?.insert(&key(1), &[2; 300])
+    })
 }
