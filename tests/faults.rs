@@ -77,29 +77,11 @@ fn run(seed: u64, txns: usize, fault: Fault) -> (Arc<SimDisk>, History) {
                 }
             }
         }
-        let mut next = model.clone();
-        let durability = random_durability(&mut rng);
-        let mut ops_rng = rng.clone();
-        rng.next_u64();
-        let result = (|| {
-            let mut wtx = db.begin_write()?;
-            random_ops(&mut ops_rng, &mut wtx, &mut next, SHAPE)?;
-            wtx.set_durability(durability);
-            hist.push(digest(&next), disk.log_len());
-            wtx.commit()
-        })();
-        match result {
-            Ok(()) => {
-                model = next;
-                state = hist.states.len() - 1;
-                if durability == Durability::Immediate {
-                    hist.durable(disk.log_len(), state);
-                }
-                match read_all(&db) {
-                    Ok(content) => assert!(content == model, "{fault:?}: live content differs"),
-                    Err(e) => expect_io(&e, "read", &fault),
-                }
-            }
+        match commit_random_txn(&db, &disk, &mut rng, &mut hist, &mut model, &mut state) {
+            Ok(()) => match read_all(&db) {
+                Ok(content) => assert!(content == model, "{fault:?}: live content differs"),
+                Err(e) => expect_io(&e, "read", &fault),
+            },
             Err(e) => {
                 expect_io(&e, "a write transaction", &fault);
                 if poisons {
@@ -124,6 +106,39 @@ fn run(seed: u64, txns: usize, fault: Fault) -> (Arc<SimDisk>, History) {
         hist.durable(disk.log_len(), state);
     }
     (disk, hist)
+}
+
+/// Commits a transaction of random operations on a copy of `model`, with a random
+/// durability; its state joins `hist` just before the commit is called. If the commit
+/// goes through, `model` and `state` become the new ones, durable at once if the commit
+/// was `Durability::Immediate`.
+fn commit_random_txn(
+    db: &Database,
+    disk: &SimDisk,
+    rng: &mut Rng,
+    hist: &mut History,
+    model: &mut Trees,
+    state: &mut usize,
+) -> mapkv::Result<()> {
+    let mut next = model.clone();
+    let durability = random_durability(rng);
+    let mut ops_rng = rng.clone();
+    rng.next_u64();
+    let result = (|| {
+        let mut wtx = db.begin_write()?;
+        random_ops(&mut ops_rng, &mut wtx, &mut next, SHAPE)?;
+        wtx.set_durability(durability);
+        hist.push(digest(&next), disk.log_len());
+        wtx.commit()
+    })();
+    if result.is_ok() {
+        *model = next;
+        *state = hist.states.len() - 1;
+        if durability == Durability::Immediate {
+            hist.durable(disk.log_len(), *state);
+        }
+    }
+    result
 }
 
 /// Opens `image` without faults: it must hold a state `hist` allows at `at`.
@@ -402,24 +417,8 @@ fn run_full_disk(seed: u64, txns: usize, fault: Fault) -> (Arc<SimDisk>, History
     hist.durable(disk.log_len(), state);
     let mut poisoned = false;
     for _ in 0..txns {
-        let mut next = model.clone();
-        let durability = random_durability(&mut rng);
-        let mut ops_rng = rng.clone();
-        rng.next_u64();
-        let result = (|| {
-            let mut wtx = db.begin_write()?;
-            random_ops(&mut ops_rng, &mut wtx, &mut next, SHAPE)?;
-            wtx.set_durability(durability);
-            hist.push(digest(&next), disk.log_len());
-            wtx.commit()
-        })();
-        match result {
+        match commit_random_txn(&db, &disk, &mut rng, &mut hist, &mut model, &mut state) {
             Ok(()) => {
-                model = next;
-                state = hist.states.len() - 1;
-                if durability == Durability::Immediate {
-                    hist.durable(disk.log_len(), state);
-                }
                 assert!(read_all(&db).unwrap() == model, "{fault:?}: content");
             }
             Err(e) => {
