@@ -198,9 +198,11 @@ impl Storage {
     }
 
     /// Grows the file to at least `len_bytes` (in steps, to keep growth rare), and the
-    /// map with it. New bytes read as zero and belong to no page until a commit. A
-    /// growth that fails leaves the length this handle knows (never more than the
-    /// file's: readers map up to it), and poisons unless it failed for want of room.
+    /// map with it. New bytes read as zero and belong to no page until a commit. A step
+    /// is room for later commits: where the file system has no room for it (a full
+    /// disk, a quota, a largest file), the file grows by just what is asked. A growth
+    /// that fails leaves the length this handle knows (never more than the file's:
+    /// readers map up to it), and poisons unless it failed for want of room.
     pub(crate) fn ensure_len(&self, len_bytes: u64) -> Result<()> {
         let mut state = self.state.lock();
         if state.file_len >= len_bytes {
@@ -208,9 +210,16 @@ impl Storage {
         }
         let step = growth_step(state.file_len);
         let page = self.geometry.page_bytes();
-        let target = (len_bytes.max(state.file_len + step)).div_ceil(page) * page;
+        let needed = len_bytes.div_ceil(page) * page;
+        let stepped = (len_bytes.max(state.file_len + step)).div_ceil(page) * page;
         self.check_not_poisoned()?;
-        let grown = self.backend.set_len(target);
+        let mut target = stepped;
+        let mut grown = self.backend.set_len(target);
+        if grown.as_ref().is_err_and(is_full_disk) && needed < stepped {
+            // A failed size change changed nothing (`is_full_disk`).
+            target = needed;
+            grown = self.backend.set_len(target);
+        }
         grown.map_err(|e| self.fail_unreferenced(e))?;
         state.file_len = target;
         self.remap_if_needed(&mut state)

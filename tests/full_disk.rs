@@ -684,3 +684,46 @@ fn after_a_full_disk_commits_fill_scattered_free_pages() {
         201 + u64::from(appended)
     );
 }
+
+/// Growth goes in steps of at least 1 MiB, but a step is room the commit does not need:
+/// where the file system has room for what the commit needs and not for a whole step
+/// (a largest file, a quota on a file system without holes), the file grows by what the
+/// commit needs, and the commit goes through.
+#[test]
+fn growth_short_of_a_step_is_enough_for_a_commit_that_fits() {
+    let file = MemFile::default();
+    let db = open(&file);
+    put(&db, b"first", &[1; 100 << 10]).unwrap();
+    // A clean close cuts the file to its last page: the next commit that needs a page
+    // past it grows the file.
+    drop(db);
+    let len = file.contents().len() as u64;
+    let room = 256 * KIB;
+    let limits = [
+        Space {
+            max_len: Some(len + room),
+            ..Space::default()
+        },
+        Space {
+            sparse: false,
+            full: io::ErrorKind::QuotaExceeded,
+            ..Space::with_capacity(file.allocated() + room)
+        },
+    ];
+    for (i, space) in limits.into_iter().enumerate() {
+        let file = MemFile::new(file.contents());
+        file.set_space(space);
+        let db = open(&file);
+        assert_eq!(testing::file_len(&db), len);
+        // 160 KiB: in no free run, and well inside the room left.
+        let key = format!("second{i}");
+        put(&db, key.as_bytes(), &[2; 160 << 10])
+            .unwrap_or_else(|e| panic!("{space:?}: a commit of 160 KiB with 256 KiB of room: {e}"));
+        assert!(testing::file_len(&db) <= len + room);
+        db.check().unwrap();
+        drop(db);
+        let db = open(&MemFile::new(file.contents()));
+        assert_eq!(get(&db, key.as_bytes()), Some(vec![2; 160 << 10]));
+        db.check().unwrap();
+    }
+}
