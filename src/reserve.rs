@@ -108,7 +108,7 @@ pub(crate) fn reserve(
         return Ok((Reservation::InLeaf { page }, bytes));
     };
     let mut image = DirtyPage::new(image);
-    let run = pages.take_blob_run(len as u64, node::blob_pad(tree.value_align()))?;
+    let run = pages.take_blob_run(len as u64, node::blob_pad(tree.value_align()))??;
     // The checksum is unknown until the caller has filled the value: 0 stands in for
     // it, and `Reservation::finish` puts the real one in before anything reads the blob.
     let o = pages.adopt_blob(&run, 0);

@@ -578,8 +578,10 @@ impl TxnPages {
     /// Takes a run for a blob of `len` payload bytes that the caller writes itself,
     /// outside the transaction's lock (`WriteTree::insert_from`), and grows the file to
     /// hold it. Until `adopt_blob` the run is taken but unreferenced: give it back with
-    /// `give_back_run` if the blob is not finished.
-    pub(crate) fn take_blob_run(&mut self, len: u64, pad: usize) -> Result<BlobRun> {
+    /// `give_back_run` if the blob is not finished. If the file cannot grow to hold it
+    /// (a full disk), the run is given back and the growth's error is the inner one:
+    /// nothing changed, so the transaction stays usable.
+    pub(crate) fn take_blob_run(&mut self, len: u64, pad: usize) -> Result<Result<BlobRun>> {
         let pages = self.geometry().blob_pages(len + pad as u64);
         let id = self.alloc.take_run(pages);
         self.blob_run_at(id, pages, len, pad)
@@ -595,19 +597,27 @@ impl TxnPages {
     ) -> Result<Option<BlobRun>> {
         let pages = self.geometry().blob_pages(len + pad as u64);
         match self.alloc.take_run_below(pages, limit) {
-            Some(id) => self.blob_run_at(id, pages, len, pad).map(Some),
+            Some(id) => Ok(Some(self.blob_run_at(id, pages, len, pad)??)),
             None => Ok(None),
         }
     }
 
-    /// The run of `pages` pages just taken at `id`, once the file holds it.
-    fn blob_run_at(&mut self, id: PageId, pages: u64, len: u64, pad: usize) -> Result<BlobRun> {
+    /// The run of `pages` pages just taken at `id`, once the file holds it; if the file
+    /// cannot grow to hold it, the run is given back and the growth's error is the inner
+    /// one (nothing changed).
+    fn blob_run_at(
+        &mut self,
+        id: PageId,
+        pages: u64,
+        len: u64,
+        pad: usize,
+    ) -> Result<Result<BlobRun>> {
         let g = self.geometry();
         if let Err(e) = self.storage.ensure_len(g.offset(PageId(id.0 + pages))) {
             self.alloc.give_back(id, pages)?;
-            return Err(e);
+            return Ok(Err(e));
         }
-        Ok(BlobRun {
+        Ok(Ok(BlobRun {
             id,
             pages,
             len,
@@ -615,7 +625,7 @@ impl TxnPages {
             txn: self.txn,
             storage: Arc::clone(&self.storage),
             path: Arc::clone(&self.path),
-        })
+        }))
     }
 
     /// Files a blob written into a run from `take_blob_run` among this transaction's

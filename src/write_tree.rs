@@ -220,7 +220,9 @@ impl WriteTree<'_> {
         // 1. Take the run under the lock. 2. Fill it without the lock. 3. Under the lock
         // again, point the key at it. The run is unreferenced until then: on any
         // failure (or a panic in `reader`) it goes back to the allocator.
-        let run = self.change(|pages, _| pages.take_blob_run(len, node::blob_pad(align)))?;
+        // A growth of the file that found no room gave the run back: the transaction
+        // stays usable (`change` sees `Ok`), and the growth's error is returned.
+        let run = self.change(|pages, _| pages.take_blob_run(len, node::blob_pad(align)))??;
         let mut taken = TakenRun {
             lock: self.view.lock,
             run: Some(run),

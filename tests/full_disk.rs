@@ -727,3 +727,45 @@ fn growth_short_of_a_step_is_enough_for_a_commit_that_fits() {
         db.check().unwrap();
     }
 }
+
+/// `insert_from` that finds no room for its value, whether growing the file for the
+/// value's pages or writing them, fails with the disk's error and leaves the tree
+/// unchanged and the transaction usable, as its documentation says.
+#[test]
+fn insert_from_without_room_leaves_the_transaction_usable() {
+    let value = vec![5u8; 4 << 20];
+    for kind in [io::ErrorKind::FileTooLarge, io::ErrorKind::StorageFull] {
+        let file = MemFile::default();
+        let db = open(&file);
+        put(&db, b"first", b"1").unwrap();
+        file.set_space(match kind {
+            // No growth at all: the value's pages past the end cannot be had.
+            io::ErrorKind::FileTooLarge => Space {
+                max_len: Some(file.contents().len() as u64),
+                ..Space::default()
+            },
+            // Room for a small commit, not for the value.
+            _ => Space::with_capacity(file.allocated() + 64 * KIB),
+        });
+        let wtx = db.begin_write().unwrap();
+        let mut tree = wtx.open_tree("t").unwrap();
+        let e = tree
+            .insert_from(b"big", value.len() as u64, &mut &value[..])
+            .unwrap_err();
+        assert_eq!(full_kind(&e), kind, "{e}");
+        assert_eq!(tree.get(b"big").unwrap(), None, "{kind:?}");
+        tree.insert(b"small", b"2")
+            .unwrap_or_else(|e| panic!("{kind:?}: the transaction is not usable: {e}"));
+        drop(tree);
+        wtx.commit()
+            .unwrap_or_else(|e| panic!("{kind:?}: the commit failed: {e}"));
+        assert_eq!(get(&db, b"small"), Some(b"2".to_vec()));
+        db.check().unwrap();
+        file.set_space(Space::default());
+        drop(db);
+        let db = open(&MemFile::new(file.contents()));
+        assert_eq!(get(&db, b"small"), Some(b"2".to_vec()));
+        assert_eq!(get(&db, b"big"), None);
+        db.check().unwrap();
+    }
+}
