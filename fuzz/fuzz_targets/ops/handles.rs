@@ -86,14 +86,7 @@ impl Harness {
         mem::PANIC_IN_OPS.store(0, Ordering::Relaxed);
         let payload = caught.expect_err("the closure panics");
         if payload.is::<mem::InjectedPanic>() {
-            // Cut inside a change: the transaction refuses everything, and its commit.
-            let wtx = self.wtx.take().expect("a write transaction");
-            assert!(
-                wtx.open_model_tree(tree).is_err(),
-                "a change after an interrupted one"
-            );
-            assert!(wtx.commit().is_err(), "commit after an interrupted change");
-            self.pending = self.committed.clone();
+            self.end_interrupted(tree);
             return;
         }
         assert!(payload.is::<UserPanic>(), "not our panic");

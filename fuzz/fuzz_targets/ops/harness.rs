@@ -397,14 +397,7 @@ impl Harness {
             .expect("retain")
         }));
         let Ok(removed) = outcome else {
-            // Cut inside a change: the transaction refuses everything, and its commit.
-            let wtx = self.wtx.take().expect("a write transaction");
-            assert!(
-                wtx.open_model_tree(tree).is_err(),
-                "a change after an interrupted one"
-            );
-            assert!(wtx.commit().is_err(), "commit after an interrupted change");
-            self.pending = self.committed.clone();
+            self.end_interrupted(tree);
             return;
         };
         assert!(
@@ -414,6 +407,18 @@ impl Harness {
         let before = m.len();
         m.retain(|k, v| keep(k, v));
         assert_eq!(removed, (before - m.len()) as u64, "retain");
+    }
+
+    /// The write transaction was cut inside a change (a panic unwound through it): it
+    /// must refuse everything, its commit included, and ends as an abort would.
+    pub fn end_interrupted(&mut self, tree: &str) {
+        let wtx = self.wtx.take().expect("a write transaction");
+        assert!(
+            wtx.open_model_tree(tree).is_err(),
+            "a change after an interrupted one"
+        );
+        assert!(wtx.commit().is_err(), "commit after an interrupted change");
+        self.pending = self.committed.clone();
     }
 
     /// Runs `f` on the tree as the write transaction sees it (if one is open and
