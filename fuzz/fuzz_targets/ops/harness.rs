@@ -103,22 +103,16 @@ impl Harness {
     }
 
     pub fn insert(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>) {
-        let key_max = key_max(self.page_size, tree);
         let Some(wtx) = self.wtx() else { return };
         let mut t = wtx.open_model_tree(tree).expect("open_tree");
         match t.insert(&k, &v) {
             Ok(()) => {
                 drop(t);
-                assert!(k.len() <= key_max, "key of {} accepted", k.len());
-                self.pending
-                    .entry(tree.to_string())
-                    .or_default()
-                    .insert(k, v);
+                self.key_taken(tree, k, v);
             }
             Err(Error::KeyTooLarge { size, max }) => {
                 drop(t);
-                assert!(size == k.len() && max == key_max && size > max);
-                self.pending.entry(tree.to_string()).or_default();
+                self.key_refused(tree, &k, (size, max));
             }
             Err(e) => panic!("insert: {e}"),
         }
@@ -126,7 +120,6 @@ impl Harness {
 
     /// `insert_from` of `v`; `short`: the reader ends a byte early, which changes nothing.
     pub fn insert_from(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>, short: bool) {
-        let key_max = key_max(self.page_size, tree);
         if self.wtx().is_none() {
             return;
         }
@@ -139,16 +132,11 @@ impl Harness {
             Ok(()) => {
                 drop(t);
                 assert!(!short, "a short reader was accepted");
-                assert!(k.len() <= key_max, "key of {} accepted", k.len());
-                self.pending
-                    .entry(tree.to_string())
-                    .or_default()
-                    .insert(k, v);
+                self.key_taken(tree, k, v);
             }
             Err(Error::KeyTooLarge { size, max }) => {
                 drop(t);
-                assert!(size == k.len() && max == key_max && size > max);
-                self.pending.entry(tree.to_string()).or_default();
+                self.key_refused(tree, &k, (size, max));
             }
             Err(Error::Io(e)) if short && e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 assert!(t.get(&k).expect("get") == old.as_deref(), "changed");
@@ -204,11 +192,26 @@ impl Harness {
             }
             Err(Error::KeyTooLarge { size, max }) => {
                 drop(t);
-                assert!(size == k.len() && max == key_max && size > max);
-                self.pending.entry(tree.to_string()).or_default();
+                self.key_refused(tree, &k, (size, max));
             }
             Err(e) => panic!("insert_reserve: {e}"),
         }
+    }
+
+    /// `k` was taken into `tree` with value `v`: it must fit.
+    fn key_taken(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>) {
+        let key_max = key_max(self.page_size, tree);
+        assert!(k.len() <= key_max, "key of {} accepted", k.len());
+        self.pending
+            .entry(tree.to_string())
+            .or_default()
+            .insert(k, v);
+    }
+
+    /// `k` was refused as too large for `tree`, which the attempt opened, so created.
+    fn key_refused(&mut self, tree: &str, k: &[u8], size_and_max: (usize, usize)) {
+        check_key_too_large(k, key_max(self.page_size, tree), size_and_max);
+        self.pending.entry(tree.to_string()).or_default();
     }
 
     /// `replace` (kind 0), `take` (1) or `update` (2: stores, removes or keeps, by the
@@ -314,9 +317,7 @@ impl Harness {
                 assert!(k.len() <= key_max && past_last, "append of {k:?} taken");
                 m.insert(k, v);
             }
-            Err(Error::KeyTooLarge { size, max }) => {
-                assert!(size == k.len() && max == key_max && size > max);
-            }
+            Err(Error::KeyTooLarge { size, max }) => check_key_too_large(&k, key_max, (size, max)),
             Err(Error::Unsorted { index }) => {
                 assert!(!past_last && k.len() <= key_max, "append of {k:?} refused");
                 assert_eq!(index, m.len() as u64, "Unsorted index");
@@ -472,4 +473,10 @@ impl Harness {
         self.forgot = false;
         self.db = None;
     }
+}
+
+/// A `KeyTooLarge { size, max }` for `k` must give its size and the tree's limit, which
+/// it exceeds.
+fn check_key_too_large(k: &[u8], key_max: usize, (size, max): (usize, usize)) {
+    assert!(size == k.len() && max == key_max && size > max);
 }
