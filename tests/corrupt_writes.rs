@@ -6,12 +6,15 @@
 mod support;
 
 use mapkv::testing::{MemFile, open_with_backend};
-use mapkv::{Durability, Error, Options, Result, WriteTxn};
+use mapkv::{Durability, Error, Options, PAGE_SIZE_DEFAULT, Result, WriteTxn};
 use support::image::{
     META_DURABLE_BEFORE, META_SLOT, META_TXN, catalog_leaf, child_refs, leaf_values,
     newest_meta_slot, put_u64, reseal_catalog, seal_meta, seal_page, target, u16_at, u32_at,
     u64_at,
 };
+
+/// The page size of every database here (all use the default).
+const PS: usize = PAGE_SIZE_DEFAULT;
 
 /// Offset of `page_count` in a meta slot (FORMAT.md#meta-page).
 const META_PAGE_COUNT: usize = 32;
@@ -25,6 +28,14 @@ fn image() -> Result<Vec<u8>> {
     w.commit()?;
     drop(db);
     Ok(file.contents())
+}
+
+/// After an edit of tree records: reseals the catalog and the newest meta as a clean
+/// close leaves them (`durable_before` is the meta's own transaction, so recovery
+/// verifies no page), so that the edit is the file's only fault.
+fn reseal_catalog_closed(img: &mut [u8]) {
+    let txn = u64_at(img, newest_meta_slot(img) * META_SLOT + META_TXN);
+    reseal_catalog(img, PS, txn);
 }
 
 /// Opens `img`, makes `change` in a write transaction and commits it: that must fail with
@@ -90,7 +101,6 @@ fn a_meta_with_the_last_transaction_id_refuses_writes() -> Result<()> {
 /// still free); the other pages it took passed as committed pages.
 #[test]
 fn a_reference_into_a_page_the_transaction_took_is_refused() -> Result<()> {
-    const PS: usize = 4096;
     const BLOB_HEADER: usize = 24; // FORMAT.md#overflow-values
     for into_free_run in [false, true] {
         let file = MemFile::default();
@@ -127,8 +137,7 @@ fn a_reference_into_a_page_the_transaction_took_is_refused() -> Result<()> {
         let x_leaf = u64_at(&img, root) as usize * PS;
         let real_leaf = img[x_leaf..x_leaf + PS].to_vec();
         put_u64(&mut img, root, at + 5);
-        let txn = u64_at(&img, m + META_TXN);
-        reseal_catalog(&mut img, PS, txn);
+        reseal_catalog_closed(&mut img);
 
         let db = open_with_backend(MemFile::new(img).backend(), Options::new())?;
         let w = db.begin_write()?;
@@ -160,7 +169,6 @@ fn a_reference_into_a_page_the_transaction_took_is_refused() -> Result<()> {
 /// record: adds pages that are free already").
 #[test]
 fn a_page_freed_again_while_it_waits_fails_the_commit() -> Result<()> {
-    const PS: usize = 4096;
     let file = MemFile::default();
     let db = open_with_backend(file.backend(), Options::new())?;
     let w = db.begin_write()?;
@@ -173,14 +181,13 @@ fn a_page_freed_again_while_it_waits_fails_the_commit() -> Result<()> {
     w.commit()?;
     drop(db);
     let mut img = file.contents();
-    let (leaf, slot) = catalog_leaf(&img, PS);
+    let (leaf, _) = catalog_leaf(&img, PS);
     let records = leaf_values(&img, leaf);
     let record = |name: &[u8]| records.iter().find(|(n, _)| n == name).expect("a tree").1;
     let (t, x) = (record(b"t"), record(b"x"));
     let t_root = img[t..t + 20].to_vec(); // page, checksum, writer
     img[x..x + 20].copy_from_slice(&t_root);
-    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
-    reseal_catalog(&mut img, PS, txn);
+    reseal_catalog_closed(&mut img);
 
     let file = MemFile::new(img);
     let db = open_with_backend(file.backend(), Options::new())?;
@@ -213,7 +220,6 @@ fn a_page_freed_again_while_it_waits_fails_the_commit() -> Result<()> {
 /// commit sealed an unsorted leaf.
 #[test]
 fn a_new_key_that_falls_inside_the_sibling_stops_the_share() -> Result<()> {
-    const PS: usize = 4096;
     let key = |i: u64| i.to_be_bytes();
     // Entries of 320 bytes: twelve fill a leaf, so the bulk loader leaves a full leaf
     // (keys 0, 2, .. 22) with a roomy one (24, .. 30) after it, separated by key 24.
@@ -222,7 +228,7 @@ fn a_new_key_that_falls_inside_the_sibling_stops_the_share() -> Result<()> {
     db.bulk_load("t", (0..16u64).map(|i| (key(2 * i), vec![i as u8; 300])))?;
     drop(db);
     let mut img = file.contents();
-    let (leaf, slot) = catalog_leaf(&img, PS);
+    let (leaf, _) = catalog_leaf(&img, PS);
     let (_, record) = leaf_values(&img, leaf)[0].clone();
     let root = target(&img, PS, record);
     let refs = child_refs(&img, root);
@@ -240,8 +246,7 @@ fn a_new_key_that_falls_inside_the_sibling_stops_the_share() -> Result<()> {
     img[first_slot..first_slot + 4].copy_from_slice(&prefix);
     seal_page(&mut img, roomy, PS, refs[1]);
     seal_page(&mut img, root, PS, record);
-    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
-    reseal_catalog(&mut img, PS, txn);
+    reseal_catalog_closed(&mut img);
 
     // 23 then 0xFF: above 23, below the separator 24, so it goes to the full leaf's end.
     let mut new = key(23).to_vec();
@@ -261,7 +266,6 @@ fn a_new_key_that_falls_inside_the_sibling_stops_the_share() -> Result<()> {
 /// insert had just committed.
 #[test]
 fn keys_longer_than_the_limit_stop_the_insert_that_would_split_them() -> Result<()> {
-    const PS: usize = 4096;
     let max = mapkv::key_len_max(PS);
     // Two cells of 2,024 bytes (two fit in a leaf: FORMAT.md#node-pages), keys at the
     // limit: a root leaf with no room for a third.
@@ -277,7 +281,7 @@ fn keys_longer_than_the_limit_stop_the_insert_that_would_split_them() -> Result<
     w.commit()?;
     drop(db);
     let mut img = file.contents();
-    let (catalog, slot) = catalog_leaf(&img, PS);
+    let (catalog, _) = catalog_leaf(&img, PS);
     let (_, record) = leaf_values(&img, catalog)[0].clone();
     let leaf = target(&img, PS, record);
     assert_eq!(u16_at(&img, leaf + 2), 2, "a root leaf of two keys");
@@ -295,8 +299,7 @@ fn keys_longer_than_the_limit_stop_the_insert_that_would_split_them() -> Result<
     }
     img[leaf + 22..leaf + 24].fill(0);
     seal_page(&mut img, leaf, PS, record);
-    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
-    reseal_catalog(&mut img, PS, txn);
+    reseal_catalog_closed(&mut img);
 
     refused_without_a_write(&img, "key", |w| {
         w.open_tree("t")?.insert(b"b", b"splits the leaf")
@@ -316,7 +319,6 @@ fn keys_longer_than_the_limit_stop_the_insert_that_would_split_them() -> Result<
 /// held the key, and tree x's record named page 2^62.
 #[test]
 fn a_tree_record_naming_the_writing_transaction_is_refused() -> Result<()> {
-    const PS: usize = 4096;
     let file = MemFile::default();
     let db = open_with_backend(file.backend(), Options::new())?;
     let w = db.begin_write()?;
@@ -332,7 +334,7 @@ fn a_tree_record_naming_the_writing_transaction_is_refused() -> Result<()> {
         .expect("tree x");
     put_u64(&mut img, record, 1 << 62);
     put_u64(&mut img, record + 12, txn + 1);
-    reseal_catalog(&mut img, PS, txn);
+    reseal_catalog_closed(&mut img);
 
     let file = MemFile::new(img.clone());
     let db = open_with_backend(file.backend(), Options::new())?;
@@ -367,7 +369,6 @@ fn a_tree_record_naming_the_writing_transaction_is_refused() -> Result<()> {
 /// found: the misplaced key changed another entry.
 #[test]
 fn a_split_separator_outside_the_parents_range_stops_the_insert() -> Result<()> {
-    const PS: usize = 4096;
     let key = |i: u64| i.to_be_bytes();
     // Ascending inserts of 300-byte values: full leaves of twelve, 0 .. 22 first.
     let file = MemFile::default();
@@ -379,7 +380,7 @@ fn a_split_separator_outside_the_parents_range_stops_the_insert() -> Result<()> 
     w.commit()?;
     drop(db);
     let mut img = file.contents();
-    let (catalog, slot) = catalog_leaf(&img, PS);
+    let (catalog, _) = catalog_leaf(&img, PS);
     let (_, record) = leaf_values(&img, catalog)[0].clone();
     let root = target(&img, PS, record);
     let refs = child_refs(&img, root);
@@ -398,8 +399,7 @@ fn a_split_separator_outside_the_parents_range_stops_the_insert() -> Result<()> 
     img[last_slot..last_slot + 4].copy_from_slice(&prefix);
     seal_page(&mut img, leaf, PS, refs[0]);
     seal_page(&mut img, root, PS, record);
-    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
-    reseal_catalog(&mut img, PS, txn);
+    reseal_catalog_closed(&mut img);
 
     // 20 then 1, 2, ..: each right after the one before, all below 50.
     refused_without_a_write(&img, "separator", |w| {
@@ -424,7 +424,6 @@ fn a_split_separator_outside_the_parents_range_stops_the_insert() -> Result<()> 
 /// the commit left values at offsets that are no multiple of 16.
 #[test]
 fn a_cell_of_an_aligned_tree_cut_short_stops_the_insert() -> Result<()> {
-    const PS: usize = 4096;
     let key = |i: u64| i.to_be_bytes();
     let aligned = mapkv::TreeOptions::new().value_align(16);
     // Cells of 320 bytes (4 + 8 + 4 of padding + 300 + 4): full leaves of twelve.
@@ -438,7 +437,7 @@ fn a_cell_of_an_aligned_tree_cut_short_stops_the_insert() -> Result<()> {
     w.commit()?;
     drop(db);
     let mut img = file.contents();
-    let (catalog, slot) = catalog_leaf(&img, PS);
+    let (catalog, _) = catalog_leaf(&img, PS);
     let (_, record) = leaf_values(&img, catalog)[0].clone();
     let root = target(&img, PS, record);
     let refs = child_refs(&img, root);
@@ -451,8 +450,7 @@ fn a_cell_of_an_aligned_tree_cut_short_stops_the_insert() -> Result<()> {
     img[leaf + 20..leaf + 22].copy_from_slice(&1u16.to_le_bytes());
     seal_page(&mut img, leaf, PS, refs[0]);
     seal_page(&mut img, root, PS, record);
-    let txn = u64_at(&img, slot * META_SLOT + META_TXN);
-    reseal_catalog(&mut img, PS, txn);
+    reseal_catalog_closed(&mut img);
 
     let db = open_with_backend(MemFile::new(img.clone()).backend(), Options::new())?;
     let checked = db.check();
