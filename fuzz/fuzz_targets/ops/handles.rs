@@ -20,11 +20,8 @@ impl Harness {
     /// Changes made through a tree that is then forgotten are kept, as if it had been
     /// dropped: the transaction must know every change at every moment.
     pub fn forget_tree(&mut self, tree: &str, start: u16, count: u8, value_len: u16, every: u8) {
-        if self.wtx().is_none() {
+        let Some((wtx, pending)) = self.wtx_and_pending() else {
             return;
-        }
-        let (Some(wtx), pending) = (self.wtx.as_mut(), &mut self.pending) else {
-            unreachable!("begun above");
         };
         let m = pending.entry(tree.to_string()).or_default();
         forget_write_tree(wtx, m, tree, start, count, value_len, every);
@@ -35,12 +32,9 @@ impl Harness {
     /// between changes, so the transaction goes on with every change made before it.
     pub fn user_panic(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>, point: PanicPoint) {
         let key_max = key_max(self.page_size, tree);
-        if self.wtx().is_none() {
-            return;
-        }
         let in_memory = matches!(self.store, Store::Mem(_));
-        let (Some(wtx), pending) = (self.wtx.as_mut(), &mut self.pending) else {
-            unreachable!("begun above");
+        let Some((wtx, pending)) = self.wtx_and_pending() else {
+            return;
         };
         let caught = catch_unwind(AssertUnwindSafe(|| {
             let mut t = wtx.open_model_tree(tree).expect("open_tree");

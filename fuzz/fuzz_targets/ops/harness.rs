@@ -102,6 +102,13 @@ impl Harness {
         self.wtx.as_mut()
     }
 
+    /// The write transaction, begun if needed, and its view of the trees, borrowed
+    /// together; None on a read-only handle.
+    pub fn wtx_and_pending(&mut self) -> Option<(&mut WriteTxn, &mut Trees)> {
+        self.wtx()?;
+        Some((self.wtx.as_mut().expect("begun"), &mut self.pending))
+    }
+
     pub fn insert(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>) {
         let Some(wtx) = self.wtx() else { return };
         let mut t = wtx.open_model_tree(tree).expect("open_tree");
@@ -218,12 +225,11 @@ impl Harness {
     /// value's length) of `k`, against the model.
     pub fn rmw(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>, kind: u8) {
         let key_max = key_max(self.page_size, tree);
-        if self.wtx().is_none() {
+        let Some((wtx, pending)) = self.wtx_and_pending() else {
             return;
-        }
-        let wtx = self.wtx.as_ref().expect("begun");
+        };
         let mut t = wtx.open_model_tree(tree).expect("open_tree");
-        let m = self.pending.entry(tree.to_string()).or_default();
+        let m = pending.entry(tree.to_string()).or_default();
         if k.len() > key_max {
             return;
         }
@@ -305,12 +311,11 @@ impl Harness {
     /// last key and fits.
     pub fn append(&mut self, tree: &str, k: Vec<u8>, v: Vec<u8>) {
         let key_max = key_max(self.page_size, tree);
-        if self.wtx().is_none() {
+        let Some((wtx, pending)) = self.wtx_and_pending() else {
             return;
-        }
-        let wtx = self.wtx.as_ref().expect("begun");
+        };
         let mut t = wtx.open_model_tree(tree).expect("open_tree");
-        let m = self.pending.entry(tree.to_string()).or_default();
+        let m = pending.entry(tree.to_string()).or_default();
         let past_last = m.keys().next_back().is_none_or(|last| k > *last);
         match t.append(&k, &v) {
             Ok(()) => {
@@ -368,11 +373,8 @@ impl Harness {
     }
 
     pub fn retain(&mut self, tree: &str, modulus: u8, seed: u8, panic_at: Option<u8>) {
-        if self.wtx().is_none() {
+        let Some((wtx, pending)) = self.wtx_and_pending() else {
             return;
-        }
-        let (Some(wtx), pending) = (self.wtx.as_mut(), &mut self.pending) else {
-            unreachable!("begun above");
         };
         let m = pending.entry(tree.to_string()).or_default();
         let keep = |k: &[u8], v: &[u8]| {
