@@ -38,6 +38,28 @@ fn reseal_catalog_closed(img: &mut [u8]) {
     reseal_catalog(img, PS, txn);
 }
 
+/// The first tree of `img` (closed, newest meta): where its record lies, its root page.
+fn first_tree_root(img: &[u8]) -> (usize, usize) {
+    let (catalog, _) = catalog_leaf(img, PS);
+    let (_, record) = leaf_values(img, catalog)[0].clone();
+    (record, target(img, PS, record))
+}
+
+/// Changes the 8-byte key of the cell in slot `slot` of the leaf at `leaf` from `old`
+/// to `new`, and the slot's key prefix with it (after the leaf's prefix skip). The
+/// caller reseals the leaf and its parents.
+fn rewrite_key(img: &mut [u8], leaf: usize, slot: usize, old: [u8; 8], new: [u8; 8]) {
+    let (slot_at, skip) = (leaf + 24 + 8 * slot, u16_at(img, leaf + 22));
+    let cell = leaf + u16_at(img, slot_at + 4);
+    assert_eq!(img[cell + 4..cell + 12], old);
+    img[cell + 4..cell + 12].copy_from_slice(&new);
+    let mut prefix = [0u8; 4];
+    for (to, from) in prefix.iter_mut().zip(&new[skip..]) {
+        *to = *from;
+    }
+    img[slot_at..slot_at + 4].copy_from_slice(&prefix);
+}
+
 /// Opens `img`, makes `change` in a write transaction and commits it: that must fail with
 /// `Error::Corrupted` whose reason contains `reason`, and leave the file as it was.
 fn refused_without_a_write(
@@ -228,22 +250,12 @@ fn a_new_key_that_falls_inside_the_sibling_stops_the_share() -> Result<()> {
     db.bulk_load("t", (0..16u64).map(|i| (key(2 * i), vec![i as u8; 300])))?;
     drop(db);
     let mut img = file.contents();
-    let (leaf, _) = catalog_leaf(&img, PS);
-    let (_, record) = leaf_values(&img, leaf)[0].clone();
-    let root = target(&img, PS, record);
+    let (record, root) = first_tree_root(&img);
     let refs = child_refs(&img, root);
     let (full, roomy) = (target(&img, PS, refs[0]), target(&img, PS, refs[1]));
     assert_eq!(u16_at(&img, full + 2), 12, "the first leaf is full");
     // The roomy leaf's first key 24 becomes 23: still above the full leaf's keys.
-    let (first_slot, skip) = (roomy + 24, u16_at(&img, roomy + 22));
-    let cell = roomy + u16_at(&img, first_slot + 4);
-    assert_eq!(img[cell + 4..cell + 12], key(24));
-    img[cell + 4 + 7] = 23;
-    let mut prefix = [0u8; 4];
-    for (to, from) in prefix.iter_mut().zip(&key(23)[skip..]) {
-        *to = *from;
-    }
-    img[first_slot..first_slot + 4].copy_from_slice(&prefix);
+    rewrite_key(&mut img, roomy, 0, key(24), key(23));
     seal_page(&mut img, roomy, PS, refs[1]);
     seal_page(&mut img, root, PS, record);
     reseal_catalog_closed(&mut img);
@@ -281,9 +293,7 @@ fn keys_longer_than_the_limit_stop_the_insert_that_would_split_them() -> Result<
     w.commit()?;
     drop(db);
     let mut img = file.contents();
-    let (catalog, _) = catalog_leaf(&img, PS);
-    let (_, record) = leaf_values(&img, catalog)[0].clone();
-    let leaf = target(&img, PS, record);
+    let (record, leaf) = first_tree_root(&img);
     assert_eq!(u16_at(&img, leaf + 2), 2, "a root leaf of two keys");
     // Each key takes 90 of its value's bytes: 2,010 bytes, 'a' but for the last 5, the
     // cells' sizes unchanged. No prefix skip, so the slot prefixes are "aaaa".
@@ -380,23 +390,13 @@ fn a_split_separator_outside_the_parents_range_stops_the_insert() -> Result<()> 
     w.commit()?;
     drop(db);
     let mut img = file.contents();
-    let (catalog, _) = catalog_leaf(&img, PS);
-    let (_, record) = leaf_values(&img, catalog)[0].clone();
-    let root = target(&img, PS, record);
+    let (record, root) = first_tree_root(&img);
     let refs = child_refs(&img, root);
     let leaf = target(&img, PS, refs[0]);
     let count = u16_at(&img, leaf + 2);
     assert_eq!(count, 12, "the first leaf is full");
     // Its last key 22 becomes 50: above the separator 24 and the next leaf's keys.
-    let (last_slot, skip) = (leaf + 24 + 8 * (count - 1), u16_at(&img, leaf + 22));
-    let cell = leaf + u16_at(&img, last_slot + 4);
-    assert_eq!(img[cell + 4..cell + 12], key(22));
-    img[cell + 4 + 7] = 50;
-    let mut prefix = [0u8; 4];
-    for (to, from) in prefix.iter_mut().zip(&key(50)[skip..]) {
-        *to = *from;
-    }
-    img[last_slot..last_slot + 4].copy_from_slice(&prefix);
+    rewrite_key(&mut img, leaf, count - 1, key(22), key(50));
     seal_page(&mut img, leaf, PS, refs[0]);
     seal_page(&mut img, root, PS, record);
     reseal_catalog_closed(&mut img);
@@ -437,9 +437,7 @@ fn a_cell_of_an_aligned_tree_cut_short_stops_the_insert() -> Result<()> {
     w.commit()?;
     drop(db);
     let mut img = file.contents();
-    let (catalog, _) = catalog_leaf(&img, PS);
-    let (_, record) = leaf_values(&img, catalog)[0].clone();
-    let root = target(&img, PS, record);
+    let (record, root) = first_tree_root(&img);
     let refs = child_refs(&img, root);
     let leaf = target(&img, PS, refs[0]);
     assert_eq!(u16_at(&img, leaf + 2), 12, "the first leaf is full");
